@@ -1,0 +1,61 @@
+// swift-tools-version:6.0
+// ReflectGuard: NFQUEUE inline mitigation of SYN-ACK reflection and RST floods.
+//
+// The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
+// VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
+// thin I/O targets (NFQueue, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
+// Lab are pure Swift, so fuzzing, sanitizers and benchmarks build them on their own.
+import PackageDescription
+
+let package = Package(
+    name: "ReflectGuard",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "reflectguard", targets: ["reflectguard"]),
+    ],
+    targets: [
+        // MARK: C boundary (system libraries from Debian's packages)
+        .systemLibrary(
+            name: "CNetfilterQueue", pkgConfig: "libnetfilter_queue",
+            providers: [.apt(["libnetfilter-queue-dev", "libmnl-dev"])]),
+        .systemLibrary(
+            name: "CPcap", pkgConfig: "libpcap",
+            providers: [.apt(["libpcap-dev"])]),
+        .systemLibrary(
+            name: "CNftables", pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]),
+
+        // MARK: pure Swift
+        .target(name: "PacketParser"),
+        .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
+        .target(name: "Rules", dependencies: ["VerdictEngine"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine"]),
+        .target(name: "Lab", dependencies: ["PacketParser"]),
+
+        // MARK: thin I/O
+        .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "Rules"]),
+        .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+
+        // MARK: wiring
+        .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
+                                              "NftBackend", "Scoring"]),
+        .executableTarget(name: "reflectguard", dependencies: [
+            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
+        ]),
+        .executableTarget(name: "reflectguard-bench", dependencies: [
+            "PacketParser", "VerdictEngine", "Scoring", "Lab",
+        ]),
+
+        // MARK: tests
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab"]),
+        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine"]),
+        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab"]),
+        .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab"]),
+    ],
+    // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
+    // per worker thread, no shared state), and the few cross-thread values are explicit.
+    swiftLanguageModes: [.v5]
+)

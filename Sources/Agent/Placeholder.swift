@@ -1,0 +1,2 @@
+// Agent: placeholder so the package builds while the target is written.
+enum AgentPlaceholder {}

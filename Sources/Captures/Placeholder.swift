@@ -1,0 +1,2 @@
+// Captures: placeholder so the package builds while the target is written.
+enum CapturesPlaceholder {}

@@ -1,0 +1,2 @@
+// Lab: placeholder so the package builds while the target is written.
+enum LabPlaceholder {}

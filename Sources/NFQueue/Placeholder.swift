@@ -1,0 +1,2 @@
+// NFQueue: placeholder so the package builds while the target is written.
+enum NFQueuePlaceholder {}

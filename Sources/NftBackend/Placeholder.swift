@@ -1,0 +1,2 @@
+// NftBackend: placeholder so the package builds while the target is written.
+enum NftBackendPlaceholder {}

@@ -1,0 +1,2 @@
+// Rules: placeholder so the package builds while the target is written.
+enum RulesPlaceholder {}

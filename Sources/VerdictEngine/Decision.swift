@@ -1,0 +1,67 @@
+import PacketParser
+
+public enum Verdict: UInt8, Sendable {
+    case accept
+    case drop
+
+    public var token: String { self == .accept ? "accept" : "drop" }
+}
+
+/// Why a packet got its verdict. Every decision carries exactly one reason; the raw value is the
+/// kebab-case token of CONTRACT.md, and the README lists them all with their meaning.
+public enum Reason: String, Sendable, CaseIterable {
+    // SYN-ACKs
+    case solicitedSynack = "solicited-synack"
+    case unsolicitedSynack = "unsolicited-synack"
+    case synackSent = "synack-sent"
+    case synackScorePass = "synack-score-pass"
+    case synackScoreDrop = "synack-score-drop"
+    // SYNs
+    case synTracked = "syn-tracked"
+    // RSTs
+    case rstRefused = "rst-refused"
+    case rstTracked = "rst-tracked"
+    case rstExact = "rst-exact"
+    case rstInWindow = "rst-in-window"
+    case rstOutOfWindow = "rst-out-of-window"
+    case rstWithinRate = "rst-within-rate"
+    case rstRateLimit = "rst-rate-limit"
+    case rstSent = "rst-sent"
+    case backscatter = "backscatter"
+    case backscatterRateLimit = "backscatter-rate-limit"
+    // Everything else
+    case spoofedSource = "spoofed-source"
+    case allowlisted = "allowlisted"
+    case notProtected = "not-protected"
+    case notQueued = "not-queued"
+    case notTCP = "not-tcp"
+    case malformed = "malformed"
+    case flowTracked = "flow-tracked"
+
+    public var token: String { rawValue }
+}
+
+/// One verdict with its reason, and for ingress-only SYN-ACK scoring the evidence score (0-100).
+public struct Decision: Equatable, Sendable {
+    public var verdict: Verdict
+    public var reason: Reason
+    public var score: UInt8
+
+    public init(_ verdict: Verdict, _ reason: Reason, score: UInt8 = 0) {
+        self.verdict = verdict
+        self.reason = reason
+        self.score = score
+    }
+}
+
+/// Which side of the router a packet arrived from, when the interfaces are known
+/// (`inside_ifaces` / `outside_ifaces`). `.unknown` judges direction by addresses alone.
+public enum Side: UInt8, Sendable {
+    case unknown
+    case inside
+    case outside
+}
+
+/// Packet time in nanoseconds: a capture timestamp, or NFQA_TIMESTAMP / a monotonic clock inline.
+/// The engine never reads a clock itself, so a capture always scores the same.
+public typealias Nanoseconds = Int64

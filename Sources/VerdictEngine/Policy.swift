@@ -1,0 +1,129 @@
+import PacketParser
+
+/// An address prefix, IPv4 or IPv6. IPv4 prefixes live in the IPv4-mapped space (/24 → /120).
+public struct CIDR: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPAddress
+    /// Prefix length in the 128-bit space.
+    public var length: UInt8
+
+    public init(address: IPAddress, length: UInt8) {
+        self.address = IPAddress(bytes: address.bytes & CIDR.mask(length))
+        self.length = length
+    }
+
+    /// Parses `a.b.c.d/n`, `a.b.c.d`, `x::y/n` or `x::y`. Nil on anything else.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let addr = IPAddress(parts[0]) else { return nil }
+        let v4 = addr.isIPv4Mapped && !parts[0].contains(":")
+        let maxLen = v4 ? 32 : 128
+        var len = maxLen
+        if parts.count == 2 {
+            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let n = Int(parts[1]), n <= maxLen else { return nil }
+            len = n
+        }
+        self.init(address: addr, length: UInt8(v4 ? len + 96 : len))
+    }
+
+    public var isIPv4: Bool { length >= 96 && address.isIPv4Mapped }
+
+    public static func mask(_ length: UInt8) -> SIMD16<UInt8> {
+        var m = SIMD16<UInt8>()
+        var remaining = Int(length)
+        for i in 0..<16 {
+            let bits = min(8, max(0, remaining))
+            m[i] = bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
+            remaining -= 8
+        }
+        return m
+    }
+
+    @inlinable
+    public func contains(_ a: IPAddress) -> Bool {
+        (a.bytes & CIDR.mask(length)) == address.bytes
+    }
+
+    public var description: String {
+        isIPv4 ? "\(address)/\(Int(length) - 96)" : "\(address)/\(length)"
+    }
+}
+
+/// A small set of prefixes (protected networks, allowlist).
+public struct PrefixSet: Sendable, Equatable {
+    public private(set) var prefixes: [CIDR]
+    private var masks: [SIMD16<UInt8>]
+
+    public init(_ prefixes: [CIDR] = []) {
+        self.prefixes = prefixes
+        self.masks = prefixes.map { CIDR.mask($0.length) }
+    }
+
+    public var isEmpty: Bool { prefixes.isEmpty }
+
+    public mutating func insert(_ p: CIDR) {
+        guard !prefixes.contains(p) else { return }
+        prefixes.append(p)
+        masks.append(CIDR.mask(p.length))
+    }
+
+    @inlinable
+    public func contains(_ a: IPAddress) -> Bool {
+        for i in prefixes.indices where (a.bytes & maskAt(i)) == prefixes[i].address.bytes { return true }
+        return false
+    }
+
+    @usableFromInline
+    func maskAt(_ i: Int) -> SIMD16<UInt8> { masks[i] }
+}
+
+public enum Mode: String, Sendable, CaseIterable {
+    /// The router sees both directions: SYN-ACKs are checked against tracked SYNs.
+    case symmetric
+    /// Asymmetric routing, inbound only: SYN-ACKs are scored from evidence.
+    case ingressOnly = "ingress-only"
+}
+
+public enum Track: String, Sendable, CaseIterable {
+    /// Only handshake packets and RSTs are queued (default).
+    case handshake
+    /// Every packet of protected flows is queued, so RST sequence windows can be judged.
+    case full
+}
+
+/// Everything the engine decides with. Built from the rules file's `define`s plus command-line
+/// overrides (Rules target), so the kernel's queue rules and the engine's policy never disagree.
+public struct Policy: Sendable, Equatable {
+    public var protected = PrefixSet()
+    public var allowlist = PrefixSet()
+    public var mode: Mode = .symmetric
+    public var track: Track = .handshake
+    /// The protected hosts' ephemeral (client) ports; Linux default 32768-60999.
+    public var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
+    /// RSTs per second (and burst) to one protected address on flows nobody tracks, whole agent.
+    public var rstRate: Double = 50
+    public var rstBurst: Double = 100
+    /// The same per destination prefix (/24 IPv4, /64 IPv6).
+    public var rstPrefixRate: Double = 500
+    public var rstPrefixBurst: Double = 1000
+    /// RSTs protected hosts send in answer to unsolicited SYN-ACKs, per source address.
+    public var backscatterRate: Double = 10
+    public var backscatterBurst: Double = 20
+    /// How long a tracked SYN answers SYN-ACKs: a Linux client retries its SYN for up to 131 s.
+    public var synHorizon: Double = 131
+    /// How long after the last SYN a server may retransmit its SYN-ACK (63 s on Linux).
+    public var synackHorizon: Double = 63
+    /// Ingress-only: drop SYN-ACKs whose evidence score is at or above this (0-100).
+    public var scoreThreshold: Int = 60
+    /// Unsolicited SYN-ACKs per second to one victim prefix that count as an attack (arms kernel
+    /// enforcement for that prefix inline).
+    public var attackRate: Double = 200
+    /// Rates above are for the whole agent; each queue's engine gets its share.
+    public var queueCount: Int = 1
+    /// Capacity of the tracked-SYN table (entries).
+    public var synTableCapacity: Int = 1 << 20
+    public var insideInterfaces: [String] = []
+    public var outsideInterfaces: [String] = []
+
+    public init() {}
+}

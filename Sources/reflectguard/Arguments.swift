@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A hand-written command line in the manner of swift-argument-parser: each command declares its
+/// options in a table, help goes to stdout with exit 0, usage errors go to stderr as
+/// `Error: …` / `Usage: …` / `See '… --help' …` with exit 2 (CONTRACT.md).
+struct OptionSpec {
+    /// Long name with dashes (`--rules`), or a short one (`-D`).
+    let name: String
+    /// Placeholder for the value in help (`FILE`); nil for a flag that takes no value.
+    let value: String?
+    let help: String
+    var repeatable = false
+}
+
+struct CommandSpec {
+    /// Full command path, e.g. `reflectguard score`.
+    let path: String
+    let overview: String
+    let usage: [String]
+    var arguments: [(String, String)] = []
+    var options: [OptionSpec] = []
+    var subcommands: [(String, String)] = []
+    /// How many positional arguments are allowed.
+    var positionals: ClosedRange<Int> = 0...0
+}
+
+struct UsageError: Error {
+    let message: String
+}
+
+/// Parsed options: values by long name, flags present, positionals in order.
+struct Arguments {
+    private(set) var values: [String: [String]] = [:]
+    private(set) var flags: Set<String> = []
+    private(set) var positionals: [String] = []
+
+    func value(_ name: String) -> String? { values[name]?.last }
+    func all(_ name: String) -> [String] { values[name] ?? [] }
+    func flag(_ name: String) -> Bool { flags.contains(name) }
+
+    /// Parses `args` (without the command words) against `spec`. `--name=value` and
+    /// `--name value` both work; `-DNAME=VALUE` and `-D NAME=VALUE` both work.
+    static func parse(_ args: [String], spec: CommandSpec) throws(UsageError) -> Arguments {
+        var out = Arguments()
+        var i = 0
+        var onlyPositionals = false
+        while i < args.count {
+            let arg = args[i]
+            i += 1
+            if onlyPositionals || !arg.hasPrefix("-") || arg == "-" {
+                out.positionals.append(arg)
+                continue
+            }
+            if arg == "--" { onlyPositionals = true; continue }
+            var name = arg
+            var inline: String? = nil
+            if arg.hasPrefix("--"), let eq = arg.firstIndex(of: "=") {
+                name = String(arg[..<eq])
+                inline = String(arg[arg.index(after: eq)...])
+            } else if !arg.hasPrefix("--"), arg.count > 2 {
+                name = String(arg.prefix(2))
+                inline = String(arg.dropFirst(2))
+            }
+            guard let opt = spec.options.first(where: { $0.name == name }) else {
+                throw UsageError(message: "unknown option '\(name)' for '\(spec.path)'")
+            }
+            if opt.value == nil {
+                guard inline == nil else { throw UsageError(message: "option '\(name)' takes no value") }
+                out.flags.insert(name)
+                continue
+            }
+            let v: String
+            if let inline { v = inline } else {
+                guard i < args.count else {
+                    throw UsageError(message: "option '\(name)' needs a value (\(opt.value!))")
+                }
+                v = args[i]
+                i += 1
+            }
+            if !opt.repeatable, out.values[name] != nil {
+                throw UsageError(message: "option '\(name)' given twice")
+            }
+            out.values[name, default: []].append(v)
+        }
+        guard spec.positionals.contains(out.positionals.count) else {
+            if out.positionals.count > spec.positionals.upperBound {
+                let extra = out.positionals[spec.positionals.upperBound]
+                throw UsageError(message: "unexpected argument '\(extra)'")
+            }
+            throw UsageError(message: "missing argument: \(spec.arguments.first?.0 ?? "argument")")
+        }
+        return out
+    }
+}
+
+extension CommandSpec {
+    var helpText: String {
+        var s = "OVERVIEW: \(overview)\n\nUSAGE: "
+        s += usage.map { "\(path) \($0)" }.joined(separator: "\n       ") + "\n"
+        if !arguments.isEmpty {
+            s += "\nARGUMENTS:\n"
+            for (a, h) in arguments { s += Self.row(a, h) }
+        }
+        if !options.isEmpty {
+            s += "\nOPTIONS:\n"
+            for o in options {
+                let left = o.value.map { o.name.hasPrefix("--") ? "\(o.name) \($0)" : "\(o.name) \($0)" } ?? o.name
+                s += Self.row(left, o.help + (o.repeatable ? " (repeatable)" : ""))
+            }
+            s += Self.row("-h, --help", "Show help information.")
+        }
+        if !subcommands.isEmpty {
+            s += "\nSUBCOMMANDS:\n"
+            for (c, h) in subcommands { s += Self.row(c, h) }
+            s += "\n  See '\(path) <subcommand> --help' for detailed help.\n"
+        }
+        return s
+    }
+
+    private static func row(_ left: String, _ help: String) -> String {
+        let pad = 26
+        if left.count + 2 < pad {
+            return "  " + left + String(repeating: " ", count: pad - left.count - 2) + help + "\n"
+        }
+        return "  " + left + "\n" + String(repeating: " ", count: pad) + help + "\n"
+    }
+}
+
+/// Exit codes of CONTRACT.md.
+enum ExitCode: Int32 {
+    case success = 0
+    case failure = 1
+    case usage = 2
+    case rules = 3
+}
+
+func printError(_ line: String) {
+    var line = line
+    if !line.hasSuffix("\n") { line += "\n" }
+    fputs(line, stderr)
+}
+
+/// Prints a usage error the way swift-argument-parser does and exits 2.
+func exitUsage(_ error: UsageError, _ spec: CommandSpec) -> Never {
+    printError("Error: \(error.message)")
+    printError("Usage: \(spec.path) \(spec.usage.first ?? "")")
+    printError("  See '\(spec.path) --help' for more information.")
+    exit(ExitCode.usage.rawValue)
+}
+
+/// Parses, handling `-h`/`--help` (help on stdout, exit 0) and usage errors (exit 2).
+func parseOrExit(_ args: [String], _ spec: CommandSpec) -> Arguments {
+    if args.contains("-h") || args.contains("--help") {
+        print(spec.helpText, terminator: "")
+        exit(0)
+    }
+    do { return try Arguments.parse(args, spec: spec) } catch { exitUsage(error, spec) }
+}

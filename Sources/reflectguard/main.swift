@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The executable is wiring and argument parsing only: each subcommand lives in its own file and
+/// calls into the library targets.
+let version = "0.1.0"
+
+let topSpec = CommandSpec(
+    path: "reflectguard",
+    overview: "Inline NFQUEUE mitigation of spoofed SYN-ACK reflection and RST floods.",
+    usage: ["<subcommand> [options]", "--help | --version"],
+    options: [OptionSpec(name: "--version", value: nil, help: "Show the version.")],
+    subcommands: [
+        ("run", "Run inline on NFQUEUE (or --dry-run)."),
+        ("score", "Score a capture or live interface: what would be dropped, and why."),
+        ("nft", "Generate, check, apply or remove the nftables rules."),
+        ("lab", "Generate labelled scenario captures."),
+    ])
+
+let commands: [String: ([String]) -> Int32] = [
+    "run": RunCommand.main,
+    "score": ScoreCommand.main,
+    "nft": NftCommand.main,
+    "lab": LabCommand.main,
+]
+
+var argv = Array(CommandLine.arguments.dropFirst())
+guard let first = argv.first else {
+    print(topSpec.helpText, terminator: "")
+    exit(ExitCode.usage.rawValue)
+}
+if first == "--version" {
+    print("reflectguard \(version)")
+    exit(0)
+}
+if first == "-h" || first == "--help" || first == "help" {
+    print(topSpec.helpText, terminator: "")
+    exit(0)
+}
+guard let command = commands[first] else {
+    exitUsage(UsageError(message: "unknown subcommand '\(first)'"), topSpec)
+}
+exit(command(Array(argv.dropFirst())))

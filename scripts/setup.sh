@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
+# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
+# Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
+# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
+set -euo pipefail
+
+packages=(
+  pkg-config
+  libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev
+  nftables iptables iproute2
+  tshark tcpdump netsniff-ng hping3
+  procps psmisc
+)
+# Optional extras that only the HTML screenshot check and benchmarks use.
+if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then
+  packages+=(chromium hyperfine valgrind)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: missing packages: ${missing[*]}; run as root (or install them) and try again" >&2
+  exit 1
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# tshark asks whether non-root users may capture; answer no without a prompt.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"
