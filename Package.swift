@@ -48,7 +48,7 @@ let package = Package(
         ]),
 
         // MARK: tests
-        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab"]),
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures"]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine"]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab"]),

@@ -1,2 +1,0 @@
-// Captures: placeholder so the package builds while the target is written.
-enum CapturesPlaceholder {}

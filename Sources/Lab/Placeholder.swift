@@ -1,2 +1,0 @@
-// Lab: placeholder so the package builds while the target is written.
-enum LabPlaceholder {}
