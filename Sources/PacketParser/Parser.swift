@@ -18,15 +18,3 @@ public enum PacketParser {
     }
 }
 
-public enum ScalarParser {
-    public static func parse(_ bytes: UnsafeRawBufferPointer, link: LinkType, into packet: inout ParsedPacket) {
-        packet = ParsedPacket()
-        // placeholder until the reference parser lands
-    }
-
-    public static func parse(_ bytes: [UInt8], link: LinkType) -> ParsedPacket {
-        var p = ParsedPacket()
-        bytes.withUnsafeBytes { parse($0, link: link, into: &p) }
-        return p
-    }
-}

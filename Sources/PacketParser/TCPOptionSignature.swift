@@ -6,6 +6,8 @@
 /// absent); bit 20 SACK-permitted; bit 21 timestamps; bit 22 MSS present; bits 24-31 the kinds of
 /// the first four options seen, two bits each in order (0 other/NOP-free end, 1 MSS, 2 SACK-perm
 /// or window scale, 3 timestamps), which captures the order Linux, Windows and BSD stacks differ in.
+/// The first option sits in bits 24-25, the fourth in bits 30-31; NOP and EOL take no slot, and an
+/// option whose length is not its RFC length counts as "other" and sets no field.
 public struct TCPOptionSignature: Hashable, Sendable {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
