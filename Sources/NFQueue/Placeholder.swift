@@ -1,2 +1,0 @@
-// NFQueue: placeholder so the package builds while the target is written.
-enum NFQueuePlaceholder {}
