@@ -40,6 +40,17 @@ public final class PcapWriter {
         if buffer.count > (1 << 20) { try flush() }
     }
 
+    /// Appends a frame from a borrowed buffer (the generator's hot path: no array per frame).
+    public func write(_ frame: UnsafeRawBufferPointer, timestamp: Int64, wireLength: Int? = nil) throws {
+        let cap = min(frame.count, Int(snapLength))
+        append32(UInt32(truncatingIfNeeded: timestamp / 1_000_000_000))
+        append32(UInt32(truncatingIfNeeded: timestamp % 1_000_000_000))
+        append32(UInt32(cap))
+        append32(UInt32(wireLength ?? frame.count))
+        buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: frame[0..<cap]))
+        if buffer.count > (1 << 20) { try flush() }
+    }
+
     public func close() throws {
         try flush()
         fclose(file)
