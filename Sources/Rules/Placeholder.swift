@@ -1,2 +1,0 @@
-// Rules: placeholder so the package builds while the target is written.
-enum RulesPlaceholder {}

@@ -1,0 +1,302 @@
+import VerdictEngine
+
+/// Where the rules hook in: a router judging forwarded traffic, or a host protecting itself.
+public enum Hook: String, Sendable, CaseIterable {
+    case router
+    case host
+}
+
+/// How packets reach the agent: the nft `queue` expression, the xtables NFQUEUE target on marked
+/// packets (kernels without CONFIG_NFT_QUEUE), or not at all (the kernel-only ruleset).
+public enum Backend: String, Sendable, CaseIterable {
+    case nft
+    case xt
+    case none
+}
+
+/// NFQUEUE numbers: one queue `N` or a balanced range `N-M` (`N:M` on the command line).
+public struct QueueRange: Equatable, Sendable, CustomStringConvertible {
+    public var first: UInt16
+    public var last: UInt16
+
+    public init(first: UInt16, last: UInt16) {
+        self.first = first
+        self.last = last
+    }
+
+    /// `N`, `N:M` or `N-M` with N ≤ M.
+    public init?(_ text: String) {
+        let parts = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == ":" || $0 == "-" })
+        guard parts.count == 1 || parts.count == 2,
+              parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }),
+              let a = UInt16(parts[0]), let b = UInt16(parts[parts.count - 1]), a <= b else { return nil }
+        self.init(first: a, last: b)
+    }
+
+    public var count: Int { Int(last) - Int(first) + 1 }
+    /// nft's spelling: `0` or `0-3`.
+    public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
+}
+
+/// One xtables rule that queues the packets nft marked (xt backend). `arguments` go to
+/// iptables-nft / ip6tables-nft after `-I CHAIN 1` / `-D CHAIN` as an argv array.
+public struct XtablesRule: Equatable, Sendable {
+    public var ipv6: Bool
+    public var chain: String
+    public var arguments: [String]
+
+    /// The comment that tags ReflectGuard's xtables rules, so `nft remove` finds them and nothing else.
+    public static let tag = "reflectguard"
+
+    public var tool: String { ipv6 ? "ip6tables-nft" : "iptables-nft" }
+    /// For humans (`nft generate`): the command `apply` runs.
+    public var commandLine: String { ([tool, "-I", chain, "1"] + arguments).joined(separator: " ") }
+}
+
+/// The rules file with the command line's overrides applied: the engine's `policy` and the text
+/// for nft, both from the same values.
+public struct ResolvedRules: Sendable {
+    public let file: RulesFile
+    public let policy: Policy
+    public let queues: QueueRange
+    public let queueMark: UInt32
+    /// The file's text with overridden define values substituted in place, line for line.
+    public let text: String
+    /// Every define's effective value, after overrides.
+    public let values: [String: String]
+
+    fileprivate let scanner: RulesScanner
+    fileprivate let substituted: [UInt8]
+    fileprivate let overrides: [String: String]
+
+    /// The text `nft apply` loads for this hook and backend: the other variants' chains blanked
+    /// and scalar defines expanded (nft takes no variable in `timeout`, `limit rate`, `burst`).
+    /// Line numbers stay those of the operator's file, so nft's errors point into it.
+    /// `.none` is the standalone kernel-only ruleset, with `kernel_enforce` forced to `always`.
+    public func render(hook: Hook, backend: Backend) -> String {
+        var values = self.values
+        var bytes = substituted
+        let scan = scanner
+        if backend == .none, values["kernel_enforce"] != nil, values["kernel_enforce"] != "always" {
+            values["kernel_enforce"] = "always"
+            var o = overrides
+            o["kernel_enforce"] = "always"
+            bytes = RulesConfig.substitute(file.text, scanner, o, values)
+        }
+        var blank = Set<Int>()
+        for c in scan.chains {
+            guard let v = c.variant else { continue }
+            let keep = v.key == "hook" ? v.value == hook.rawValue : v.value == backend.rawValue
+            if !keep { for l in c.firstLine...c.lastLine { blank.insert(l) } }
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        let lines = RulesScanner.splitLines(bytes)
+        for (idx, (start, end)) in lines.enumerated() {
+            let lineNo = idx + 1
+            if !blank.contains(lineNo) {
+                if scan.defineLines.contains(lineNo) {
+                    out.append(contentsOf: bytes[start..<end])
+                } else {
+                    RulesConfig.expandScalars(bytes[start..<end], values, into: &out)
+                }
+            }
+            if end < bytes.count { out.append(0x0a) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The xtables rules that queue marked packets (xt backend): one per hook chain and family.
+    public func xtablesRules(hook: Hook) -> [XtablesRule] {
+        let mark = "0x" + String(queueMark, radix: 16) + "/0x" + String(queueMark, radix: 16)
+        var args = ["-m", "mark", "--mark", mark, "-m", "comment", "--comment", XtablesRule.tag, "-j", "NFQUEUE"]
+        if queues.first == queues.last {
+            args += ["--queue-num", "\(queues.first)"]
+        } else {
+            // --queue-balance hashes (saddr, daddr) symmetrically, like nft's range without fanout.
+            args += ["--queue-balance", "\(queues.first):\(queues.last)"]
+        }
+        args.append("--queue-bypass")
+        let chains = hook == .router ? ["FORWARD"] : ["INPUT", "OUTPUT"]
+        var out: [XtablesRule] = []
+        for v6 in [false, true] {
+            for c in chains { out.append(XtablesRule(ipv6: v6, chain: c, arguments: args)) }
+        }
+        return out
+    }
+}
+
+/// Builds `ResolvedRules` from a rules file and the command line's `--protect` and `-D`.
+public enum RulesConfig {
+    /// Command-line names that differ from the file's: `queue` is an nft keyword, so the file's
+    /// define is `queues`.
+    static let aliases = ["queue": "queues"]
+
+    /// Applies `protect` (CIDRs, added to `protected_v4`/`protected_v6`) and `defines`
+    /// (`NAME=VALUE`, replacing the file's value) to the file, validates every value the policy
+    /// needs, and returns the policy together with the text for nft.
+    public static func resolve(rules: RulesFile, protect: [String] = [],
+                               defines: [String] = []) throws(RulesError) -> ResolvedRules {
+        let bytes = Array(rules.text.utf8)
+        let scanner = try RulesScanner(bytes: bytes, file: rules.name)
+        var byName: [String: RulesScanner.Define] = [:]
+        for d in scanner.defines {
+            if byName[d.name] != nil {
+                // nft itself refuses this; say it with the position.
+                throw RulesError("'\(d.name)' is defined twice",
+                                 at: SourceLocation(file: rules.name, line: d.line, column: d.column))
+            }
+            byName[d.name] = d
+        }
+        var overrides: [String: String] = [:]
+        for item in defines {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
+                throw RulesError("-D '\(item)': expected NAME=VALUE", at: nil, fromCommandLine: true)
+            }
+            var name = String(item[..<eq])
+            var value = String(item[item.index(after: eq)...]).trimmingBlanks()
+            name = aliases[name] ?? name
+            guard byName[name] != nil else {
+                throw RulesError("-D \(name): \(rules.name) has no 'define \(name)'", at: nil, fromCommandLine: true)
+            }
+            guard !value.isEmpty, !value.contains("\n"), !value.contains("#"), !value.contains(";") else {
+                throw RulesError("-D \(name): the value must be one non-empty line without '#' or ';'",
+                                 at: nil, fromCommandLine: true)
+            }
+            if name == "queues", let q = QueueRange(value) { value = q.description }
+            overrides[name] = value
+        }
+        if !protect.isEmpty {
+            var add4: [String] = [], add6: [String] = []
+            for p in protect {
+                guard let c = CIDR(p) else {
+                    throw RulesError("--protect '\(p)': not an IPv4 or IPv6 address or prefix", at: nil,
+                                     fromCommandLine: true)
+                }
+                if c.isIPv4 && !p.contains(":") { add4.append(p) } else { add6.append(p) }
+            }
+            for (name, added) in [("protected_v4", add4), ("protected_v6", add6)] where !added.isEmpty {
+                guard let d = byName[name] else {
+                    throw RulesError("--protect: \(rules.name) has no 'define \(name)' to add to", at: nil,
+                                     fromCommandLine: true)
+                }
+                let base = elements(of: overrides[name] ?? d.value).map(\.text)
+                overrides[name] = "{ " + (base + added).joined(separator: ", ") + " }"
+            }
+        }
+        var values: [String: String] = [:]
+        for d in scanner.defines { values[d.name] = overrides[d.name] ?? d.value }
+        let resolved = try resolveReferences(values, scanner, rules.name)
+        var builder = PolicyBuilder(file: rules.name, defines: byName, overridden: Set(overrides.keys),
+                                    values: resolved)
+        let policy = try builder.build()
+        let substituted = substitute(rules.text, scanner, overrides, resolved)
+        return ResolvedRules(file: rules, policy: policy, queues: builder.queues, queueMark: builder.queueMark,
+                             text: String(decoding: substituted, as: UTF8.self), values: resolved,
+                             scanner: scanner, substituted: substituted, overrides: overrides)
+    }
+
+    /// Values with `$name` references to other defines resolved, as nft would.
+    static func resolveReferences(_ values: [String: String], _ scanner: RulesScanner,
+                                  _ file: String) throws(RulesError) -> [String: String] {
+        var out: [String: String] = [:]
+        for d in scanner.defines {
+            var v = values[d.name]!
+            var rounds = 0
+            while v.contains("$") {
+                rounds += 1
+                if rounds > 8 {
+                    throw RulesError("'\(d.name)' refers to itself through other defines",
+                                     at: SourceLocation(file: file, line: d.line, column: d.column))
+                }
+                var bytes: [UInt8] = []
+                expandAll(Array(v.utf8)[...], values, into: &bytes)
+                v = String(decoding: bytes, as: UTF8.self)
+            }
+            out[d.name] = v
+        }
+        return out
+    }
+
+    /// The file with each overridden define's value replaced in place; a value that spanned
+    /// several lines leaves its newlines behind, so every later line keeps its number.
+    static func substitute(_ text: String, _ scanner: RulesScanner, _ overrides: [String: String],
+                           _ values: [String: String]) -> [UInt8] {
+        let bytes = Array(text.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var pos = 0
+        for d in scanner.defines {
+            guard let v = overrides[d.name] else { continue }
+            out.append(contentsOf: bytes[pos..<d.range.lowerBound])
+            out.append(contentsOf: Array(v.utf8))
+            for _ in 1..<d.lineCount { out.append(0x0a) }
+            pos = d.range.upperBound
+        }
+        out.append(contentsOf: bytes[pos...])
+        return out
+    }
+
+    /// Copies a line, replacing `$name` of scalar defines (values without `{`) with the value.
+    /// Set-valued defines stay nft variables: nft accepts those, even empty (`elements = $x`
+    /// with `x = { }` loads, a literal `elements = { }` does not).
+    static func expandScalars(_ line: ArraySlice<UInt8>, _ values: [String: String], into out: inout [UInt8]) {
+        expand(line, values, scalarsOnly: true, into: &out)
+    }
+
+    static func expandAll(_ line: ArraySlice<UInt8>, _ values: [String: String], into out: inout [UInt8]) {
+        expand(line, values, scalarsOnly: false, into: &out)
+    }
+
+    private static func expand(_ line: ArraySlice<UInt8>, _ values: [String: String], scalarsOnly: Bool,
+                               into out: inout [UInt8]) {
+        var i = line.startIndex
+        var quoted = false
+        while i < line.endIndex {
+            let b = line[i]
+            if b == 0x22 { quoted.toggle() }
+            if b == 0x23, !quoted {   // comments are copied as they are
+                out.append(contentsOf: line[i...])
+                return
+            }
+            if b == 0x24, !quoted {
+                var j = i + 1
+                while j < line.endIndex, RulesScanner.isIdentByte(line[j]) { j += 1 }
+                let name = String(decoding: line[(i + 1)..<j], as: UTF8.self)
+                if let v = values[name], !(scalarsOnly && v.contains("{")) {
+                    out.append(contentsOf: Array(v.utf8))
+                    i = j
+                    continue
+                }
+            }
+            out.append(b)
+            i += 1
+        }
+    }
+
+    /// The elements of a set literal `{ a, b }` (or a single value), with byte offsets into `value`.
+    static func elements(of value: String) -> [(text: String, offset: Int)] {
+        let bytes = Array(value.utf8)
+        var out: [(String, Int)] = []
+        var i = 0
+        var start = -1
+        func flush(_ end: Int) {
+            guard start >= 0 else { return }
+            let s = String(decoding: bytes[start..<end], as: UTF8.self).trimmingBlanks()
+            let lead = bytes[start..<end].prefix(while: { $0 == 0x20 || $0 == 0x09 }).count
+            if !s.isEmpty { out.append((s, start + lead)) }
+            start = -1
+        }
+        while i < bytes.count {
+            let b = bytes[i]
+            if b == 0x7b || b == 0x7d || b == 0x2c {
+                flush(i)
+            } else if start < 0, b != 0x20, b != 0x09 {
+                start = i
+            }
+            i += 1
+        }
+        flush(bytes.count)
+        return out
+    }
+}
