@@ -1,2 +1,0 @@
-// Scoring: placeholder so the package builds while the target is written.
-enum ScoringPlaceholder {}

@@ -1,0 +1,184 @@
+import PacketParser
+import VerdictEngine
+
+/// The one scoring pipeline every source feeds: `score CAPTURE`, `score --interface IF` and the
+/// inline agent's `run --dry-run`. It sees each frame once, with the decision the engine gave it,
+/// and keeps everything a report needs in bounded memory: counts, verdicts by reason, sessions with
+/// their end reasons, victims and reflectors, a per-second timeline and, with labels, a confusion
+/// matrix. It never reads a clock: time is the packet's.
+public final class ScoringPipeline {
+    public let policy: Policy
+    public private(set) var counts = PacketCounts()
+    public private(set) var accepted: UInt64 = 0
+    public private(set) var dropped: UInt64 = 0
+    public private(set) var reasons: [Reason: UInt64] = [:]
+    public let sessions: SessionTable
+    public private(set) var firstTimestamp: Nanoseconds?
+    public private(set) var lastTimestamp: Nanoseconds?
+    /// Frames seen so far; the next frame's number (from 1, as Wireshark counts) is `frames + 1`.
+    public var frames: Int { counts.frames }
+
+    /// Called for every frame with its number and decision (for `--verdicts FILE.csv`).
+    public var verdictSink: ((Int, Decision) -> Void)?
+
+    let victims = VictimTable()
+    let reflectors: ReflectorTable
+    let timeline = Timeline()
+    public let labels: LabelTable?
+    private(set) var confusion: [[UInt64]]
+
+    public init(policy: Policy, labels: LabelTable? = nil, sessionCapacity: Int = 1 << 18,
+                sessionTimeouts: SessionTimeouts = SessionTimeouts(), reflectorCapacity: Int = 1 << 16) {
+        self.policy = policy
+        self.labels = labels
+        self.sessions = SessionTable(capacity: sessionCapacity, timeouts: sessionTimeouts)
+        self.reflectors = ReflectorTable(capacity: reflectorCapacity)
+        self.confusion = Array(repeating: [0, 0], count: labels?.names.count ?? 0)
+    }
+
+    /// Feeds one frame: its decoded headers, its capture (or arrival) time and the decision the
+    /// engine gave it (or would give, in dry-run).
+    public func observe(_ packet: ParsedPacket, at time: Nanoseconds, decision: Decision) {
+        counts.add(packet)
+        let frame = counts.frames
+        if firstTimestamp == nil { firstTimestamp = time }
+        if lastTimestamp.map({ time > $0 }) ?? true { lastTimestamp = time }
+
+        let drop = decision.verdict == .drop
+        if drop { dropped &+= 1 } else { accepted &+= 1 }
+        reasons[decision.reason, default: 0] &+= 1
+        verdictSink?(frame, decision)
+
+        if let labels {
+            let l = labels.label(ofFrame: frame)
+            confusion[Int(l)][drop ? 1 : 0] &+= 1
+        }
+
+        guard packet.hasTCP else { return }
+        sessions.observe(packet, at: time)
+        let f = packet.flags
+        timeline.add(at: time - (firstTimestamp ?? time), flags: f, dropped: drop)
+        if drop && (f.isSYNACK || f.isRST) && policy.protected.contains(packet.destination) {
+            victims.add(victim: packet.destination, reflector: packet.source, synack: f.isSYNACK)
+            if f.isSYNACK { reflectors.add(packet.source) }
+        }
+    }
+
+    /// Closes the remaining sessions (as `open`, or aged out by the last packet's time). Call
+    /// once, when the source has no more frames.
+    public func finish() {
+        sessions.finish(at: lastTimestamp ?? 0)
+    }
+
+    /// One line for the live status on a terminal.
+    public var statusLine: String {
+        let synackDropped = timeline.totals.synackDropped
+        let rstDropped = timeline.totals.rstDropped
+        return "frames \(counts.frames)  tcp \(counts.tcp)  accept \(accepted)  drop \(dropped)"
+            + " (synack \(synackDropped), rst \(rstDropped))  sessions \(sessions.active) open / \(sessions.total)"
+            + "  victims \(victims.count)"
+    }
+
+    /// Everything a report shows, after `finish()`.
+    public func report(source: String, linkType: String) -> ScoreReport {
+        var r = ScoreReport()
+        r.source = source
+        r.linkType = linkType
+        r.firstTimestamp = firstTimestamp
+        r.lastTimestamp = lastTimestamp
+        r.packets = counts
+        r.accepted = accepted
+        r.dropped = dropped
+        r.reasons = reasons.map { ($0.key.token, $0.value) }.sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
+        r.sessionsTotal = sessions.total
+        r.sessionsEvicted = sessions.evicted
+        r.endReasons = EndReason.allCases.compactMap { e in sessions.endReasons[e].map { (e.rawValue, $0) } }
+        r.connStates = ConnState.allCases.compactMap { c in sessions.connStates[c].map { (c.rawValue, $0) } }
+        r.victims = victims.top(100)
+        r.victimCount = victims.count
+        r.victimPrefixes = victims.byPrefix(limit: 20)
+        r.reflectors = reflectors.top(20)
+        r.reflectorCount = reflectors.count
+        r.reflectorsOverflow = reflectors.overflow
+        r.timeline = timeline.buckets
+        r.timelineWidth = timeline.width
+        if let labels {
+            var per: [(String, accept: UInt64, drop: UInt64)] = []
+            var tp: UInt64 = 0, fp: UInt64 = 0, fn: UInt64 = 0
+            for (i, name) in labels.names.enumerated() {
+                let a = confusion[i][0], d = confusion[i][1]
+                if a == 0 && d == 0 && i == 0 { continue }   // "unlabelled" only when it occurs
+                per.append((name, a, d))
+                if LabelTable.isAttack(name) { tp += d; fn += a } else { fp += d }
+            }
+            r.labels = LabelSummary(perLabel: per,
+                                    precision: tp + fp == 0 ? 1 : Double(tp) / Double(tp + fp),
+                                    recall: tp + fn == 0 ? 1 : Double(tp) / Double(tp + fn),
+                                    truePositives: tp, falsePositives: fp, falseNegatives: fn)
+        }
+        return r
+    }
+}
+
+/// The per-frame labels of a labelled scenario (`--labels FILE.csv`, header `frame,label`).
+public struct LabelTable: Sendable {
+    /// Label names; index 0 is `unlabelled` for frames the file does not name.
+    public private(set) var names: [String] = ["unlabelled"]
+    private var byFrame: [UInt16] = []
+
+    public init() {}
+
+    public static func isAttack(_ label: String) -> Bool { label.hasPrefix("attack-") }
+
+    /// Parses the CSV text. Throws a message naming the line on anything malformed.
+    public init(csv text: String) throws {
+        var ids: [String: UInt16] = ["unlabelled": 0]
+        var lineNumber = 0
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+            lineNumber += 1
+            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+            if line.isEmpty { continue }
+            if lineNumber == 1 {
+                guard line == "frame,label" else { throw LabelError("line 1: expected header 'frame,label', got '\(line)'") }
+                continue
+            }
+            let parts = line.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, let frame = Int(parts[0]), frame >= 1 else {
+                throw LabelError("line \(lineNumber): expected 'frame,label', got '\(line)'")
+            }
+            let name = String(parts[1])
+            guard name == "legit" || isAttackLabel(name) else {
+                throw LabelError("line \(lineNumber): label '\(name)' is neither 'legit' nor 'attack-…'")
+            }
+            let id: UInt16
+            if let known = ids[name] { id = known } else {
+                guard names.count < Int(UInt16.max) else { throw LabelError("too many distinct labels") }
+                id = UInt16(names.count)
+                ids[name] = id
+                names.append(name)
+            }
+            set(frame: frame, label: id)
+        }
+    }
+
+    private mutating func set(frame: Int, label: UInt16) {
+        if byFrame.count < frame { byFrame.append(contentsOf: repeatElement(0, count: frame - byFrame.count)) }
+        byFrame[frame - 1] = label
+    }
+
+    /// The label index of a frame (numbered from 1); 0 when unlabelled.
+    @inlinable
+    public func label(ofFrame frame: Int) -> UInt16 {
+        frame >= 1 && frame <= byFrameCount ? labelAt(frame - 1) : 0
+    }
+
+    @usableFromInline var byFrameCount: Int { byFrame.count }
+    @usableFromInline func labelAt(_ i: Int) -> UInt16 { byFrame[i] }
+}
+
+private func isAttackLabel(_ s: String) -> Bool { s.hasPrefix("attack-") && s.count > 7 }
+
+public struct LabelError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
+}

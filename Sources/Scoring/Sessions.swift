@@ -1,0 +1,425 @@
+import PacketParser
+import VerdictEngine
+
+/// Why a session ended, as a PAN-OS traffic log names it (DOMAIN.md "Session end reasons").
+public enum EndReason: String, CaseIterable, Sendable {
+    /// A host sent a FIN (one side or both), and no RST came before the close completed.
+    case tcpFin = "tcp-fin"
+    /// The client (the side that opened) sent the first RST.
+    case tcpRstFromClient = "tcp-rst-from-client"
+    /// The server sent the first RST: nothing listening, or the server aborting.
+    case tcpRstFromServer = "tcp-rst-from-server"
+    /// An established session went idle past its timeout (or was evicted from a full table).
+    case agedOut = "aged-out"
+    /// The handshake never completed and nothing closed the session before it went idle.
+    case incomplete = "incomplete"
+    /// Still alive when the capture ended.
+    case open = "open"
+}
+
+/// Zeek's conn.log `conn_state`, computed the way Zeek's `conn_state()` does from the two
+/// endpoints' TCP states (base/protocols/conn/main.zeek).
+public enum ConnState: String, CaseIterable, Sendable {
+    case S0, S1, SF, REJ, S2, S3, RSTO, RSTR, RSTOS0, RSTRH, SH, SHR, OTH
+}
+
+/// One endpoint's TCP state in Zeek's model (TCP_INACTIVE … TCP_RESET).
+enum EndpointState: UInt8 {
+    case inactive, synSent, synAckSent, partial, established, closed, reset
+
+    /// Zeek's "inactive" test: nothing sent, or only midstream traffic.
+    var isInactive: Bool { self == .inactive || self == .partial }
+}
+
+/// How long an idle session is kept, by packet time. Values follow PAN-OS defaults where one
+/// exists (tcp 3600 s, half-closed 120 s, time-wait 15 s); the handshake timeout is longer than
+/// PAN-OS's 10 s so that a client's SYN retransmissions (1, 3, 7, 15 s apart) stay one session.
+public struct SessionTimeouts: Sendable {
+    public var handshake: Nanoseconds = 30_000_000_000
+    public var established: Nanoseconds = 3_600_000_000_000
+    public var halfClosed: Nanoseconds = 120_000_000_000
+    public var closed: Nanoseconds = 15_000_000_000
+    public init() {}
+}
+
+/// A finished session, as `--sessions FILE.csv` writes it.
+public struct SessionRecord: Sendable {
+    public var client: IPAddress
+    public var clientPort: UInt16
+    public var server: IPAddress
+    public var serverPort: UInt16
+    public var start: Nanoseconds
+    public var end: Nanoseconds
+    public var packetsToServer: UInt64
+    public var packetsToClient: UInt64
+    public var endReason: EndReason
+    public var connState: ConnState
+    public var history: String
+}
+
+/// The two endpoints of a TCP connection in a canonical order, so both directions find the same
+/// entry with one hash lookup.
+struct FlowKey: Hashable {
+    var low: IPAddress
+    var high: IPAddress
+    /// Port of `low` in the high 16 bits, port of `high` in the low 16.
+    var ports: UInt32
+}
+
+/// Letters of Zeek's history string: upper case from the client, lower case from the server.
+private let historyLetters: [UInt8] = Array("SHADFR".utf8)
+private enum Letter: UInt8 { case syn = 0, synAck, ack, data, fin, rst }
+
+/// Session state for one connection. Endpoint "A" is the first sender; which of A and B is the
+/// client is decided by the rules of the issue (SYN sender; else SYN-ACK receiver; else A) and can
+/// change while packets arrive, so everything is kept per endpoint and mapped at the end.
+struct SessionEntry {
+    var addrA = IPAddress.zero
+    var addrB = IPAddress.zero
+    var portA: UInt16 = 0
+    var portB: UInt16 = 0
+    var start: Nanoseconds = 0
+    var last: Nanoseconds = 0
+    var packetsA: UInt64 = 0
+    var packetsB: UInt64 = 0
+    var stateA = EndpointState.inactive
+    var stateB = EndpointState.inactive
+    /// 0: client is the first sender; 1: decided by a SYN-ACK; 2: decided by a SYN.
+    var roleEvidence: UInt8 = 0
+    var clientIsA = true
+    /// History events, 4 bits each in order: bit 3 = sent by B, bits 0-2 = `Letter`.
+    var history: UInt64 = 0
+    var historyCount: UInt8 = 0
+    /// One bit per (letter, endpoint) already recorded: Zeek records each letter once per side.
+    var seen: UInt16 = 0
+    /// 0 none, 1 FIN seen, 2 first RST by A, 3 first RST by B.
+    var ending: UInt8 = 0
+    var bytesA: UInt64 = 0
+    var bytesB: UInt64 = 0
+    var key = FlowKey(low: .zero, high: .zero, ports: 0)
+    var timeoutClass: UInt8 = 0
+    var prev: Int32 = -1
+    var next: Int32 = -1
+    var inUse = false
+}
+
+/// Tracks every TCP session of a capture or a live feed in a fixed-capacity table. Idle sessions
+/// age out by packet time (never by the wall clock, so a capture always gives the same result);
+/// when the table is full the least recently seen session is closed as `aged-out` and counted in
+/// `evicted`. Each closed session is counted by end reason and conn_state and handed to `sink`.
+public final class SessionTable {
+    public let capacity: Int
+    public var timeouts: SessionTimeouts
+    /// Called with every session as it closes (for `--sessions FILE.csv`).
+    public var sink: ((SessionRecord) -> Void)?
+
+    public private(set) var total: UInt64 = 0
+    public private(set) var evicted: UInt64 = 0
+    public private(set) var endReasons: [EndReason: UInt64] = [:]
+    public private(set) var connStates: [ConnState: UInt64] = [:]
+    public var active: Int { index.count }
+
+    private var entries: [SessionEntry] = []
+    private var freeSlots: [Int32] = []
+    private var index: [FlowKey: Int32] = [:]
+    // One least-recently-seen list per timeout class, so each list's head expires first.
+    private static let classCount = 4
+    private var heads = [Int32](repeating: -1, count: 4)
+    private var tails = [Int32](repeating: -1, count: 4)
+
+    public init(capacity: Int = 1 << 18, timeouts: SessionTimeouts = SessionTimeouts()) {
+        self.capacity = max(1, capacity)
+        self.timeouts = timeouts
+        index.reserveCapacity(min(self.capacity, 1 << 16))
+    }
+
+    /// Feeds one TCP packet (`packet.hasTCP` must be true).
+    public func observe(_ packet: ParsedPacket, at now: Nanoseconds) {
+        expire(before: now)
+        let fromLow = lessThan(packet.source, packet.sourcePort, packet.destination, packet.destinationPort)
+        let key = fromLow
+            ? FlowKey(low: packet.source, high: packet.destination,
+                      ports: UInt32(packet.sourcePort) << 16 | UInt32(packet.destinationPort))
+            : FlowKey(low: packet.destination, high: packet.source,
+                      ports: UInt32(packet.destinationPort) << 16 | UInt32(packet.sourcePort))
+        let flags = packet.flags
+        var slot: Int32
+        if let s = index[key] {
+            slot = s
+            // A new SYN on a 4-tuple whose session already ended is port reuse: a new session.
+            let e = entries[Int(s)]
+            if flags.isSYN, e.ending >= 2 || (e.stateA == .closed && e.stateB == .closed) {
+                close(slot: s, reason: nil)
+                slot = insert(key: key, packet: packet, at: now)
+            }
+        } else {
+            slot = insert(key: key, packet: packet, at: now)
+        }
+        update(slot: Int(slot), packet: packet, at: now)
+        touch(slot: slot)
+    }
+
+    /// Closes every session still in the table: those idle past their timeout as `aged-out` /
+    /// `incomplete`, the others as `open` (alive when the capture ended).
+    public func finish(at now: Nanoseconds) {
+        expire(before: now)
+        for (_, slot) in index {
+            close(slot: slot, reason: .open, removeFromIndex: false)
+        }
+        index.removeAll()
+        for c in 0..<Self.classCount { heads[c] = -1; tails[c] = -1 }
+    }
+
+    // MARK: - Insertion and update
+
+    private func insert(key: FlowKey, packet: ParsedPacket, at now: Nanoseconds) -> Int32 {
+        if index.count >= capacity { evictOldest() }
+        var e = SessionEntry()
+        e.key = key
+        e.addrA = packet.source
+        e.portA = packet.sourcePort
+        e.addrB = packet.destination
+        e.portB = packet.destinationPort
+        e.start = now
+        e.last = now
+        e.inUse = true
+        let slot: Int32
+        if let free = freeSlots.popLast() {
+            slot = free
+            entries[Int(free)] = e
+        } else {
+            slot = Int32(entries.count)
+            entries.append(e)
+        }
+        index[key] = slot
+        total &+= 1
+        return slot
+    }
+
+    private func update(slot: Int, packet: ParsedPacket, at now: Nanoseconds) {
+        entries.withUnsafeMutableBufferPointer { buf in
+            let fromA = packet.source == buf[slot].addrA && packet.sourcePort == buf[slot].portA
+            Self.apply(&buf[slot], fromA: fromA, packet: packet, at: now)
+        }
+    }
+
+    private static func apply(_ e: inout SessionEntry, fromA: Bool, packet: ParsedPacket, at now: Nanoseconds) {
+        if now > e.last { e.last = now }
+        if fromA { e.packetsA &+= 1; e.bytesA &+= UInt64(packet.payloadLength) }
+        else { e.packetsB &+= 1; e.bytesB &+= UInt64(packet.payloadLength) }
+        let f = packet.flags
+        var mine = fromA ? e.stateA : e.stateB
+        var peer = fromA ? e.stateB : e.stateA
+
+        if f.isRST {
+            record(&e, .rst, fromA: fromA)
+            if e.ending < 2 && !(e.stateA == .closed && e.stateB == .closed) {
+                e.ending = fromA ? 2 : 3
+            }
+            mine = .reset
+        } else if f.isSYN && !f.contains(.ack) {
+            record(&e, .syn, fromA: fromA)
+            if e.roleEvidence < 2 { e.roleEvidence = 2; e.clientIsA = fromA }
+            if mine == .inactive || mine == .partial { mine = .synSent }
+        } else if f.isSYNACK {
+            record(&e, .synAck, fromA: fromA)
+            if e.roleEvidence < 1 { e.roleEvidence = 1; e.clientIsA = !fromA }
+            if mine == .inactive || mine == .partial { mine = .synAckSent }
+        } else {
+            if packet.payloadLength > 0 { record(&e, .data, fromA: fromA) }
+            else if f.contains(.ack) && !f.isFIN { record(&e, .ack, fromA: fromA) }
+            switch mine {
+            case .synSent, .synAckSent:
+                mine = .established
+                if peer == .synAckSent || peer == .synSent { peer = .established }
+            case .inactive:
+                mine = .partial
+            default:
+                break
+            }
+            if f.isFIN {
+                record(&e, .fin, fromA: fromA)
+                if mine != .reset { mine = .closed }
+                if e.ending == 0 { e.ending = 1 }
+            }
+        }
+        if fromA { e.stateA = mine; e.stateB = peer } else { e.stateB = mine; e.stateA = peer }
+    }
+
+    private static func record(_ e: inout SessionEntry, _ letter: Letter, fromA: Bool) {
+        let code = letter.rawValue | (fromA ? 0 : 8)
+        let bit: UInt16 = 1 << UInt16(code)
+        guard e.seen & bit == 0, e.historyCount < 16 else { return }
+        e.seen |= bit
+        e.history |= UInt64(code) << (4 * UInt64(e.historyCount))
+        e.historyCount += 1
+    }
+
+    // MARK: - Ageing
+
+    private func timeoutClass(_ e: SessionEntry) -> UInt8 {
+        if e.ending >= 2 || (e.stateA == .closed && e.stateB == .closed) { return 3 }
+        if e.ending == 1 { return 2 }
+        let established = e.stateA == .established || e.stateB == .established
+            || e.stateA == .closed || e.stateB == .closed || (e.packetsA > 0 && e.packetsB > 0 && e.roleEvidence == 0)
+        return established ? 1 : 0
+    }
+
+    private func timeout(ofClass c: Int) -> Nanoseconds {
+        switch c {
+        case 0: return timeouts.handshake
+        case 1: return timeouts.established
+        case 2: return timeouts.halfClosed
+        default: return timeouts.closed
+        }
+    }
+
+    private func expire(before now: Nanoseconds) {
+        for c in 0..<Self.classCount {
+            let limit = timeout(ofClass: c)
+            while heads[c] >= 0 {
+                let h = heads[c]
+                guard entries[Int(h)].last &+ limit < now else { break }
+                close(slot: h, reason: nil)
+            }
+        }
+    }
+
+    private func evictOldest() {
+        var oldest: Int32 = -1
+        for c in 0..<Self.classCount where heads[c] >= 0 {
+            if oldest < 0 || entries[Int(heads[c])].last < entries[Int(oldest)].last { oldest = heads[c] }
+        }
+        guard oldest >= 0 else { return }
+        evicted &+= 1
+        close(slot: oldest, reason: .agedOut)
+    }
+
+    private func unlink(_ slot: Int32) {
+        let e = entries[Int(slot)]
+        let c = Int(e.timeoutClass)
+        if e.prev >= 0 { entries[Int(e.prev)].next = e.next } else { heads[c] = e.next }
+        if e.next >= 0 { entries[Int(e.next)].prev = e.prev } else { tails[c] = e.prev }
+        entries[Int(slot)].prev = -1
+        entries[Int(slot)].next = -1
+    }
+
+    /// Moves a session to the tail of its class's list (most recently seen).
+    private func touch(slot: Int32) {
+        if entries[Int(slot)].prev >= 0 || entries[Int(slot)].next >= 0
+            || heads[Int(entries[Int(slot)].timeoutClass)] == slot {
+            unlink(slot)
+        }
+        let c = timeoutClass(entries[Int(slot)])
+        entries[Int(slot)].timeoutClass = c
+        let t = tails[Int(c)]
+        entries[Int(slot)].prev = t
+        entries[Int(slot)].next = -1
+        if t >= 0 { entries[Int(t)].next = slot } else { heads[Int(c)] = slot }
+        tails[Int(c)] = slot
+    }
+
+    // MARK: - Closing
+
+    /// Closes a session. `reason` forces an end reason when no FIN/RST decided one (`.open` at
+    /// capture end for sessions not yet idle, `.agedOut` on eviction); nil means it timed out.
+    private func close(slot: Int32, reason: EndReason?, removeFromIndex: Bool = true) {
+        let e = entries[Int(slot)]
+        if removeFromIndex {
+            unlink(slot)
+            index[e.key] = nil
+        }
+        var end: EndReason
+        let clientIsA = e.clientIsA
+        switch e.ending {
+        case 2: end = clientIsA ? .tcpRstFromClient : .tcpRstFromServer
+        case 3: end = clientIsA ? .tcpRstFromServer : .tcpRstFromClient
+        case 1: end = .tcpFin
+        default:
+            let established = timeoutClass(e) != 0
+            if reason == .open {
+                end = .open
+            } else {
+                end = reason ?? (established ? .agedOut : .incomplete)
+                if reason == .agedOut && !established { end = .incomplete }
+            }
+        }
+        let state = Self.connState(e)
+        endReasons[end, default: 0] &+= 1
+        connStates[state, default: 0] &+= 1
+        if let sink {
+            sink(SessionRecord(
+                client: clientIsA ? e.addrA : e.addrB, clientPort: clientIsA ? e.portA : e.portB,
+                server: clientIsA ? e.addrB : e.addrA, serverPort: clientIsA ? e.portB : e.portA,
+                start: e.start, end: e.last,
+                packetsToServer: clientIsA ? e.packetsA : e.packetsB,
+                packetsToClient: clientIsA ? e.packetsB : e.packetsA,
+                endReason: end, connState: state, history: Self.history(e)))
+        }
+        entries[Int(slot)].inUse = false
+        if removeFromIndex { freeSlots.append(slot) }
+    }
+
+    static func history(_ e: SessionEntry) -> String {
+        var s = ""
+        for i in 0..<Int(e.historyCount) {
+            let code = UInt8((e.history >> (4 * UInt64(i))) & 0xf)
+            let fromA = code & 8 == 0
+            var ch = historyLetters[Int(code & 7)]
+            if fromA != e.clientIsA { ch += 32 }   // the server's letters are lower case
+            s.unicodeScalars.append(Unicode.Scalar(ch))
+        }
+        return s
+    }
+
+    /// Zeek's `conn_state()` with orig = client, resp = server.
+    static func connState(_ e: SessionEntry) -> ConnState {
+        let os = e.clientIsA ? e.stateA : e.stateB
+        let rs = e.clientIsA ? e.stateB : e.stateA
+        let origBytes = e.clientIsA ? e.bytesA : e.bytesB
+        let respBytes = e.clientIsA ? e.bytesB : e.bytesA
+        if rs == .reset {
+            if os == .synSent || os == .synAckSent || (os == .reset && origBytes == 0 && respBytes == 0) {
+                return .REJ
+            }
+            return os.isInactive ? .RSTRH : .RSTR
+        }
+        if os == .reset {
+            if rs.isInactive {
+                return clientSynThenResetOnly(e) ? .RSTOS0 : .OTH
+            }
+            return .RSTO
+        }
+        if rs == .closed && os == .closed { return .SF }
+        if os == .closed { return rs.isInactive ? .SH : .S2 }
+        if rs == .closed { return os.isInactive ? .SHR : .S3 }
+        if os == .synSent && rs == .inactive { return .S0 }
+        if os == .established && rs == .established { return .S1 }
+        return .OTH
+    }
+
+    /// Zeek's `/^?S[^HAFGIQ]*R.*/` on the history: the client's SYN first, then its RST with no
+    /// SYN-ACK, ACK or FIN from it in between.
+    private static func clientSynThenResetOnly(_ e: SessionEntry) -> Bool {
+        let clientBit: UInt8 = e.clientIsA ? 0 : 8
+        guard e.historyCount > 0, UInt8(e.history & 0xf) == Letter.syn.rawValue | clientBit else { return false }
+        for i in 1..<max(1, Int(e.historyCount)) {
+            let code = UInt8((e.history >> (4 * UInt64(i))) & 0xf)
+            guard code & 8 == clientBit else { continue }
+            switch code & 7 {
+            case Letter.rst.rawValue: return true
+            case Letter.synAck.rawValue, Letter.ack.rawValue, Letter.fin.rawValue: return false
+            default: continue
+            }
+        }
+        return false
+    }
+
+    private func lessThan(_ a: IPAddress, _ ap: UInt16, _ b: IPAddress, _ bp: UInt16) -> Bool {
+        let x = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
+        let y = unsafeBitCast(b.bytes, to: SIMD2<UInt64>.self)
+        if x[0] != y[0] { return x[0] < y[0] }
+        if x[1] != y[1] { return x[1] < y[1] }
+        return ap < bp
+    }
+}

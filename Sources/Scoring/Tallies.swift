@@ -1,0 +1,210 @@
+import Foundation
+import PacketParser
+import VerdictEngine
+
+/// Protected hosts that received dropped SYN-ACKs or RSTs, with how many distinct reflectors sent
+/// them. Distinct reflectors are estimated with a 256-register HyperLogLog per victim (linear
+/// counting below ~600, which is exact in practice for the handful a legit host sees), so a
+/// carpet-bombed /16 costs 256 bytes a victim instead of a set of every reflector.
+final class VictimTable {
+    struct Stats {
+        var address: IPAddress
+        var synackDropped: UInt64 = 0
+        var rstDropped: UInt64 = 0
+        var registerOffset: Int
+    }
+    private static let registersPerVictim = 256
+    private var index: [IPAddress: Int] = [:]
+    private var stats: [Stats] = []
+    private var registers: [UInt8] = []
+
+    var count: Int { stats.count }
+
+    func add(victim: IPAddress, reflector: IPAddress, synack: Bool) {
+        let i: Int
+        if let known = index[victim] { i = known } else {
+            i = stats.count
+            index[victim] = i
+            stats.append(Stats(address: victim, registerOffset: registers.count))
+            registers.append(contentsOf: repeatElement(0, count: Self.registersPerVictim))
+        }
+        if synack { stats[i].synackDropped &+= 1 } else { stats[i].rstDropped &+= 1 }
+        let h = Self.hash(reflector)
+        let bucket = Int(h & 0xff)
+        let rank = UInt8(min(56, (h >> 8).leadingZeroBitCount - 7) + 1)
+        let at = stats[i].registerOffset + bucket
+        if registers[at] < rank { registers[at] = rank }
+    }
+
+    func distinctReflectors(_ s: Stats) -> UInt64 {
+        let m = Double(Self.registersPerVictim)
+        var zeros = 0
+        var sum = 0.0
+        for r in registers[s.registerOffset..<(s.registerOffset + Self.registersPerVictim)] {
+            if r == 0 { zeros += 1 }
+            sum += 1 / Double(UInt64(1) << UInt64(r))
+        }
+        let raw = 0.7213 / (1 + 1.079 / m) * m * m / sum
+        if raw <= 2.5 * m && zeros > 0 {
+            return UInt64((m * log(m / Double(zeros))).rounded())
+        }
+        return UInt64(raw.rounded())
+    }
+
+    func top(_ n: Int) -> [VictimRow] {
+        let sorted = stats.sorted {
+            let a = $0.synackDropped + $0.rstDropped, b = $1.synackDropped + $1.rstDropped
+            return a != b ? a > b : $0.address.description < $1.address.description
+        }
+        return sorted.prefix(n).map {
+            VictimRow(address: $0.address.description, synackDropped: $0.synackDropped,
+                      rstDropped: $0.rstDropped, reflectors: distinctReflectors($0))
+        }
+    }
+
+    /// Dropped packets summed per /24 (IPv4) or /64 (IPv6), most first.
+    func byPrefix(limit: Int) -> [(prefix: String, victims: Int, dropped: UInt64)] {
+        var sums: [CIDR: (Int, UInt64)] = [:]
+        for s in stats {
+            let p = CIDR(address: s.address, length: s.address.isIPv4Mapped ? 120 : 64)
+            let old = sums[p] ?? (0, 0)
+            sums[p] = (old.0 + 1, old.1 + s.synackDropped + s.rstDropped)
+        }
+        return sums.map { (prefix: $0.key.description, victims: $0.value.0, dropped: $0.value.1) }
+            .sorted { $0.dropped != $1.dropped ? $0.dropped > $1.dropped : $0.prefix < $1.prefix }
+            .prefix(limit).map { $0 }
+    }
+
+    /// A 64-bit mix of the address (splitmix64 finaliser over both halves): HLL needs the bits
+    /// spread evenly, which neighbouring addresses are not.
+    private static func hash(_ a: IPAddress) -> UInt64 {
+        let v = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
+        var x = v[0] ^ (v[1] &* 0x9E37_79B9_7F4A_7C15)
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        return x ^ (x >> 31)
+    }
+}
+
+public struct VictimRow: Sendable {
+    public var address: String
+    public var synackDropped: UInt64
+    public var rstDropped: UInt64
+    public var reflectors: UInt64
+}
+
+/// Sources of dropped SYN-ACKs, counted exactly for the first `capacity` distinct addresses;
+/// later newcomers are only counted in `overflow`, which bounds memory under a flood from millions
+/// of reflectors (the top ones are seen early anyway, since they send the most).
+final class ReflectorTable {
+    let capacity: Int
+    private var counts: [IPAddress: UInt64] = [:]
+    private(set) var overflow: UInt64 = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    var count: Int { counts.count }
+
+    func add(_ a: IPAddress) {
+        if let c = counts[a] { counts[a] = c &+ 1 }
+        else if counts.count < capacity { counts[a] = 1 }
+        else { overflow &+= 1 }
+    }
+
+    func top(_ n: Int) -> [(address: String, synackDropped: UInt64)] {
+        counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.description < $1.key.description }
+            .prefix(n).map { (address: $0.key.description, synackDropped: $0.value) }
+    }
+}
+
+/// One bucket of the attack timeline.
+public struct TimelineBucket: Sendable, Equatable {
+    public var synPassed: UInt64 = 0
+    public var synackPassed: UInt64 = 0
+    public var synackDropped: UInt64 = 0
+    public var rstPassed: UInt64 = 0
+    public var rstDropped: UInt64 = 0
+    public var otherDropped: UInt64 = 0
+    public init() {}
+
+    mutating func merge(_ o: TimelineBucket) {
+        synPassed &+= o.synPassed; synackPassed &+= o.synackPassed; synackDropped &+= o.synackDropped
+        rstPassed &+= o.rstPassed; rstDropped &+= o.rstDropped; otherDropped &+= o.otherDropped
+    }
+}
+
+/// Handshake and RST packets per second since the first frame, passed vs dropped. Bounded: past
+/// `maxBuckets` the buckets are merged pairwise and their width doubles, so a day-long capture
+/// still fits in a few thousand buckets.
+final class Timeline {
+    static let maxBuckets = 3600
+    private(set) var buckets: [TimelineBucket] = []
+    /// Bucket width in seconds.
+    private(set) var width: Int64 = 1
+    private(set) var totals = TimelineBucket()
+
+    func add(at offset: Nanoseconds, flags f: TCPFlags, dropped: Bool) {
+        var b = TimelineBucket()
+        if f.isSYNACK { if dropped { b.synackDropped = 1 } else { b.synackPassed = 1 } }
+        else if f.isRST { if dropped { b.rstDropped = 1 } else { b.rstPassed = 1 } }
+        else if f.isSYN && !dropped { b.synPassed = 1 }
+        else if dropped { b.otherDropped = 1 }
+        else { return }
+        totals.merge(b)
+        var i = Int(max(0, offset) / (width * 1_000_000_000))
+        while i >= Self.maxBuckets {
+            var merged: [TimelineBucket] = []
+            merged.reserveCapacity(Self.maxBuckets / 2 + 1)
+            var j = 0
+            while j < buckets.count {
+                var m = buckets[j]
+                if j + 1 < buckets.count { m.merge(buckets[j + 1]) }
+                merged.append(m)
+                j += 2
+            }
+            buckets = merged
+            width *= 2
+            i = Int(max(0, offset) / (width * 1_000_000_000))
+        }
+        if buckets.count <= i { buckets.append(contentsOf: repeatElement(TimelineBucket(), count: i + 1 - buckets.count)) }
+        buckets[i].merge(b)
+    }
+}
+
+/// Labelled evaluation: per label, how many frames were accepted and dropped; precision and recall
+/// of `drop` against the `attack-*` labels.
+public struct LabelSummary: Sendable {
+    public var perLabel: [(String, accept: UInt64, drop: UInt64)]
+    public var precision: Double
+    public var recall: Double
+    public var truePositives: UInt64
+    public var falsePositives: UInt64
+    public var falseNegatives: UInt64
+}
+
+/// What a report shows: built by `ScoringPipeline.report`, rendered as text, JSON or HTML.
+public struct ScoreReport: Sendable {
+    public var source = ""
+    public var linkType = ""
+    public var firstTimestamp: Nanoseconds?
+    public var lastTimestamp: Nanoseconds?
+    public var packets = PacketCounts()
+    public var accepted: UInt64 = 0
+    public var dropped: UInt64 = 0
+    /// Reason tokens with counts, most first.
+    public var reasons: [(String, UInt64)] = []
+    public var sessionsTotal: UInt64 = 0
+    public var sessionsEvicted: UInt64 = 0
+    public var endReasons: [(String, UInt64)] = []
+    public var connStates: [(String, UInt64)] = []
+    public var victims: [VictimRow] = []
+    public var victimCount = 0
+    public var victimPrefixes: [(prefix: String, victims: Int, dropped: UInt64)] = []
+    public var reflectors: [(address: String, synackDropped: UInt64)] = []
+    public var reflectorCount = 0
+    public var reflectorsOverflow: UInt64 = 0
+    public var timeline: [TimelineBucket] = []
+    public var timelineWidth: Int64 = 1
+    public var labels: LabelSummary?
+    public init() {}
+}
