@@ -45,6 +45,12 @@ public struct XtablesRule: Equatable, Sendable {
     public var chain: String
     public var arguments: [String]
 
+    public init(ipv6: Bool, chain: String, arguments: [String]) {
+        self.ipv6 = ipv6
+        self.chain = chain
+        self.arguments = arguments
+    }
+
     /// The comment that tags ReflectGuard's xtables rules, so `nft remove` finds them and nothing else.
     public static let tag = "reflectguard"
 

@@ -1,0 +1,213 @@
+import Rules
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Checks, applies and removes ReflectGuard's ruleset in-process through libnftables.
+///
+/// Apply is one nft transaction: ReflectGuard's existing chains are flushed and deleted and the
+/// new ones declared in the same batch, so a failure changes nothing, and the sets are only
+/// declared (never flushed), so pending SYNs and armed victims survive a reload. With the xtables
+/// backend the NFQUEUE rules cannot join that transaction; they are added first (harmless while
+/// nothing is marked) and taken out again if the nft transaction fails.
+public enum NftRuleset {
+    public static let family = "inet"
+    public static let table = "reflectguard"
+
+    /// Warning for operators: what `nft list ruleset` prints for the xtables rule does not load back.
+    public static let listingWarning = """
+        note: with the xtables backend, `nft list ruleset` prints ReflectGuard's NFQUEUE rules as \
+        `queue num N bypass`, which this kernel cannot load back (it has no nft queue expression); \
+        save rulesets with `reflectguard nft generate` plus `iptables-nft-save`, not `nft list ruleset`.
+        """
+
+    /// Whether the kernel has the nft `queue` expression: a dry-run batch with a queue rule in a
+    /// throwaway table. The kernel checks the batch, nothing is ever committed.
+    public static func probeBackend() throws(NftError) -> Backend {
+        let ctx = try NftContext()
+        let probe = """
+            add table inet reflectguard_probe
+            add chain inet reflectguard_probe probe { type filter hook forward priority 0; policy accept; }
+            add rule inet reflectguard_probe probe queue num 0 bypass
+
+            """
+        let r = ctx.run(probe, dryRun: true)
+        if r.ok { return .nft }
+        if r.errors.contains("Operation not permitted") {
+            throw NftError("cannot talk to nftables: Operation not permitted (needs CAP_NET_ADMIN)", rulesError: false)
+        }
+        return .xt
+    }
+
+    /// What `apply` loads, for `nft generate`: the nft text, then (xtables backend) the
+    /// iptables-nft rules as comments.
+    public static func generate(_ rules: ResolvedRules, hook: Hook, backend: Backend) -> String {
+        var text = rules.render(hook: hook, backend: backend)
+        if backend == .xt {
+            if !text.hasSuffix("\n") { text += "\n" }
+            text += "\n# xtables backend: `reflectguard nft apply` also adds these rules (they queue the packets\n"
+            text += "# the chains above mark; the comment tags them for `nft remove`):\n"
+            for r in rules.xtablesRules(hook: hook) { text += "#   \(r.commandLine)\n" }
+            text += "# " + listingWarning.replacingNewlines() + "\n"
+        }
+        return text
+    }
+
+    /// Checks the ruleset against the running kernel without changing anything.
+    public static func check(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) {
+        let ctx = try NftContext()
+        try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: true)
+    }
+
+    /// Checks, then applies atomically (see the type's comment for the order of the steps).
+    public static func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) {
+        let ctx = try NftContext()
+        try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: true)
+        if backend == .xt, !Xtables.available {
+            throw NftError("the xtables backend needs iptables-nft and ip6tables-nft", rulesError: false)
+        }
+        let before = Xtables.available ? try Xtables.tagged() : []
+        let wanted = backend == .xt ? rules.xtablesRules(hook: hook) : []
+        var added: [XtablesRule] = []
+        do {
+            for r in wanted where !before.contains(r) {
+                try Xtables.insert(r)
+                added.append(r)
+            }
+            try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: false)
+        } catch {
+            // Best effort: the rules we just added only match packets nft marks, and nft's
+            // transaction did not commit, so removing them restores the state before apply.
+            for r in added { try? Xtables.delete(r) }
+            throw error
+        }
+        // Rules of an earlier apply (another queue range or hook, or the nft backend now).
+        for r in before where !wanted.contains(r) { try Xtables.delete(r) }
+    }
+
+    /// Deletes ReflectGuard's table and its tagged xtables rules; nothing else.
+    public static func remove() throws(NftError) {
+        let ctx = try NftContext()
+        if ctx.run("list table \(family) \(table)").ok {
+            let r = ctx.run("delete table \(family) \(table)")
+            guard r.ok else { throw NftError(r.errors.trimmedLine, rulesError: false) }
+        }
+        if Xtables.available {
+            for r in try Xtables.tagged() { try Xtables.delete(r) }
+        }
+    }
+
+    /// `flush chain` + `delete chain` for each chain the table has now: the new text declares its
+    /// chains again in the same transaction, and sets are left alone.
+    static func replacePrelude(_ ctx: NftContext) -> String {
+        let listing = ctx.run("list table \(family) \(table)")
+        guard listing.ok else { return "" }
+        var chains: [String] = []
+        for line in listing.output.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.count >= 2, words[0] == "chain" { chains.append(String(words[1])) }
+        }
+        var prelude = ""
+        for c in chains { prelude += "flush chain \(family) \(table) \(c); " }
+        for c in chains { prelude += "delete chain \(family) \(table) \(c); " }
+        return prelude
+    }
+
+    /// Loads the rendered text from a temporary file, so nft's errors carry FILE:LINE:COL; the
+    /// file is named back to the operator's. The prelude goes on line 1, replacing it when it is
+    /// a comment or blank, so every line keeps its number.
+    static func load(_ rules: ResolvedRules, hook: Hook, backend: Backend, ctx: NftContext,
+                     dryRun: Bool) throws(NftError) {
+        var text = rules.render(hook: hook, backend: backend)
+        let prelude = replacePrelude(ctx)
+        var shift = 0
+        if !prelude.isEmpty {
+            let firstEnd = text.firstIndex(of: "\n") ?? text.endIndex
+            let first = text[..<firstEnd].trimmingCharacters()
+            if first.isEmpty || first.hasPrefix("#") {
+                text = prelude + text[firstEnd...]
+            } else {
+                text = prelude + text
+                shift = prelude.utf8.count
+            }
+        }
+        let path = try writeTemporary(text)
+        defer { unlink(path) }
+        let r = ctx.runFile(path, dryRun: dryRun)
+        guard r.ok else {
+            var message = r.errors.replacingAll(path, with: rules.file.name)
+            if shift > 0 { message = shiftColumns(message, file: rules.file.name, by: shift) }
+            let permission = message.contains("Operation not permitted")
+            if permission {
+                message = "cannot load rules: Operation not permitted (needs CAP_NET_ADMIN)\n" + message
+            }
+            throw NftError(message, rulesError: !permission)
+        }
+    }
+
+    static func writeTemporary(_ text: String) throws(NftError) -> String {
+        var template = Array("/tmp/reflectguard-rules-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw NftError("mkstemp: \(String(cString: strerror(errno)))", rulesError: false) }
+        let path = String(cString: template)
+        let bytes = Array(text.utf8)
+        var written = 0
+        while written < bytes.count {
+            let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let reason = String(cString: strerror(errno))
+                close(fd)
+                unlink(path)
+                throw NftError("writing \(path): \(reason)", rulesError: false)
+            }
+            written += n
+        }
+        close(fd)
+        return path
+    }
+
+    /// Maps `FILE:1:C-D:` back to the operator's columns after the prelude was put before line 1.
+    static func shiftColumns(_ message: String, file: String, by shift: Int) -> String {
+        let marker = file + ":1:"
+        return message.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard line.hasPrefix(marker) else { return String(line) }
+            let rest = line.dropFirst(marker.count)
+            guard let colon = rest.firstIndex(of: ":") else { return String(line) }
+            let cols = rest[..<colon].split(separator: "-").compactMap { Int($0) }.map { max(1, $0 - shift) }
+            return marker + cols.map(String.init).joined(separator: "-") + rest[colon...]
+        }.joined(separator: "\n")
+    }
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.range(of: target) {
+            out += rest[..<r.lowerBound]
+            out += replacement
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+
+    func replacingNewlines() -> String { split(separator: "\n").joined(separator: " ") }
+}
+
+extension Substring {
+    func range(of target: String) -> Range<Substring.Index>? {
+        let t = Array(target.utf8)
+        let u = self.utf8
+        var i = u.startIndex
+        while i != u.endIndex {
+            var j = i
+            var k = 0
+            while k < t.count, j != u.endIndex, u[j] == t[k] { j = u.index(after: j); k += 1 }
+            if k == t.count { return i..<j }
+            i = u.index(after: i)
+        }
+        return nil
+    }
+}

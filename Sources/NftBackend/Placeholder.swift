@@ -1,2 +1,0 @@
-// NftBackend: placeholder so the package builds while the target is written.
-enum NftBackendPlaceholder {}

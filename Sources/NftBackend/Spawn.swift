@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs a program with an argv array through posix_spawn (never a shell: no argument is ever
+/// parsed as shell text), stdin from /dev/null, stdout and stderr captured together.
+enum Spawn {
+    struct Result {
+        var status: Int32
+        var output: String
+    }
+
+    /// Where iptables-nft lives on Debian; a service's PATH often lacks the sbin directories.
+    static let searchPath = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+
+    static func find(_ program: String) -> String? {
+        if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
+        var dirs = searchPath
+        if let p = getenv("PATH") { dirs = String(cString: p).split(separator: ":").map(String.init) + dirs }
+        for d in dirs where access(d + "/" + program, X_OK) == 0 { return d + "/" + program }
+        return nil
+    }
+
+    static func run(_ argv: [String]) throws(NftError) -> Result {
+        guard let path = find(argv[0]) else {
+            throw NftError("\(argv[0]) not found (install the iptables package)", rulesError: false)
+        }
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            throw NftError("pipe: \(String(cString: strerror(errno)))", rulesError: false)
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        // The child must not keep the pipe's own ends open, or the read below never sees EOF.
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_addclose(&actions, fds[1])
+        var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
+        cArgs.append(nil)
+        defer { for p in cArgs { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, path, &actions, nil, cArgs, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            close(fds[0])
+            throw NftError("posix_spawn \(path): \(String(cString: strerror(rc)))", rulesError: false)
+        }
+        var output: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fds[0], &buf, buf.count)
+            if n > 0 { output.append(contentsOf: buf[0..<n]); continue }
+            if n < 0, errno == EINTR { continue }
+            break   // EOF, or a read error: the exit status still tells what happened
+        }
+        close(fds[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else {
+                throw NftError("waitpid: \(String(cString: strerror(errno)))", rulesError: false)
+            }
+        }
+        // WIFEXITED/WEXITSTATUS are macros Swift cannot import.
+        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Result(status: exitCode, output: String(decoding: output, as: UTF8.self))
+    }
+}

@@ -1,0 +1,64 @@
+import Rules
+
+/// ReflectGuard's xtables NFQUEUE rules, for kernels without the nft `queue` expression: the
+/// NFQUEUE target still works there through nft_compat. Each rule carries the comment
+/// `reflectguard`, which is how they are found again; no other xtables rule is ever touched.
+enum Xtables {
+    static let chains = ["FORWARD", "INPUT", "OUTPUT"]
+
+    static var available: Bool { Spawn.find("iptables-nft") != nil && Spawn.find("ip6tables-nft") != nil }
+
+    /// The tagged rules present now, as `iptables -S` prints them.
+    static func tagged() throws(NftError) -> [XtablesRule] {
+        var out: [XtablesRule] = []
+        for v6 in [false, true] {
+            let tool = v6 ? "ip6tables-nft" : "iptables-nft"
+            guard Spawn.find(tool) != nil else { continue }
+            for chain in chains {
+                let r = try Spawn.run([tool, "-S", chain])
+                guard r.status == 0 else {
+                    throw NftError("\(tool) -S \(chain) failed: \(r.output.trimmedLine)", rulesError: false)
+                }
+                for line in r.output.split(separator: "\n") {
+                    let words = line.split(separator: " ").map(String.init)
+                    guard words.count > 2, words[0] == "-A", words[1] == chain,
+                          let c = words.firstIndex(of: "--comment"), c + 1 < words.count,
+                          words[c + 1] == XtablesRule.tag else { continue }
+                    out.append(XtablesRule(ipv6: v6, chain: chain, arguments: Array(words[2...])))
+                }
+            }
+        }
+        return out
+    }
+
+    /// Inserts at the top of the chain: an operator's earlier ACCEPT must not hide packets the
+    /// agent has to judge.
+    static func insert(_ rule: XtablesRule) throws(NftError) {
+        let r = try Spawn.run([rule.tool, "-I", rule.chain, "1"] + rule.arguments)
+        guard r.status == 0 else {
+            throw NftError("\(rule.commandLine) failed: \(r.output.trimmedLine)", rulesError: false)
+        }
+    }
+
+    static func delete(_ rule: XtablesRule) throws(NftError) {
+        let r = try Spawn.run([rule.tool, "-D", rule.chain] + rule.arguments)
+        guard r.status == 0 else {
+            throw NftError("\(rule.tool) -D \(rule.chain) failed: \(r.output.trimmedLine)", rulesError: false)
+        }
+    }
+}
+
+extension String {
+    var trimmedLine: String {
+        split(separator: "\n").map { $0.trimmingCharacters() }.joined(separator: "; ")
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        var s = self
+        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
+        return String(s)
+    }
+}
