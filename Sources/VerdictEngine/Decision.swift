@@ -36,7 +36,10 @@ public enum Reason: String, Sendable, CaseIterable {
     case notQueued = "not-queued"
     case notTCP = "not-tcp"
     case malformed = "malformed"
+    /// A packet of a tracked flow (track = full): accepted, and it moves the flow's sequence window.
     case flowTracked = "flow-tracked"
+    /// Any other packet of a flow nobody tracks (track = full): accepted.
+    case flowUntracked = "flow-untracked"
 
     public var token: String { rawValue }
 }

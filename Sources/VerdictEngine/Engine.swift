@@ -1,16 +1,615 @@
 import PacketParser
 
 /// The verdict engine: one per NFQUEUE queue (the kernel's balancing hash is symmetric per host
-/// pair, so engines share nothing). Pure Swift, no I/O, no clock: time comes with each packet.
+/// pair, so engines share nothing). Pure Swift, no I/O, no clock: time comes with each packet,
+/// so a capture always scores the same.
+///
+/// State is bounded and allocated once, at init: tracked flows (`FlowEntry`, 64 bytes each),
+/// token buckets, per-victim rates and the SYN-ACKs seen in ingress-only mode, each a
+/// `GroupTable` hashed with this engine's secret seed. Only packets the protected side sends
+/// create flow state, so a spoofed flood can neither fill nor probe the flow table.
 public final class Engine {
     public private(set) var policy: Policy
 
+    /// Ms-per-entry horizons and per-engine rates derived from `policy` (rates are for the whole
+    /// agent; each of the `queueCount` engines gets its share).
+    private var synHorizonMs: UInt32 = 0
+    private var synackHorizonMs: UInt32 = 0
+    private var rstRate: Float = 0, rstBurst: Float = 0
+    private var rstPrefixRate: Float = 0, rstPrefixBurst: Float = 0
+    private var backscatterRate: Float = 0, backscatterBurst: Float = 0
+    private var attackThreshold: Float = 0
+    private var victimFloor: Float = 0, prefixFloor: Float = 0
+
+    private let seed: HashSeed
+    private var flows: GroupTable<FlowEntry>
+    private var seenSynacks: GroupTable<SeenSynack>
+    private var rstAddressBuckets: GroupTable<Bucket>
+    private var rstPrefixBuckets: GroupTable<Bucket>
+    private var backscatterBuckets: GroupTable<Bucket>
+    private var victimRates: GroupTable<RateStats>
+    private var prefixRates: GroupTable<RateStats>
+
+    private let counts: UnsafeMutablePointer<UInt64>
+    private var decisions: UInt64 = 0
+
+    /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
+    private var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
+
+    private var active: [ActiveAttack] = []
+    private var events: [AttackEvent] = []
+    private var eventsLost: UInt64 = 0
+    private var lastTickSecond: UInt32 = 0
+
+    /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
+    /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
+    static let rstPerFlow: UInt8 = 3
+    /// An attack ends after this long without a window at half the threshold.
+    static let attackQuietMs: UInt32 = 10_000
+    static let maxActiveAttacks = 256
+    static let maxPendingEvents = 4096
+    /// Ingress-only: a same-ISN SYN-ACK at least this long after the last one is a reflector
+    /// retransmission (Linux: 1, 2, 4, … s apart), not a duplicate on the wire.
+    static let retransmitSpacingMs: UInt32 = 800
+
+    /// `seed` keys every hash table; pass a random one in production (`Engine(policy:)` does),
+    /// a fixed one in tests.
     public init(policy: Policy, seed: UInt64) {
         self.policy = policy
+        self.seed = HashSeed(seed)
+        flows = GroupTable(capacity: max(16, policy.synTableCapacity))
+        seenSynacks = GroupTable(capacity: 1 << 16)
+        rstAddressBuckets = GroupTable(capacity: 1 << 16)
+        rstPrefixBuckets = GroupTable(capacity: 1 << 14)
+        backscatterBuckets = GroupTable(capacity: 1 << 14)
+        victimRates = GroupTable(capacity: 1 << 16)
+        prefixRates = GroupTable(capacity: 1 << 14)
+        counts = .allocate(capacity: Reason.ordinalCount)
+        counts.initialize(repeating: 0, count: Reason.ordinalCount)
+        active.reserveCapacity(Engine.maxActiveAttacks)
+        events.reserveCapacity(Engine.maxPendingEvents)
+        derive()
+    }
+
+    /// An engine with a random hash seed (production).
+    public convenience init(policy: Policy) {
+        var g = SystemRandomNumberGenerator()
+        self.init(policy: policy, seed: g.next())
+    }
+
+    deinit {
+        flows.deallocate(); seenSynacks.deallocate(); rstAddressBuckets.deallocate()
+        rstPrefixBuckets.deallocate(); backscatterBuckets.deallocate()
+        victimRates.deallocate(); prefixRates.deallocate()
+        counts.deallocate()
+    }
+
+    /// Replaces the policy (SIGHUP) and keeps all state: tracked flows keep answering SYN-ACKs
+    /// across a reload. The flow table's capacity is fixed at init and not changed here.
+    public func updatePolicy(_ newPolicy: Policy) {
+        policy = newPolicy
+        derive()
+    }
+
+    private func derive() {
+        let q = Float(max(1, policy.queueCount))
+        synHorizonMs = Engine.ms(policy.synHorizon)
+        synackHorizonMs = Engine.ms(policy.synackHorizon)
+        rstRate = Float(policy.rstRate) / q
+        rstBurst = max(1, Float(policy.rstBurst) / q)
+        rstPrefixRate = Float(policy.rstPrefixRate) / q
+        rstPrefixBurst = max(1, Float(policy.rstPrefixBurst) / q)
+        backscatterRate = Float(policy.backscatterRate) / q
+        backscatterBurst = max(1, Float(policy.backscatterBurst) / q)
+        attackThreshold = max(1, Float(policy.attackRate) / q)
+        victimFloor = 50 / q
+        prefixFloor = 200 / q
+    }
+
+    private static func ms(_ seconds: Double) -> UInt32 {
+        UInt32(clamping: Int64(max(0, min(seconds, 2_000_000)) * 1000))
+    }
+
+    // MARK: - Entry points
+
+    /// What the rules queue to the engine, so `score` can feed exactly those packets.
+    ///
+    /// A packet is queued when it carries a TCP header, one endpoint is in `policy.protected`,
+    /// and with `track = handshake` (the default) one of:
+    /// - RST set (either direction): `tcp flags & rst == rst`;
+    /// - SYN and ACK set (either direction): `tcp flags & (syn|ack) == syn|ack`;
+    /// - SYN set, ACK clear, RST clear, and the **source** is protected: `ip saddr @protected
+    ///   tcp flags & (syn|ack|rst) == syn` (inbound SYNs to protected servers are not queued).
+    /// With `track = full` every TCP packet with a protected source or destination is queued.
+    /// The side the packet arrived from plays no part (the rules queue by address; the engine
+    /// judges the side). The allowlist plays no part either (allowlisted packets are queued and
+    /// accepted with a reason, so they are counted).
+    public static func wouldQueue(_ packet: ParsedPacket, policy: Policy, side: Side = .unknown) -> Bool {
+        guard packet.hasTCP else { return false }
+        let srcP = policy.protected.contains(packet.source)
+        guard srcP || policy.protected.contains(packet.destination) else { return false }
+        if policy.track == .full { return true }
+        let f = packet.flags
+        if f.isRST || f.isSYNACK { return true }
+        return f.isSYN && srcP
+    }
+
+    /// Decides any packet a capture holds, as `run` would have: packets the rules never queue
+    /// are accepted with the reason why (`malformed`, `not-tcp`, `not-protected`, `not-queued`),
+    /// the rest go to `decide`.
+    public func decideObserved(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Decision {
+        if packet.malformed != nil { return counted(Decision(.accept, .malformed)) }
+        guard packet.hasTCP else { return counted(Decision(.accept, .notTCP)) }
+        let srcP = policy.protected.contains(packet.source)
+        guard srcP || policy.protected.contains(packet.destination) else {
+            return counted(Decision(.accept, .notProtected))
+        }
+        if policy.track == .handshake {
+            let f = packet.flags
+            if !(f.isRST || f.isSYNACK || (f.isSYN && srcP)) { return counted(Decision(.accept, .notQueued)) }
+        }
+        return decide(packet, at: now, side: side)
     }
 
     /// Decides one packet the rules queued. `side` is where it arrived from, when known.
     public func decide(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Decision {
-        Decision(.accept, .notProtected)   // placeholder until the engine lands
+        counted(judge(packet, now: now, side: side))
     }
+
+    @inline(__always)
+    private func counted(_ d: Decision) -> Decision {
+        counts[d.reason.ordinal] &+= 1
+        decisions &+= 1
+        return d
+    }
+
+    public var stats: EngineStats {
+        var s = EngineStats()
+        for r in Reason.allCases { s.reasons[r] = counts[r.ordinal] }
+        s.decisions = decisions
+        s.flowEntries = flows.count
+        s.flowCapacity = policy.synTableCapacity
+        s.flowSlots = flows.slotCount
+        s.flowEvictions = flows.evictions
+        s.flowTableBytes = flows.allocatedBytes
+        s.bucketEntries = rstAddressBuckets.count + rstPrefixBuckets.count + backscatterBuckets.count
+        s.bucketEvictions = rstAddressBuckets.evictions + rstPrefixBuckets.evictions + backscatterBuckets.evictions
+        s.activeAttacks = active.count
+        s.attackEventsLost = eventsLost
+        return s
+    }
+
+    /// Attack starts and ends since the last call, oldest first. Bounded: when nobody drains,
+    /// the newest are lost and counted (`stats.attackEventsLost`).
+    public func drainAttackEvents() -> [AttackEvent] {
+        let out = events
+        events.removeAll(keepingCapacity: true)
+        return out
+    }
+
+    /// Lets packet time move without a packet (an idle queue), so attacks can end.
+    public func advance(to now: Nanoseconds) {
+        tick(Engine.msTime(now))
+    }
+
+    @inline(__always)
+    static func msTime(_ now: Nanoseconds) -> UInt32 { UInt32(truncatingIfNeeded: now / 1_000_000) }
+
+    // MARK: - Decisions
+
+    private func judge(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
+        let ms = Engine.msTime(now)
+        if ms / 1000 != lastTickSecond { tick(ms) }
+        let srcP = policy.protected.contains(p.source)
+        let dstP = policy.protected.contains(p.destination)
+        guard srcP || dstP else { return Decision(.accept, .notProtected) }
+        // BCP 38: a protected source arriving from outside is forged, and never creates state.
+        if srcP && side == .outside { return drop(.spoofedSource, p) }
+        let f = p.flags
+        if f.isRST { return srcP ? outboundRST(p, ms) : inboundRST(p, ms, now: now) }
+        if f.isSYNACK { return srcP ? outboundSynack(p, ms) : inboundSynack(p, ms, now: now) }
+        if f.isSYN && srcP { return outboundSyn(p, ms) }
+        return otherPacket(p, ms, outbound: srcP)
+    }
+
+    /// Allowlisted endpoints are never dropped: the drop becomes an accept with `allowlisted`.
+    @inline(__always)
+    private func drop(_ reason: Reason, _ p: ParsedPacket, score: UInt8 = 0) -> Decision {
+        if !policy.allowlist.isEmpty,
+           policy.allowlist.contains(p.source) || policy.allowlist.contains(p.destination) {
+            return Decision(.accept, .allowlisted, score: score)
+        }
+        return Decision(.drop, reason, score: score)
+    }
+
+    @inline(__always)
+    private func live(_ e: FlowEntry, _ ms: UInt32) -> Bool { age(ms, since: e.lastSeen) <= synHorizonMs }
+
+    @inline(__always)
+    private func acksSYN(_ e: FlowEntry, _ ack: UInt32) -> Bool {
+        ack == e.isn &+ 1 || (e.synPayload != 0 && ack == e.isn &+ 1 &+ UInt32(e.synPayload))
+    }
+
+    /// Window-scale shift of a SYN's options, 0xf when it has none.
+    @inline(__always)
+    private static func shift(_ s: TCPOptionSignature) -> UInt8 { s.windowScale.map { min($0, 14) } ?? 0xf }
+
+    /// A SYN from a protected host: track it (new, retransmitted, or a new SYN reusing the 4-tuple).
+    private func outboundSyn(_ p: ParsedPacket, _ ms: UInt32) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let h = key.hash(seed)
+        var i = flows.find(key, hash: h)
+        if i >= 0 {
+            let e = flows.slots[i]
+            if e.isInitiator(senderIs0) && e.isn == p.sequence && !e.has(FlowEntry.midstream)
+                && !e.has(FlowEntry.serverRole) {
+                // Retransmission: the SYN-ACK horizon runs from the latest copy.
+                flows.slots[i].lastSeen = ms
+                return Decision(.accept, .synTracked)
+            }
+        } else {
+            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs)
+        }
+        var e = FlowEntry(key: key, now: ms)
+        e.state = senderIs0 ? FlowEntry.initiatorIs0 : 0
+        e.isn = p.sequence
+        e.synPayload = p.payloadLength
+        e.synOptions = p.optionSignature.rawValue
+        e.setNxt(senderIs0, p.sequence &+ 1 &+ UInt32(p.payloadLength))
+        e.setWindow(senderIs0, p.window)
+        e.setScale(senderIs0, Engine.shift(p.optionSignature))
+        flows.slots[i] = e
+        synsSeen &+= 1
+        if p.optionSignature.sackPermitted { synsWithSACK &+= 1 }
+        if p.optionSignature.timestamps { synsWithTS &+= 1 }
+        if p.optionSignature.windowScale != nil { synsWithWS &+= 1 }
+        return Decision(.accept, .synTracked)
+    }
+
+    /// A SYN-ACK from a protected server: track the server side of the handshake, so RSTs on the
+    /// flow are known.
+    private func outboundSynack(_ p: ParsedPacket, _ ms: UInt32) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let h = key.hash(seed)
+        var i = flows.find(key, hash: h)
+        if i >= 0 {
+            let e = flows.slots[i]
+            if !e.isInitiator(senderIs0) && acksSYN(e, p.acknowledgment) && !e.has(FlowEntry.midstream) {
+                flows.slots[i].lastSeen = ms
+                flows.slots[i].state |= FlowEntry.synackSeen
+                flows.slots[i].advanceNxt(senderIs0, p.sequence &+ 1)
+                flows.slots[i].setWindow(senderIs0, p.window)
+                return Decision(.accept, .synackSent)
+            }
+        } else {
+            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs)
+        }
+        var e = FlowEntry(key: key, now: ms)
+        e.state = (senderIs0 ? 0 : FlowEntry.initiatorIs0) | FlowEntry.serverRole | FlowEntry.synackSeen
+        e.isn = p.acknowledgment &- 1
+        e.setNxt(!senderIs0, p.acknowledgment)
+        e.setNxt(senderIs0, p.sequence &+ 1)
+        e.setWindow(senderIs0, p.window)
+        // The client's shift is not known (its SYN was not queued); the server's is, if scaling is on.
+        let s = Engine.shift(p.optionSignature)
+        if s == 0xf { e.scales = 0 } else { e.setScale(senderIs0, s) }
+        flows.slots[i] = e
+        return Decision(.accept, .synackSent)
+    }
+
+    /// A SYN-ACK to a protected host: it must answer a tracked SYN (reversed 4-tuple,
+    /// ack == ISN + 1 or ISN + 1 + TFO data, within the SYN-ACK horizon of the latest SYN).
+    private func inboundSynack(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let i = flows.find(key, hash: key.hash(seed))
+        if i >= 0 {
+            let e = flows.slots[i]
+            if live(e, ms), !e.isInitiator(senderIs0), !e.has(FlowEntry.serverRole),
+               !e.has(FlowEntry.midstream), acksSYN(e, p.acknowledgment),
+               e.has(FlowEntry.synackSeen) || age(ms, since: e.lastSeen) <= synackHorizonMs {
+                if !e.has(FlowEntry.synackSeen) {
+                    var u = e
+                    u.state |= FlowEntry.synackSeen
+                    u.setNxt(senderIs0, p.sequence &+ 1)
+                    u.setWindow(senderIs0, p.window)
+                    // RFC 7323 §2.2: scaling is on only when both SYNs carry the option.
+                    let s = Engine.shift(p.optionSignature)
+                    if s == 0xf || u.scale(!senderIs0) == 0xf { u.scales = 0 } else { u.setScale(senderIs0, s) }
+                    flows.slots[i] = u
+                }
+                flows.slots[i].lastSeen = ms
+                return Decision(.accept, .solicitedSynack)
+            }
+        }
+        if policy.mode == .ingressOnly { return scoreSynack(p, key, ms, now: now) }
+        let d = drop(.unsolicitedSynack, p)
+        if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
+        return d
+    }
+
+    /// A RST from a protected host.
+    private func outboundRST(_ p: ParsedPacket, _ ms: UInt32) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let i = flows.find(key, hash: key.hash(seed))
+        if i >= 0 && live(flows.slots[i], ms) { return Decision(.accept, .rstTracked) }
+        // A stack answers a segment with ACK set (a SYN-ACK) with a bare RST whose seq is that
+        // segment's ack, and a segment without ACK (a SYN) with RST|ACK (RFC 9293 §3.10.7.1):
+        // a bare RST on an unknown flow is backscatter of an unsolicited SYN-ACK.
+        if p.flags.contains(.ack) { return Decision(.accept, .rstSent) }
+        let ok = take(&backscatterBuckets, p.source.bytes, ms, rate: backscatterRate, burst: backscatterBurst)
+        return ok ? Decision(.accept, .backscatter) : drop(.backscatterRateLimit, p)
+    }
+
+    /// A RST to a protected host.
+    private func inboundRST(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let i = flows.find(key, hash: key.hash(seed))
+        if i >= 0 && live(flows.slots[i], ms) {
+            let e = flows.slots[i]
+            if !e.has(FlowEntry.synackSeen) && !e.has(FlowEntry.midstream) && !e.isInitiator(senderIs0) {
+                // SYN-SENT (RFC 9293 §3.10.7.3): acceptable only when it acknowledges the SYN.
+                if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
+                return drop(.rstOutOfWindow, p)
+            }
+            if policy.track == .full, let rcvNxt = e.nxt(senderIs0) {
+                // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
+                if p.sequence == rcvNxt { return Decision(.accept, .rstExact) }
+                let sh = e.scale(!senderIs0)
+                let wnd = UInt32(e.window(!senderIs0)) << UInt32(sh == 0xf ? 14 : sh)
+                if p.sequence &- rcvNxt < wnd { return Decision(.accept, .rstInWindow) }
+                let d = drop(.rstOutOfWindow, p)
+                if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                return d
+            }
+            if !e.has(FlowEntry.midstream) && e.rstCount < Engine.rstPerFlow {
+                flows.slots[i].state &+= 1 << FlowEntry.rstShift
+                return Decision(.accept, .rstTracked)
+            }
+        }
+        // Unknown flow: both the address's and its prefix's bucket must have a token.
+        let dst = p.destination.bytes
+        let pfx = Engine.prefix(dst)
+        let a = refill(&rstAddressBuckets, dst, ms, rate: rstRate, burst: rstBurst)
+        let b = refill(&rstPrefixBuckets, pfx, ms, rate: rstPrefixRate, burst: rstPrefixBurst)
+        if rstAddressBuckets.slots[a].tokens >= 1 && rstPrefixBuckets.slots[b].tokens >= 1 {
+            rstAddressBuckets.slots[a].tokens -= 1
+            rstPrefixBuckets.slots[b].tokens -= 1
+            return Decision(.accept, .rstWithinRate)
+        }
+        let d = drop(.rstRateLimit, p)
+        if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+        return d
+    }
+
+    /// Everything else (queued only with track = full): moves the flow's sequence window.
+    private func otherPacket(_ p: ParsedPacket, _ ms: UInt32, outbound: Bool) -> Decision {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let h = key.hash(seed)
+        var i = flows.find(key, hash: h)
+        if i >= 0 && live(flows.slots[i], ms) {
+            var e = flows.slots[i]
+            if e.has(FlowEntry.synackSeen) || e.has(FlowEntry.midstream) {
+                advance(&e, p, senderIs0)
+                e.lastSeen = ms
+                flows.slots[i] = e
+            }
+            return Decision(.accept, .flowTracked)
+        }
+        guard outbound && policy.track == .full && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
+        // A flow already running when tracking began: follow it from the protected side's packets.
+        if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs) }
+        var e = FlowEntry(key: key, now: ms)
+        e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
+        advance(&e, p, senderIs0)
+        flows.slots[i] = e
+        return Decision(.accept, .flowTracked)
+    }
+
+    @inline(__always)
+    private func advance(_ e: inout FlowEntry, _ p: ParsedPacket, _ senderIs0: Bool) {
+        let f = p.flags
+        let len = UInt32(p.payloadLength) &+ (f.isFIN ? 1 : 0) &+ (f.contains(.syn) ? 1 : 0)
+        e.advanceNxt(senderIs0, p.sequence &+ len)
+        if f.contains(.ack) { e.advanceNxt(!senderIs0, p.acknowledgment) }
+        e.setWindow(senderIs0, p.window)
+    }
+
+    // MARK: - Ingress-only scoring
+
+    /// Scores an inbound SYN-ACK nobody can match to a SYN (0-100): evidence on the packet itself
+    /// (up to 90) plus the victim's context (up to 40). Context alone (a busy victim, many
+    /// servers answering) stays below the default threshold, so legitimate SYN-ACKs to normal
+    /// client ports with normal options are not dropped even during an attack; with no attack
+    /// the packet evidence needs two independent signs.
+    private func scoreSynack(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32, now: Nanoseconds) -> Decision {
+        var score = 0
+        if !policy.ephemeralPorts.contains(p.destinationPort) { score += 30 }
+        if unlikeProfile(p.optionSignature) { score += 30 }
+        if isnRepeat(p, key, ms) { score += 30 }
+        score += context(p, ms)
+        let s = UInt8(min(100, score))
+        if score >= policy.scoreThreshold {
+            let d = drop(.synackScoreDrop, p, score: s)
+            if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
+            return d
+        }
+        return Decision(.accept, .synackScorePass, score: s)
+    }
+
+    /// A server echoes SACK-permitted, timestamps and window scale only when the SYN offered
+    /// them; a SYN-ACK with none of the options the protected side's SYNs carry (default: all
+    /// three, as Linux, macOS and Windows clients send) answers a SYN someone else crafted.
+    private func unlikeProfile(_ s: TCPOptionSignature) -> Bool {
+        if s.sackPermitted || s.timestamps || s.windowScale != nil { return false }
+        guard synsSeen > 0 else { return true }
+        let expected = (synsWithSACK * 2 > synsSeen ? 1 : 0) + (synsWithTS * 2 > synsSeen ? 1 : 0)
+            + (synsWithWS * 2 > synsSeen ? 1 : 0)
+        return expected >= 2
+    }
+
+    private func isnRepeat(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32) -> Bool {
+        let h = key.hash(seed) ^ 0x5bd1_e995
+        var i = seenSynacks.find(key, hash: h)
+        if i >= 0 && age(ms, since: seenSynacks.slots[i].lastSeen) <= synackHorizonMs {
+            let e = seenSynacks.slots[i]
+            if e.isn == p.sequence {
+                let spaced = age(ms, since: e.lastSeen) >= Engine.retransmitSpacingMs
+                if spaced {
+                    seenSynacks.slots[i].lastSeen = ms
+                    seenSynacks.slots[i].repeats &+= 1
+                }
+                return spaced || e.repeats > 0
+            }
+        }
+        if i < 0 { i = seenSynacks.claim(hash: h, now: ms, idleLimit: synackHorizonMs) }
+        seenSynacks.slots[i] = SeenSynack(a0: key.a0, a1: key.a1, isn: p.sequence, lastSeen: ms,
+                                          p0: key.p0, p1: key.p1, repeats: 0)
+        return false
+    }
+
+    /// Victim context: SYN-ACK rate to the address and to its prefix against their moving
+    /// baselines, and how many distinct servers answer the prefix (carpet bombing).
+    private func context(_ p: ParsedPacket, _ ms: UInt32) -> Int {
+        // One bit of a 128-bit map per reflector (hashed with the secret seed): a distinct-count
+        // estimate that needs no memory per reflector.
+        let h = seed.hash(p.source.bytes)
+        let bit = UInt64(1) << (h & 63)
+        let reflector = (h >> 6) & 1 == 0 ? SIMD2<UInt64>(bit, 0) : SIMD2<UInt64>(0, bit)
+        var score = 0
+        let v = touch(&victimRates, p.destination.bytes, salt: 2, ms)
+        victimRates.slots[v].synacks &+= 1
+        let rv = victimRates.slots[v]
+        if max(rv.synackRate, Float(rv.synacks)) > 4 * rv.baseline + victimFloor { score += 20 }
+        let x = touch(&prefixRates, Engine.prefix(p.destination.bytes), salt: 3, ms)
+        prefixRates.slots[x].synacks &+= 1
+        prefixRates.slots[x].reflectors |= reflector
+        let rx = prefixRates.slots[x]
+        if max(rx.synackRate, Float(rx.synacks)) > 4 * rx.baseline + prefixFloor { score += 20 }
+        let distinct = rx.reflectors[0].nonzeroBitCount + rx.reflectors[1].nonzeroBitCount
+        if distinct >= 64 || rx.lastReflectors >= 64 { score += 15 }
+        return min(40, score)
+    }
+
+    // MARK: - Rates, buckets, attacks
+
+    private static let mask120 = CIDR.mask(120)
+    private static let mask64 = CIDR.mask(64)
+    private static let v4Prefix = SIMD16<UInt8>(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0)
+    private static let v4PrefixMask = CIDR.mask(96)
+
+    /// The victim prefix of an address: /24 for IPv4, /64 for IPv6.
+    @inline(__always)
+    static func prefix(_ a: SIMD16<UInt8>) -> SIMD16<UInt8> {
+        sameBytes(a & v4PrefixMask, v4Prefix) ? a & mask120 : a & mask64
+    }
+
+    /// The rate slot for `key`, created if needed, with its window rolled to `ms`.
+    private func touch(_ t: inout GroupTable<RateStats>, _ key: SIMD16<UInt8>, salt: UInt64, _ ms: UInt32) -> Int {
+        let h = seed.hash(key) ^ salt
+        var i = t.find(key, hash: h)
+        if i < 0 {
+            i = t.claim(hash: h, now: ms, idleLimit: Engine.attackQuietMs * 6)
+            t.slots[i] = RateStats(key: key, now: ms)
+        }
+        var r = t.slots[i]
+        let el = age(ms, since: r.windowStart)
+        if el >= 1000 {
+            let secs = Float(el) / 1000
+            r.synackRate = Float(r.synacks) / secs
+            r.dropRate = Float(r.synackDrops) / secs
+            r.rstDropRate = Float(r.rstDrops) / secs
+            // The baseline follows normal traffic, but a flood may raise it only slowly.
+            r.baseline += 0.05 * (min(r.synackRate, 2 * r.baseline + 10) - r.baseline)
+            r.lastReflectors = UInt16(r.reflectors[0].nonzeroBitCount + r.reflectors[1].nonzeroBitCount)
+            r.synacks = 0; r.synackDrops = 0; r.rstDrops = 0; r.reflectors = .zero
+            r.windowStart = ms
+        }
+        r.lastSeen = ms
+        t.slots[i] = r
+        return i
+    }
+
+    /// Counts a drop against the victim's prefix, and starts or extends an attack there.
+    private func noteDrop(_ victim: IPAddress, synack: Bool, _ ms: UInt32, now: Nanoseconds) {
+        let key = Engine.prefix(victim.bytes)
+        let i = touch(&prefixRates, key, salt: 3, ms)
+        if synack { prefixRates.slots[i].synackDrops &+= 1 } else { prefixRates.slots[i].rstDrops &+= 1 }
+        let r = prefixRates.slots[i]
+        let total = r.synackDrops &+ r.rstDrops
+        let half = UInt32(max(1, (attackThreshold / 2).rounded(.up)))
+        guard total >= half else { return }
+        if let a = active.firstIndex(where: { sameBytes($0.key, key) }) {
+            if total == half { active[a].lastAboveMs = ms }
+            return
+        }
+        guard Float(total) >= attackThreshold, active.count < Engine.maxActiveAttacks else { return }
+        let cidr = CIDR(address: IPAddress(bytes: key), length: sameBytes(key & Engine.v4PrefixMask, Engine.v4Prefix) ? 120 : 64)
+        active.append(ActiveAttack(key: key, prefix: cidr, startedAt: now, lastAboveMs: ms))
+        emit(AttackEvent(kind: .started, prefix: cidr, at: now, startedAt: now,
+                         synackDropRate: Double(r.synackDrops), rstDropRate: Double(r.rstDrops)))
+    }
+
+    /// Once a second of packet time: ends attacks that have been quiet long enough.
+    private func tick(_ ms: UInt32) {
+        lastTickSecond = ms / 1000
+        var k = 0
+        while k < active.count {
+            let a = active[k]
+            if age(ms, since: a.lastAboveMs) >= Engine.attackQuietMs {
+                let i = prefixRates.find(a.key, hash: seed.hash(a.key) ^ 3)
+                let r = i >= 0 ? prefixRates.slots[i] : RateStats(key: a.key, now: ms)
+                let at = a.startedAt + Int64(age(ms, since: Engine.msTime(a.startedAt))) * 1_000_000
+                emit(AttackEvent(kind: .ended, prefix: a.prefix, at: at, startedAt: a.startedAt,
+                                 synackDropRate: Double(r.dropRate), rstDropRate: Double(r.rstDropRate)))
+                active.swapAt(k, active.count - 1)
+                active.removeLast()
+            } else {
+                k += 1
+            }
+        }
+    }
+
+    private func emit(_ e: AttackEvent) {
+        if events.count < Engine.maxPendingEvents { events.append(e) } else { eventsLost &+= 1 }
+    }
+
+    /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full); its slot.
+    @inline(__always)
+    private func refill(_ t: inout GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
+        let h = seed.hash(key)
+        var i = t.find(key, hash: h)
+        if i < 0 {
+            // Idle limit 0: any bucket not touched this millisecond may be reused when full; a
+            // reused bucket restarts full, which only errs on the side of accepting.
+            i = t.claim(hash: h, now: ms, idleLimit: 0)
+            t.slots[i] = Bucket(key: key, tokens: burst, lastSeen: ms)
+            return i
+        }
+        let el = Float(age(ms, since: t.slots[i].lastSeen)) / 1000
+        t.slots[i].tokens = min(burst, t.slots[i].tokens + el * rate)
+        t.slots[i].lastSeen = ms
+        return i
+    }
+
+    /// Takes one token from the bucket for `key`, if it has one.
+    @inline(__always)
+    private func take(_ t: inout GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
+        let i = refill(&t, key, ms, rate: rate, burst: burst)
+        guard t.slots[i].tokens >= 1 else { return false }
+        t.slots[i].tokens -= 1
+        return true
+    }
+}
+
+private struct ActiveAttack {
+    var key: SIMD16<UInt8>
+    var prefix: CIDR
+    var startedAt: Nanoseconds
+    var lastAboveMs: UInt32
 }

@@ -1,0 +1,155 @@
+#if canImport(_Builtin_intrinsics.intel)
+import _Builtin_intrinsics.intel
+#endif
+
+/// A slot of a `GroupTable`: a plain value (no references) that knows its key and when it was last
+/// touched, in packet milliseconds.
+protocol TableSlot {
+    associatedtype Key
+    func hasKey(_ key: Key) -> Bool
+    var lastSeen: UInt32 { get }
+}
+
+/// One bit per lane, set where the lane of `mask` is true: a single `pmovmskb` on x86_64.
+@inline(__always)
+func laneBits(_ mask: SIMDMask<SIMD16<Int8>>) -> UInt32 {
+    let lanes = unsafeBitCast(mask, to: SIMD16<Int8>.self)
+    #if canImport(_Builtin_intrinsics.intel)
+    return UInt32(truncatingIfNeeded: _mm_movemask_epi8(unsafeBitCast(lanes, to: __m128i.self)))
+    #else
+    // Portable fallback: gather the top bit of each byte with one multiply per half.
+    let halves = unsafeBitCast(lanes, to: SIMD2<UInt64>.self)
+    let lo = ((halves[0] & 0x8080_8080_8080_8080) &* 0x0002_0408_1020_4081) >> 56
+    let hi = ((halves[1] & 0x8080_8080_8080_8080) &* 0x0002_0408_1020_4081) >> 56
+    return UInt32(truncatingIfNeeded: lo | hi << 8)
+    #endif
+}
+
+/// Packet-time age in milliseconds; a timestamp from the future (captures are not always
+/// monotonic) counts as age 0 rather than as a 49-day-old entry.
+@inline(__always)
+func age(_ now: UInt32, since then: UInt32) -> UInt32 {
+    let d = now &- then
+    return Int32(bitPattern: d) < 0 ? 0 : d
+}
+
+/// A fixed-capacity hash table in the SwissTable family, bounded by construction.
+///
+/// Slots come in groups of 16 with one tag byte each, kept apart in a `SIMD16<UInt8>` per group:
+/// one broadcast, one `pcmpeqb` and one `pmovmskb` find the candidate slots of a group. Every key
+/// has two candidate groups (two-choice hashing) and lives in one of them, so a lookup reads at
+/// most two tag vectors, a delete never needs a tombstone, and no probe sequence can grow: the
+/// worst case is fixed whatever the traffic. Two choices keep the groups evenly loaded, so the
+/// table fills to about 95% before the first eviction. When both groups are full the oldest of
+/// their 32 slots (by packet time) is evicted and counted, after first reusing any slot idle past
+/// the caller's horizon: oldest-first within the key's neighbourhood, which is where a new key can go.
+///
+/// Memory is allocated once (the slots untouched until used, so the kernel maps pages lazily),
+/// and nothing allocates afterwards. The owner frees it with `deallocate()`.
+struct GroupTable<Slot: TableSlot> {
+    static var emptyTag: UInt8 { 0x80 }
+
+    let groupCount: Int
+    let tags: UnsafeMutablePointer<SIMD16<UInt8>>
+    let slots: UnsafeMutablePointer<Slot>
+    /// Slots holding an entry (expired entries count until their slot is reused).
+    private(set) var count = 0
+    /// Live entries pushed out because both of a new key's groups were full.
+    private(set) var evictions: UInt64 = 0
+
+    /// Room for `capacity` entries plus 1/8 slack, so a full table rarely evicts early.
+    init(capacity: Int) {
+        let wanted = max(16, capacity + capacity / 8)
+        groupCount = (wanted + 15) / 16
+        tags = .allocate(capacity: groupCount)
+        tags.initialize(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
+        slots = .allocate(capacity: groupCount * 16)
+    }
+
+    func deallocate() {
+        tags.deallocate()
+        slots.deallocate()
+    }
+
+    var slotCount: Int { groupCount * 16 }
+    /// Bytes the table holds for its whole life.
+    var allocatedBytes: Int { groupCount * (16 + 16 * MemoryLayout<Slot>.stride) }
+
+    /// The two candidate groups and the 7-bit tag of a hash. The groups come from disjoint hash
+    /// bits (high bits for the first, low bits rotated up for the second; multiply-high maps them
+    /// onto any group count without a division), the tag from bits neither uses much.
+    @inline(__always)
+    func locate(_ hash: UInt64) -> (Int, Int, UInt8) {
+        let n = UInt64(groupCount)
+        let g1 = Int(truncatingIfNeeded: hash.multipliedFullWidth(by: n).high)
+        let rotated = (hash << 32) | (hash >> 32)
+        let g2 = Int(truncatingIfNeeded: rotated.multipliedFullWidth(by: n).high)
+        let tag = UInt8(truncatingIfNeeded: hash >> 25) & 0x7f
+        return (g1, g2, tag)
+    }
+
+    @inline(__always)
+    private func findIn(group g: Int, tag: SIMD16<UInt8>, key: Slot.Key) -> Int {
+        var m = laneBits(tags[g] .== tag)
+        while m != 0 {
+            let i = g &* 16 &+ m.trailingZeroBitCount
+            if slots[i].hasKey(key) { return i }
+            m &= m &- 1
+        }
+        return -1
+    }
+
+    /// The slot index holding `key`, or -1.
+    @inline(__always)
+    func find(_ key: Slot.Key, hash: UInt64) -> Int {
+        let (g1, g2, tag) = locate(hash)
+        let t = SIMD16<UInt8>(repeating: tag)
+        let i = findIn(group: g1, tag: t, key: key)
+        if i >= 0 || g2 == g1 { return i }
+        return findIn(group: g2, tag: t, key: key)
+    }
+
+    /// Claims a slot for a key that is not in the table (the caller looked first) and returns its
+    /// index; the caller writes the slot. Never fails: it reuses an expired slot or evicts.
+    mutating func claim(hash: UInt64, now: UInt32, idleLimit: UInt32) -> Int {
+        let (g1, g2, tag) = locate(hash)
+        let empty = SIMD16<UInt8>(repeating: Self.emptyTag)
+        let e1 = laneBits(tags[g1] .== empty)
+        let e2 = g2 == g1 ? 0 : laneBits(tags[g2] .== empty)
+        if e1 | e2 != 0 {
+            // Two-choice: the emptier group, so both stay evenly loaded.
+            let (g, m) = e1.nonzeroBitCount >= e2.nonzeroBitCount ? (g1, e1) : (g2, e2)
+            let lane = m.trailingZeroBitCount
+            tags[g][lane] = tag
+            count += 1
+            return g &* 16 &+ lane
+        }
+        // Both groups full: reuse the oldest slot, which is also the one most likely expired.
+        var victim = g1 &* 16
+        var oldest: UInt32 = 0
+        for pass in 0..<2 {
+            let g = pass == 0 ? g1 : g2
+            if pass == 1 && g2 == g1 { break }
+            for lane in 0..<16 {
+                let i = g &* 16 &+ lane
+                let a = age(now, since: slots[i].lastSeen)
+                if a >= oldest { oldest = a; victim = i }
+            }
+        }
+        if oldest <= idleLimit { evictions &+= 1 }
+        tags[victim / 16][victim % 16] = tag
+        return victim
+    }
+
+    /// Frees a slot (no tombstone needed: a key's groups are fixed, not a probe sequence).
+    mutating func remove(at index: Int) {
+        tags[index / 16][index % 16] = Self.emptyTag
+        count -= 1
+    }
+
+    /// Frees every slot.
+    mutating func removeAll() {
+        tags.update(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
+        count = 0
+    }
+}
