@@ -163,7 +163,12 @@ public final class SessionTable {
     /// `incomplete`, the others as `open` (alive when the capture ended).
     public func finish(at now: Nanoseconds) {
         expire(before: now)
-        for (_, slot) in index {
+        // By start time, so `--sessions` rows come out in the same order on every run (the
+        // dictionary's order is seeded per process).
+        let remaining = index.values.sorted {
+            entries[Int($0)].start != entries[Int($1)].start ? entries[Int($0)].start < entries[Int($1)].start : $0 < $1
+        }
+        for slot in remaining {
             close(slot: slot, reason: .open, removeFromIndex: false)
         }
         index.removeAll()

@@ -1,9 +1,221 @@
-/// `reflectguard score`: placeholder until its issue lands.
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Captures
+import PacketParser
+import Rules
+import Scoring
+import VerdictEngine
+
+/// `reflectguard score`: decide every frame of a capture (or of a live interface, observe only)
+/// with packet timestamps, and report what would be dropped and why. Never changes the system.
 enum ScoreCommand {
-    static let spec = CommandSpec(path: "reflectguard score", overview: "(not yet)", usage: ["[options]"])
+    static let spec = CommandSpec(
+        path: "reflectguard score",
+        overview: "Score a capture or a live interface: what ReflectGuard would drop, and why.",
+        usage: ["<capture> [options]", "--interface IF [--duration SECONDS] [options]"],
+        arguments: [("<capture>", "A pcap or pcapng file.")],
+        options: SharedOptions.policy + [
+            OptionSpec(name: "--interface", value: "IF", help: "Observe a live interface instead of a file (Ctrl-C for the report)."),
+            OptionSpec(name: "--duration", value: "SECONDS", help: "With --interface: stop and report after this long."),
+            OptionSpec(name: "--format", value: "text|json|html", help: "Report format (default text)."),
+            OptionSpec(name: "--output", value: "FILE", help: "Write the report to FILE instead of standard output."),
+            OptionSpec(name: "--verdicts", value: "FILE.csv", help: "Write frame,verdict,reason for every frame."),
+            OptionSpec(name: "--labels", value: "FILE.csv", help: "Per-frame labels (frame,label): adds precision/recall."),
+            OptionSpec(name: "--sessions", value: "FILE.csv", help: "Write one row per TCP session with its end reason."),
+        ],
+        positionals: 0...1)
+
+    enum Format: String { case text, json, html }
+
     static func main(_ args: [String]) -> Int32 {
-        _ = parseOrExit(args, spec)
-        printError("Error: 'reflectguard score' is not implemented yet")
-        return ExitCode.failure.rawValue
+        let a = parseOrExit(args, spec)
+        let capture = a.positionals.first
+        let interface = a.value("--interface")
+        if capture != nil && interface != nil {
+            exitUsage(UsageError(message: "give a capture file or --interface, not both"), spec)
+        }
+        if capture == nil && interface == nil {
+            exitUsage(UsageError(message: "missing argument: <capture> (or --interface IF)"), spec)
+        }
+        guard let format = Format(rawValue: a.value("--format") ?? "text") else {
+            exitUsage(UsageError(message: "--format '\(a.value("--format")!)': expected text, json or html"), spec)
+        }
+        var duration: Double? = nil
+        if let d = a.value("--duration") {
+            guard interface != nil else { exitUsage(UsageError(message: "--duration needs --interface"), spec) }
+            guard let v = Double(d), v > 0, v.isFinite else {
+                exitUsage(UsageError(message: "--duration '\(d)': expected a positive number of seconds"), spec)
+            }
+            duration = v
+        }
+        guard let policy = resolvePolicy(a) else { return ExitCode.rules.rawValue }
+
+        var labels: LabelTable? = nil
+        if let path = a.value("--labels") {
+            do {
+                let text = try String(contentsOfFile: path, encoding: .utf8)
+                labels = try LabelTable(csv: text)
+            } catch let e as LabelError {
+                printError("Error: \(path): \(e.description)")
+                return ExitCode.failure.rawValue
+            } catch {
+                printError("Error: cannot read labels \(path): \(describe(error))")
+                return ExitCode.failure.rawValue
+            }
+        }
+
+        let pipeline = ScoringPipeline(policy: policy, labels: labels)
+        var verdicts: VerdictsCSV? = nil
+        var sessions: SessionsCSV? = nil
+        do {
+            if let path = a.value("--verdicts") {
+                let w = try VerdictsCSV(path: path)
+                verdicts = w
+                pipeline.verdictSink = { w.row(frame: $0, decision: $1) }
+            }
+            if let path = a.value("--sessions") {
+                let w = try SessionsCSV(path: path)
+                sessions = w
+                pipeline.sessions.sink = { w.row($0) }
+            }
+        } catch {
+            printError("Error: \(describe(error))")
+            return ExitCode.failure.rawValue
+        }
+
+        // Same seed every run: a capture must always give the same verdicts (CONTRACT.md).
+        let engine = Engine(policy: policy, seed: 0)
+        let source: String
+        let linkName: String
+        do {
+            if let capture {
+                let reader = try CaptureReader(path: capture)
+                source = capture
+                linkName = reader.linkTypeName
+                try scoreFile(reader, engine: engine, pipeline: pipeline)
+            } else {
+                let live = try LiveCapture(interface: interface!)
+                source = interface!
+                linkName = live.linkTypeName
+                try scoreLive(live, engine: engine, pipeline: pipeline, duration: duration)
+            }
+        } catch {
+            printError("Error: \(describe(error))")
+            return ExitCode.failure.rawValue
+        }
+        pipeline.finish()
+        do {
+            try verdicts?.close()
+            try sessions?.close()
+        } catch {
+            printError("Error: \(describe(error))")
+            return ExitCode.failure.rawValue
+        }
+
+        let report = pipeline.report(source: source, linkType: linkName)
+        let text: String
+        switch format {
+        case .text: text = TextReport.render(report)
+        case .json: text = JSONReport.render(report)
+        case .html: text = HTMLReport.render(report)
+        }
+        if let path = a.value("--output") {
+            do {
+                let out = try BufferedFile(path: path)
+                out.write(text)
+                try out.close()
+            } catch {
+                printError("Error: \(describe(error))")
+                return ExitCode.failure.rawValue
+            }
+        } else {
+            fputs(text, stdout)
+            fflush(stdout)
+        }
+        return ExitCode.success.rawValue
+    }
+
+    /// The policy from the rules file (default: embedded), `--protect`, `-D` and `--mode`; nil
+    /// after printing a rules error (exit 3). A bad command-line value exits 2 here.
+    static func resolvePolicy(_ a: Arguments) -> Policy? {
+        do {
+            let file = try a.value("--rules").map { path throws(RulesError) in try RulesFile.load(path: path) }
+                ?? RulesFile.embedded
+            var policy = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: a.all("-D")).policy
+            if let m = a.value("--mode") {
+                guard let mode = Mode(rawValue: m) else {
+                    exitUsage(UsageError(message: "--mode '\(m)': expected symmetric or ingress-only"), spec)
+                }
+                policy.mode = mode
+            }
+            return policy
+        } catch {
+            if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }
+            printError("Error: \(error.description)")
+            return nil
+        }
+    }
+
+    static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline) throws {
+        var packet = ParsedPacket()
+        let link = reader.linkType
+        while true {
+            let frame: CapturedFrame?
+            do { frame = try reader.next() } catch {
+                // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
+                printError("Warning: \(describe(error)); reporting the \(pipeline.frames) frames before it")
+                return
+            }
+            guard let frame else { return }
+            PacketParser.parse(frame.bytes, link: link, into: &packet)
+            let d = engine.decideObserved(packet, at: frame.timestamp, side: .unknown)
+            pipeline.observe(packet, at: frame.timestamp, decision: d)
+        }
+    }
+
+    static func scoreLive(_ live: LiveCapture, engine: Engine, pipeline: ScoringPipeline, duration: Double?) throws {
+        stopRequested = 0
+        signal(SIGINT) { _ in stopRequested = 1 }
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        defer { signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL) }
+        let tty = isatty(STDERR_FILENO) == 1
+        let start = monotonicSeconds()
+        var lastStatus = start
+        var packet = ParsedPacket()
+        let link = live.linkType
+        while stopRequested == 0 {
+            let now = monotonicSeconds()
+            if let duration, now - start >= duration { break }
+            if tty && now - lastStatus >= 1 {
+                lastStatus = now
+                var line = pipeline.statusLine
+                if let s = live.statistics(), s.dropped > 0 { line += "  kernel dropped \(s.dropped)" }
+                fputs("\r\u{1b}[K" + line, stderr)
+            }
+            switch try live.next() {
+            case .timeout:
+                continue
+            case .frame(let frame):
+                PacketParser.parse(frame.bytes, link: link, into: &packet)
+                let d = engine.decideObserved(packet, at: frame.timestamp, side: .unknown)
+                pipeline.observe(packet, at: frame.timestamp, decision: d)
+            }
+        }
+        if tty { fputs("\r\u{1b}[K", stderr) }
+    }
+
+    static func monotonicSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    static func describe(_ error: Error) -> String {
+        String(describing: error)
     }
 }
+
+/// Set by SIGINT/SIGTERM during live scoring; read by the capture loop between reads.
+nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
