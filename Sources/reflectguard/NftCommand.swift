@@ -1,9 +1,105 @@
-/// `reflectguard nft`: placeholder until its issue lands.
+import NftBackend
+import Rules
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `reflectguard nft generate|check|apply|remove`: the rules file rendered for a hook and a queue
+/// backend, checked or applied atomically through libnftables, or removed.
 enum NftCommand {
-    static let spec = CommandSpec(path: "reflectguard nft", overview: "(not yet)", usage: ["[options]"])
+    static let backend = OptionSpec(name: "--backend", value: "auto|nft|xt",
+        help: "How packets reach the agent: nft queue, xtables NFQUEUE on marked packets, or probe (default auto).")
+    static let hook = OptionSpec(name: "--hook", value: "router|host",
+        help: "Forwarded traffic (default) or this host's own.")
+    static let kernelOnly = OptionSpec(name: "--kernel-only", value: nil,
+        help: "The standalone ruleset that enforces in the kernel alone, no agent, no conntrack.")
+
+    static let spec = CommandSpec(
+        path: "reflectguard nft",
+        overview: "Generate, check, apply or remove ReflectGuard's nftables rules.",
+        usage: ["generate|check|apply|remove [options]"],
+        arguments: [("generate", "Print exactly what apply loads for the backend and hook."),
+                    ("check", "Check the rules against the running kernel; change nothing."),
+                    ("apply", "Check, then apply atomically (again: replaces chains, keeps set contents)."),
+                    ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else.")],
+        options: [SharedOptions.rules, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
+                  backend, hook, kernelOnly],
+        positionals: 1...1)
+
     static func main(_ args: [String]) -> Int32 {
-        _ = parseOrExit(args, spec)
-        printError("Error: 'reflectguard nft' is not implemented yet")
-        return ExitCode.failure.rawValue
+        let a = parseOrExit(args, spec)
+        let action = a.positionals[0]
+        guard ["generate", "check", "apply", "remove"].contains(action) else {
+            exitUsage(UsageError(message: "unknown action '\(action)' (generate, check, apply or remove)"), spec)
+        }
+        if action == "remove" {
+            do { try NftRuleset.remove() } catch { return fail(error) }
+            return ExitCode.success.rawValue
+        }
+        var hookValue = Hook.router
+        if let h = a.value("--hook") {
+            guard let v = Hook(rawValue: h) else {
+                exitUsage(UsageError(message: "--hook '\(h)': expected router or host"), spec)
+            }
+            hookValue = v
+        }
+        var defines = a.all("-D")
+        if let q = a.value("--queue") {
+            guard QueueRange(q) != nil, !q.contains("-") else {
+                exitUsage(UsageError(message: "--queue '\(q)': expected a queue number N or a range N:M"), spec)
+            }
+            defines.append("queue=\(q)")
+        }
+        let resolved: ResolvedRules
+        do {
+            let file = try a.value("--rules").map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
+            resolved = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: defines)
+        } catch {
+            if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
+            printError("Error: \(error)")
+            return ExitCode.rules.rawValue
+        }
+
+        var backendValue: Backend
+        if a.flag("--kernel-only") {
+            backendValue = .none
+        } else {
+            switch a.value("--backend") ?? "auto" {
+            case "nft": backendValue = .nft
+            case "xt": backendValue = .xt
+            case "auto":
+                do { backendValue = try NftRuleset.probeBackend() } catch {
+                    guard action == "generate" else { return fail(error) }
+                    // Printing needs no privilege; say what was assumed.
+                    printError("note: cannot probe the kernel (\(error.message)); generating for --backend nft")
+                    backendValue = .nft
+                }
+            case let other:
+                exitUsage(UsageError(message: "--backend '\(other)': expected auto, nft or xt"), spec)
+            }
+        }
+
+        do {
+            switch action {
+            case "generate":
+                print(NftRuleset.generate(resolved, hook: hookValue, backend: backendValue), terminator: "")
+            case "check":
+                try NftRuleset.check(resolved, hook: hookValue, backend: backendValue)
+                print("\(resolved.file.name): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
+            default:
+                try NftRuleset.apply(resolved, hook: hookValue, backend: backendValue)
+                if backendValue == .xt { printError(NftRuleset.listingWarning) }
+            }
+        } catch {
+            return fail(error)
+        }
+        return ExitCode.success.rawValue
+    }
+
+    private static func fail(_ error: NftError) -> Int32 {
+        var m = error.message
+        while m.hasSuffix("\n") { m.removeLast() }
+        printError(error.isRulesError ? m : "Error: \(m)")
+        return error.isRulesError ? ExitCode.rules.rawValue : ExitCode.failure.rawValue
     }
 }

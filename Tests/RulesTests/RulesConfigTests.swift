@@ -1,0 +1,182 @@
+import Foundation
+import Testing
+@testable import Rules
+import VerdictEngine
+
+/// The rules file as the one source of truth: what the policy reads, what nft gets, and errors
+/// with positions. No privileges needed.
+@Suite struct RulesConfigTests {
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test func embeddedRulesetIsTheFileInTheRepository() throws {
+        let onDisk = try String(contentsOf: Self.repo.appendingPathComponent("nft/reflectguard.nft"), encoding: .utf8)
+        #expect(RulesFile.embedded.text == onDisk, "run scripts/embed-rules.sh after editing nft/reflectguard.nft")
+    }
+
+    @Test func embeddedDefaultProtectsNothing() throws {
+        let r = try RulesConfig.resolve(rules: .embedded)
+        #expect(r.policy.protected.isEmpty)
+        #expect(r.policy.allowlist.isEmpty)
+        #expect(r.policy == Policy())   // the file's defaults are Policy's defaults
+        #expect(r.queues == QueueRange(first: 0, last: 0))
+        #expect(r.queueMark == 0x1000_0000)
+    }
+
+    @Test func policyReadFromTheFileIsThePolicyUsed() throws {
+        let text = """
+            # test file
+            define protected_v4 = { 198.18.2.0/24, 203.0.113.7 }
+            define protected_v6 = {
+                2001:db8:2::/64,   # lab
+                2001:db8:3::1
+            }
+            define allowlist_v4 = { 192.0.2.1 }
+            define inside_ifaces = { "veth-in" }
+            define queues = 2-5
+            define mode = ingress-only
+            define track = full
+            define ephemeral_ports = 1024-65535
+            define rst_rate = 7
+            define rst_burst = 9
+            define syn_horizon = 2m11s
+            define synack_horizon = 500ms
+            define score_threshold = 42
+            table inet reflectguard {
+            }
+            """
+        let r = try RulesConfig.resolve(rules: RulesFile(name: "t.nft", text: text))
+        var want = Policy()
+        want.protected = PrefixSet([CIDR("198.18.2.0/24")!, CIDR("203.0.113.7")!, CIDR("2001:db8:2::/64")!,
+                                    CIDR("2001:db8:3::1")!])
+        want.allowlist = PrefixSet([CIDR("192.0.2.1")!])
+        want.insideInterfaces = ["veth-in"]
+        want.queueCount = 4
+        want.mode = .ingressOnly
+        want.track = .full
+        want.ephemeralPorts = 1024...65535
+        want.rstRate = 7
+        want.rstBurst = 9
+        want.synHorizon = 131
+        want.synackHorizon = 0.5
+        want.scoreThreshold = 42
+        #expect(r.policy == want)
+        #expect(r.queues == QueueRange(first: 2, last: 5))
+    }
+
+    @Test func overridesReachBothPolicyAndText() throws {
+        let r = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24", "2001:db8:2::/64"],
+                                        defines: ["track=full", "queue=0:3", "rst_rate=70", "kernel_enforce=always"])
+        #expect(r.policy.protected.contains(CIDR("198.18.2.9")!.address))
+        #expect(r.policy.protected.contains(CIDR("2001:db8:2::9")!.address))
+        #expect(r.policy.track == .full)
+        #expect(r.policy.queueCount == 4)
+        #expect(r.policy.rstRate == 70)
+        let original = RulesFile.embedded.text.split(separator: "\n", omittingEmptySubsequences: false)
+        for backend in Backend.allCases {
+            for hook in Hook.allCases {
+                let text = r.render(hook: hook, backend: backend)
+                let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+                // Line for line: nft's error positions are the operator's.
+                #expect(lines.count == original.count)
+                #expect(text.contains("define protected_v4 = { 198.18.2.0/24 }"))
+                #expect(text.contains("define protected_v6 = { 2001:db8:2::/64 }"))
+                #expect(text.contains("elements = $protected_v4"))
+                #expect(text.contains("limit rate over 70/second burst 100 packets"))
+                #expect(text.contains("timeout 131s"))
+                #expect(!text.contains("$rst_rate"))
+                if backend == .none {
+                    #expect(text.contains("jump always"))
+                } else {
+                    #expect(text.contains("jump full"))
+                }
+                #expect(text.contains("queue num 0-3 bypass") == (backend == .nft))
+                #expect(text.contains("meta mark set meta mark | 0x10000000") == (backend == .xt))
+                #expect(text.contains("chain router_forward") == (hook == .router))
+                #expect(text.contains("chain host_input") == (hook == .host))
+                #expect(text.contains("chain host_output") == (hook == .host))
+                // Exactly one enqueue chain survives.
+                #expect(text.components(separatedBy: "chain enqueue {").count == 2)
+            }
+        }
+    }
+
+    @Test func kernelOnlyForcesAlwaysAndQueuesNothing() throws {
+        let r = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24"])
+        let text = r.render(hook: .router, backend: .none)
+        #expect(text.contains("define kernel_enforce = always"))
+        #expect(text.contains("jump always"))
+        #expect(!text.contains("queue num"))
+        #expect(!text.contains("meta mark set"))
+        #expect(r.policy.protected.contains(CIDR("198.18.2.200")!.address))
+    }
+
+    @Test func xtablesRulesQueueMarkedPacketsWithBypassAndSymmetricBalance() throws {
+        let one = try RulesConfig.resolve(rules: .embedded)
+        #expect(one.xtablesRules(hook: .router).map(\.commandLine) == [
+            "iptables-nft -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
+            "ip6tables-nft -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
+        ])
+        let range = try RulesConfig.resolve(rules: .embedded, defines: ["queue=2:3"])
+        let host = range.xtablesRules(hook: .host)
+        #expect(host.map(\.chain) == ["INPUT", "OUTPUT", "INPUT", "OUTPUT"])
+        #expect(host.allSatisfy { $0.arguments.suffix(3) == ["--queue-balance", "2:3", "--queue-bypass"] })
+    }
+
+    @Test(arguments: [
+        ("define protected_v4 = { 198.18.2.0/33 }\n", 1, 25, "198.18.2.0/33"),
+        ("# c\ndefine protected_v4 = { 198.18.2.0/24, 2001:db8::/32 }\n", 2, 40, "2001:db8::/32"),
+        ("define mode = sideways\n", 1, 15, "sideways"),
+        ("define rst_rate = 1.5\n", 1, 19, "1.5"),
+        ("\n\ndefine syn_horizon = 10parsecs\n", 3, 22, "10parsecs"),
+        ("define queues = 3-1\n", 1, 17, "3-1"),
+        ("define track = all\n", 1, 16, "all"),
+        ("define protected_v4 = { 1.2.3.4\n", 1, 23, "unterminated"),
+    ])
+    func badValuesAreErrorsWithLineAndColumn(text: String, line: Int, column: Int, quoted: String) {
+        do {
+            _ = try RulesConfig.resolve(rules: RulesFile(name: "bad.nft", text: text))
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.location == SourceLocation(file: "bad.nft", line: line, column: column), "\(error)")
+            #expect(error.description.hasPrefix("bad.nft:\(line):\(column): error: "))
+            #expect(error.message.contains(quoted))
+            #expect(!error.fromCommandLine)
+        }
+    }
+
+    @Test(arguments: [
+        ([], ["nosuch=1"]),
+        ([], ["novalue"]),
+        ([], ["mode=sideways"]),
+        (["198.18.2.0/99"], []),
+        ([], ["rst_rate=1;flush ruleset"]),
+    ])
+    func badOverridesAreUsageErrors(protect: [String], defines: [String]) {
+        do {
+            _ = try RulesConfig.resolve(rules: .embedded, protect: protect, defines: defines)
+            Issue.record("accepted \(protect) \(defines)")
+        } catch {
+            #expect(error.fromCommandLine, "\(error)")
+            #expect(error.location == nil)
+        }
+    }
+
+    @Test func multiLineOverrideKeepsLineNumbers() throws {
+        let text = "define protected_v4 = {\n  198.18.2.0/24,\n  198.18.3.0/24\n}\ndefine mode = symmetric\n"
+        let r = try RulesConfig.resolve(rules: RulesFile(name: "m.nft", text: text), defines: ["protected_v4=198.18.9.0/24"])
+        #expect(r.text == "define protected_v4 = 198.18.9.0/24\n\n\n\ndefine mode = symmetric\n")
+        #expect(r.policy.protected.prefixes == [CIDR("198.18.9.0/24")!])
+    }
+
+    @Test func durations() {
+        #expect(PolicyBuilder.seconds("131s") == 131)
+        #expect(PolicyBuilder.seconds("2m11s") == 131)
+        #expect(PolicyBuilder.seconds("1h") == 3600)
+        #expect(PolicyBuilder.seconds("250ms") == 0.25)
+        #expect(PolicyBuilder.seconds("60") == 60)
+        #expect(PolicyBuilder.seconds("s") == nil)
+        #expect(PolicyBuilder.seconds("5x") == nil)
+        #expect(PolicyBuilder.seconds("5") == 5)
+    }
+}
