@@ -1,9 +1,240 @@
-/// `reflectguard run`: placeholder until its issue lands.
+import Agent
+import PacketParser
+import NftBackend
+import Rules
+import VerdictEngine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `reflectguard run`: the inline agent. Parses the command line, reads the rules (the same file
+/// the kernel gets), and hands the agent its settings and the hooks that touch the ruleset.
 enum RunCommand {
-    static let spec = CommandSpec(path: "reflectguard run", overview: "(not yet)", usage: ["[options]"])
+    static let dryRun = OptionSpec(name: "--dry-run", value: nil,
+        help: "Accept every packet; score what would be dropped and print a summary at exit.")
+    static let metrics = OptionSpec(name: "--metrics", value: "HOST:PORT",
+        help: "Serve Prometheus metrics on http://HOST:PORT/metrics (PORT alone: loopback). Default off.")
+    static let noApply = OptionSpec(name: "--no-apply", value: nil,
+        help: "Do not load the rules (they are managed elsewhere, e.g. 'reflectguard nft apply').")
+    static let keepRules = OptionSpec(name: "--keep-rules", value: nil,
+        help: "Leave the rules in place at exit (queues bypass while no agent runs).")
+    static let hook = OptionSpec(name: "--hook", value: "router|host",
+        help: "Forwarded traffic (default) or this host's own.")
+    static let backend = OptionSpec(name: "--backend", value: "auto|nft|xt",
+        help: "Queue backend: nft queue, xtables NFQUEUE on marked packets, or probe (default auto).")
+    static let queueMaxlen = OptionSpec(name: "--queue-maxlen", value: "N",
+        help: "Kernel queue length per queue (default 4096); the socket buffer is sized with it.")
+    static let rcvbuf = OptionSpec(name: "--rcvbuf", value: "BYTES",
+        help: "Socket receive buffer per queue (default: queue-maxlen × 2048).")
+    static let logLevel = OptionSpec(name: "--log-level", value: "debug|info|warning|error",
+        help: "Least severe JSON log line written to stderr (default info).")
+
+    static let spec = CommandSpec(
+        path: "reflectguard run",
+        overview: "Run inline on NFQUEUE: judge the queued handshake packets and RSTs, arm kernel enforcement under attack.",
+        usage: ["[--queue SPEC] [--rules FILE] [--protect CIDR]... [-D NAME=VALUE]... [--mode M] [--dry-run] [--metrics HOST:PORT] [--no-apply] [--keep-rules]"],
+        options: [SharedOptions.queue] + SharedOptions.policy
+            + [dryRun, metrics, noApply, keepRules, hook, backend, queueMaxlen, rcvbuf, logLevel])
+
     static func main(_ args: [String]) -> Int32 {
-        _ = parseOrExit(args, spec)
-        printError("Error: 'reflectguard run' is not implemented yet")
-        return ExitCode.failure.rawValue
+        let a = parseOrExit(args, spec)
+        var settings = AgentSettings()
+        settings.dryRun = a.flag("--dry-run")
+
+        var defines = a.all("-D")
+        if let q = a.value("--queue") {
+            guard let r = QueueRange(q), !q.contains("-") else {
+                exitUsage(UsageError(message: "--queue '\(q)': expected a queue number N or a range N:M"), spec)
+            }
+            _ = r
+            defines.append("queue=\(q)")
+        }
+        if let m = a.value("--mode") {
+            guard Mode(rawValue: m) != nil else {
+                exitUsage(UsageError(message: "--mode '\(m)': expected symmetric or ingress-only"), spec)
+            }
+            defines.append("mode=\(m)")
+        }
+        if let m = a.value("--metrics") {
+            guard let hp = parseHostPort(m) else {
+                exitUsage(UsageError(message: "--metrics '\(m)': expected HOST:PORT, [V6ADDR]:PORT or PORT"), spec)
+            }
+            settings.metrics = hp
+        }
+        if let n = a.value("--queue-maxlen") {
+            guard let v = UInt32(n), v >= 16 else {
+                exitUsage(UsageError(message: "--queue-maxlen '\(n)': expected a number ≥ 16"), spec)
+            }
+            settings.queueMaxLength = v
+        }
+        if let n = a.value("--rcvbuf") {
+            guard let v = Int(n), v >= 65536 else {
+                exitUsage(UsageError(message: "--rcvbuf '\(n)': expected a byte count ≥ 65536"), spec)
+            }
+            settings.receiveBufferBytes = v
+        }
+        var hookValue = Hook.router
+        if let h = a.value("--hook") {
+            guard let v = Hook(rawValue: h) else { exitUsage(UsageError(message: "--hook '\(h)': expected router or host"), spec) }
+            hookValue = v
+        }
+        let backendChoice = a.value("--backend") ?? "auto"
+        guard ["auto", "nft", "xt"].contains(backendChoice) else {
+            exitUsage(UsageError(message: "--backend '\(backendChoice)': expected auto, nft or xt"), spec)
+        }
+        var logger = Logger()
+        if let l = a.value("--log-level") {
+            let levels: [String: Logger.Level] = ["debug": .debug, "info": .info, "warning": .warning, "error": .error]
+            guard let v = levels[l] else { exitUsage(UsageError(message: "--log-level '\(l)': expected debug, info, warning or error"), spec) }
+            logger.level = v
+        }
+
+        guard hasNetAdmin() else {
+            printError("Error: 'reflectguard run' needs CAP_NET_ADMIN (run as root, or grant the capability: see scripts/reflectguard.service)")
+            return ExitCode.failure.rawValue
+        }
+
+        let rulesPath = a.value("--rules")
+        let allDefines = defines
+        let hookChoice = hookValue
+        let protect = a.all("--protect")
+        @Sendable func resolve() throws(RulesError) -> ResolvedRules {
+            let file = try rulesPath.map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
+            return try RulesConfig.resolve(rules: file, protect: protect, defines: allDefines)
+        }
+        let resolved: ResolvedRules
+        do { resolved = try resolve() } catch {
+            if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
+            printError("Error: \(error)")
+            return ExitCode.rules.rawValue
+        }
+        settings.queues = resolved.queues.first...resolved.queues.last
+        if let t = resolved.values["armed_timeout"], let s = parseSeconds(t) { settings.armedTimeout = s }
+        settings.logLevel = logger.level
+
+        let applyRules = !a.flag("--no-apply")
+        let backend: Backend
+        switch backendChoice {
+        case "nft": backend = .nft
+        case "xt": backend = .xt
+        default:
+            if applyRules {
+                do { backend = try NftRuleset.probeBackend() } catch {
+                    printError("Error: \(error.message)")
+                    return ExitCode.failure.rawValue
+                }
+            } else {
+                backend = .xt
+            }
+        }
+
+        // Arming runs on the agent's enforcement queue only; one libnftables context serves it.
+        let armer = ArmerBox()
+        let dry = settings.dryRun
+        let hooks = RulesHooks(
+            apply: {
+                do throws(NftError) { try NftRuleset.apply(resolved, hook: hookChoice, backend: backend) } catch {
+                    throw RunError(error)
+                }
+                return resolved.policy
+            },
+            reload: {
+                let fresh: ResolvedRules
+                do { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: 3) }
+                if applyRules {
+                    do throws(NftError) { try NftRuleset.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
+                }
+                return fresh.policy
+            },
+            remove: {
+                do throws(NftError) { try NftRuleset.remove() } catch { throw RunError(error) }
+            },
+            arm: { prefix, timeout in
+                // Dry-run changes no verdict anywhere, the kernel's included: report only.
+                if dry { return }
+                try armer.arm(prefix, timeout: timeout)
+            })
+
+        let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
+                          keepRules: a.flag("--keep-rules"))
+        do throws(AgentStartError) {
+            return try agent.run(initialPolicy: resolved.policy)
+        } catch {
+            printError("Error: \(error.message)")
+            return error.exitCode
+        }
     }
+
+    static func parseHostPort(_ s: String) -> (host: String, port: UInt16)? {
+        if let p = UInt16(s) { return ("127.0.0.1", p) }
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            let host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            guard rest.hasPrefix(":"), let p = UInt16(rest.dropFirst()), IPAddress(host) != nil else { return nil }
+            return (host, p)
+        }
+        guard let colon = s.lastIndex(of: ":"), let p = UInt16(s[s.index(after: colon)...]) else { return nil }
+        let host = String(s[..<colon])
+        if host.isEmpty { return ("127.0.0.1", p) }
+        guard IPAddress(host) != nil, !host.contains(":") else { return nil }
+        return (host, p)
+    }
+
+    /// nft time values the rules use: `60s`, `2m`, `1h`, or plain seconds.
+    static func parseSeconds(_ s: String) -> Double? {
+        let t = s.trimmingCharacters()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+        for (u, f) in units where t.hasSuffix(u) {
+            if let v = Double(t.dropLast(u.count)) { return v * f }
+        }
+        return Double(t)
+    }
+
+    /// CAP_NET_ADMIN (bit 12) in this process's effective set, from /proc/self/status.
+    static func hasNetAdmin() -> Bool {
+        guard let f = fopen("/proc/self/status", "r") else { return geteuid() == 0 }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), f) != nil {
+            let s = String(cString: line)
+            if s.hasPrefix("CapEff:") {
+                let hex = s.dropFirst(7).trimmingCharacters()
+                guard let v = UInt64(hex, radix: 16) else { return false }
+                return v & (1 << 12) != 0
+            }
+        }
+        return false
+    }
+}
+
+/// A rules or nft failure with its CONTRACT.md exit code (3: nft rejected the rules).
+struct RunError: Error, ExitCoded, CustomStringConvertible {
+    var message: String
+    var exitCode: Int32
+    init(message: String, exitCode: Int32) { self.message = message; self.exitCode = exitCode }
+    init(_ e: NftError) { message = e.message; exitCode = e.isRulesError ? 3 : 1 }
+    var description: String { message }
+}
+
+/// The libnftables context for arming, made on first use (on the enforcement queue).
+final class ArmerBox: @unchecked Sendable {
+    private var victims: ArmedVictims?
+    func arm(_ prefix: CIDR, timeout: Double) throws {
+        if victims == nil { victims = try ArmedVictims() }
+        try victims!.arm(prefix, timeout: timeout)
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
+        return String(s)
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String { String(self).trimmingCharacters() }
 }

@@ -1,0 +1,46 @@
+import Synchronization
+import VerdictEngine
+import Scoring
+
+/// The little the workers share with the rest of the agent, none of it on the per-packet path:
+/// a stop flag, the current policy with a generation number (checked once per batch), the
+/// enforcement hand-off and the dry-run results.
+final class AgentShared: @unchecked Sendable {
+    let settings: AgentSettings
+    let logger: Logger
+    let enforcement: KernelEnforcement
+    private let stopFlag = Atomic<Bool>(false)
+    private let generation = Atomic<Int>(0)
+    private let policyBox: Mutex<Policy>
+    private let dryRunResults = Mutex<[ScoringPipeline]>([])
+
+    init(settings: AgentSettings, policy: Policy, logger: Logger, enforcement: KernelEnforcement) {
+        self.settings = settings
+        self.logger = logger
+        self.enforcement = enforcement
+        policyBox = Mutex(policy)
+    }
+
+    var stopping: Bool { stopFlag.load(ordering: .acquiring) }
+    func stop() { stopFlag.store(true, ordering: .releasing) }
+
+    var policyGeneration: Int { generation.load(ordering: .acquiring) }
+
+    func currentPolicy() -> (Policy, Int) {
+        policyBox.withLock { p in (p, generation.load(ordering: .acquiring)) }
+    }
+
+    func replacePolicy(_ p: Policy) {
+        policyBox.withLock { box in
+            box = p
+            generation.add(1, ordering: .releasing)
+        }
+    }
+
+    func finishDryRun(_ r: DryRunRecorder) {
+        r.pipeline.finish()
+        dryRunResults.withLock { $0.append(r.pipeline) }
+    }
+
+    func dryRunPipelines() -> [ScoringPipeline] { dryRunResults.withLock { $0 } }
+}

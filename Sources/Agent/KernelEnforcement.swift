@@ -1,0 +1,117 @@
+import Dispatch
+import NFQueue
+import Synchronization
+import VerdictEngine
+
+/// Arms kernel enforcement for victim prefixes the engines report under attack: the prefix goes
+/// into the ruleset's armed set with a timeout, and from then on the kernel's conntrack-free check
+/// sheds that flood at line rate, even the part that overflows the queue (which FAIL_OPEN would
+/// otherwise accept unseen). Runs on its own serial queue so a worker never waits for netlink;
+/// while an attack lasts the entry is renewed before its timeout, and after the attack ends it is
+/// left to run out (a flood that pauses and resumes stays shed).
+final class KernelEnforcement: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "reflectguard.enforcement")
+    private let logger: Logger
+    private let timeout: Double
+    private let queueCount: Int
+    private let arm: @Sendable (CIDR, Double) throws -> Void
+    /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and the
+    /// queues whose engines currently report an attack on it.
+    private var armed: [CIDR: Int64] = [:]
+    private var attacked: [CIDR: (queues: Set<UInt16>, since: Int64)] = [:]
+    private var renewTimer: DispatchSourceTimer?
+
+    let armOperations = Atomic<UInt64>(0)
+    let armFailures = Atomic<UInt64>(0)
+    let armedNow = Atomic<UInt64>(0)
+    let attacksNow = Atomic<UInt64>(0)
+    /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
+    let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
+
+    init(logger: Logger, timeout: Double, queueCount: Int, arm: @escaping @Sendable (CIDR, Double) throws -> Void) {
+        self.logger = logger
+        self.timeout = timeout
+        self.queueCount = queueCount
+        self.arm = arm
+        let t = DispatchSource.makeTimerSource(queue: queue)
+        let period = max(0.5, timeout / 4)
+        t.schedule(deadline: .now() + period, repeating: period)
+        t.setEventHandler { [weak self] in self?.renew() }
+        t.resume()
+        renewTimer = t
+    }
+
+    func cancel() { renewTimer?.cancel() }
+
+    /// Called by a worker after a batch; returns at once.
+    func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
+        let submitted = monotonicNanoseconds()
+        queue.async { [self] in
+            for e in events { handle(e, queue: workerQueue, submitted: submitted) }
+            publish()
+        }
+    }
+
+    private func handle(_ e: AttackEvent, queue q: UInt16, submitted: Int64) {
+        let rate = e.agentRate(queues: queueCount)
+        switch e.kind {
+        case .started:
+            if var a = attacked[e.prefix] {
+                a.queues.insert(q)
+                attacked[e.prefix] = a
+            } else {
+                attacked[e.prefix] = ([q], monotonicNanoseconds())
+                logger.warning("attack-start", [("prefix", .string(e.prefix.description)), ("rate_pps", .double(rate)),
+                                                ("synack_drop_pps", .double(e.synackDropRate * Double(queueCount))),
+                                                ("rst_drop_pps", .double(e.rstDropRate * Double(queueCount))),
+                                                ("queue", .from(Int(q)))])
+            }
+            armPrefix(e.prefix, submitted: submitted)
+        case .ended:
+            guard var a = attacked[e.prefix] else { return }
+            a.queues.remove(q)
+            if a.queues.isEmpty {
+                attacked[e.prefix] = nil
+                logger.info("attack-end", [("prefix", .string(e.prefix.description)), ("rate_pps", .double(rate)),
+                                           ("duration_s", .double(Double(e.at - e.startedAt) / 1e9)),
+                                           ("armed_until_s", .double(timeout))])
+            } else {
+                attacked[e.prefix] = a
+            }
+        }
+    }
+
+    private func armPrefix(_ prefix: CIDR, submitted: Int64) {
+        let now = monotonicNanoseconds()
+        let timeoutNs = Int64(timeout * 1e9)
+        if let until = armed[prefix], until - now > timeoutNs / 2 { return }
+        do {
+            try arm(prefix, timeout)
+            let done = monotonicNanoseconds()
+            let first = armed[prefix].map { $0 <= now } ?? true
+            armed[prefix] = done + timeoutNs
+            armOperations.add(1, ordering: .relaxed)
+            lastArmLatencyNanoseconds.store(UInt64(max(0, done - submitted)), ordering: .relaxed)
+            if first {
+                logger.warning("victim-armed", [("prefix", .string(prefix.description)), ("timeout_s", .double(timeout)),
+                                                ("latency_ms", .double(Double(done - submitted) / 1e6))])
+            }
+        } catch {
+            armFailures.add(1, ordering: .relaxed)
+            logger.error("arm-failed", [("prefix", .string(prefix.description)), ("error", .string("\(error)"))])
+        }
+    }
+
+    private func renew() {
+        let now = monotonicNanoseconds()
+        for p in attacked.keys { armPrefix(p, submitted: now) }
+        for (p, until) in armed where until <= now { armed[p] = nil }
+        publish()
+    }
+
+    private func publish() {
+        let now = monotonicNanoseconds()
+        armedNow.store(UInt64(armed.values.filter { $0 > now }.count), ordering: .relaxed)
+        attacksNow.store(UInt64(attacked.count), ordering: .relaxed)
+    }
+}

@@ -1,0 +1,85 @@
+import NFQueue
+import VerdictEngine
+
+/// Collects the workers' counters, the kernel's per-queue figures and the enforcement state into
+/// Prometheus text. Runs on the metrics thread only.
+final class MetricsRegistry: @unchecked Sendable {
+    private let workers: [Worker]
+    private let enforcement: KernelEnforcement
+    private let dryRun: Bool
+
+    init(workers: [Worker], enforcement: KernelEnforcement, dryRun: Bool) {
+        self.workers = workers
+        self.enforcement = enforcement
+        self.dryRun = dryRun
+    }
+
+    func total(_ c: WorkerCounter) -> UInt64 {
+        workers.reduce(0) { $0 &+ $1.counters.value(c.rawValue) }
+    }
+
+    func render() -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func perQueue(_ name: String, _ type: String, _ help: String, _ c: WorkerCounter) {
+            family(name, type, help)
+            for w in workers { out += "\(name){queue=\"\(w.queue)\"} \(w.counters.value(c.rawValue))\n" }
+        }
+
+        family("reflectguard_packets_total", "counter",
+               "Packets judged, by queue, verdict the engine gave and reason (in dry-run every packet was accepted).")
+        for w in workers {
+            for r in Reason.allCases {
+                for v in [Verdict.accept, .drop] {
+                    let n = w.counters.value(WorkerCounter.slot(r, v))
+                    if n > 0 { out += "reflectguard_packets_total{queue=\"\(w.queue)\",verdict=\"\(v.token)\",reason=\"\(r.token)\"} \(n)\n" }
+                }
+            }
+        }
+        perQueue("reflectguard_packets_received_total", "counter", "Packets received from the queue.", .received)
+        perQueue("reflectguard_verdict_accept_total", "counter", "Accept verdicts sent to the kernel.", .accepted)
+        perQueue("reflectguard_verdict_drop_total", "counter", "Drop verdicts sent to the kernel.", .dropped)
+        perQueue("reflectguard_would_drop_total", "counter", "Dry-run: packets the engine would have dropped.", .wouldDrop)
+        perQueue("reflectguard_truncated_total", "counter", "Packets longer than the copy range (judged on their headers).", .truncated)
+        perQueue("reflectguard_enobufs_total", "counter", "ENOBUFS on receive (only without NETLINK_NO_ENOBUFS).", .enobufs)
+        perQueue("reflectguard_netlink_errors_total", "counter", "Netlink error messages from the kernel.", .netlinkErrors)
+        perQueue("reflectguard_verdict_send_errors_total", "counter", "Verdict batches that could not be sent.", .verdictSendErrors)
+        perQueue("reflectguard_receive_calls_total", "counter", "recvmmsg system calls.", .receiveCalls)
+        perQueue("reflectguard_send_calls_total", "counter", "Verdict send system calls.", .sendCalls)
+        perQueue("reflectguard_attack_events_total", "counter", "Attack events the engine reported.", .attackEvents)
+        perQueue("reflectguard_syn_table_entries", "gauge", "Tracked SYNs in the engine's table.", .tableOccupancy)
+        perQueue("reflectguard_syn_table_capacity", "gauge", "Capacity of the engine's SYN table.", .tableCapacity)
+        perQueue("reflectguard_syn_table_evictions_total", "counter", "Tracked SYNs evicted because the table was full.", .tableEvictions)
+        perQueue("reflectguard_bucket_evictions_total", "counter", "RST/backscatter token buckets evicted because their table was full.", .bucketEvictions)
+        perQueue("reflectguard_attacks_active", "gauge", "Victim prefixes this queue's engine sees under attack.", .activeAttacks)
+
+        let proc = QueueStatistics.read()
+        let mine = Set(workers.map { $0.queue })
+        let rows = proc.filter { mine.contains($0.queue) }
+        family("reflectguard_queue_waiting", "gauge", "Packets waiting in the kernel queue (/proc queue_total).")
+        for r in rows { out += "reflectguard_queue_waiting{queue=\"\(r.queue)\"} \(r.queueTotal)\n" }
+        family("reflectguard_queue_dropped_total", "counter",
+               "Packets the full queue did not hold (/proc queue_dropped; accepted unseen with FAIL_OPEN).")
+        for r in rows { out += "reflectguard_queue_dropped_total{queue=\"\(r.queue)\"} \(r.queueDropped)\n" }
+        family("reflectguard_queue_user_dropped_total", "counter", "Packets lost in netlink: socket buffer full (/proc user_dropped).")
+        for r in rows { out += "reflectguard_queue_user_dropped_total{queue=\"\(r.queue)\"} \(r.userDropped)\n" }
+        family("reflectguard_queue_id_sequence", "counter", "Last packet id the kernel gave out (/proc id_sequence).")
+        for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
+
+        family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
+        out += "reflectguard_victims_armed \(enforcement.armedNow.load(ordering: .relaxed))\n"
+        family("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.")
+        out += "reflectguard_victims_under_attack \(enforcement.attacksNow.load(ordering: .relaxed))\n"
+        family("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.")
+        out += "reflectguard_arm_operations_total \(enforcement.armOperations.load(ordering: .relaxed))\n"
+        family("reflectguard_arm_failures_total", "counter", "Failed arming attempts.")
+        out += "reflectguard_arm_failures_total \(enforcement.armFailures.load(ordering: .relaxed))\n"
+        family("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.")
+        out += "reflectguard_arm_latency_seconds \(Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)\n"
+        family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
+        out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
+        return out
+    }
+}

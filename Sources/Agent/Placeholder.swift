@@ -1,2 +1,0 @@
-// Agent: placeholder so the package builds while the target is written.
-enum AgentPlaceholder {}

@@ -1,0 +1,202 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import NFQueue
+import PacketParser
+import VerdictEngine
+import Synchronization
+
+/// One queue's packet path on its own thread: receive a batch → parse → decide → record the
+/// verdict → flush. It owns its engine outright (the kernel's balancing hash sends both
+/// directions of a host pair to the same queue), so nothing on this path takes a lock.
+final class Worker: @unchecked Sendable {
+    let queue: UInt16
+    let counters = CounterBlock(count: WorkerCounter.slotCount)
+    private let shared: AgentShared
+    private let configuration: QueueConfiguration
+    private let flushInterval: Int64
+    private var engine: Engine
+    private var policyGeneration: Int
+    private var sides: SideMap
+    /// Dry-run: every packet is accepted and what the engine said goes to the scoring pipeline.
+    private let dryRun: DryRunRecorder?
+    /// NFQA_TIMESTAMP is on CLOCK_REALTIME and the engine's clock must never jump: kernel stamps
+    /// are moved onto the monotonic clock by this offset (refreshed while idle), and time is kept
+    /// non-decreasing.
+    private var realtimeToMonotonic: Int64 = 0
+    private var lastTime: Int64 = 0
+    private var lastPublish: Int64 = 0
+
+    init(queue: UInt16, configuration: QueueConfiguration, shared: AgentShared, seed: UInt64) {
+        self.queue = queue
+        self.configuration = configuration
+        self.shared = shared
+        self.flushInterval = shared.settings.flushInterval
+        let (policy, generation) = shared.currentPolicy()
+        engine = Engine(policy: policy, seed: seed)
+        policyGeneration = generation
+        sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
+        dryRun = shared.settings.dryRun ? DryRunRecorder(policy: policy) : nil
+    }
+
+    /// Opens and binds the queue. Separate from `run` so start-up errors reach the main thread
+    /// before any worker is running.
+    func open() throws(SystemCallError) -> QueueSocket {
+        try QueueSocket(configuration)
+    }
+
+    func run(_ socket: QueueSocket) {
+        let receiver = PacketReceiver(socket)
+        let batcher = VerdictBatcher(socket, capacity: receiver.batchCapacity)
+        var parsed = ParsedPacket()
+        refreshClockOffset()
+        while !shared.stopping {
+            let wait = batcher.pending == 0
+            let result: IOResult<Int>
+            do {
+                result = try receiver.receive(wait: wait)
+            } catch {
+                // Every packet we received already has its verdict recorded; send them, report,
+                // and keep serving: a transient error must not take the queue (and the router's
+                // SYN-ACK protection) down.
+                batcher.flush()
+                shared.logger.error("receive-error", [("queue", .from(Int(queue))), ("error", .string("\(error)"))])
+                usleep(10_000)
+                continue
+            }
+            counters.add(WorkerCounter.receiveCalls.rawValue)
+            switch result {
+            case .wouldBlock:
+                // Drained (or the receive timeout passed while idle): nothing may wait longer.
+                batcher.flush()
+                idle()
+            case .processed(let n):
+                process(receiver, batcher, &parsed)
+                let now = monotonicNanoseconds()
+                if n < receiver.batchCapacity || now - batcher.oldestPending >= flushInterval {
+                    batcher.flush()
+                }
+                afterBatch(now)
+            }
+            publish(receiver, batcher)
+        }
+        // Shutdown: take what is already in the socket, give each its verdict, then unbind. The
+        // kernel drops packets still queued to a socket that closes, so draining first is what
+        // keeps "exactly one verdict per packet" true at exit; from the unbind on, the rule's
+        // bypass accepts in the kernel.
+        var drained = 0
+        while drained < 1_000_000 {
+            guard case .processed(let n)? = try? receiver.receive(wait: false), n > 0 else { break }
+            process(receiver, batcher, &parsed)
+            batcher.flush()
+            drained += n
+        }
+        batcher.flush()
+        publish(receiver, batcher)
+        socket.unbind()
+        socket.close()
+        if let dryRun { shared.finishDryRun(dryRun) }
+    }
+
+    @inline(__always)
+    private func process(_ receiver: PacketReceiver, _ batcher: VerdictBatcher, _ parsed: inout ParsedPacket) {
+        let arrival = monotonicNanoseconds()
+        receiver.forEachPacket { packet in
+            PacketParser.parse(packet.payload, link: .raw, into: &parsed)
+            var t = packet.timestamp != 0 ? packet.timestamp &- realtimeToMonotonic : arrival
+            if t < lastTime { t = lastTime }
+            lastTime = t
+            let side = sides.side(in: packet.inInterface, out: packet.outInterface)
+            let decision = engine.decide(parsed, at: t, side: side)
+            counters.add(WorkerCounter.received.rawValue)
+            counters.add(WorkerCounter.slot(decision.reason, decision.verdict))
+            if packet.isTruncated { counters.add(WorkerCounter.truncated.rawValue) }
+            if decision.verdict == .drop, dryRun == nil {
+                counters.add(WorkerCounter.dropped.rawValue)
+                batcher.record(packet.id, .drop, now: arrival)
+            } else {
+                if decision.verdict == .drop { counters.add(WorkerCounter.wouldDrop.rawValue) }
+                counters.add(WorkerCounter.accepted.rawValue)
+                batcher.record(packet.id, .accept, now: arrival)
+            }
+            dryRun?.observe(parsed, at: t, decision: decision)
+        }
+    }
+
+    private func afterBatch(_ now: Int64) {
+        let events = engine.drainAttackEvents()
+        if !events.isEmpty {
+            counters.add(WorkerCounter.attackEvents.rawValue, UInt64(events.count))
+            shared.enforcement.submit(events, queue: queue)
+        }
+        checkPolicy()
+    }
+
+    private func idle() {
+        // Packet time must move while the queue is quiet, or an attack would never end.
+        let t = monotonicNanoseconds()
+        if t > lastTime { lastTime = t }
+        engine.advance(to: lastTime)
+        afterBatch(t)
+        refreshClockOffset()
+    }
+
+    private func checkPolicy() {
+        let g = shared.policyGeneration
+        guard g != policyGeneration else { return }
+        let (policy, generation) = shared.currentPolicy()
+        engine.updatePolicy(policy)
+        sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
+        policyGeneration = generation
+    }
+
+    private func refreshClockOffset() {
+        realtimeToMonotonic = realtimeNanoseconds() &- monotonicNanoseconds()
+    }
+
+    private func publish(_ receiver: PacketReceiver, _ batcher: VerdictBatcher) {
+        let now = monotonicNanoseconds()
+        guard now - lastPublish > 50_000_000 || shared.stopping else { return }
+        lastPublish = now
+        counters.set(WorkerCounter.enobufs.rawValue, UInt64(receiver.enobufs))
+        counters.set(WorkerCounter.netlinkErrors.rawValue, UInt64(receiver.netlinkErrors))
+        counters.set(WorkerCounter.verdictSendErrors.rawValue, UInt64(batcher.sendErrors))
+        counters.set(WorkerCounter.sendCalls.rawValue, UInt64(batcher.sendCalls))
+        let s = engine.stats
+        counters.set(WorkerCounter.tableOccupancy.rawValue, UInt64(s.flowEntries))
+        counters.set(WorkerCounter.tableCapacity.rawValue, UInt64(s.flowCapacity))
+        counters.set(WorkerCounter.tableEvictions.rawValue, s.flowEvictions)
+        counters.set(WorkerCounter.bucketEvictions.rawValue, s.bucketEvictions)
+        counters.set(WorkerCounter.activeAttacks.rawValue, UInt64(s.activeAttacks))
+    }
+}
+
+/// inside_ifaces / outside_ifaces resolved to interface indexes (the kernel sends indexes).
+struct SideMap {
+    private var inside: [UInt32] = []
+    private var outside: [UInt32] = []
+
+    init(inside: [String], outside: [String]) {
+        self.inside = inside.compactMap { let i = if_nametoindex($0); return i == 0 ? nil : i }
+        self.outside = outside.compactMap { let i = if_nametoindex($0); return i == 0 ? nil : i }
+    }
+
+    var isEmpty: Bool { inside.isEmpty && outside.isEmpty }
+
+    /// Where a packet came from: its input interface when it has one; a packet the router itself
+    /// sends (no input) is judged by where it leaves: leaving outward means it came from inside.
+    @inline(__always)
+    func side(in indev: UInt32, out outdev: UInt32) -> Side {
+        if isEmpty { return .unknown }
+        if indev != 0 {
+            if outside.contains(indev) { return .outside }
+            if inside.contains(indev) { return .inside }
+            return .unknown
+        }
+        if outdev != 0 {
+            if outside.contains(outdev) { return .inside }
+            if inside.contains(outdev) { return .outside }
+        }
+        return .unknown
+    }
+}

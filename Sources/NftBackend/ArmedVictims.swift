@@ -1,0 +1,33 @@
+import Rules
+import VerdictEngine
+
+/// Kernel enforcement per victim prefix: the agent adds a prefix under attack to the ruleset's
+/// `armed4`/`armed6` set (nft/reflectguard.nft) with a timeout, and the kernel's conntrack-free
+/// check then drops that prefix's unsolicited SYN-ACKs and meters its RSTs at line rate.
+///
+/// Keeps one libnftables context for the agent's lifetime (a new context per call would re-read
+/// the ruleset cache each time). Not thread-safe: call from one thread (the agent's enforcement
+/// queue).
+public final class ArmedVictims {
+    private let ctx: NftContext
+
+    public init() throws(NftError) {
+        ctx = try NftContext()
+    }
+
+    /// Adds (or renews) `prefix` in the armed set for `timeout` seconds.
+    public func arm(_ prefix: CIDR, timeout: Double) throws(NftError) {
+        let set = prefix.isIPv4 ? "armed4" : "armed6"
+        let seconds = max(1, Int(timeout.rounded(.up)))
+        // An element already present keeps its old expiry under `add`; delete-then-add in one
+        // transaction renews it (a missing element makes `delete` fail, hence `add` first).
+        let cmd = "add element \(NftRuleset.family) \(NftRuleset.table) \(set) { \(prefix) timeout \(seconds)s }\n"
+            + "delete element \(NftRuleset.family) \(NftRuleset.table) \(set) { \(prefix) }\n"
+            + "add element \(NftRuleset.family) \(NftRuleset.table) \(set) { \(prefix) timeout \(seconds)s }\n"
+        let r = ctx.run(cmd)
+        guard r.ok else {
+            throw NftError("arming \(prefix): " + r.errors.split(separator: "\n").prefix(2).joined(separator: " "),
+                           rulesError: false)
+        }
+    }
+}
