@@ -109,6 +109,8 @@ public final class ScoringPipeline {
                 let a = confusion[i][0], d = confusion[i][1]
                 if a == 0 && d == 0 && i == 0 { continue }   // "unlabelled" only when it occurs
                 per.append((name, a, d))
+                // Unlabelled frames say nothing about right or wrong: they stay out of the ratios.
+                if i == 0 { continue }
                 if LabelTable.isAttack(name) { tp += d; fn += a } else { fp += d }
             }
             r.labels = LabelSummary(perLabel: per,
