@@ -53,11 +53,12 @@ public enum HTMLReport {
         h += table(["state", "sessions"], r.connStates.map { [$0.0, String($0.1)] })
         h += "</div></div>\n"
 
-        h += "<h2>Top victims</h2>\n"
+        h += "<div class=\"grid\"><div><h2>Top victims (of \(r.victimCount))</h2>\n"
         h += table(["address", "SYN-ACKs dropped", "RSTs dropped", "reflectors"],
-                   r.victims.prefix(25).map { [$0.address, String($0.synackDropped), String($0.rstDropped), String($0.reflectors)] })
-        h += "<h2>Top reflectors</h2>\n"
-        h += table(["address", "SYN-ACKs dropped"], r.reflectors.prefix(25).map { [$0.address, String($0.synackDropped)] })
+                   r.victims.prefix(20).map { [$0.address, String($0.synackDropped), String($0.rstDropped), String($0.reflectors)] })
+        h += "</div><div><h2>Top reflectors (of \(r.reflectorCount))</h2>\n"
+        h += table(["address", "SYN-ACKs dropped"], r.reflectors.prefix(20).map { [$0.address, String($0.synackDropped)] })
+        h += "</div></div>\n"
 
         if let l = r.labels {
             h += "<h2>Labelled evaluation</h2>\n"
@@ -128,7 +129,9 @@ public enum HTMLReport {
         if series.isEmpty {
             s += "<text x=\(q(left + plotW / 2)) y=\(q(top + plotH / 2)) text-anchor=\"middle\">no packets</text>"
         } else {
-            for (k, color) in [(0, passColor), (1, dropColor)] {
+            // Dropped as a shaded area underneath, passed as a line on top, so a trickle of
+            // legitimate SYN-ACKs stays visible beside a flood of dropped ones.
+            for (k, color) in [(1, dropColor), (0, passColor)] {
                 var pts = ""
                 for (i, v) in series.enumerated() {
                     let value = Double(k == 0 ? v.0 : v.1) / perSecond
@@ -138,7 +141,13 @@ public enum HTMLReport {
                     let y = top + plotH - plotH * value / scaleMax
                     pts += "\(f(x0)),\(f(y)) \(f(x1)),\(f(y)) "
                 }
-                s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.6\" points=\"\(pts)\"/>"
+                if k == 1 {
+                    let base = f(top + plotH)
+                    s += "<polygon fill=\"\(color)\" fill-opacity=\"0.25\" stroke=\"\(color)\" stroke-width=\"1.2\" "
+                        + "points=\"\(f(left)),\(base) \(pts)\(f(left + plotW)),\(base)\"/>"
+                } else {
+                    s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.8\" points=\"\(pts)\"/>"
+                }
             }
         }
         return s + "</svg>\n"
@@ -176,11 +185,11 @@ public enum HTMLReport {
         return String(format: "%.1f", v)
     }
 
-    /// The next round number at or above `v` (1, 2, 5 × 10^k), so axis ticks read well.
+    /// The next round number at or above `v` (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k), so axis ticks read well.
     static func niceCeil(_ v: Double) -> Double {
         var base = 1.0
         while base * 10 <= v { base *= 10 }
-        for m in [1.0, 2.0, 4.0, 5.0, 10.0] where base * m >= v { return base * m }
+        for m in [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] where base * m >= v { return base * m }
         return base * 10
     }
 }
