@@ -18,7 +18,7 @@ let embeddedRulesetText = ##"""
 # Protected networks. Empty by default: the embedded ruleset protects nothing until told.
 define protected_v4 = { }
 define protected_v6 = { }
-# Peers (either end of a flow) the agent never judges: such packets are never queued.
+# Addresses (either end of a flow) never dropped, by the agent or by kernel enforcement.
 define allowlist_v4 = { }
 define allowlist_v6 = { }
 # Router mode: interface names, e.g. { "eth1" }. Empty (the default): direction from addresses
@@ -160,19 +160,15 @@ table inet reflectguard {
 	}
 
 	chain classify {
-		# Allowlisted peers are never judged, so they never cost a queue slot.
-		ip saddr @allowlist4 return
-		ip daddr @allowlist4 return
-		ip6 saddr @allowlist6 return
-		ip6 daddr @allowlist6 return
 		jump kernel_check
 		# `track` names the chain that picks what the agent sees.
 		jump $track
 	}
 
-	# What the engine needs by default (Engine.wouldQueue): SYNs and SYN-ACKs sent by protected
-	# hosts (to track them), SYN-ACKs and RSTs they receive (to judge them), RSTs they send
-	# (backscatter budget). Plain ACKs and data never leave the kernel.
+	# What the engine needs by default, exactly VerdictEngine's Engine.wouldQueue: SYNs sent by
+	# protected hosts (to track them), SYN-ACKs and RSTs in either direction (to judge those
+	# received; SYN-ACKs and RSTs sent are counted as backscatter). Inbound SYNs to protected
+	# servers, plain ACKs and data never leave the kernel.
 	chain handshake {
 		ip saddr @protected4 tcp flags & (syn | ack) == syn goto enqueue
 		ip6 saddr @protected6 tcp flags & (syn | ack) == syn goto enqueue
@@ -219,6 +215,12 @@ table inet reflectguard {
 	chain kernel_check {
 		ip saddr @protected4 tcp flags & (syn | ack) == syn update @pending4 { ip saddr . tcp sport . ip daddr . tcp dport }
 		ip6 saddr @protected6 tcp flags & (syn | ack) == syn update @pending6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport }
+		# The kernel never drops for an allowlisted end, as the engine never does. (The agent still
+		# sees such packets: it accepts them with the reason `allowlisted`, so they are counted.)
+		ip saddr @allowlist4 return
+		ip daddr @allowlist4 return
+		ip6 saddr @allowlist6 return
+		ip6 daddr @allowlist6 return
 		jump $kernel_enforce
 	}
 	# kernel_enforce = armed: only victims the agent armed.

@@ -178,7 +178,7 @@ enum NetnsLab {
             return (~s) & 0xffff
         fam, src, dst, sport, dport, flags, count = sys.argv[1:8]
         count = int(count); sport = int(sport); dport = int(dport)
-        fl = {'S': 2, 'SA': 0x12, 'R': 4, 'RA': 0x14, 'A': 0x10}[flags]
+        fl = int(flags, 0) if flags[0].isdigit() else {'S': 2, 'SA': 0x12, 'R': 4, 'RA': 0x14, 'A': 0x10}[flags]
         rnd = random.Random(7)
         v6 = fam == '6'
         s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)

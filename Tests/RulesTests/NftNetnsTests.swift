@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+import PacketParser
 import Rules
+import VerdictEngine
 
 /// Real nft in fresh network namespaces: the generated rulesets load, only intended packets are
 /// queued, broken rules change nothing, remove touches only ReflectGuard's objects, and the
@@ -158,6 +160,59 @@ import Rules
             try n.must(ns, ["python3", sender, fam, src, dst, "40000", "443", flags, "1"])
             let after = try queued(tool)
             #expect(after - before == (expectQueued ? 1 : 0), "\(flags) \(src) → \(dst): queued \(after - before)")
+        }
+    }
+
+    /// The queue rules and `Engine.wouldQueue` (what `score` feeds the engine) agree on every
+    /// flag combination, direction, family and `track`, allowlisted peers included.
+    @Test func queueRulesMatchEngineWouldQueue() throws {
+        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        let n = try NetnsLab.threeNamespaces("match")
+        let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
+        let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
+        func queued(_ tool: String) throws -> Int {
+            let out = try n.must(router, [tool, "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+            let line = out.split(separator: "\n").first { $0.contains("NFQUEUE") }!
+            return Int(line.split(separator: " ").first!)!
+        }
+        // SYN, SYN-ACK, RST, RST-ACK, ACK, FIN-ACK, PSH-ACK, SYN+RST, FIN.
+        let flagSet: [UInt8] = [0x02, 0x12, 0x04, 0x14, 0x10, 0x11, 0x18, 0x06, 0x01]
+        // (namespace, source, destination): inbound from an ordinary and an allowlisted peer, outbound.
+        let paths: [(String, String, String)] = [
+            (inet, "198.18.1.3", "198.18.2.99"), (inet, "198.18.1.2", "198.18.2.99"), (prot, "198.18.2.2", "198.18.1.99"),
+            (inet, "2001:db8:1::3", "2001:db8:2::99"), (inet, "2001:db8:1::2", "2001:db8:2::99"),
+            (prot, "2001:db8:2::2", "2001:db8:1::99"),
+        ]
+        for track in Track.allCases {
+            let args = Self.protect + ["-D", "track=\(track.rawValue)", "-D", "allowlist_v4={ 198.18.1.2 }",
+                                       "-D", "allowlist_v6={ 2001:db8:1::2 }"]
+            let applied = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + args)
+            #expect(applied.status == 0, "\(applied.stderr)")
+            let policy = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24", "2001:db8:2::/64"],
+                                                 defines: ["track=\(track.rawValue)", "allowlist_v4={ 198.18.1.2 }",
+                                                           "allowlist_v6={ 2001:db8:1::2 }"]).policy
+            #expect(policy.allowlist.contains(IPAddress("198.18.1.2")!))
+            for (ns, src, dst) in paths {
+                let v6 = src.contains(":")
+                let tool = v6 ? "ip6tables-nft" : "iptables-nft"
+                for f in flagSet {
+                    var p = ParsedPacket()
+                    p.network = v6 ? .ipv6 : .ipv4
+                    p.hasTCP = true
+                    p.ipProtocol = 6
+                    p.source = IPAddress(src)!
+                    p.destination = IPAddress(dst)!
+                    p.sourcePort = 40000
+                    p.destinationPort = 443
+                    p.flags = TCPFlags(rawValue: f)
+                    let before = try queued(tool)
+                    try n.must(ns, ["python3", sender, v6 ? "6" : "4", src, dst, "40000", "443", "\(f)", "1"])
+                    let delta = try queued(tool) - before
+                    #expect(delta == (Engine.wouldQueue(p, policy: policy) ? 1 : 0),
+                            "track \(track) flags 0x\(String(f, radix: 16)) \(src) → \(dst): queued \(delta)")
+                }
+            }
         }
     }
 
