@@ -218,18 +218,22 @@ import VerdictEngine
 
     /// DOMAIN.md's bar for the kernel-only ruleset: a spoofed SYN-ACK flood from forged reflectors
     /// never reaches the protected host, while all its outbound connections succeed, IPv4 and IPv6.
-    @Test(arguments: ["4", "6"])
-    func kernelOnlyRulesetStopsSpoofedSynAckFlood(family: String) throws {
+    @Test(arguments: ["4", "6"], [false, true])
+    func kernelOnlyRulesetStopsSpoofedSynAckFlood(family: String, conntrack: Bool) throws {
         if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
         guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
         let n = try NetnsLab.threeNamespaces("ko\(family)")
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let v6 = family == "6"
-        let gen = n.reflectguard(router, ["nft", "generate", "--kernel-only"] + Self.protect)
-        #expect(gen.status == 0, "\(gen.stderr)")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-ko.nft").path
-        try gen.stdout.write(toFile: path, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        // The generated conntrack-free ruleset, or the optional conntrack snippet.
+        var path = RulesConfigTests.repo.appendingPathComponent("nft/kernel-conntrack.nft").path
+        if !conntrack {
+            let gen = n.reflectguard(router, ["nft", "generate", "--kernel-only"] + Self.protect)
+            #expect(gen.status == 0, "\(gen.stderr)")
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-ko.nft").path
+            try gen.stdout.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        defer { if !conntrack { try? FileManager.default.removeItem(atPath: path) } }
         try n.must(router, ["nft", "-f", path])   // standalone: plain nft loads it, no agent
         // The protected host counts forged SYN-ACKs that reach it.
         let forged = v6 ? "ip6 saddr 2001:db8:ff::/48" : "ip saddr 198.19.0.0/16"
@@ -281,8 +285,11 @@ import VerdictEngine
                 "legitimate connections: \(result.stdout) \(result.stderr)")
         let reached = try n.must(prot, ["nft", "list", "chain", "inet", "probe", "in"]).stdout
         #expect(reached.contains("counter packets 0 "), "forged SYN-ACKs reached the protected host: \(reached)")
-        let always = try n.must(router, ["nft", "list", "chain", "inet", "reflectguard", "always"]).stdout
-        let dropLine = always.split(separator: "\n").first { $0.contains(v6 ? "ip6 daddr" : "ip daddr") && $0.contains("@pending") }!
+        let chain = conntrack ? ["inet", "reflectguard_ct", "forward"] : ["inet", "reflectguard", "always"]
+        let listing = try n.must(router, ["nft", "list", "chain"] + chain).stdout
+        let dropLine = listing.split(separator: "\n").first {
+            $0.contains(v6 ? "ip6 daddr" : "ip daddr") && $0.contains(conntrack ? "ct state invalid" : "@pending")
+        }!
         let words = dropLine.split(separator: " ")
         let dropped = words.firstIndex(of: "packets").map { Int(words[$0 + 1]) ?? -1 } ?? -1
         #expect(dropped == spoofed, "router dropped \(dropped) of \(spoofed) forged SYN-ACKs")
