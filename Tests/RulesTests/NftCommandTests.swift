@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+
+/// `reflectguard nft` as operators call it: exit codes and what `generate` prints. No privileges
+/// needed (generate with an explicit backend never talks to the kernel).
+@Suite struct NftCommandTests {
+    static func run(_ args: [String]) -> NetnsLab.Output? {
+        guard let bin = NetnsLab.binary else { return nil }
+        return NetnsLab.run([bin] + args)
+    }
+
+    @Test(arguments: [
+        ["nft", "generate", "--backend", "xt", "-D", "nosuch=1"],
+        ["nft", "generate", "--backend", "xt", "--protect", "198.18.2.0/40"],
+        ["nft", "generate", "--backend", "xt", "-D", "mode=sideways"],
+        ["nft", "generate", "--backend", "sideways"],
+        ["nft", "generate", "--hook", "bridge"],
+        ["nft", "generate", "--queue", "3:1"],
+        ["nft", "frobnicate"],
+        ["nft"],
+    ])
+    func commandLineMistakesExit2(args: [String]) throws {
+        guard let r = Self.run(args) else { NetnsLab.unavailable("the reflectguard binary is not built"); return }
+        #expect(r.status == 2, "\(args): \(r.stderr)")
+        #expect(r.stderr.hasPrefix("Error: "))
+        #expect(r.stderr.contains("--help"))
+    }
+
+    @Test func aBadRulesFileExits3WithItsPosition() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-cmd.nft").path
+        try "# x\ndefine mode = sideways\n".write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        guard let r = Self.run(["nft", "generate", "--backend", "xt", "--rules", path]) else {
+            NetnsLab.unavailable("the reflectguard binary is not built"); return
+        }
+        #expect(r.status == 3)
+        #expect(r.stderr.contains("\(path):2:15: error: mode: 'sideways'"), "\(r.stderr)")
+        let missing = Self.run(["nft", "generate", "--backend", "xt", "--rules", path + ".absent"])!
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("No such file"))
+    }
+
+    @Test func generatePrintsTheXtablesRulesAndTheListingWarning() throws {
+        guard let r = Self.run(["nft", "generate", "--backend", "xt", "--hook", "host", "--queue", "2:5",
+                                "--protect", "198.18.2.0/24"]) else {
+            NetnsLab.unavailable("the reflectguard binary is not built"); return
+        }
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("define protected_v4 = { 198.18.2.0/24 }"))
+        #expect(r.stdout.contains("#   iptables-nft -I INPUT 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-balance 2:5 --queue-bypass"))
+        #expect(r.stdout.contains("#   ip6tables-nft -I OUTPUT 1 "))
+        #expect(r.stdout.contains("cannot load back"))
+        let kernelOnly = Self.run(["nft", "generate", "--kernel-only"])!
+        #expect(kernelOnly.status == 0)
+        #expect(kernelOnly.stdout.contains("jump always"))
+        #expect(!kernelOnly.stdout.contains("queue num"))
+        #expect(!kernelOnly.stdout.contains("-j NFQUEUE"))
+    }
+}
