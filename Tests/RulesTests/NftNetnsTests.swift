@@ -63,6 +63,20 @@ import VerdictEngine
         #expect(try n.must(ns, ["nft", "list", "chain", "inet", "reflectguard", "enqueue"]).stdout.contains("accept"))
     }
 
+    /// `--backend auto` picks what the kernel has (here: no nft queue expression, so xt), and
+    /// the probe leaves nothing behind.
+    @Test func autoBackendFollowsTheKernel() throws {
+        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        let n = try NetnsLab.Namespaces(["rgt-rules-probe"])
+        let ns = n.names[0]
+        let hasQueue = n.exec(ns, ["nft", "-c", "add table inet p; add chain inet p c { type filter hook forward priority 0; }; add rule inet p c queue num 0 bypass"]).status == 0
+        let auto = n.reflectguard(ns, ["nft", "generate"])
+        #expect(auto.status == 0, "\(auto.stderr)")
+        #expect(auto.stdout.contains("queue num 0 bypass") == hasQueue)
+        #expect(auto.stdout.contains("meta mark set meta mark") == !hasQueue)
+        #expect(try n.must(ns, ["nft", "list", "ruleset"]).stdout.isEmpty)
+    }
+
     /// Three broken files: each exits 3 with FILE:LINE:COL and leaves the ruleset byte-for-byte.
     @Test func brokenRulesExit3AndChangeNothing() throws {
         if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
