@@ -54,6 +54,7 @@ let package = Package(
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.

@@ -13,6 +13,7 @@ public final class PcapWriter {
     private let file: UnsafeMutablePointer<FILE>
     private var buffer: [UInt8] = []
     public let snapLength: UInt32
+    private var closed = false
 
     public init(path: String, link: LinkType, snapLength: UInt32 = 262_144) throws {
         guard let f = fopen(path, "wb") else {
@@ -51,9 +52,12 @@ public final class PcapWriter {
         if buffer.count > (1 << 20) { try flush() }
     }
 
+    /// Flushes and closes; later calls do nothing.
     public func close() throws {
+        guard !closed else { return }
+        closed = true
+        defer { fclose(file) }
         try flush()
-        fclose(file)
     }
 
     private func flush() throws {
