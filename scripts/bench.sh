@@ -15,7 +15,7 @@ build() {
 }
 
 machine() {
-    echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -srm); $(lscpu | sed -n 's/^Model name: *//p')"
+    echo "bench: $(date -u '+%Y-%m-%d %H:%M UTC'); $(uname -srm); $(lscpu | sed -n 's/^Model name: *//p'); load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # The fast path relies on vector compares in its SIMD-specialised functions (FastPath.parse and

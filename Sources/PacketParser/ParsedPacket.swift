@@ -72,7 +72,8 @@ public enum MalformedReason: String, Sendable, CaseIterable {
     case truncatedTCP = "truncated-tcp"
     /// TCP data offset below 5, or beyond the IP payload.
     case badDataOffset = "bad-data-offset"
-    /// The TCP options are cut (snap length or copy range) or run past their own length.
+    /// The TCP options are cut (snap length or copy range). An option whose own length runs past
+    /// the header is not malformed: tshark only notes it, and the counts follow tshark.
     case truncatedTCPOptions = "truncated-tcp-options"
 }
 

@@ -229,19 +229,17 @@ public enum ScalarParser {
         packet.window = be16(p, t + 14)
 
         let headerLength = dataOffset * 4
-        let optionsEnd = min(headerLength, captured)
-        var optionsComplete = true
         if headerLength > 20 {
-            let (signature, complete) = TCPOptionWalk.signature(p + t + 20, count: optionsEnd - 20)
-            packet.optionSignature = signature
-            optionsComplete = complete
+            // An option whose length runs past the header only ends the walk: tshark notes it but
+            // does not call the frame malformed, and CONTRACT.md counts as tshark does.
+            packet.optionSignature = TCPOptionWalk.signature(p + t + 20, count: min(headerLength, captured) - 20).0
         }
         if headerLength > declared {
             packet.payloadLength = 0
             if !firstFragment { packet.malformed = .badDataOffset }
         } else {
             packet.payloadLength = UInt16(truncatingIfNeeded: min(declared - headerLength, 0xffff))
-            if headerLength > captured || !optionsComplete { packet.malformed = .truncatedTCPOptions }
+            if headerLength > captured { packet.malformed = .truncatedTCPOptions }
         }
     }
 }
