@@ -249,7 +249,7 @@ public final class Engine {
                 return Decision(.accept, .synTracked)
             }
         } else {
-            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs)
+            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed)
         }
         var e = FlowEntry(key: key, now: ms)
         e.state = senderIs0 ? FlowEntry.initiatorIs0 : 0
@@ -284,7 +284,7 @@ public final class Engine {
                 return Decision(.accept, .synackSent)
             }
         } else {
-            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs)
+            i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed)
         }
         var e = FlowEntry(key: key, now: ms)
         e.state = (senderIs0 ? 0 : FlowEntry.initiatorIs0) | FlowEntry.serverRole | FlowEntry.synackSeen
@@ -403,7 +403,7 @@ public final class Engine {
         }
         guard outbound && policy.track == .full && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
         // A flow already running when tracking began: follow it from the protected side's packets.
-        if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs) }
+        if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
         e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
         advance(&e, p, senderIs0)
@@ -454,7 +454,7 @@ public final class Engine {
     }
 
     private func isnRepeat(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32) -> Bool {
-        let h = key.hash(seed) ^ 0x5bd1_e995
+        let h = key.hash(seed)
         var i = seenSynacks.find(key, hash: h)
         if i >= 0 && age(ms, since: seenSynacks.slots[i].lastSeen) <= synackHorizonMs {
             let e = seenSynacks.slots[i]
@@ -467,7 +467,7 @@ public final class Engine {
                 return spaced || e.repeats > 0
             }
         }
-        if i < 0 { i = seenSynacks.claim(hash: h, now: ms, idleLimit: synackHorizonMs) }
+        if i < 0 { i = seenSynacks.claim(hash: h, now: ms, idleLimit: synackHorizonMs, seed: seed) }
         seenSynacks.slots[i] = SeenSynack(a0: key.a0, a1: key.a1, isn: p.sequence, lastSeen: ms,
                                           p0: key.p0, p1: key.p1, repeats: 0)
         return false
@@ -482,11 +482,11 @@ public final class Engine {
         let bit = UInt64(1) << (h & 63)
         let reflector = (h >> 6) & 1 == 0 ? SIMD2<UInt64>(bit, 0) : SIMD2<UInt64>(0, bit)
         var score = 0
-        let v = touch(&victimRates, p.destination.bytes, salt: 2, ms)
+        let v = touch(&victimRates, p.destination.bytes, ms)
         victimRates.slots[v].synacks &+= 1
         let rv = victimRates.slots[v]
         if max(rv.synackRate, Float(rv.synacks)) > 4 * rv.baseline + victimFloor { score += 20 }
-        let x = touch(&prefixRates, Engine.prefix(p.destination.bytes), salt: 3, ms)
+        let x = touch(&prefixRates, Engine.prefix(p.destination.bytes), ms)
         prefixRates.slots[x].synacks &+= 1
         prefixRates.slots[x].reflectors |= reflector
         let rx = prefixRates.slots[x]
@@ -510,11 +510,11 @@ public final class Engine {
     }
 
     /// The rate slot for `key`, created if needed, with its window rolled to `ms`.
-    private func touch(_ t: inout GroupTable<RateStats>, _ key: SIMD16<UInt8>, salt: UInt64, _ ms: UInt32) -> Int {
-        let h = seed.hash(key) ^ salt
+    private func touch(_ t: inout GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
+        let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
-            i = t.claim(hash: h, now: ms, idleLimit: Engine.attackQuietMs * 6)
+            i = t.claim(hash: h, now: ms, idleLimit: Engine.attackQuietMs * 6, seed: seed)
             t.slots[i] = RateStats(key: key, now: ms)
         }
         var r = t.slots[i]
@@ -538,7 +538,7 @@ public final class Engine {
     /// Counts a drop against the victim's prefix, and starts or extends an attack there.
     private func noteDrop(_ victim: IPAddress, synack: Bool, _ ms: UInt32, now: Nanoseconds) {
         let key = Engine.prefix(victim.bytes)
-        let i = touch(&prefixRates, key, salt: 3, ms)
+        let i = touch(&prefixRates, key, ms)
         if synack { prefixRates.slots[i].synackDrops &+= 1 } else { prefixRates.slots[i].rstDrops &+= 1 }
         let r = prefixRates.slots[i]
         let total = r.synackDrops &+ r.rstDrops
@@ -562,7 +562,7 @@ public final class Engine {
         while k < active.count {
             let a = active[k]
             if age(ms, since: a.lastAboveMs) >= Engine.attackQuietMs {
-                let i = prefixRates.find(a.key, hash: seed.hash(a.key) ^ 3)
+                let i = prefixRates.find(a.key, hash: seed.hash(a.key))
                 let r = i >= 0 ? prefixRates.slots[i] : RateStats(key: a.key, now: ms)
                 let at = a.startedAt + Int64(age(ms, since: Engine.msTime(a.startedAt))) * 1_000_000
                 emit(AttackEvent(kind: .ended, prefix: a.prefix, at: at, startedAt: a.startedAt,
@@ -587,7 +587,7 @@ public final class Engine {
         if i < 0 {
             // Idle limit 0: any bucket not touched this millisecond may be reused when full; a
             // reused bucket restarts full, which only errs on the side of accepting.
-            i = t.claim(hash: h, now: ms, idleLimit: 0)
+            i = t.claim(hash: h, now: ms, idleLimit: 0, seed: seed)
             t.slots[i] = Bucket(key: key, tokens: burst, lastSeen: ms)
             return i
         }

@@ -44,6 +44,8 @@ struct FlowEntry: TableSlot {
         p0 == key.p0 && p1 == key.p1 && sameBytes(a0, key.a0) && sameBytes(a1, key.a1)
     }
 
+    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
+
     init(key: FlowKey, now: UInt32) {
         a0 = key.a0; a1 = key.a1; p0 = key.p0; p1 = key.p1
         isn = 0; lastSeen = now; synOptions = 0; nxt0 = 0; nxt1 = 0
@@ -95,6 +97,8 @@ struct SeenSynack: TableSlot {
     var p1: UInt16
     var repeats: UInt8
 
+    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
+
     @inline(__always)
     func hasKey(_ key: FlowKey) -> Bool {
         p0 == key.p0 && p1 == key.p1 && sameBytes(a0, key.a0) && sameBytes(a1, key.a1)
@@ -108,6 +112,7 @@ struct Bucket: TableSlot {
     var lastSeen: UInt32
 
     @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
+    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
 }
 
 /// Rates seen by one victim address or prefix, in one-second windows of packet time.
@@ -129,6 +134,7 @@ struct RateStats: TableSlot {
     var lastReflectors: UInt16
 
     @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
+    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
 
     init(key: SIMD16<UInt8>, now: UInt32) {
         self.key = key; reflectors = .zero; windowStart = now; lastSeen = now

@@ -8,6 +8,8 @@ protocol TableSlot {
     associatedtype Key
     func hasKey(_ key: Key) -> Bool
     var lastSeen: UInt32 { get }
+    /// The hash of the slot's own key (the same the owner passes for it), to move it.
+    func hash(_ seed: HashSeed) -> UInt64
 }
 
 /// One bit per lane, set where the lane of `mask` is true: a single `pmovmskb` on x86_64.
@@ -40,7 +42,8 @@ func age(_ now: UInt32, since then: UInt32) -> UInt32 {
 /// has two candidate groups (two-choice hashing) and lives in one of them, so a lookup reads at
 /// most two tag vectors, a delete never needs a tombstone, and no probe sequence can grow: the
 /// worst case is fixed whatever the traffic. Two choices keep the groups evenly loaded, so the
-/// table fills to about 95% before the first eviction. When both groups are full the oldest of
+/// table fills to capacity before the first eviction: when both of a new key's groups are full,
+/// one resident of them moves to its other group if that has room (one cuckoo step). Failing that, the oldest of
 /// their 32 slots (by packet time) is evicted and counted, after first reusing any slot idle past
 /// the caller's horizon: oldest-first within the key's neighbourhood, which is where a new key can go.
 ///
@@ -111,7 +114,7 @@ struct GroupTable<Slot: TableSlot> {
 
     /// Claims a slot for a key that is not in the table (the caller looked first) and returns its
     /// index; the caller writes the slot. Never fails: it reuses an expired slot or evicts.
-    mutating func claim(hash: UInt64, now: UInt32, idleLimit: UInt32) -> Int {
+    mutating func claim(hash: UInt64, now: UInt32, idleLimit: UInt32, seed: HashSeed) -> Int {
         let (g1, g2, tag) = locate(hash)
         let empty = SIMD16<UInt8>(repeating: Self.emptyTag)
         let e1 = laneBits(tags[g1] .== empty)
@@ -124,7 +127,26 @@ struct GroupTable<Slot: TableSlot> {
             count += 1
             return g &* 16 &+ lane
         }
-        // Both groups full: reuse the oldest slot, which is also the one most likely expired.
+        // Both groups full: move a resident to its other group, if one has room there.
+        for pass in 0..<2 {
+            let g = pass == 0 ? g1 : g2
+            if pass == 1 && g2 == g1 { break }
+            for lane in 0..<16 {
+                let i = g &* 16 &+ lane
+                let (a1, a2, _) = locate(slots[i].hash(seed))
+                let other = a1 == g ? a2 : a1
+                if other == g { continue }
+                let free = laneBits(tags[other] .== empty)
+                guard free != 0 else { continue }
+                let to = other &* 16 &+ free.trailingZeroBitCount
+                (slots + to).initialize(to: slots[i])
+                tags[other][free.trailingZeroBitCount] = tags[g][lane]
+                tags[g][lane] = tag
+                count += 1
+                return i
+            }
+        }
+        // Still no room: reuse the oldest slot, which is also the one most likely expired.
         var victim = g1 &* 16
         var oldest: UInt32 = 0
         for pass in 0..<2 {

@@ -41,7 +41,7 @@ import PacketParser
     }
 
     @Test func ipv6PrefixIsSlash64() {
-        let e = Engine(policy: policy { $0.attackRate = 50 }, seed: 1)
+        let e = Engine(policy: policy { $0.attackRate = 50; $0.rstPrefixRate = 0; $0.rstPrefixBurst = 10 }, seed: 1)
         for k in 0..<200 {
             _ = e.decide(tcp(src: "2001:db8:ff::\(k + 1)", dst: "2001:db8:2::\(k + 1)", sport: 80, dport: 80, flags: .rst), at: t(Double(k) * 0.001))
         }
