@@ -1,0 +1,328 @@
+import Foundation
+import Testing
+
+/// Shared plumbing for the real-kernel tests: the reflectguard binary, a lab of three network
+/// namespaces per test (unique names, removed on exit whatever happens), processes inside them,
+/// floods from trafgen, and counters on the protected host.
+enum Env {
+    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var binary: String {
+        ProcessInfo.processInfo.environment["REFLECTGUARD_BIN"]
+            ?? packageRoot.appendingPathComponent(".build/debug/reflectguard").path
+    }
+
+    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+
+    static let tools = ["ip", "nft", "iptables-nft", "ip6tables-nft", "trafgen", "python3", "setpriv"]
+
+    /// Why these tests cannot run here, or nil when they can.
+    static let missing: String? = {
+        if getuid() != 0 { return "needs root (network namespaces, NFQUEUE)" }
+        for t in tools where which(t) == nil { return "needs '\(t)' (scripts/setup.sh installs it)" }
+        if !FileManager.default.isExecutableFile(atPath: binary) {
+            return "needs the reflectguard binary at \(binary) (swift build, or set REFLECTGUARD_BIN)"
+        }
+        return nil
+    }()
+
+    /// Normally a missing prerequisite skips the test; in CI it fails it.
+    static var enabled: Bool { missing == nil || isCI }
+
+    static func which(_ tool: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        let dirs: [String] = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
+        for dir in dirs {
+            let p = "\(dir)/\(tool)"
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return nil
+    }
+
+    /// Fails the test (CI) with the reason; tests call it first.
+    static func requireReady() throws {
+        if let m = missing { try #require(Bool(false), "integration prerequisites: \(m)") }
+    }
+}
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs a shell command to completion.
+@discardableResult
+func sh(_ command: String, check: Bool = true) throws -> CommandResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/bash")
+    p.arguments = ["-c", command]
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read before waiting: a full pipe would otherwise block the child forever.
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let r = CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                          stderr: String(decoding: e, as: UTF8.self))
+    if check && r.status != 0 {
+        throw HarnessError("`\(command)` exited \(r.status): \(r.stderr.suffix(2000))")
+    }
+    return r
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// One three-namespace lab (scripts/netns-lab.sh) with names unique to this test and process.
+final class LabNet {
+    let prefix: String
+    let inet: String, router: String, protected: String
+    let routerMAC: String, inetMAC: String
+    private var children: [Process] = []
+    private var tempFiles: [String] = []
+
+    init(_ name: String) throws {
+        prefix = "rgt-inline-\(name)-\(getpid() % 100000)"
+        let r = try sh("RG_LAB_PREFIX=\(prefix) '\(Env.packageRoot.path)/scripts/netns-lab.sh' up")
+        var env: [String: String] = [:]
+        for line in r.stdout.split(separator: "\n") {
+            let kv = line.split(separator: "=", maxSplits: 1)
+            if kv.count == 2 { env[String(kv[0])] = String(kv[1]) }
+        }
+        inet = env["LAB_INET"] ?? "\(prefix)-inet"
+        router = env["LAB_ROUTER"] ?? "\(prefix)-rtr"
+        protected = env["LAB_PROTECTED"] ?? "\(prefix)-prot"
+        routerMAC = env["LAB_ROUTER_MAC"] ?? ""
+        inetMAC = env["LAB_INET_MAC"] ?? ""
+        try installCounters()
+    }
+
+    /// Kills what the test started (SIGKILL: it is cleanup) and removes the namespaces.
+    func tearDown() {
+        for c in children where c.isRunning { kill(c.processIdentifier, SIGKILL) }
+        for c in children { c.waitUntilExit() }
+        _ = try? sh("RG_LAB_PREFIX=\(prefix) '\(Env.packageRoot.path)/scripts/netns-lab.sh' down", check: false)
+        for f in tempFiles { unlink(f) }
+    }
+
+    @discardableResult
+    func exec(_ ns: String, _ command: String, check: Bool = true) throws -> CommandResult {
+        try sh("ip netns exec \(ns) \(command)", check: check)
+    }
+
+    /// Starts a long-running process in a namespace; its stderr goes to a file the test reads.
+    func spawn(_ ns: String, _ args: [String], stderrFile: String? = nil, stdoutFile: String? = nil) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") { p.executableURL = URL(fileURLWithPath: Env.which("ip")!) }
+        p.arguments = ["netns", "exec", ns] + args
+        if let f = stderrFile {
+            _ = FileManager.default.createFile(atPath: f, contents: nil)
+            p.standardError = FileHandle(forWritingAtPath: f)
+            tempFiles.append(f)
+        } else {
+            p.standardError = FileHandle.nullDevice
+        }
+        if let f = stdoutFile {
+            _ = FileManager.default.createFile(atPath: f, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: f)
+            tempFiles.append(f)
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+        }
+        try p.run()
+        children.append(p)
+        return p
+    }
+
+    func tempPath(_ tag: String) -> String {
+        let p = NSTemporaryDirectory() + "\(prefix)-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
+        tempFiles.append(p)
+        return p
+    }
+
+    // MARK: counters on the protected host
+
+    /// The protected host's own view: spoofed SYN-ACKs and RSTs that reached it, counted before
+    /// its TCP stack (which would answer them and hide them). Priority -400: before everything.
+    private func installCounters() throws {
+        let rules = """
+            table inet rgcount {
+              counter synack {}
+              counter rst {}
+              chain pre {
+                type filter hook prerouting priority -400; policy accept;
+                ip saddr 198.19.0.0/16 tcp flags & (syn|ack) == syn|ack counter name "synack"
+                ip saddr 198.19.0.0/16 tcp flags & rst == rst counter name "rst"
+              }
+            }
+            """
+        let f = tempPath("count.nft")
+        try rules.write(toFile: f, atomically: true, encoding: .utf8)
+        try exec(protected, "nft -f \(f)")
+    }
+
+    func protectedCount(_ name: String) throws -> Int {
+        let r = try exec(protected, "nft list counter inet rgcount \(name)")
+        guard let m = r.stdout.firstMatch(of: #/packets (\d+)/#), let n = Int(m.1) else {
+            throw HarnessError("cannot read counter \(name): \(r.stdout)")
+        }
+        return n
+    }
+
+    func resetCounters() throws { try exec(protected, "nft reset counters table inet rgcount >/dev/null") }
+
+    // MARK: floods
+
+    enum FloodKind { case synack, rst }
+
+    /// trafgen in the internet namespace: `count` forged packets from random 198.19.0.0/16
+    /// reflectors (random ports, sequence and acknowledgment numbers) to 198.18.2.2. `gap` nil:
+    /// as fast as trafgen goes. Bounded by `count`.
+    func flood(_ kind: FloodKind, count: Int, gap: String?, background: Bool = false) throws -> Process? {
+        let dst = routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
+        let src = inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
+        let flags = kind == .synack ? "0x12" : "0x04"
+        let config = """
+            {
+              \(dst), \(src), 0x08, 0x00,
+              0x45, 0x00, const16(40), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),
+              198, 19, drnd(), drnd(),
+              198, 18, 2, 2,
+              const16(443), drnd(2), drnd(4), drnd(4), 0x50, \(flags), const16(64240), csumtcp(14, 34), const16(0),
+            }
+            """
+        let f = tempPath("flood.cfg")
+        try config.write(toFile: f, atomically: true, encoding: .utf8)
+        var args = ["trafgen", "-o", "i0", "-c", f, "-n", "\(count)", "-q"]
+        if let gap { args += ["-t", gap, "-P", "1"] }
+        if background { return try spawn(inet, args) }
+        try exec(inet, args.joined(separator: " ") + " >/dev/null 2>&1")
+        return nil
+    }
+
+    // MARK: connections
+
+    /// A TCP server (python's http.server, dual stack) in a namespace.
+    func startServer(_ ns: String, port: Int) throws {
+        _ = try spawn(ns, ["python3", "-m", "http.server", "--bind", "::", "\(port)"])
+        // Wait until it listens.
+        for _ in 0..<50 {
+            if try exec(ns, "python3 -c \"import socket; socket.create_connection(('::1', \(port)), 1).close()\"",
+                        check: false).status == 0 { return }
+            usleep(100_000)
+        }
+        throw HarnessError("server on port \(port) in \(ns) did not come up")
+    }
+
+    private lazy var clientPath: String = {
+        let f = tempPath("client.py")
+        try? Self.clientScript.write(toFile: f, atomically: true, encoding: .utf8)
+        return f
+    }()
+
+    /// `count` HTTP requests over fresh real-kernel TCP connections from `ns`, one after another;
+    /// returns how many completed.
+    func connect(from ns: String, to host: String, port: Int, count: Int) throws -> (ok: Int, total: Int) {
+        let r = try exec(ns, "python3 \(clientPath) \(host) \(port) \(count)")
+        return try Self.parseClient(r.stdout + " " + r.stderr)
+    }
+
+    /// The same, in the background (while a flood runs); read the result with `readClientResult`.
+    func connectInBackground(from ns: String, to host: String, port: Int, count: Int) throws -> (Process, String) {
+        let out = tempPath("client.out")
+        let p = try spawn(ns, ["python3", clientPath, host, "\(port)", "\(count)"], stdoutFile: out)
+        return (p, out)
+    }
+
+    static func readClientResult(_ p: Process, _ file: String) throws -> (ok: Int, total: Int) {
+        p.waitUntilExit()
+        return try parseClient((try? String(contentsOfFile: file, encoding: .utf8)) ?? "")
+    }
+
+    static func parseClient(_ text: String) throws -> (ok: Int, total: Int) {
+        guard let m = text.firstMatch(of: #/RESULT (\d+) (\d+)/#), let ok = Int(m.1), let n = Int(m.2) else {
+            throw HarnessError("client output: \(text)")
+        }
+        return (ok, n)
+    }
+
+    /// Each connection: connect with a 3 s timeout (a lost SYN-ACK would show as a retransmitted
+    /// SYN at 1 s, still inside it), GET /, read the status line. Failures are printed.
+    static let clientScript = """
+        import socket, sys
+        host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+        ok = 0
+        for i in range(n):
+            try:
+                s = socket.create_connection((host, port), 3)
+                s.settimeout(3)
+                s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+                if s.recv(12).startswith(b'HTTP/'):
+                    ok += 1
+                s.close()
+            except Exception as e:
+                print('connection', i, 'failed:', e, file=sys.stderr)
+        print('RESULT', ok, n)
+        """
+}
+
+/// The agent under test, run in the router namespace.
+final class AgentProcess {
+    let process: Process
+    let logFile: String
+    let outFile: String
+    let lab: LabNet
+
+    init(_ lab: LabNet, _ args: [String]) throws {
+        self.lab = lab
+        logFile = lab.tempPath("agent.log")
+        outFile = lab.tempPath("agent.out")
+        process = try lab.spawn(lab.router, [Env.binary, "run"] + args, stderrFile: logFile, stdoutFile: outFile)
+        try waitForLog("\"event\":\"start\"", seconds: 20)
+    }
+
+    var log: String { (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? "" }
+    var output: String { (try? String(contentsOfFile: outFile, encoding: .utf8)) ?? "" }
+
+    func waitForLog(_ needle: String, seconds: Double) throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if log.contains(needle) { return }
+            if !process.isRunning { throw HarnessError("agent exited \(process.terminationStatus) before '\(needle)': \(log)") }
+            usleep(50_000)
+        }
+        throw HarnessError("agent log has no '\(needle)' after \(seconds) s: \(log)")
+    }
+
+    func signal(_ s: Int32) { kill(process.processIdentifier, s) }
+
+    /// SIGTERM and wait; returns the exit status.
+    func stop() -> Int32 {
+        signal(SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// The metrics text (the agent must have been started with --metrics).
+    func metrics(port: Int) throws -> String {
+        try lab.exec(lab.router, "curl -s --max-time 3 http://127.0.0.1:\(port)/metrics").stdout
+    }
+
+    static func value(_ metrics: String, _ name: String) -> Double {
+        var total = 0.0
+        for line in metrics.split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            guard parts.count == 2 else { continue }
+            let key = parts[0]
+            if key == name || key.hasPrefix(name + "{") { total += Double(parts[1]) ?? 0 }
+        }
+        return total
+    }
+}

@@ -1,0 +1,234 @@
+import Foundation
+import Testing
+
+/// The inline agent on a real kernel, in a lab of three namespaces per test (internet — router —
+/// protected, scripts/netns-lab.sh): real TCP connections through the agent while trafgen forges
+/// reflector traffic from 198.19.0.0/16, counted where it matters (on the protected host, before
+/// its own stack). Serialized: floods share the machine's two cores.
+@Suite(.serialized, .enabled(if: Env.enabled, Comment(rawValue: Env.missing ?? "")))
+struct InlineAgentTests {
+    static let protect = ["--protect", "198.18.2.0/24", "--protect", "2001:db8:2::/64"]
+    /// Keeps kernel enforcement unarmed, so a test sees what the agent alone does.
+    static let agentOnly = ["-D", "attack_rate=100000000"]
+    static let metricsPort = 9477
+    static let metrics = ["--metrics", "\(metricsPort)"]
+
+    /// Legitimate traffic during a test: outbound (protected → internet) over IPv4 and IPv6, and
+    /// inbound (internet → protected) over both, each a batch of fresh connections.
+    struct Legit {
+        var runs: [(String, Process, String)] = []
+
+        static func start(_ lab: LabNet, count: Int, inbound: Bool = true) throws -> Legit {
+            var l = Legit()
+            for (label, ns, host, port) in [("out-v4", lab.protected, "198.18.1.2", 8080),
+                                            ("out-v6", lab.protected, "2001:db8:1::2", 8080)]
+                + (inbound ? [("in-v4", lab.inet, "198.18.2.2", 8081), ("in-v6", lab.inet, "2001:db8:2::2", 8081)] : []) {
+                let (p, f) = try lab.connectInBackground(from: ns, to: host, port: port, count: count)
+                l.runs.append((label, p, f))
+            }
+            return l
+        }
+
+        /// Waits and checks every connection completed.
+        func expectAllSucceeded(_ context: String) throws {
+            for (label, p, f) in runs {
+                let r = try LabNet.readClientResult(p, f)
+                #expect(r.ok == r.total, "\(context): \(label) connections \(r.ok)/\(r.total)")
+            }
+        }
+    }
+
+    static func servers(_ lab: LabNet) throws {
+        try lab.startServer(lab.inet, port: 8080)
+        try lab.startServer(lab.protected, port: 8081)
+    }
+
+    @Test func spoofedSynackFloodStopsAtRouterWhileConnectionsSucceed() throws {
+        try Env.requireReady()
+        let lab = try LabNet("synack")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
+        try lab.resetCounters()
+
+        let sent = 30_000
+        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
+        let legit = try Legit.start(lab, count: 15)
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("during a spoofed SYN-ACK flood")
+        usleep(300_000)
+
+        let arrived = try lab.protectedCount("synack")
+        #expect(Double(arrived) <= Double(sent) * 0.001, "spoofed SYN-ACKs that reached the protected host: \(arrived) of \(sent)")
+        let m = try agent.metrics(port: Self.metricsPort)
+        let dropped = AgentProcess.value(m, "reflectguard_verdict_drop_total")
+        #expect(dropped >= Double(sent) * 0.999, "agent drop verdicts: \(dropped)")
+        #expect(m.contains("reason=\"unsolicited-synack\""))
+        #expect(AgentProcess.value(m, "reflectguard_victims_armed") == 0, "kernel enforcement stayed unarmed in this test")
+
+        #expect(agent.stop() == 0)
+        #expect(agent.log.contains("\"event\":\"stop\""))
+        // The agent removed its own table at exit.
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status != 0)
+    }
+
+    @Test func spoofedRstFloodIsCutToTheConfiguredRate() throws {
+        try Env.requireReady()
+        let lab = try LabNet("rst")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        let rate = 100.0, burst = 50.0
+        _ = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics + [
+            "-D", "rst_rate=\(Int(rate))", "-D", "rst_burst=\(Int(burst))",
+            "-D", "rst_prefix_rate=1000000", "-D", "rst_prefix_burst=1000000"])
+        try lab.resetCounters()
+
+        let sent = 20_000
+        let started = Date()
+        let flood = try lab.flood(.rst, count: sent, gap: "20us", background: true)!
+        let legit = try Legit.start(lab, count: 10)
+        flood.waitUntilExit()
+        let seconds = Date().timeIntervalSince(started)
+        try legit.expectAllSucceeded("during a spoofed RST flood")
+        usleep(300_000)
+
+        let arrived = Double(try lab.protectedCount("rst"))
+        // Token bucket: at most the burst plus the rate over the flood's duration (plus slack for
+        // the agent's start-up and timing); and RSTs do pass at that rate, they are not blocked.
+        let ceiling = burst + rate * (seconds + 0.5) * 1.1
+        #expect(arrived <= ceiling, "RSTs that reached the protected host: \(arrived), allowed ≤ \(ceiling) over \(seconds) s")
+        #expect(arrived >= burst * 0.5, "some RSTs must pass within the rate: \(arrived)")
+        #expect(arrived < Double(sent) * 0.1, "the flood was cut: \(arrived) of \(sent)")
+    }
+
+    @Test func overloadArmsKernelEnforcementForTheVictimPrefix() throws {
+        try Env.requireReady()
+        let lab = try LabNet("overload")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        // Default attack detection: the agent arms the kernel check for the victim's prefix.
+        let agent = try AgentProcess(lab, Self.protect + Self.metrics)
+        try lab.resetCounters()
+
+        let sent = 200_000
+        let flood = try lab.flood(.synack, count: sent, gap: nil, background: true)!
+        usleep(200_000)
+        let legit = try Legit.start(lab, count: 15)
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("under a full-speed flood")
+        usleep(300_000)
+
+        let arrived = try lab.protectedCount("synack")
+        #expect(Double(arrived) <= Double(sent) * 0.01, "spoofed SYN-ACKs that reached the protected host: \(arrived) of \(sent)")
+        let m = try agent.metrics(port: Self.metricsPort)
+        #expect(AgentProcess.value(m, "reflectguard_victims_armed") >= 1, "metrics show the armed victim")
+        #expect(AgentProcess.value(m, "reflectguard_arm_operations_total") >= 1)
+        #expect(agent.log.contains("\"event\":\"attack-start\""))
+        #expect(agent.log.contains("\"event\":\"victim-armed\",\"prefix\":\"198.18.2.0/24\""))
+        let armed = try lab.exec(lab.router, "nft list set inet reflectguard armed4").stdout
+        #expect(armed.contains("198.18.2.0/24"), "the kernel set holds the victim prefix: \(armed)")
+        if let m = agent.log.firstMatch(of: #/"latency_ms":([0-9.]+)/#), let ms = Double(m.1) {
+            #expect(ms < 500, "armed within milliseconds of the report: \(ms) ms")
+        }
+        #expect(agent.stop() == 0)
+    }
+
+    @Test func killNineUnderFloodBypassesAndARestartedAgentTakesOver() throws {
+        try Env.requireReady()
+        let lab = try LabNet("kill")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        let args = Self.protect + Self.agentOnly + Self.metrics
+        let first = try AgentProcess(lab, args)
+
+        let flood = try lab.flood(.synack, count: 40_000, gap: "20us", background: true)!
+        usleep(300_000)
+        kill(first.process.processIdentifier, SIGKILL)
+        first.process.waitUntilExit()
+        // No agent: the queue rule's bypass keeps the router forwarding.
+        let during = try Legit.start(lab, count: 10)
+        try during.expectAllSucceeded("with the agent killed")
+        flood.waitUntilExit()
+
+        let second = try AgentProcess(lab, args)
+        try lab.resetCounters()
+        let sent = 20_000
+        let flood2 = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
+        let after = try Legit.start(lab, count: 10)
+        flood2.waitUntilExit()
+        try after.expectAllSucceeded("after the restart")
+        usleep(300_000)
+        let arrived = try lab.protectedCount("synack")
+        #expect(Double(arrived) <= Double(sent) * 0.001, "the restarted agent stops the flood: \(arrived) of \(sent) arrived")
+        #expect(second.stop() == 0)
+    }
+
+    @Test func sighupUnderFloodLosesNoConnection() throws {
+        try Env.requireReady()
+        let lab = try LabNet("hup")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
+        try lab.resetCounters()
+
+        let sent = 40_000
+        let flood = try lab.flood(.synack, count: sent, gap: "20us", background: true)!
+        let legit = try Legit.start(lab, count: 25)
+        for _ in 0..<5 {
+            usleep(300_000)
+            agent.signal(SIGHUP)
+        }
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("across five reloads")
+        usleep(300_000)
+        let reloads = agent.log.components(separatedBy: "\"event\":\"reload\"").count - 1
+        #expect(reloads == 5, "five reloads logged: \(agent.log)")
+        let arrived = try lab.protectedCount("synack")
+        #expect(Double(arrived) <= Double(sent) * 0.001, "reloads open no gap: \(arrived) of \(sent) arrived")
+        #expect(agent.stop() == 0)
+    }
+
+    @Test func dryRunAcceptsEverythingAndReportsTheSameWouldDrops() throws {
+        try Env.requireReady()
+        let lab = try LabNet("dry")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        let sent = 10_000
+
+        // Enforcing: what the agent drops of a given flood.
+        let real = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
+        try lab.resetCounters()
+        _ = try lab.flood(.synack, count: sent, gap: "50us")
+        usleep(300_000)
+        let realDropped = AgentProcess.value(try real.metrics(port: Self.metricsPort), "reflectguard_packets_total{queue=\"0\",verdict=\"drop\",reason=\"unsolicited-synack\"}")
+        #expect(try lab.protectedCount("synack") == 0)
+        #expect(real.stop() == 0)
+
+        // Dry-run: the same flood all gets through, and the summary names the same drops.
+        let dry = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics + ["--dry-run"])
+        try lab.resetCounters()
+        _ = try lab.flood(.synack, count: sent, gap: "50us")
+        let legit = try Legit.start(lab, count: 5)
+        try legit.expectAllSucceeded("in dry-run")
+        usleep(300_000)
+        #expect(try lab.protectedCount("synack") == sent, "dry-run accepts every packet")
+        let m = try dry.metrics(port: Self.metricsPort)
+        #expect(AgentProcess.value(m, "reflectguard_verdict_drop_total") == 0)
+        #expect(dry.stop() == 0)
+        let summary = dry.output
+        let wouldDrop = summary.firstMatch(of: #/(\d+) would be dropped/#).flatMap { Int($0.1) }
+        let unsolicited = summary.firstMatch(of: #/unsolicited-synack: (\d+)/#).flatMap { Int($0.1) }
+        #expect(unsolicited == sent, "dry-run summary: \(summary)")
+        #expect(Double(unsolicited ?? -1) == realDropped, "dry-run and enforcing runs agree: \(summary) vs \(realDropped)")
+        #expect((wouldDrop ?? 0) >= sent)
+    }
+
+    @Test func refusesToRunWithoutNetAdmin() throws {
+        try Env.requireReady()
+        let r = try sh("setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all '\(Env.binary)' run --protect 198.18.2.0/24",
+                       check: false)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("CAP_NET_ADMIN"))
+        #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+    }
+}
