@@ -18,27 +18,33 @@ public struct TCPOptions: Equatable, Sendable {
 
     public var bytes: [UInt8] { (0..<count).map { storage[$0] } }
 
-    private func appending(_ b: UInt8...) -> TCPOptions {
-        precondition(count + b.count <= 40, "TCP options hold at most 40 bytes")
-        var o = self
-        for x in b { o.storage[o.count] = x; o.count += 1 }
-        return o
+    // Fixed-arity appenders: a variadic one would allocate an array per option, per frame.
+    @inline(__always)
+    private mutating func put(_ b: UInt8) {
+        precondition(count < 40, "TCP options hold at most 40 bytes")
+        storage[count] = b
+        count += 1
+    }
+    @inline(__always)
+    private mutating func put32(_ v: UInt32) {
+        put(UInt8(v >> 24)); put(UInt8((v >> 16) & 0xff)); put(UInt8((v >> 8) & 0xff)); put(UInt8(v & 0xff))
     }
 
-    public func mss(_ v: UInt16) -> TCPOptions { appending(2, 4, UInt8(v >> 8), UInt8(v & 0xff)) }
-    public func sackPermitted() -> TCPOptions { appending(4, 2) }
-    public func windowScale(_ shift: UInt8) -> TCPOptions { appending(3, 3, shift) }
-    public func nop() -> TCPOptions { appending(1) }
-    public func eol() -> TCPOptions { appending(0) }
+    public func mss(_ v: UInt16) -> TCPOptions {
+        var o = self; o.put(2); o.put(4); o.put(UInt8(v >> 8)); o.put(UInt8(v & 0xff)); return o
+    }
+    public func sackPermitted() -> TCPOptions { var o = self; o.put(4); o.put(2); return o }
+    public func windowScale(_ shift: UInt8) -> TCPOptions { var o = self; o.put(3); o.put(3); o.put(shift); return o }
+    public func nop() -> TCPOptions { var o = self; o.put(1); return o }
+    public func eol() -> TCPOptions { var o = self; o.put(0); return o }
     public func timestamps(_ value: UInt32, _ echo: UInt32) -> TCPOptions {
-        appending(8, 10, UInt8(value >> 24), UInt8((value >> 16) & 0xff), UInt8((value >> 8) & 0xff),
-                  UInt8(value & 0xff), UInt8(echo >> 24), UInt8((echo >> 16) & 0xff),
-                  UInt8((echo >> 8) & 0xff), UInt8(echo & 0xff))
+        var o = self; o.put(8); o.put(10); o.put32(value); o.put32(echo); return o
     }
     /// TCP Fast Open cookie option (RFC 7413, kind 34).
     public func fastOpen(cookie: [UInt8]) -> TCPOptions {
-        var o = appending(34, UInt8(2 + cookie.count))
-        for b in cookie { o = o.appending(b) }
+        var o = self
+        o.put(34); o.put(UInt8(2 + cookie.count))
+        for b in cookie { o.put(b) }
         return o
     }
 }
@@ -191,7 +197,7 @@ public struct FrameSpec: Equatable, Sendable {
 
     public init(source: IPAddress, destination: IPAddress, sourcePort: UInt16, destinationPort: UInt16,
                 flags: TCPFlags = .syn, sequence: UInt32 = 0, acknowledgment: UInt32 = 0) {
-        precondition(source.isIPv4Mapped == destination.isIPv4Mapped, "mixed address families")
+        precondition(FrameSpec.isV4(source) == FrameSpec.isV4(destination), "mixed address families")
         self.source = source
         self.destination = destination
         self.sourcePort = sourcePort
@@ -201,7 +207,15 @@ public struct FrameSpec: Equatable, Sendable {
         self.acknowledgment = acknowledgment
     }
 
-    public var isIPv4: Bool { source.isIPv4Mapped }
+    public var isIPv4: Bool { FrameSpec.isV4(source) }
+
+    /// `IPAddress.isIPv4Mapped` as two word compares the optimizer can inline here (the
+    /// generator asks it several times per frame).
+    @inline(__always)
+    static func isV4(_ a: IPAddress) -> Bool {
+        let w = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
+        return w[0] == 0 && UInt64(bigEndian: w[1]) >> 32 == 0xffff
+    }
 }
 
 /// Builds Ethernet (or raw IP, as NFQUEUE hands packets over) frames from a `FrameSpec`, with

@@ -99,10 +99,10 @@ public enum LabAddresses {
     /// Whether `a` is in 198.18.2.0/24 or 2001:db8:2::/64.
     @inline(__always)
     public static func isProtected(_ a: IPAddress) -> Bool {
-        let b = a.bytes
-        if a.isIPv4Mapped { return b[12] == 198 && b[13] == 18 && b[14] == 2 }
-        return b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8
-            && b[4] == 0 && b[5] == 2 && b[6] == 0 && b[7] == 0
+        let w = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
+        let high = UInt64(bigEndian: w[0]), low = UInt64(bigEndian: w[1])
+        if high == 0 && low >> 32 == 0xffff { return low & 0xffff_ff00 == 0xc612_0200 }   // 198.18.2.0/24
+        return high == 0x2001_0db8_0002_0000
     }
 
     static func protectedHost(_ n: UInt64, v6: Bool) -> IPAddress {
