@@ -21,8 +21,10 @@ define protected_v6 = { }
 # Addresses (either end of a flow) never dropped, by the agent or by kernel enforcement.
 define allowlist_v4 = { }
 define allowlist_v6 = { }
-# Router mode: interface names, e.g. { "eth1" }. Empty (the default): direction from addresses
-# alone, which works everywhere but cannot tell a spoofed protected source.
+# Router mode: interface names, e.g. { "eth1" }. The kernel queues by address either way; the
+# engine uses these to judge the side a packet came from (NFQUEUE reports the interface). Empty
+# (the default): direction from addresses alone, which works everywhere but cannot tell a spoofed
+# protected source.
 define inside_ifaces = { }
 define outside_ifaces = { }
 # NFQUEUE number N or range N-M (one agent worker per queue).

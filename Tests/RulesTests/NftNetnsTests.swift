@@ -177,6 +177,32 @@ import VerdictEngine
         }
     }
 
+    /// Host mode: the protected host's own INPUT queues what it receives and the engine needs.
+    @Test func hostModeQueuesReceivedSynAcksAndRstsOnly() throws {
+        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        let n = try NetnsLab.threeNamespaces("host")
+        let (inet, prot) = (n.names[0], n.names[2])
+        let apply = n.reflectguard(prot, ["nft", "apply", "--backend", "xt", "--hook", "host",
+                                          "--protect", "198.18.2.2", "--protect", "2001:db8:2::2"])
+        #expect(apply.status == 0, "\(apply.stderr)")
+        let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
+        func queued(_ tool: String) throws -> Int {
+            let out = try n.must(prot, [tool, "-L", "INPUT", "-v", "-x", "-n"]).stdout
+            let line = out.split(separator: "\n").first { $0.contains("NFQUEUE") }!
+            return Int(line.split(separator: " ").first!)!
+        }
+        for (src, dst) in [("198.18.1.2", "198.18.2.2"), ("2001:db8:1::2", "2001:db8:2::2")] {
+            let v6 = src.contains(":")
+            for (flags, want) in [("SA", 1), ("R", 1), ("A", 0), ("S", 0)] {
+                let before = try queued(v6 ? "ip6tables-nft" : "iptables-nft")
+                try n.must(inet, ["python3", sender, v6 ? "6" : "4", src, dst, "443", "40000", flags, "1"])
+                let delta = try queued(v6 ? "ip6tables-nft" : "iptables-nft") - before
+                #expect(delta == want, "host mode \(flags) \(src) → \(dst): queued \(delta)")
+            }
+        }
+    }
+
     /// The queue rules and `Engine.wouldQueue` (what `score` feeds the engine) agree on every
     /// flag combination, direction, family and `track`, allowlisted peers included.
     @Test func queueRulesMatchEngineWouldQueue() throws {
