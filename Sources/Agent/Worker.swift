@@ -26,6 +26,7 @@ final class Worker: @unchecked Sendable {
     private var realtimeToMonotonic: Int64 = 0
     private var lastTime: Int64 = 0
     private var lastPublish: Int64 = 0
+    private var lastDrain: Int64 = 0
 
     init(queue: UInt16, configuration: QueueConfiguration, shared: AgentShared, seed: UInt64) {
         self.queue = queue
@@ -124,6 +125,10 @@ final class Worker: @unchecked Sendable {
     }
 
     private func afterBatch(_ now: Int64) {
+        // At most once a millisecond: draining hands back the engine's event array, which costs an
+        // allocation even when it is empty, and arming within a millisecond is soon enough.
+        guard now - lastDrain >= 1_000_000 else { return }
+        lastDrain = now
         let events = engine.drainAttackEvents()
         if !events.isEmpty {
             counters.add(WorkerCounter.attackEvents.rawValue, UInt64(events.count))

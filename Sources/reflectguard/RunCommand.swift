@@ -130,6 +130,9 @@ enum RunCommand {
 
         // Arming runs on the agent's enforcement queue only; one libnftables context serves it.
         let armer = ArmerBox()
+        // Made now, not at the first attack: the context's first use reads nft's cache, which
+        // would add tens of milliseconds to the first arming.
+        if !settings.dryRun { try? armer.prepare() }
         let dry = settings.dryRun
         let hooks = RulesHooks(
             apply: {
@@ -220,6 +223,9 @@ struct RunError: Error, ExitCoded, CustomStringConvertible {
 /// The libnftables context for arming, made on first use (on the enforcement queue).
 final class ArmerBox: @unchecked Sendable {
     private var victims: ArmedVictims?
+    func prepare() throws {
+        if victims == nil { victims = try ArmedVictims() }
+    }
     func arm(_ prefix: CIDR, timeout: Double) throws {
         if victims == nil { victims = try ArmedVictims() }
         try victims!.arm(prefix, timeout: timeout)
