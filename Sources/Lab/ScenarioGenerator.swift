@@ -100,7 +100,9 @@ public final class ScenarioGenerator {
             let burstChance = min(1, forgedPerSession / (burstMean * exchanges))
             for i in 0..<sessions {
                 let slot = allocateFlow()
-                let start = ScenarioGenerator.epoch + Int64(i) * 150 * ScenarioGenerator.ms + Int64(rng.below(100)) * ScenarioGenerator.ms
+                // Staggered over the first two seconds, whatever their number.
+                let start = ScenarioGenerator.epoch + Int64(i) * 2 * ScenarioGenerator.second / Int64(sessions)
+                    + Int64(rng.below(1_000_000))
                 planLongLived(&flows[Int(slot)], start: start, end: ScenarioGenerator.epoch + d,
                               exchangeGap: Double(d) / exchanges, burstMean: burstMean, burstChance: burstChance)
                 heap.push(time: flows[Int(slot)].script[0].time, slot: slot)
