@@ -87,7 +87,7 @@ public struct ResolvedRules: Sendable {
             values["kernel_enforce"] = "always"
             var o = overrides
             o["kernel_enforce"] = "always"
-            bytes = RulesConfig.substitute(file.text, scanner, o, values)
+            bytes = RulesConfig.substitute(file.text, scanner, o)
         }
         var blank = Set<Int>()
         for c in scan.chains {
@@ -170,6 +170,9 @@ public enum RulesConfig {
                                  at: nil, fromCommandLine: true)
             }
             if name == "queues", let q = QueueRange(value) { value = q.description }
+            // A set stays a set: `-D protected_v4=198.18.2.0/24` means `{ 198.18.2.0/24 }`
+            // (`elements = 198.18.2.0/24` would not load).
+            if byName[name]!.value.hasPrefix("{"), !value.hasPrefix("{") { value = "{ \(value) }" }
             overrides[name] = value
         }
         if !protect.isEmpty {
@@ -196,7 +199,7 @@ public enum RulesConfig {
         var builder = PolicyBuilder(file: rules.name, defines: byName, overridden: Set(overrides.keys),
                                     values: resolved)
         let policy = try builder.build()
-        let substituted = substitute(rules.text, scanner, overrides, resolved)
+        let substituted = substitute(rules.text, scanner, overrides)
         return ResolvedRules(file: rules, policy: policy, queues: builder.queues, queueMark: builder.queueMark,
                              text: String(decoding: substituted, as: UTF8.self), values: resolved,
                              scanner: scanner, substituted: substituted, overrides: overrides)
@@ -226,8 +229,7 @@ public enum RulesConfig {
 
     /// The file with each overridden define's value replaced in place; a value that spanned
     /// several lines leaves its newlines behind, so every later line keeps its number.
-    static func substitute(_ text: String, _ scanner: RulesScanner, _ overrides: [String: String],
-                           _ values: [String: String]) -> [UInt8] {
+    static func substitute(_ text: String, _ scanner: RulesScanner, _ overrides: [String: String]) -> [UInt8] {
         let bytes = Array(text.utf8)
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)

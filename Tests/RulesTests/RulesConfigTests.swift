@@ -165,8 +165,17 @@ import VerdictEngine
     @Test func multiLineOverrideKeepsLineNumbers() throws {
         let text = "define protected_v4 = {\n  198.18.2.0/24,\n  198.18.3.0/24\n}\ndefine mode = symmetric\n"
         let r = try RulesConfig.resolve(rules: RulesFile(name: "m.nft", text: text), defines: ["protected_v4=198.18.9.0/24"])
-        #expect(r.text == "define protected_v4 = 198.18.9.0/24\n\n\n\ndefine mode = symmetric\n")
+        #expect(r.text == "define protected_v4 = { 198.18.9.0/24 }\n\n\n\ndefine mode = symmetric\n")
         #expect(r.policy.protected.prefixes == [CIDR("198.18.9.0/24")!])
+    }
+
+    @Test func aSetOverrideWithoutBracesStaysASet() throws {
+        let r = try RulesConfig.resolve(rules: .embedded, defines: ["protected_v4=198.18.2.0/24", "allowlist_v6=2001:db8:9::1"])
+        let text = r.render(hook: .router, backend: .xt)
+        #expect(text.contains("define protected_v4 = { 198.18.2.0/24 }"))
+        #expect(text.contains("define allowlist_v6 = { 2001:db8:9::1 }"))
+        #expect(text.contains("elements = $protected_v4"))
+        #expect(r.policy.protected.prefixes == [CIDR("198.18.2.0/24")!])
     }
 
     @Test func durations() {
