@@ -212,6 +212,23 @@ import PacketParser
         }
     }
 
+    @Test func rawIPOutputIsTheEthernetFramesWithoutTheirLinkHeaders() {
+        func collect(_ link: LinkType) -> [[UInt8]] {
+            var out: [[UInt8]] = []
+            _ = ScenarioGenerator(scenario: Scenario(kind: .mixed), seed: 2, packets: 1500, link: link).run { f, _, _ in
+                out.append(Array(f))
+            }
+            return out
+        }
+        let eth = collect(.ethernet), raw = collect(.raw)
+        #expect(eth.count == raw.count && !raw.isEmpty)
+        for (e, r) in zip(eth, raw) {
+            let tags = Decoder.decode(e)!.vlanTags
+            #expect(Array(e[(14 + 4 * tags)...]) == r)
+            #expect(Decoder.decode(r, ethernet: false)?.tcpChecksumOK == true)
+        }
+    }
+
     @Test func filesHaveOneLabelRowPerFrame() throws {
         let pcap = TestEnvironment.temporaryPath("mixed.pcap"), csv = TestEnvironment.temporaryPath("mixed.csv")
         let stats = try ScenarioFiles.write(Scenario(name: "mixed")!, seed: 4, packets: 5000, pcap: pcap, labels: csv)
