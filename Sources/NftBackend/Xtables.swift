@@ -5,6 +5,8 @@ import Rules
 /// `reflectguard`, which is how they are found again; no other xtables rule is ever touched.
 enum Xtables {
     static let chains = ["FORWARD", "INPUT", "OUTPUT"]
+    /// Where rules are added (`mangle`), and `filter` too when looking for old ones to remove.
+    static let tables = ["mangle", "filter"]
 
     static var available: Bool { Spawn.find("iptables-nft") != nil && Spawn.find("ip6tables-nft") != nil }
 
@@ -14,17 +16,19 @@ enum Xtables {
         for v6 in [false, true] {
             let tool = v6 ? "ip6tables-nft" : "iptables-nft"
             guard Spawn.find(tool) != nil else { continue }
-            for chain in chains {
-                let r = try Spawn.run([tool, "-S", chain])
-                guard r.status == 0 else {
-                    throw NftError("\(tool) -S \(chain) failed: \(r.output.trimmedLine)", rulesError: false)
-                }
-                for line in r.output.split(separator: "\n") {
-                    let words = line.split(separator: " ").map(String.init)
-                    guard words.count > 2, words[0] == "-A", words[1] == chain,
-                          let c = words.firstIndex(of: "--comment"), c + 1 < words.count,
-                          words[c + 1] == XtablesRule.tag else { continue }
-                    out.append(XtablesRule(ipv6: v6, chain: chain, arguments: Array(words[2...])))
+            for table in tables {
+                for chain in chains {
+                    let r = try Spawn.run([tool, "-t", table, "-S", chain])
+                    guard r.status == 0 else {
+                        throw NftError("\(tool) -t \(table) -S \(chain) failed: \(r.output.trimmedLine)", rulesError: false)
+                    }
+                    for line in r.output.split(separator: "\n") {
+                        let words = line.split(separator: " ").map(String.init)
+                        guard words.count > 2, words[0] == "-A", words[1] == chain,
+                              let c = words.firstIndex(of: "--comment"), c + 1 < words.count,
+                              words[c + 1] == XtablesRule.tag else { continue }
+                        out.append(XtablesRule(ipv6: v6, table: table, chain: chain, arguments: Array(words[2...])))
+                    }
                 }
             }
         }
@@ -34,16 +38,16 @@ enum Xtables {
     /// Inserts at the top of the chain: an operator's earlier ACCEPT must not hide packets the
     /// agent has to judge.
     static func insert(_ rule: XtablesRule) throws(NftError) {
-        let r = try Spawn.run([rule.tool, "-I", rule.chain, "1"] + rule.arguments)
+        let r = try Spawn.run([rule.tool, "-t", rule.table, "-I", rule.chain, "1"] + rule.arguments)
         guard r.status == 0 else {
             throw NftError("\(rule.commandLine) failed: \(r.output.trimmedLine)", rulesError: false)
         }
     }
 
     static func delete(_ rule: XtablesRule) throws(NftError) {
-        let r = try Spawn.run([rule.tool, "-D", rule.chain] + rule.arguments)
+        let r = try Spawn.run([rule.tool, "-t", rule.table, "-D", rule.chain] + rule.arguments)
         guard r.status == 0 else {
-            throw NftError("\(rule.tool) -D \(rule.chain) failed: \(r.output.trimmedLine)", rulesError: false)
+            throw NftError("\(rule.tool) -t \(rule.table) -D \(rule.chain) failed: \(r.output.trimmedLine)", rulesError: false)
         }
     }
 }

@@ -139,24 +139,25 @@ table inet reflectguard {
 		size 65536
 	}
 
-	# Router mode: forwarded traffic. Priority -10 runs before the xtables filter chains (0), so
-	# the mark is set before the xtables NFQUEUE rule looks for it, and after conntrack (-200).
+	# Router mode: forwarded traffic. Priority -160: after conntrack (-200), before the xtables
+	# mangle chains (-150) where the xt backend's NFQUEUE rule looks for the mark, and before the
+	# filter chains (0), so an accepted packet still meets every filter rule of the operator.
 	# @hook router
 	chain router_forward {
-		type filter hook forward priority -10; policy accept;
+		type filter hook forward priority -160; policy accept;
 		meta l4proto != tcp return
 		jump classify
 	}
 	# Host mode: the protected addresses are this machine's own.
 	# @hook host
 	chain host_input {
-		type filter hook input priority -10; policy accept;
+		type filter hook input priority -160; policy accept;
 		meta l4proto != tcp return
 		jump classify
 	}
 	# @hook host
 	chain host_output {
-		type filter hook output priority -10; policy accept;
+		type filter hook output priority -160; policy accept;
 		meta l4proto != tcp return
 		jump classify
 	}

@@ -38,15 +38,20 @@ public struct QueueRange: Equatable, Sendable, CustomStringConvertible {
     public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
 }
 
-/// One xtables rule that queues the packets nft marked (xt backend). `arguments` go to
-/// iptables-nft / ip6tables-nft after `-I CHAIN 1` / `-D CHAIN` as an argv array.
+/// One xtables rule that queues the packets nft marked (xt backend), in the `mangle` table:
+/// its chains run at priority -150, after ReflectGuard's nft chains (-160) and before the
+/// operator's `filter` rules (0). An NFQUEUE accept ends the packet's walk through the chain
+/// that queued it, so queueing from `filter` would skip the operator's later filter rules.
+/// `arguments` follow `-t mangle -I CHAIN 1` / `-D CHAIN` as an argv array.
 public struct XtablesRule: Equatable, Sendable {
     public var ipv6: Bool
+    public var table: String
     public var chain: String
     public var arguments: [String]
 
-    public init(ipv6: Bool, chain: String, arguments: [String]) {
+    public init(ipv6: Bool, table: String = "mangle", chain: String, arguments: [String]) {
         self.ipv6 = ipv6
+        self.table = table
         self.chain = chain
         self.arguments = arguments
     }
@@ -56,7 +61,7 @@ public struct XtablesRule: Equatable, Sendable {
 
     public var tool: String { ipv6 ? "ip6tables-nft" : "iptables-nft" }
     /// For humans (`nft generate`): the command `apply` runs.
-    public var commandLine: String { ([tool, "-I", chain, "1"] + arguments).joined(separator: " ") }
+    public var commandLine: String { ([tool, "-t", table, "-I", chain, "1"] + arguments).joined(separator: " ") }
 }
 
 /// The rules file with the command line's overrides applied: the engine's `policy` and the text

@@ -47,8 +47,8 @@ import Testing
         }
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("define protected_v4 = { 198.18.2.0/24 }"))
-        #expect(r.stdout.contains("#   iptables-nft -I INPUT 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-balance 2:5 --queue-bypass"))
-        #expect(r.stdout.contains("#   ip6tables-nft -I OUTPUT 1 "))
+        #expect(r.stdout.contains("#   iptables-nft -t mangle -I INPUT 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-balance 2:5 --queue-bypass"))
+        #expect(r.stdout.contains("#   ip6tables-nft -t mangle -I OUTPUT 1 "))
         #expect(r.stdout.contains("cannot load back"))
         let kernelOnly = Self.run(["nft", "generate", "--kernel-only"])!
         #expect(kernelOnly.status == 0)

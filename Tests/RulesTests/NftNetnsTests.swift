@@ -35,7 +35,7 @@ import VerdictEngine
         let relisted = try n.must(ns, ["nft", "list", "set", "inet", "reflectguard", "armed4"]).stdout
         #expect(relisted.contains("198.18.2.0/25"))
         for tool in ["iptables-nft", "ip6tables-nft"] {
-            let rules = try n.must(ns, [tool, "-S"]).stdout.split(separator: "\n").filter { $0.contains("reflectguard") }
+            let rules = try n.must(ns, [tool, "-t", "mangle", "-S"]).stdout.split(separator: "\n").filter { $0.contains("reflectguard") }
             #expect(rules.count == chains.count, "\(tool): \(rules)")
             for c in chains {
                 #expect(rules.contains { $0.hasPrefix("-A \(c) ") && $0.contains("--queue-balance 0:1 --queue-bypass") })
@@ -132,7 +132,9 @@ import VerdictEngine
         let xt = try n.must(ns, ["iptables-nft", "-S", "FORWARD"]).stdout
         #expect(xt.contains("--comment operator"))
         #expect(!xt.contains("reflectguard"))
-        #expect(!(try n.must(ns, ["ip6tables-nft", "-S"]).stdout.contains("reflectguard")))
+        for tool in ["iptables-nft", "ip6tables-nft"] {
+            #expect(!(try n.must(ns, [tool, "-t", "mangle", "-S"]).stdout.contains("reflectguard")))
+        }
         // Removing twice is fine.
         #expect(n.reflectguard(ns, ["nft", "remove"]).status == 0)
     }
@@ -146,9 +148,18 @@ import VerdictEngine
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let apply = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + Self.protect)
         #expect(apply.status == 0, "\(apply.stderr)")
+        // An operator's own filter rule (counting only): queued packets must still reach it.
+        for tool in ["iptables-nft", "ip6tables-nft"] {
+            try n.must(router, [tool, "-A", "FORWARD", "-p", "tcp", "-m", "comment", "--comment", "operator"])
+        }
+        func operatorSaw(_ tool: String) throws -> Int {
+            let out = try n.must(router, [tool, "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+            let line = out.split(separator: "\n").first { $0.contains("operator") }!
+            return Int(line.split(separator: " ").first!)!
+        }
         let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
         func queued(_ tool: String) throws -> Int {
-            let out = try n.must(router, [tool, "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+            let out = try n.must(router, [tool, "-t", "mangle", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
             let line = out.split(separator: "\n").first { $0.contains("NFQUEUE") }!
             return Int(line.split(separator: " ").first!)!
         }
@@ -175,6 +186,8 @@ import VerdictEngine
             let after = try queued(tool)
             #expect(after - before == (expectQueued ? 1 : 0), "\(flags) \(src) → \(dst): queued \(after - before)")
         }
+        #expect(try operatorSaw("iptables-nft") == walk.filter { $0.1 == "4" }.count)
+        #expect(try operatorSaw("ip6tables-nft") == walk.filter { $0.1 == "6" }.count)
     }
 
     /// Host mode: the protected host's own INPUT queues what it receives and the engine needs.
@@ -188,7 +201,7 @@ import VerdictEngine
         #expect(apply.status == 0, "\(apply.stderr)")
         let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
         func queued(_ tool: String) throws -> Int {
-            let out = try n.must(prot, [tool, "-L", "INPUT", "-v", "-x", "-n"]).stdout
+            let out = try n.must(prot, [tool, "-t", "mangle", "-L", "INPUT", "-v", "-x", "-n"]).stdout
             let line = out.split(separator: "\n").first { $0.contains("NFQUEUE") }!
             return Int(line.split(separator: " ").first!)!
         }
@@ -212,7 +225,7 @@ import VerdictEngine
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
         func queued(_ tool: String) throws -> Int {
-            let out = try n.must(router, [tool, "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+            let out = try n.must(router, [tool, "-t", "mangle", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
             let line = out.split(separator: "\n").first { $0.contains("NFQUEUE") }!
             return Int(line.split(separator: " ").first!)!
         }

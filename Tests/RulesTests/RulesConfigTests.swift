@@ -114,8 +114,8 @@ import VerdictEngine
     @Test func xtablesRulesQueueMarkedPacketsWithBypassAndSymmetricBalance() throws {
         let one = try RulesConfig.resolve(rules: .embedded)
         #expect(one.xtablesRules(hook: .router).map(\.commandLine) == [
-            "iptables-nft -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
-            "ip6tables-nft -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
+            "iptables-nft -t mangle -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
+            "ip6tables-nft -t mangle -I FORWARD 1 -m mark --mark 0x10000000/0x10000000 -m comment --comment reflectguard -j NFQUEUE --queue-num 0 --queue-bypass",
         ])
         let range = try RulesConfig.resolve(rules: .embedded, defines: ["queue=2:3"])
         let host = range.xtablesRules(hook: .host)
