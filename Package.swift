@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine"]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine

@@ -55,7 +55,8 @@ public final class Agent {
         policy.queueCount = settings.queues.count
 
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
-                                             queueCount: settings.queues.count, arm: hooks.arm)
+                                             queueCount: settings.queues.count, dryRun: settings.dryRun,
+                                             arm: hooks.arm)
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
 
         // Bind every queue before serving any: a failure leaves nothing half running.

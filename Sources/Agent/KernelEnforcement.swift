@@ -28,7 +28,12 @@ final class KernelEnforcement: @unchecked Sendable {
     /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
     let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
 
-    init(logger: Logger, timeout: Double, queueCount: Int, arm: @escaping @Sendable (CIDR, Double) throws -> Void) {
+    /// Dry-run: attacks are reported, nothing is armed (the kernel's verdicts stay untouched too).
+    private let dryRun: Bool
+
+    init(logger: Logger, timeout: Double, queueCount: Int, dryRun: Bool,
+         arm: @escaping @Sendable (CIDR, Double) throws -> Void) {
+        self.dryRun = dryRun
         self.logger = logger
         self.timeout = timeout
         self.queueCount = queueCount
@@ -82,6 +87,13 @@ final class KernelEnforcement: @unchecked Sendable {
     }
 
     private func armPrefix(_ prefix: CIDR, submitted: Int64) {
+        if dryRun {
+            if armed[prefix] == nil {
+                armed[prefix] = .max
+                logger.warning("would-arm", [("prefix", .string(prefix.description)), ("dry_run", .bool(true))])
+            }
+            return
+        }
         let now = monotonicNanoseconds()
         let timeoutNs = Int64(timeout * 1e9)
         if let until = armed[prefix], until - now > timeoutNs / 2 { return }
@@ -111,7 +123,7 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func publish() {
         let now = monotonicNanoseconds()
-        armedNow.store(UInt64(armed.values.filter { $0 > now }.count), ordering: .relaxed)
+        armedNow.store(dryRun ? 0 : UInt64(armed.values.filter { $0 > now }.count), ordering: .relaxed)
         attacksNow.store(UInt64(attacked.count), ordering: .relaxed)
     }
 }

@@ -17,6 +17,13 @@ public struct QueueStatistics: Sendable, Equatable {
     /// The last packet id handed out: how many packets the queue has seen.
     public var idSequence: UInt64
 
+    public init(queue: UInt16, portID: UInt32, queueTotal: UInt64, copyMode: UInt8, copyRange: UInt32,
+                queueDropped: UInt64, userDropped: UInt64, idSequence: UInt64) {
+        self.queue = queue; self.portID = portID; self.queueTotal = queueTotal; self.copyMode = copyMode
+        self.copyRange = copyRange; self.queueDropped = queueDropped; self.userDropped = userDropped
+        self.idSequence = idSequence
+    }
+
     /// Parses the file's text; rows that do not have the nine columns are skipped.
     public static func parse(_ text: String) -> [QueueStatistics] {
         var rows: [QueueStatistics] = []

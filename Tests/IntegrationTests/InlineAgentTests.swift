@@ -176,7 +176,11 @@ struct InlineAgentTests {
         let lab = try LabNet("hup")
         defer { lab.tearDown() }
         try Self.servers(lab)
-        let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
+        // From a file on disk, so the last reload can meet a broken one.
+        let rules = lab.tempPath("rules.nft")
+        try FileManager.default.copyItem(atPath: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path,
+                                         toPath: rules)
+        let agent = try AgentProcess(lab, ["--rules", rules] + Self.protect + Self.agentOnly + Self.metrics)
         try lab.resetCounters()
 
         let sent = 40_000
@@ -194,6 +198,23 @@ struct InlineAgentTests {
         let arrived = try lab.protectedCount("synack")
         measured("five SIGHUPs under flood: \(arrived)/\(sent) reached the protected host")
         #expect(Double(arrived) <= Double(sent) * 0.001, "reloads open no gap: \(arrived) of \(sent) arrived")
+
+        // A broken file on reload is reported and the running rules and policy stay.
+        let handle = try #require(FileHandle(forWritingAtPath: rules))
+        handle.seekToEndOfFile()
+        handle.write(Data("\ntable inet reflectguard { chain broken { this is not nft } }\n".utf8))
+        handle.closeFile()
+        agent.signal(SIGHUP)
+        try agent.waitForLog("\"event\":\"reload-failed\"", seconds: 10)
+        #expect(agent.process.isRunning)
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0, "old rules stay")
+        try lab.resetCounters()
+        let flood2 = try lab.flood(.synack, count: 5_000, gap: "20us", background: true)!
+        let legit2 = try Legit.start(lab, count: 5, inbound: false)
+        flood2.waitUntilExit()
+        try legit2.expectAllSucceeded("after a failed reload")
+        usleep(300_000)
+        #expect(try lab.protectedCount("synack") <= 5, "still protected after a failed reload")
         #expect(agent.stop() == 0)
     }
 
@@ -254,6 +275,21 @@ struct InlineAgentTests {
         #expect(unsolicited == sent, "dry-run summary: \(summary)")
         #expect(Double(unsolicited ?? -1) == realDropped, "dry-run and enforcing runs agree: \(summary) vs \(realDropped)")
         #expect((wouldDrop ?? 0) >= sent)
+    }
+
+    @Test func brokenRulesAtStartExitThreeAndApplyNothing() throws {
+        try Env.requireReady()
+        let lab = try LabNet("broken")
+        defer { lab.tearDown() }
+        let rules = lab.tempPath("broken.nft")
+        var text = try String(contentsOfFile: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
+        text += "\ntable inet reflectguard { chain broken { this is not nft } }\n"
+        try text.write(toFile: rules, atomically: true, encoding: .utf8)
+        let before = try lab.exec(lab.router, "nft list ruleset").stdout
+        let r = try lab.exec(lab.router, "'\(Env.binary)' run --rules \(rules) --protect 198.18.2.0/24", check: false)
+        #expect(r.status == 3, "exit 3 on a rules error: \(r.stderr)")
+        #expect(r.stderr.contains(rules + ":"), "the message names the file with line and column: \(r.stderr)")
+        #expect(try lab.exec(lab.router, "nft list ruleset").stdout == before, "nothing applied")
     }
 
     @Test func refusesToRunWithoutNetAdmin() throws {
