@@ -11,35 +11,65 @@ import PacketParser
 public final class Engine {
     public private(set) var policy: Policy
 
-    /// Ms-per-entry horizons and per-engine rates derived from `policy` (rates are for the whole
-    /// agent; each of the `queueCount` engines gets its share).
-    private var synHorizonMs: UInt32 = 0
-    private var synackHorizonMs: UInt32 = 0
-    private var rstRate: Float = 0, rstBurst: Float = 0
-    private var rstPrefixRate: Float = 0, rstPrefixBurst: Float = 0
-    private var backscatterRate: Float = 0, backscatterBurst: Float = 0
-    private var attackThreshold: Float = 0
-    private var victimFloor: Float = 0, prefixFloor: Float = 0
+    /// Values the hot path reads (horizons in ms, per-engine rates: each of the `queueCount`
+    /// engines gets its share of the agent's rates, matchers) and state it updates, behind
+    /// pointers: reads and writes through a `let` pointer need no dynamic exclusivity check,
+    /// which class stored `var`s pay on every access (measured: ~8% of a decision).
+    private struct Tuning {
+        var synHorizonMs: UInt32 = 0
+        var synackHorizonMs: UInt32 = 0
+        var rstRate: Float = 0, rstBurst: Float = 0
+        var rstPrefixRate: Float = 0, rstPrefixBurst: Float = 0
+        var backscatterRate: Float = 0, backscatterBurst: Float = 0
+        var attackThreshold: Float = 0
+        var victimFloor: Float = 0, prefixFloor: Float = 0
+        var track: Track = .handshake
+        var mode: Mode = .symmetric
+        var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
+        var scoreThreshold = 60
+        var protected: PrefixMatcher
+        var allowlist: PrefixMatcher
+    }
 
-    private let seed: HashSeed
-    private var flows: GroupTable<FlowEntry>
-    private var seenSynacks: GroupTable<SeenSynack>
-    private var rstAddressBuckets: GroupTable<Bucket>
-    private var rstPrefixBuckets: GroupTable<Bucket>
-    private var backscatterBuckets: GroupTable<Bucket>
-    private var victimRates: GroupTable<RateStats>
-    private var prefixRates: GroupTable<RateStats>
+    private struct HotState {
+        var decisions: UInt64 = 0
+        var lastTickSecond: UInt32 = 0
+        /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
+        var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
+    }
+
+    private let tuning: UnsafeMutablePointer<Tuning>
+    private let hot: UnsafeMutablePointer<HotState>
+
+    private var synHorizonMs: UInt32 { tuning.pointee.synHorizonMs }
+    private var synackHorizonMs: UInt32 { tuning.pointee.synackHorizonMs }
+    private var rstRate: Float { tuning.pointee.rstRate }
+    private var rstBurst: Float { tuning.pointee.rstBurst }
+    private var rstPrefixRate: Float { tuning.pointee.rstPrefixRate }
+    private var rstPrefixBurst: Float { tuning.pointee.rstPrefixBurst }
+    private var backscatterRate: Float { tuning.pointee.backscatterRate }
+    private var backscatterBurst: Float { tuning.pointee.backscatterBurst }
+    private var attackThreshold: Float { tuning.pointee.attackThreshold }
+    private var victimFloor: Float { tuning.pointee.victimFloor }
+    private var prefixFloor: Float { tuning.pointee.prefixFloor }
+    private var protected: PrefixMatcher { tuning.pointee.protected }
+    private var allowlist: PrefixMatcher { tuning.pointee.allowlist }
+
+    let seed: HashSeed
+    let flows: GroupTable<FlowEntry>
+    private let seenSynacks: GroupTable<SeenSynack>
+    private let rstAddressBuckets: GroupTable<Bucket>
+    private let rstPrefixBuckets: GroupTable<Bucket>
+    private let backscatterBuckets: GroupTable<Bucket>
+    private let victimRates: GroupTable<RateStats>
+    private let prefixRates: GroupTable<RateStats>
 
     private let counts: UnsafeMutablePointer<UInt64>
-    private var decisions: UInt64 = 0
 
-    /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
-    private var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
 
     private var active: [ActiveAttack] = []
     private var events: [AttackEvent] = []
     private var eventsLost: UInt64 = 0
-    private var lastTickSecond: UInt32 = 0
 
     /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
     /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
@@ -57,6 +87,10 @@ public final class Engine {
     public init(policy: Policy, seed: UInt64) {
         self.policy = policy
         self.seed = HashSeed(seed)
+        tuning = .allocate(capacity: 1)
+        tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist)))
+        hot = .allocate(capacity: 1)
+        hot.initialize(to: HotState())
         flows = GroupTable(capacity: max(16, policy.synTableCapacity))
         seenSynacks = GroupTable(capacity: 1 << 16)
         rstAddressBuckets = GroupTable(capacity: 1 << 16)
@@ -82,28 +116,38 @@ public final class Engine {
         rstPrefixBuckets.deallocate(); backscatterBuckets.deallocate()
         victimRates.deallocate(); prefixRates.deallocate()
         counts.deallocate()
+        protected.deallocate(); allowlist.deallocate()
+        tuning.deallocate(); hot.deallocate()
     }
 
     /// Replaces the policy (SIGHUP) and keeps all state: tracked flows keep answering SYN-ACKs
     /// across a reload. The flow table's capacity is fixed at init and not changed here.
     public func updatePolicy(_ newPolicy: Policy) {
         policy = newPolicy
+        protected.deallocate(); allowlist.deallocate()
+        tuning.pointee.protected = PrefixMatcher(newPolicy.protected)
+        tuning.pointee.allowlist = PrefixMatcher(newPolicy.allowlist)
         derive()
     }
 
     private func derive() {
         let q = Float(max(1, policy.queueCount))
-        synHorizonMs = Engine.ms(policy.synHorizon)
-        synackHorizonMs = Engine.ms(policy.synackHorizon)
-        rstRate = Float(policy.rstRate) / q
-        rstBurst = max(1, Float(policy.rstBurst) / q)
-        rstPrefixRate = Float(policy.rstPrefixRate) / q
-        rstPrefixBurst = max(1, Float(policy.rstPrefixBurst) / q)
-        backscatterRate = Float(policy.backscatterRate) / q
-        backscatterBurst = max(1, Float(policy.backscatterBurst) / q)
-        attackThreshold = max(1, Float(policy.attackRate) / q)
-        victimFloor = 50 / q
-        prefixFloor = 200 / q
+        let t = tuning
+        t.pointee.synHorizonMs = Engine.ms(policy.synHorizon)
+        t.pointee.synackHorizonMs = Engine.ms(policy.synackHorizon)
+        t.pointee.rstRate = Float(policy.rstRate) / q
+        t.pointee.rstBurst = max(1, Float(policy.rstBurst) / q)
+        t.pointee.rstPrefixRate = Float(policy.rstPrefixRate) / q
+        t.pointee.rstPrefixBurst = max(1, Float(policy.rstPrefixBurst) / q)
+        t.pointee.backscatterRate = Float(policy.backscatterRate) / q
+        t.pointee.backscatterBurst = max(1, Float(policy.backscatterBurst) / q)
+        t.pointee.attackThreshold = max(1, Float(policy.attackRate) / q)
+        t.pointee.victimFloor = 50 / q
+        t.pointee.prefixFloor = 200 / q
+        t.pointee.track = policy.track
+        t.pointee.mode = policy.mode
+        t.pointee.ephemeralPorts = policy.ephemeralPorts
+        t.pointee.scoreThreshold = policy.scoreThreshold
     }
 
     private static func ms(_ seconds: Double) -> UInt32 {
@@ -140,11 +184,11 @@ public final class Engine {
     public func decideObserved(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Decision {
         if packet.malformed != nil { return counted(Decision(.accept, .malformed)) }
         guard packet.hasTCP else { return counted(Decision(.accept, .notTCP)) }
-        let srcP = policy.protected.contains(packet.source)
-        guard srcP || policy.protected.contains(packet.destination) else {
+        let srcP = protected.contains(packet.source)
+        guard srcP || protected.contains(packet.destination) else {
             return counted(Decision(.accept, .notProtected))
         }
-        if policy.track == .handshake {
+        if tuning.pointee.track == .handshake {
             let f = packet.flags
             if !(f.isRST || f.isSYNACK || (f.isSYN && srcP)) { return counted(Decision(.accept, .notQueued)) }
         }
@@ -159,14 +203,14 @@ public final class Engine {
     @inline(__always)
     private func counted(_ d: Decision) -> Decision {
         counts[d.reason.ordinal] &+= 1
-        decisions &+= 1
+        hot.pointee.decisions &+= 1
         return d
     }
 
     public var stats: EngineStats {
         var s = EngineStats()
         for r in Reason.allCases { s.reasons[r] = counts[r.ordinal] }
-        s.decisions = decisions
+        s.decisions = hot.pointee.decisions
         s.flowEntries = flows.count
         s.flowCapacity = policy.synTableCapacity
         s.flowSlots = flows.slotCount
@@ -199,9 +243,9 @@ public final class Engine {
 
     private func judge(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
         let ms = Engine.msTime(now)
-        if ms / 1000 != lastTickSecond { tick(ms) }
-        let srcP = policy.protected.contains(p.source)
-        let dstP = policy.protected.contains(p.destination)
+        if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
+        let srcP = protected.contains(p.source)
+        let dstP = protected.contains(p.destination)
         guard srcP || dstP else { return Decision(.accept, .notProtected) }
         // BCP 38: a protected source arriving from outside is forged, and never creates state.
         if srcP && side == .outside { return drop(.spoofedSource, p) }
@@ -215,8 +259,7 @@ public final class Engine {
     /// Allowlisted endpoints are never dropped: the drop becomes an accept with `allowlisted`.
     @inline(__always)
     private func drop(_ reason: Reason, _ p: ParsedPacket, score: UInt8 = 0) -> Decision {
-        if !policy.allowlist.isEmpty,
-           policy.allowlist.contains(p.source) || policy.allowlist.contains(p.destination) {
+        if !allowlist.isEmpty, allowlist.contains(p.source) || allowlist.contains(p.destination) {
             return Decision(.accept, .allowlisted, score: score)
         }
         return Decision(.drop, reason, score: score)
@@ -260,10 +303,10 @@ public final class Engine {
         e.setWindow(senderIs0, p.window)
         e.setScale(senderIs0, Engine.shift(p.optionSignature))
         flows.slots[i] = e
-        synsSeen &+= 1
-        if p.optionSignature.sackPermitted { synsWithSACK &+= 1 }
-        if p.optionSignature.timestamps { synsWithTS &+= 1 }
-        if p.optionSignature.windowScale != nil { synsWithWS &+= 1 }
+        hot.pointee.synsSeen &+= 1
+        if p.optionSignature.sackPermitted { hot.pointee.synsWithSACK &+= 1 }
+        if p.optionSignature.timestamps { hot.pointee.synsWithTS &+= 1 }
+        if p.optionSignature.windowScale != nil { hot.pointee.synsWithWS &+= 1 }
         return Decision(.accept, .synTracked)
     }
 
@@ -324,7 +367,7 @@ public final class Engine {
                 return Decision(.accept, .solicitedSynack)
             }
         }
-        if policy.mode == .ingressOnly { return scoreSynack(p, key, ms, now: now) }
+        if tuning.pointee.mode == .ingressOnly { return scoreSynack(p, key, ms, now: now) }
         let d = drop(.unsolicitedSynack, p)
         if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
         return d
@@ -340,7 +383,7 @@ public final class Engine {
         // segment's ack, and a segment without ACK (a SYN) with RST|ACK (RFC 9293 §3.10.7.1):
         // a bare RST on an unknown flow is backscatter of an unsolicited SYN-ACK.
         if p.flags.contains(.ack) { return Decision(.accept, .rstSent) }
-        let ok = take(&backscatterBuckets, p.source.bytes, ms, rate: backscatterRate, burst: backscatterBurst)
+        let ok = take(backscatterBuckets, p.source.bytes, ms, rate: backscatterRate, burst: backscatterBurst)
         return ok ? Decision(.accept, .backscatter) : drop(.backscatterRateLimit, p)
     }
 
@@ -356,7 +399,7 @@ public final class Engine {
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
                 return drop(.rstOutOfWindow, p)
             }
-            if policy.track == .full, let rcvNxt = e.nxt(senderIs0) {
+            if tuning.pointee.track == .full, let rcvNxt = e.nxt(senderIs0) {
                 // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
                 if p.sequence == rcvNxt { return Decision(.accept, .rstExact) }
                 let sh = e.scale(!senderIs0)
@@ -374,8 +417,8 @@ public final class Engine {
         // Unknown flow: both the address's and its prefix's bucket must have a token.
         let dst = p.destination.bytes
         let pfx = Engine.prefix(dst)
-        let a = refill(&rstAddressBuckets, dst, ms, rate: rstRate, burst: rstBurst)
-        let b = refill(&rstPrefixBuckets, pfx, ms, rate: rstPrefixRate, burst: rstPrefixBurst)
+        let a = refill(rstAddressBuckets, dst, ms, rate: rstRate, burst: rstBurst)
+        let b = refill(rstPrefixBuckets, pfx, ms, rate: rstPrefixRate, burst: rstPrefixBurst)
         if rstAddressBuckets.slots[a].tokens >= 1 && rstPrefixBuckets.slots[b].tokens >= 1 {
             rstAddressBuckets.slots[a].tokens -= 1
             rstPrefixBuckets.slots[b].tokens -= 1
@@ -401,7 +444,7 @@ public final class Engine {
             }
             return Decision(.accept, .flowTracked)
         }
-        guard outbound && policy.track == .full && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
+        guard outbound && tuning.pointee.track == .full && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
         // A flow already running when tracking began: follow it from the protected side's packets.
         if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
@@ -429,12 +472,12 @@ public final class Engine {
     /// the packet evidence needs two independent signs.
     private func scoreSynack(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32, now: Nanoseconds) -> Decision {
         var score = 0
-        if !policy.ephemeralPorts.contains(p.destinationPort) { score += 30 }
+        if !tuning.pointee.ephemeralPorts.contains(p.destinationPort) { score += 30 }
         if unlikeProfile(p.optionSignature) { score += 30 }
         if isnRepeat(p, key, ms) { score += 30 }
         score += context(p, ms)
         let s = UInt8(min(100, score))
-        if score >= policy.scoreThreshold {
+        if score >= tuning.pointee.scoreThreshold {
             let d = drop(.synackScoreDrop, p, score: s)
             if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
             return d
@@ -447,9 +490,9 @@ public final class Engine {
     /// three, as Linux, macOS and Windows clients send) answers a SYN someone else crafted.
     private func unlikeProfile(_ s: TCPOptionSignature) -> Bool {
         if s.sackPermitted || s.timestamps || s.windowScale != nil { return false }
-        guard synsSeen > 0 else { return true }
-        let expected = (synsWithSACK * 2 > synsSeen ? 1 : 0) + (synsWithTS * 2 > synsSeen ? 1 : 0)
-            + (synsWithWS * 2 > synsSeen ? 1 : 0)
+        guard hot.pointee.synsSeen > 0 else { return true }
+        let expected = (hot.pointee.synsWithSACK * 2 > hot.pointee.synsSeen ? 1 : 0) + (hot.pointee.synsWithTS * 2 > hot.pointee.synsSeen ? 1 : 0)
+            + (hot.pointee.synsWithWS * 2 > hot.pointee.synsSeen ? 1 : 0)
         return expected >= 2
     }
 
@@ -482,11 +525,11 @@ public final class Engine {
         let bit = UInt64(1) << (h & 63)
         let reflector = (h >> 6) & 1 == 0 ? SIMD2<UInt64>(bit, 0) : SIMD2<UInt64>(0, bit)
         var score = 0
-        let v = touch(&victimRates, p.destination.bytes, ms)
+        let v = touch(victimRates, p.destination.bytes, ms)
         victimRates.slots[v].synacks &+= 1
         let rv = victimRates.slots[v]
         if max(rv.synackRate, Float(rv.synacks)) > 4 * rv.baseline + victimFloor { score += 20 }
-        let x = touch(&prefixRates, Engine.prefix(p.destination.bytes), ms)
+        let x = touch(prefixRates, Engine.prefix(p.destination.bytes), ms)
         prefixRates.slots[x].synacks &+= 1
         prefixRates.slots[x].reflectors |= reflector
         let rx = prefixRates.slots[x]
@@ -510,7 +553,7 @@ public final class Engine {
     }
 
     /// The rate slot for `key`, created if needed, with its window rolled to `ms`.
-    private func touch(_ t: inout GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
+    private func touch(_ t: GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
@@ -538,17 +581,25 @@ public final class Engine {
     /// Counts a drop against the victim's prefix, and starts or extends an attack there.
     private func noteDrop(_ victim: IPAddress, synack: Bool, _ ms: UInt32, now: Nanoseconds) {
         let key = Engine.prefix(victim.bytes)
-        let i = touch(&prefixRates, key, ms)
+        let i = touch(prefixRates, key, ms)
         if synack { prefixRates.slots[i].synackDrops &+= 1 } else { prefixRates.slots[i].rstDrops &+= 1 }
         let r = prefixRates.slots[i]
         let total = r.synackDrops &+ r.rstDrops
         let half = UInt32(max(1, (attackThreshold / 2).rounded(.up)))
         guard total >= half else { return }
-        if let a = active.firstIndex(where: { sameBytes($0.key, key) }) {
-            if total == half { active[a].lastAboveMs = ms }
+        if r.attackActive {
+            if total == half { prefixRates.slots[i].lastAboveMs = ms }
             return
         }
-        guard Float(total) >= attackThreshold, active.count < Engine.maxActiveAttacks else { return }
+        guard Float(total) >= attackThreshold else { return }
+        prefixRates.slots[i].attackActive = true
+        prefixRates.slots[i].lastAboveMs = ms
+        // Rare (once per attack): an attack whose rate slot was recycled may still be listed.
+        if let a = active.firstIndex(where: { sameBytes($0.key, key) }) {
+            active[a].lastAboveMs = ms
+            return
+        }
+        guard active.count < Engine.maxActiveAttacks else { return }
         let cidr = CIDR(address: IPAddress(bytes: key), length: sameBytes(key & Engine.v4PrefixMask, Engine.v4Prefix) ? 120 : 64)
         active.append(ActiveAttack(key: key, prefix: cidr, startedAt: now, lastAboveMs: ms))
         emit(AttackEvent(kind: .started, prefix: cidr, at: now, startedAt: now,
@@ -557,12 +608,18 @@ public final class Engine {
 
     /// Once a second of packet time: ends attacks that have been quiet long enough.
     private func tick(_ ms: UInt32) {
-        lastTickSecond = ms / 1000
+        hot.pointee.lastTickSecond = ms / 1000
         var k = 0
         while k < active.count {
             let a = active[k]
-            if age(ms, since: a.lastAboveMs) >= Engine.attackQuietMs {
-                let i = prefixRates.find(a.key, hash: seed.hash(a.key))
+            let i = prefixRates.find(a.key, hash: seed.hash(a.key))
+            var lastAbove = a.lastAboveMs
+            if i >= 0 && prefixRates.slots[i].attackActive,
+               age(ms, since: prefixRates.slots[i].lastAboveMs) < age(ms, since: lastAbove) {
+                lastAbove = prefixRates.slots[i].lastAboveMs
+            }
+            if age(ms, since: lastAbove) >= Engine.attackQuietMs {
+                if i >= 0 { prefixRates.slots[i].attackActive = false }
                 let r = i >= 0 ? prefixRates.slots[i] : RateStats(key: a.key, now: ms)
                 let at = a.startedAt + Int64(age(ms, since: Engine.msTime(a.startedAt))) * 1_000_000
                 emit(AttackEvent(kind: .ended, prefix: a.prefix, at: at, startedAt: a.startedAt,
@@ -581,7 +638,7 @@ public final class Engine {
 
     /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full); its slot.
     @inline(__always)
-    private func refill(_ t: inout GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
+    private func refill(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
@@ -599,8 +656,8 @@ public final class Engine {
 
     /// Takes one token from the bucket for `key`, if it has one.
     @inline(__always)
-    private func take(_ t: inout GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
-        let i = refill(&t, key, ms, rate: rate, burst: burst)
+    private func take(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
+        let i = refill(t, key, ms, rate: rate, burst: burst)
         guard t.slots[i].tokens >= 1 else { return false }
         t.slots[i].tokens -= 1
         return true

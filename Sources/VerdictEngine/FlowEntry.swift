@@ -131,7 +131,11 @@ struct RateStats: TableSlot {
     var dropRate: Float
     var rstDropRate: Float
     var baseline: Float
+    /// Attack bookkeeping (prefix table only): the last time the drops reached half the
+    /// threshold, and whether an attack is on (kept here so a drop needs no list search).
+    var lastAboveMs: UInt32
     var lastReflectors: UInt16
+    var attackActive: Bool
 
     @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
     func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
@@ -140,5 +144,6 @@ struct RateStats: TableSlot {
         self.key = key; reflectors = .zero; windowStart = now; lastSeen = now
         synacks = 0; synackDrops = 0; rstDrops = 0
         synackRate = 0; dropRate = 0; rstDropRate = 0; baseline = 0; lastReflectors = 0
+        lastAboveMs = now; attackActive = false
     }
 }

@@ -69,7 +69,11 @@ public struct PrefixSet: Sendable, Equatable {
 
     @inlinable
     public func contains(_ a: IPAddress) -> Bool {
-        for i in prefixes.indices where (a.bytes & maskAt(i)) == prefixes[i].address.bytes { return true }
+        // Two 64-bit compares: a whole-vector `==` on SIMD16 compiles to a lane-by-lane loop.
+        for i in prefixes.indices {
+            let d = unsafeBitCast((a.bytes & maskAt(i)) ^ prefixes[i].address.bytes, to: SIMD2<UInt64>.self)
+            if d[0] | d[1] == 0 { return true }
+        }
         return false
     }
 
