@@ -180,7 +180,12 @@ final class LabNet {
 
     // MARK: floods
 
-    enum FloodKind { case synack, rst }
+    enum FloodKind {
+        case synack, rst
+        /// SYNs forged with a protected source (198.18.2.77), sent from the internet side towards
+        /// the internet host: only the router's interfaces can tell they are spoofed (BCP 38).
+        case forgedProtectedSyn
+    }
 
     /// trafgen in the internet namespace: `count` forged packets from random 198.19.0.0/16
     /// reflectors (random ports, sequence and acknowledgment numbers) to 198.18.2.2. `gap` nil:
@@ -188,14 +193,18 @@ final class LabNet {
     func flood(_ kind: FloodKind, count: Int, gap: String?, background: Bool = false) throws -> Process? {
         let dst = routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let src = inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
-        let flags = kind == .synack ? "0x12" : "0x04"
+        let flags: String, addresses: String, ports: String
+        switch kind {
+        case .synack: (flags, addresses, ports) = ("0x12", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
+        case .rst: (flags, addresses, ports) = ("0x04", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
+        case .forgedProtectedSyn: (flags, addresses, ports) = ("0x02", "198, 18, 2, 77, 198, 18, 1, 2", "drnd(2), const16(8080)")
+        }
         let config = """
             {
               \(dst), \(src), 0x08, 0x00,
               0x45, 0x00, const16(40), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),
-              198, 19, drnd(), drnd(),
-              198, 18, 2, 2,
-              const16(443), drnd(2), drnd(4), drnd(4), 0x50, \(flags), const16(64240), csumtcp(14, 34), const16(0),
+              \(addresses),
+              \(ports), drnd(4), drnd(4), 0x50, \(flags), const16(64240), csumtcp(14, 34), const16(0),
             }
             """
         let f = tempPath("flood.cfg")

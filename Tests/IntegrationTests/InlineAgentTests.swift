@@ -76,6 +76,46 @@ struct InlineAgentTests {
         #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status != 0)
     }
 
+    @Test func queueRangeWithInterfacesJudgesSidesAndSpreadsLoad() throws {
+        try Env.requireReady()
+        let lab = try LabNet("range")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        // Router mode with interfaces: direction from where a packet came in. Were the sides
+        // mixed up, the protected host's own SYNs would be judged spoofed and every outbound
+        // connection below would fail.
+        let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics + [
+            "--queue", "0:1", "-D", "inside_ifaces={ \"r1\" }", "-D", "outside_ifaces={ \"r0\" }"])
+        let bound = try lab.exec(lab.router, "cat /proc/net/netfilter/nfnetlink_queue").stdout
+        #expect(bound.split(separator: "\n").count == 2, "one bound queue per worker: \(bound)")
+        try lab.resetCounters()
+        try lab.exec(lab.inet, "nft add table inet rgspoof")
+        try lab.exec(lab.inet, "nft 'add chain inet rgspoof pre { type filter hook prerouting priority -400; }'")
+        try lab.exec(lab.inet, "nft add rule inet rgspoof pre ip saddr 198.18.2.77 counter")
+
+        let sent = 20_000
+        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
+        let legit = try Legit.start(lab, count: 15)
+        _ = try lab.flood(.forgedProtectedSyn, count: 2_000, gap: "50us")
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("with two queues and interface sides")
+        usleep(300_000)
+
+        let arrived = try lab.protectedCount("synack")
+        #expect(Double(arrived) <= Double(sent) * 0.001, "spoofed SYN-ACKs that arrived: \(arrived) of \(sent)")
+        let m = try agent.metrics(port: Self.metricsPort)
+        let q0 = AgentProcess.value(m, "reflectguard_packets_received_total{queue=\"0\"}")
+        let q1 = AgentProcess.value(m, "reflectguard_packets_received_total{queue=\"1\"}")
+        #expect(q0 > 1000 && q1 > 1000, "random reflectors spread over both queues: \(q0) / \(q1)")
+        let spoofed = AgentProcess.value(m, "reflectguard_packets_total{queue=\"0\",verdict=\"drop\",reason=\"spoofed-source\"}")
+            + AgentProcess.value(m, "reflectguard_packets_total{queue=\"1\",verdict=\"drop\",reason=\"spoofed-source\"}")
+        let passed = try lab.exec(lab.inet, "nft list chain inet rgspoof pre").stdout
+        measured("queues 0:1: \(q0) / \(q1) packets; forged protected sources dropped \(spoofed) of 2000; \(arrived)/\(sent) SYN-ACKs arrived")
+        #expect(spoofed >= 1990, "forged protected sources from outside are dropped as spoofed-source: \(spoofed)")
+        #expect(passed.contains("packets 0 "), "no forged protected source got through: \(passed)")
+        #expect(agent.stop() == 0)
+    }
+
     @Test func spoofedRstFloodIsCutToTheConfiguredRate() throws {
         try Env.requireReady()
         let lab = try LabNet("rst")
