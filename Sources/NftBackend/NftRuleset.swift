@@ -7,7 +7,8 @@ import Glibc
 ///
 /// Apply is one nft transaction: ReflectGuard's existing chains are flushed and deleted and the
 /// new ones declared in the same batch, so a failure changes nothing, and the sets are only
-/// declared (never flushed), so pending SYNs and armed victims survive a reload. With the xtables
+/// declared (never flushed, except the file's configured protected/allowlist sets, which are
+/// refilled in the same batch), so pending SYNs and armed victims survive a reload. With the xtables
 /// backend the NFQUEUE rules cannot join that transaction; they are added first (harmless while
 /// nothing is marked) and taken out again if the nft transaction fails.
 public enum NftRuleset {
@@ -99,15 +100,21 @@ public enum NftRuleset {
 
     /// `flush chain` + `delete chain` for each chain the table has now: the new text declares its
     /// chains again in the same transaction, and sets are left alone.
-    static func replacePrelude(_ ctx: NftContext) -> String {
+    /// The file's configured sets (protected, allowlist) are flushed too, and refilled by the
+    /// same batch.
+    static func replacePrelude(_ ctx: NftContext, configuredSets: [String]) -> String {
         let listing = ctx.run("list table \(family) \(table)")
         guard listing.ok else { return "" }
         var chains: [String] = []
+        var prelude = ""
         for line in listing.output.split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            if words.count >= 2, words[0] == "chain" { chains.append(String(words[1])) }
+            guard words.count >= 2 else { continue }
+            if words[0] == "chain" { chains.append(String(words[1])) }
+            if words[0] == "set", configuredSets.contains(String(words[1])) {
+                prelude += "flush set \(family) \(table) \(words[1]); "
+            }
         }
-        var prelude = ""
         for c in chains { prelude += "flush chain \(family) \(table) \(c); " }
         for c in chains { prelude += "delete chain \(family) \(table) \(c); " }
         return prelude
@@ -119,7 +126,7 @@ public enum NftRuleset {
     static func load(_ rules: ResolvedRules, hook: Hook, backend: Backend, ctx: NftContext,
                      dryRun: Bool) throws(NftError) {
         var text = rules.render(hook: hook, backend: backend)
-        let prelude = replacePrelude(ctx)
+        let prelude = replacePrelude(ctx, configuredSets: rules.configuredSets)
         var shift = 0
         if !prelude.isEmpty {
             let firstEnd = text.firstIndex(of: "\n") ?? text.endIndex

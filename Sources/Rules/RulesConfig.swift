@@ -117,6 +117,11 @@ public struct ResolvedRules: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// Sets the file fills with `elements` (protected networks, allowlist): a reload flushes and
+    /// refills them in the same transaction, so a network taken out of the file leaves the kernel
+    /// too. Every other set (pending SYNs, armed victims, meters) keeps its contents.
+    public var configuredSets: [String] { scanner.configuredSets }
+
     /// The xtables rules that queue marked packets (xt backend): one per hook chain and family.
     public func xtablesRules(hook: Hook) -> [XtablesRule] {
         let mark = "0x" + String(queueMark, radix: 16) + "/0x" + String(queueMark, radix: 16)

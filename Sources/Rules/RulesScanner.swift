@@ -27,6 +27,9 @@ struct RulesScanner {
 
     var defines: [Define] = []
     var chains: [ChainBlock] = []
+    /// Sets whose declaration lists `elements`: configuration (protected networks, allowlist),
+    /// as opposed to sets the kernel and the agent fill (pending SYNs, armed victims, meters).
+    var configuredSets: [String] = []
     /// For each line (1-based index; [0] unused), whether it belongs to a define.
     var defineLines: Set<Int> = []
 
@@ -40,6 +43,7 @@ struct RulesScanner {
         var lineIndex = 0
         var pendingMarker: (key: String, value: String, line: Int)?
         var openChain: (name: String, variant: (key: String, value: String)?, first: Int, depth: Int)?
+        var openSet: String?
         while lineIndex < lines.count {
             let (start, end) = lines[lineIndex]
             let lineNo = lineIndex + 1
@@ -68,8 +72,14 @@ struct RulesScanner {
                 let marker = pendingMarker
                 openChain = (name, marker.map { ($0.key, $0.value) }, marker?.line ?? lineNo, depth)
             }
+            if depth == 1, openSet == nil, let name = RulesScanner.blockName("set", trimmed) { openSet = name }
+            if let set = openSet, depth >= 2, trimmed.starts(with: Array("elements".utf8)),
+               !configuredSets.contains(set) {
+                configuredSets.append(set)
+            }
             if !trimmed.isEmpty { pendingMarker = nil }
             depth += RulesScanner.braceDelta(text)
+            if depth <= 1 { openSet = nil }
             if depth < 0 {
                 throw RulesError("unbalanced '}'", at: SourceLocation(file: file, line: lineNo, column: 1))
             }
@@ -101,9 +111,12 @@ struct RulesScanner {
     }
 
     /// `chain NAME {` → NAME.
-    static func chainName(_ line: ArraySlice<UInt8>) -> String? {
+    static func chainName(_ line: ArraySlice<UInt8>) -> String? { blockName("chain", line) }
+
+    /// `KEYWORD NAME {` → NAME.
+    static func blockName(_ keyword: Substring, _ line: ArraySlice<UInt8>) -> String? {
         let words = String(decoding: line, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\t" })
-        guard words.count >= 2, words[0] == "chain" else { return nil }
+        guard words.count >= 2, words[0] == keyword else { return nil }
         let name = words[1].hasSuffix("{") ? words[1].dropLast() : words[1]
         return name.isEmpty ? nil : String(name)
     }

@@ -43,6 +43,16 @@ import VerdictEngine
         }
         let table = try n.must(ns, ["nft", "list", "table", "inet", "reflectguard"]).stdout
         #expect(table.components(separatedBy: "chain classify {").count == 2, "chains duplicated on reload")
+
+        // A network taken out of the file leaves the kernel on reload (the engine no longer
+        // protects it, so the kernel must not queue for it); the armed victims stay.
+        let fewer = n.reflectguard(ns, ["nft", "apply", "--backend", "xt", "--hook", hook.rawValue,
+                                        "--protect", "198.18.3.0/24"])
+        #expect(fewer.status == 0, "\(fewer.stderr)")
+        let protected4 = try n.must(ns, ["nft", "list", "set", "inet", "reflectguard", "protected4"]).stdout
+        #expect(protected4.contains("198.18.3.0/24") && !protected4.contains("198.18.2.0/24"), "\(protected4)")
+        #expect(!(try n.must(ns, ["nft", "list", "set", "inet", "reflectguard", "protected6"]).stdout.contains("2001:db8:2::")))
+        #expect(try n.must(ns, ["nft", "list", "set", "inet", "reflectguard", "armed4"]).stdout.contains("198.18.2.0/25"))
     }
 
     @Test(arguments: Hook.allCases)

@@ -101,6 +101,11 @@ import VerdictEngine
         }
     }
 
+    @Test func configuredSetsAreThoseTheFileFills() throws {
+        let r = try RulesConfig.resolve(rules: .embedded)
+        #expect(r.configuredSets == ["protected4", "protected6", "allowlist4", "allowlist6"])
+    }
+
     @Test func kernelOnlyForcesAlwaysAndQueuesNothing() throws {
         let r = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24"])
         let text = r.render(hook: .router, backend: .none)
