@@ -89,7 +89,11 @@ public enum NftRuleset {
     /// Deletes ReflectGuard's table and its tagged xtables rules; nothing else.
     public static func remove() throws(NftError) {
         let ctx = try NftContext()
-        if ctx.run("list table \(family) \(table)").ok {
+        let listing = ctx.run("list table \(family) \(table)")
+        if listing.errors.contains("Operation not permitted") {
+            throw NftError("cannot talk to nftables: Operation not permitted (needs CAP_NET_ADMIN)", rulesError: false)
+        }
+        if listing.ok {
             let r = ctx.run("delete table \(family) \(table)")
             guard r.ok else { throw NftError(r.errors.trimmedLine, rulesError: false) }
         }
