@@ -299,10 +299,15 @@ public final class ScenarioGenerator {
             for g in synGaps { t += g; f.add(t, .client, .syn, seq: f.clientISN, ack: 0, opts: .syn) }
             f.finishScript(); return
         }
+        // TCP Fast Open (RFC 7413): a Linux client holding a cookie sends its request in the
+        // SYN, and the SYN-ACK acknowledges the data too (ack = ISN + 1 + data length).
+        let fastOpen = outcome > 0.98 && f.clientStack == .linux && f.serverPort == 443
+        let synData = fastOpen ? r.int(200...520) : 0
+        if fastOpen { f.fastOpenCookie = r.next() }
         var synRetries = 0
-        if r.chance(0.05) { synRetries = r.chance(0.7) ? 1 : 2 }   // SYN lost beyond the router
+        if !fastOpen && r.chance(0.05) { synRetries = r.chance(0.7) ? 1 : 2 }   // SYN lost beyond the router
         var lastSyn = t
-        f.add(t, .client, .syn, seq: f.clientISN, ack: 0, opts: .syn)
+        f.add(t, .client, .syn, seq: f.clientISN, ack: 0, opts: .syn, payload: synData)
         for k in 0..<synRetries {
             lastSyn += synGaps[k]
             f.add(lastSyn, .client, .syn, seq: f.clientISN, ack: 0, opts: .syn)
@@ -314,9 +319,10 @@ public final class ScenarioGenerator {
             f.finishScript(); return
         }
         let synAck = t
-        f.add(t, .server, [.syn, .ack], seq: f.serverISN, ack: f.clientISN &+ 1, opts: .synAck)
+        let clientNextAfterSyn = f.clientISN &+ 1 &+ UInt32(synData)
+        f.add(t, .server, [.syn, .ack], seq: f.serverISN, ack: clientNextAfterSyn, opts: .synAck)
         var serverFirst = [22, 25].contains(f.serverPort)
-        if r.chance(0.03) {
+        if !fastOpen && r.chance(0.03) {
             // The SYN-ACK is lost between router and client: the client's next RTO resends the
             // SYN, and the server answers it with its SYN-ACK again (same ISN).
             let again = lastSyn + (synRetries < synGaps.count ? synGaps[synRetries] : ScenarioGenerator.second)
@@ -325,8 +331,8 @@ public final class ScenarioGenerator {
             f.add(t, .server, [.syn, .ack], seq: f.serverISN, ack: f.clientISN &+ 1, opts: .synAck)
         }
         t += rttC
-        f.add(t, .client, .ack, seq: f.clientISN &+ 1, ack: f.serverISN &+ 1, opts: .ts)
-        if r.chance(0.03) {
+        f.add(t, .client, .ack, seq: clientNextAfterSyn, ack: f.serverISN &+ 1, opts: .ts)
+        if !fastOpen && r.chance(0.03) {
             // The ACK is lost beyond the router: the server's SYN-ACK timer fires (1 s on
             // Linux, 3 s on Windows) and the client ACKs again. Only a protocol where the
             // server speaks first leaves the handshake waiting that long.
@@ -337,7 +343,7 @@ public final class ScenarioGenerator {
             t += rttC
             f.add(t, .client, .ack, seq: f.clientISN &+ 1, ack: f.serverISN &+ 1, opts: .ts)
         }
-        var cNext = f.clientISN &+ 1
+        var cNext = clientNextAfterSyn
         var sNext = f.serverISN &+ 1
 
         let exchanges = 1 + min(11, Int(r.exponential(mean: 1.5)))
@@ -351,10 +357,15 @@ public final class ScenarioGenerator {
                 f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
                 t += Int64(r.int(100_000...5_000_000))
             }
-            let request = r.int(60...900)
-            f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: request)
-            cNext &+= UInt32(request)
-            t += rttS + Int64(r.int(200_000...20_000_000))
+            if x == 0 && fastOpen {
+                // The request rode in the SYN: the response follows the SYN-ACK.
+                t = synAck + Int64(r.int(200_000...20_000_000))
+            } else {
+                let request = r.int(60...900)
+                f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: request)
+                cNext &+= UInt32(request)
+                t += rttS + Int64(r.int(200_000...20_000_000))
+            }
             var remaining = max(1, min(30_000, Int(r.exponential(mean: 2500))))
             var k = 0
             var st = t
@@ -559,6 +570,10 @@ public final class ScenarioGenerator {
         case .syn:
             spec.window = stack.synWindow
             spec.options = stack.synOptions(mss: f.mssClient, tsValue: tsNow)
+            if f.fastOpenCookie != 0 {
+                let c = f.fastOpenCookie
+                spec.options = spec.options.nop().nop().fastOpen(cookie: (0..<8).map { UInt8(truncatingIfNeeded: c >> (8 * $0)) })
+            }
         case .synAck:
             spec.window = stack.synAckWindow
             spec.options = stack.synAckOptions(mss: f.mssServer, sack: f.sack,
@@ -772,6 +787,8 @@ struct Flow {
     var clientTS: UInt32 = 0, serverTS: UInt32 = 0
     var lastClientTS: UInt32 = 0, lastServerTS: UInt32 = 0
     var sack = false, timestamps = false, windowScaling = false
+    /// Non-zero: the client's SYN carries this TCP Fast Open cookie and data.
+    var fastOpenCookie: UInt64 = 0
     var mssClient: UInt16 = 1460, mssServer: UInt16 = 1460
     var start: Int64 = 0
     var script: [Step] = []

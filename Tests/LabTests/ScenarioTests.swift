@@ -81,7 +81,8 @@ import PacketParser
         var synISN: [[UInt8]: UInt32] = [:]
         var answered = 0
         for (d, l) in zip(g.decoded(), g.labels) {
-            if d.isSYN { synISN[d.directedKey] = d.seq }
+            // TCP Fast Open: the SYN's data is acknowledged too.
+            if d.isSYN { synISN[d.directedKey] = d.seq &+ UInt32(d.payloadLength) }
             guard d.isSYNACK else { continue }
             let reversed = d.destination + [UInt8(d.destinationPort >> 8), UInt8(d.destinationPort & 0xff)]
                 + d.source + [UInt8(d.sourcePort >> 8), UInt8(d.sourcePort & 0xff)]
@@ -103,6 +104,14 @@ import PacketParser
         // Windows and Linux SYN option orders both present.
         #expect(ds.contains { $0.isSYN && $0.tcpOptions.starts(with: [2, 4, 5, 0xb4, 4, 2, 8, 10]) })
         #expect(ds.contains { $0.isSYN && $0.tcpOptions.starts(with: [2, 4, 5, 0xb4, 1, 3, 3, 8]) })
+        // TCP Fast Open: a SYN with a cookie option (kind 34) and data, answered by a SYN-ACK
+        // that acknowledges the data.
+        let tfo = ds.filter { $0.isSYN && $0.payloadLength > 0 }
+        #expect(!tfo.isEmpty && tfo.allSatisfy { $0.tcpOptions.count == 32 && $0.tcpOptions[22] == 34 })
+        #expect(tfo.contains { syn in
+            ds.contains { $0.isSYNACK && $0.destinationPort == syn.sourcePort && $0.destination == syn.source
+                && $0.ack == syn.seq &+ 1 &+ UInt32(syn.payloadLength) }
+        })
 
         var syns: [[UInt8]: [Int64]] = [:], synAcks: [[UInt8]: Int] = [:]
         var firstSender: [[UInt8]: [UInt8]] = [:]
