@@ -226,7 +226,9 @@ table inet reflectguard {
 		ip6 daddr @allowlist6 return
 		jump $kernel_enforce
 	}
-	# kernel_enforce = armed: only victims the agent armed.
+	# kernel_enforce = armed: only victims the agent armed. With mode = ingress-only the router
+	# never sees the protected side's SYNs, so pending is empty and arming a prefix sheds all of
+	# its inbound SYN-ACKs: a last resort there, not a check.
 	chain armed {
 		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
 		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
