@@ -42,15 +42,31 @@ public final class Agent {
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        guard !initialPolicy.protected.isEmpty else {
+            throw AgentStartError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules", exitCode: 2)
+        }
+
+        // Bind every queue before touching the rules: when a queue is taken (another agent runs),
+        // this one leaves without disturbing the running agent's rules. Packets the rules queue
+        // meanwhile wait in the kernel queue until the workers start, milliseconds later.
+        var sockets: [QueueSocket] = []
+        for q in settings.queues {
+            do {
+                let s = try QueueSocket(settings.queueConfiguration(q))
+                for warning in s.warnings { logger.warning("queue-degraded", [("queue", .from(Int(q))), ("detail", .string(warning))]) }
+                sockets.append(s)
+            } catch {
+                for s in sockets { Self.releaseAccepting(s) }
+                throw AgentStartError(message: "queue \(q): \(error)", exitCode: 1)
+            }
+        }
+
         var policy = initialPolicy
         if applyRules {
             do { policy = try hooks.apply() } catch {
+                for s in sockets { Self.releaseAccepting(s) }
                 throw AgentStartError(message: "applying rules: \(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 3)
             }
-        }
-        guard !policy.protected.isEmpty else {
-            if applyRules, !keepRules { try? hooks.remove() }
-            throw AgentStartError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules", exitCode: 2)
         }
         policy.queueCount = settings.queues.count
 
@@ -58,23 +74,12 @@ public final class Agent {
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: hooks.arm)
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
-
-        // Bind every queue before serving any: a failure leaves nothing half running.
         var workers: [(Worker, QueueSocket)] = []
-        for q in settings.queues {
+        for s in sockets {
             // A random hash seed per engine: flooders cannot aim at the tables' buckets.
             var rng = SystemRandomNumberGenerator()
             let seed = rng.next() as UInt64
-            let w = Worker(queue: q, configuration: settings.queueConfiguration(q), shared: shared, seed: seed)
-            do {
-                let s = try w.open()
-                for warning in s.warnings { logger.warning("queue-degraded", [("queue", .from(Int(q))), ("detail", .string(warning))]) }
-                workers.append((w, s))
-            } catch {
-                for (_, s) in workers { s.unbind(); s.close() }
-                if applyRules, !keepRules { try? hooks.remove() }
-                throw AgentStartError(message: "queue \(q): \(error)", exitCode: 1)
-            }
+            workers.append((Worker(queue: s.queue, shared: shared, seed: seed), s))
         }
 
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, dryRun: settings.dryRun)
@@ -84,7 +89,7 @@ public final class Agent {
                 metricsServer = try MetricsServer(host: m.host, port: m.port, render: { registry.render() },
                                                   shouldStop: { shared.stopping })
             } catch {
-                for (_, s) in workers { s.unbind(); s.close() }
+                for (_, s) in workers { Self.releaseAccepting(s) }
                 if applyRules, !keepRules { try? hooks.remove() }
                 throw AgentStartError(message: "metrics endpoint: \(error)", exitCode: 1)
             }
@@ -137,6 +142,21 @@ public final class Agent {
             ("rules_removed", .bool(applyRules && !keepRules)),
         ])
         return exitCode
+    }
+
+    /// Gives every packet already queued to `socket` an accept, then unbinds and closes: the
+    /// kernel drops what is still queued to a socket that closes, and a failed start must not.
+    static func releaseAccepting(_ socket: QueueSocket) {
+        let receiver = PacketReceiver(socket)
+        let batcher = VerdictBatcher(socket, capacity: receiver.batchCapacity)
+        var rounds = 0
+        while rounds < 10_000, case .processed(let n)? = try? receiver.receive(wait: false), n > 0 {
+            receiver.forEachPacket { batcher.record($0.id, .accept, now: 0) }
+            batcher.flush()
+            rounds += 1
+        }
+        socket.unbind()
+        socket.close()
     }
 
     private func reload(_ shared: AgentShared) {

@@ -13,7 +13,6 @@ final class Worker: @unchecked Sendable {
     let queue: UInt16
     let counters = CounterBlock(count: WorkerCounter.slotCount)
     private let shared: AgentShared
-    private let configuration: QueueConfiguration
     private let flushInterval: Int64
     private var engine: Engine
     private var policyGeneration: Int
@@ -28,9 +27,8 @@ final class Worker: @unchecked Sendable {
     private var lastPublish: Int64 = 0
     private var lastDrain: Int64 = 0
 
-    init(queue: UInt16, configuration: QueueConfiguration, shared: AgentShared, seed: UInt64) {
+    init(queue: UInt16, shared: AgentShared, seed: UInt64) {
         self.queue = queue
-        self.configuration = configuration
         self.shared = shared
         self.flushInterval = shared.settings.flushInterval
         let (policy, generation) = shared.currentPolicy()
@@ -38,12 +36,6 @@ final class Worker: @unchecked Sendable {
         policyGeneration = generation
         sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
         dryRun = shared.settings.dryRun ? DryRunRecorder(policy: policy) : nil
-    }
-
-    /// Opens and binds the queue. Separate from `run` so start-up errors reach the main thread
-    /// before any worker is running.
-    func open() throws(SystemCallError) -> QueueSocket {
-        try QueueSocket(configuration)
     }
 
     func run(_ socket: QueueSocket) {

@@ -317,6 +317,24 @@ struct InlineAgentTests {
         #expect((wouldDrop ?? 0) >= sent)
     }
 
+    @Test func aSecondAgentOnATakenQueueLeavesTheFirstAlone() throws {
+        try Env.requireReady()
+        let lab = try LabNet("second")
+        defer { lab.tearDown() }
+        let first = try AgentProcess(lab, Self.protect + Self.agentOnly)
+        let r = try lab.exec(lab.router, "timeout 20 '\(Env.binary)' run --protect 198.18.2.0/24", check: false)
+        #expect(r.status == 1, "the queue is taken: \(r.stderr)")
+        #expect(r.stderr.contains("queue 0"), "\(r.stderr)")
+        #expect(first.process.isRunning)
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0,
+                "the first agent's rules are untouched")
+        try lab.resetCounters()
+        _ = try lab.flood(.synack, count: 2_000, gap: "50us")
+        usleep(300_000)
+        #expect(try lab.protectedCount("synack") == 0, "the first agent still protects")
+        #expect(first.stop() == 0)
+    }
+
     @Test func brokenRulesAtStartExitThreeAndApplyNothing() throws {
         try Env.requireReady()
         let lab = try LabNet("broken")
