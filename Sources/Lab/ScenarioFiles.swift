@@ -7,10 +7,12 @@ import PacketParser
 /// streaming both: the frame number of a label row is its frame's position in the pcap,
 /// counted from 1 as Wireshark does.
 public enum ScenarioFiles {
+    /// `snapLength` cuts frames as a capture with `-s` would (the wire length stays whole):
+    /// benchmark captures need headers only, and payloads are most of a legit capture's bytes.
     @discardableResult
     public static func write(_ scenario: Scenario, seed: UInt64, packets: Int, link: LinkType = .ethernet,
-                             pcap: String, labels: String?) throws -> ScenarioStats {
-        let writer = try PcapWriter(path: pcap, link: link)
+                             snapLength: UInt32 = 262_144, pcap: String, labels: String?) throws -> ScenarioStats {
+        let writer = try PcapWriter(path: pcap, link: link, snapLength: snapLength)
         let labelWriter = try labels.map { try LabelWriter(path: $0) }
         let generator = ScenarioGenerator(scenario: scenario, seed: seed, packets: packets, link: link)
         do {

@@ -31,7 +31,7 @@ enum LabCommand {
             SCENARIOS:
             \(scenarioList(indent: "  "))
             """,
-        usage: ["--scenario NAME --out FILE.pcap [--labels FILE.csv] [--seed N] [--packets N] [--link ethernet|raw]",
+        usage: ["--scenario NAME --out FILE.pcap [--labels FILE.csv] [--seed N] [--packets N] [--link ethernet|raw] [--snaplen N]",
                 "--list"],
         options: [
             OptionSpec(name: "--scenario", value: "NAME", help: "Scenario to generate (see --list)."),
@@ -42,6 +42,8 @@ enum LabCommand {
                        help: "Approximate frame count of the full scenario (default 20000); -ingress variants write its inbound part."),
             OptionSpec(name: "--link", value: "ethernet|raw",
                        help: "Ethernet frames (default) or raw IP packets, as NFQUEUE delivers them."),
+            OptionSpec(name: "--snaplen", value: "N",
+                       help: "Cut frames to N bytes as a capture's snap length would (default 262144; 128 keeps all headers)."),
             OptionSpec(name: "--list", value: nil, help: "List the scenarios and exit."),
             OptionSpec(name: "--quiet", value: nil, help: "Print nothing on success."),
         ])
@@ -97,6 +99,13 @@ enum LabCommand {
             }
             packets = v
         }
+        var snapLength: UInt32 = 262_144
+        if let s = a.value("--snaplen") {
+            guard let v = UInt32(s), v >= 64, v <= 262_144 else {
+                exitUsage(UsageError(message: "invalid --snaplen '\(s)': expected an integer from 64 to 262144"), genSpec)
+            }
+            snapLength = v
+        }
         var link = LinkType.ethernet
         switch a.value("--link") {
         case nil, "ethernet": break
@@ -109,7 +118,7 @@ enum LabCommand {
         let stats: ScenarioStats
         do {
             stats = try ScenarioFiles.write(scenario, seed: seed, packets: packets, link: link,
-                                            pcap: out, labels: a.value("--labels"))
+                                            snapLength: snapLength, pcap: out, labels: a.value("--labels"))
         } catch {
             printError("Error: \(error)")
             return ExitCode.failure.rawValue

@@ -257,6 +257,24 @@ import PacketParser
         #expect(off == data.count && records == stats.frames)
     }
 
+    @Test func snapLengthCutsFramesButKeepsWireLengths() throws {
+        let pcap = TestEnvironment.temporaryPath("snap.pcap")
+        let stats = try ScenarioFiles.write(Scenario(name: "legit")!, seed: 4, packets: 3000, snapLength: 96,
+                                            pcap: pcap, labels: nil)
+        let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: pcap)))
+        func le32(_ o: Int) -> Int { Int(data[o]) | Int(data[o + 1]) << 8 | Int(data[o + 2]) << 16 | Int(data[o + 3]) << 24 }
+        #expect(le32(16) == 96)
+        var off = 24, records = 0, cut = 0
+        while off + 16 <= data.count {
+            let cap = le32(off + 8), wire = le32(off + 12)
+            #expect(cap <= 96 && wire >= cap)
+            if wire > cap { cut += 1 }
+            off += 16 + cap
+            records += 1
+        }
+        #expect(records == stats.frames && cut > 0)
+    }
+
     @Test func tsharkReadsTheCaptureAndCountsTheSameFramesWithGoodChecksums() throws {
         guard let tshark = TestEnvironment.which("tshark") else {
             TestEnvironment.unavailable("tshark is not installed")
