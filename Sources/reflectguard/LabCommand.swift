@@ -11,7 +11,7 @@ import PacketParser
 enum LabCommand {
     static let spec = CommandSpec(
         path: "reflectguard lab",
-        overview: "Generate labelled scenario captures.",
+        overview: "Generate labelled scenario captures (score them with \(LabAddresses.protectArguments.joined(separator: " "))).",
         usage: ["gen --scenario NAME --out FILE.pcap [--labels FILE.csv] [--seed N] [--packets N]",
                 "list"],
         subcommands: [
