@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (release build only: debug figures mean nothing).
 #   scripts/bench.sh parser   SIMD fast path vs scalar reference parser, Mpps per core
+#   scripts/bench.sh engine   parse + verdict Mpps per core, bytes per tracked SYN, RSS with 1M SYNs
 #   scripts/bench.sh all      every benchmark
 # Set SCRATCH to build elsewhere than .build (e.g. SCRATCH=/tmp/rg-me).
 set -euo pipefail
@@ -43,8 +44,28 @@ parser() {
     "$bin/reflectguard-bench" parser
 }
 
+# The engine's table probes rely on one pcmpeqb + pmovmskb per tag group (inlined into the
+# decision functions).
+check_engine_simd() {
+    command -v objdump >/dev/null || { echo "bench: objdump missing (apt-get install binutils); SIMD check skipped"; return 0; }
+    local dis ok=1 n
+    dis=$(objdump -d --no-show-raw-insn "$bin/reflectguard-bench")
+    for insn in pcmpeqb pmovmskb; do
+        n=$(awk '/^[0-9a-f]+ <\$s13VerdictEngine0B0C(13inboundSynack|11outboundSyn)/ {f=1; next} /^$/ {f=0} f' <<<"$dis" | grep -c "$insn" || true)
+        echo "bench: Engine SYN/SYN-ACK paths have $n x $insn"
+        [[ $n -gt 0 ]] || ok=0
+    done
+    [[ $ok == 1 ]] || { echo "bench: FAIL: the engine's table probes lost their vector compares" >&2; exit 1; }
+}
+
+engine() {
+    check_engine_simd
+    "$bin/reflectguard-bench" engine
+}
+
 case "${1:-all}" in
     parser) build; machine; parser ;;
-    all)    build; machine; parser ;;
-    *) echo "Usage: scripts/bench.sh parser|all" >&2; exit 2 ;;
+    engine) build; machine; engine ;;
+    all)    build; machine; parser; engine ;;
+    *) echo "Usage: scripts/bench.sh parser|engine|all" >&2; exit 2 ;;
 esac

@@ -55,8 +55,8 @@ public final class Engine {
     private var protected: PrefixMatcher { tuning.pointee.protected }
     private var allowlist: PrefixMatcher { tuning.pointee.allowlist }
 
-    let seed: HashSeed
-    let flows: GroupTable<FlowEntry>
+    private let seed: HashSeed
+    private let flows: GroupTable<FlowEntry>
     private let seenSynacks: GroupTable<SeenSynack>
     private let rstAddressBuckets: GroupTable<Bucket>
     private let rstPrefixBuckets: GroupTable<Bucket>
@@ -192,12 +192,13 @@ public final class Engine {
             let f = packet.flags
             if !(f.isRST || f.isSYNACK || (f.isSYN && srcP)) { return counted(Decision(.accept, .notQueued)) }
         }
-        return decide(packet, at: now, side: side)
+        return counted(judge(packet, now: now, side: side, srcP: srcP, dstP: !srcP || protected.contains(packet.destination)))
     }
 
     /// Decides one packet the rules queued. `side` is where it arrived from, when known.
     public func decide(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Decision {
-        counted(judge(packet, now: now, side: side))
+        counted(judge(packet, now: now, side: side, srcP: protected.contains(packet.source),
+                      dstP: protected.contains(packet.destination)))
     }
 
     @inline(__always)
@@ -241,11 +242,10 @@ public final class Engine {
 
     // MARK: - Decisions
 
-    private func judge(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
+    /// `srcP` / `dstP`: whether the source / destination is protected (the caller looked).
+    private func judge(_ p: ParsedPacket, now: Nanoseconds, side: Side, srcP: Bool, dstP: Bool) -> Decision {
         let ms = Engine.msTime(now)
         if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
-        let srcP = protected.contains(p.source)
-        let dstP = protected.contains(p.destination)
         guard srcP || dstP else { return Decision(.accept, .notProtected) }
         // BCP 38: a protected source arriving from outside is forged, and never creates state.
         if srcP && side == .outside { return drop(.spoofedSource, p) }

@@ -113,9 +113,13 @@ public struct Policy: Sendable, Equatable {
     /// RSTs protected hosts send in answer to unsolicited SYN-ACKs, per source address.
     public var backscatterRate: Double = 10
     public var backscatterBurst: Double = 20
-    /// How long a tracked SYN answers SYN-ACKs: a Linux client retries its SYN for up to 131 s.
+    /// How long a tracked flow lives without a packet that refreshes it (seconds): a Linux
+    /// client retries its SYN for up to 131 s. In SYN-SENT only the SYN's copies refresh it;
+    /// after the handshake its SYN-ACK and RSTs do (and with track = full every packet).
     public var synHorizon: Double = 131
-    /// How long after the last SYN a server may retransmit its SYN-ACK (63 s on Linux).
+    /// How long after the latest copy of a SYN its SYN-ACK is accepted (seconds): a server may
+    /// retransmit its SYN-ACK for up to 63 s after the last SYN it got (Linux). Once a SYN-ACK
+    /// was accepted, its retransmissions are accepted for as long as the flow lives.
     public var synackHorizon: Double = 63
     /// Ingress-only: drop SYN-ACKs whose evidence score is at or above this (0-100).
     public var scoreThreshold: Int = 60
@@ -124,7 +128,8 @@ public struct Policy: Sendable, Equatable {
     public var attackRate: Double = 200
     /// Rates above are for the whole agent; each queue's engine gets its share.
     public var queueCount: Int = 1
-    /// Capacity of the tracked-SYN table (entries).
+    /// Capacity of the tracked-SYN table (entries; 64 bytes each plus 1/8 slack). Fixed when
+    /// the engine is created: `updatePolicy` keeps the table it has.
     public var synTableCapacity: Int = 1 << 20
     public var insideInterfaces: [String] = []
     public var outsideInterfaces: [String] = []

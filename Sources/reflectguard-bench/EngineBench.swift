@@ -13,22 +13,20 @@ enum EngineBench {
         let (buffer, slots) = trace()
         print("engine: \(slots.count) packets in the trace, \(buffer.count) bytes "
               + "(35% protected SYNs, 25% solicited SYN-ACKs, 25% spoofed SYN-ACKs, 10% RSTs, 5% refused)")
-        var bestFull = Double.infinity, bestDecide = Double.infinity, bestBatch = Double.infinity
+        var bestFull = Double.infinity, bestDecide = Double.infinity
         var reasons = ""
         for _ in 0..<3 {
             let engine = Engine(policy: policy(capacity: 1 << 20), seed: 0x5eed)
             bestFull = min(bestFull, measure(buffer, slots, engine, parse: true))
-            bestBatch = min(bestBatch, measureBatched(buffer, slots, engine))
             bestDecide = min(bestDecide, measure(buffer, slots, engine, parse: false))
             let s = engine.stats
             reasons = s.reasons.filter { $0.value > 0 }.sorted { $0.value > $1.value }
                 .map { "\($0.key.token) \($0.value * 100 / max(1, s.decisions))%" }.joined(separator: ", ")
         }
         print("engine reasons: \(reasons)")
-        print("engine parse+verdict, batches of \(batchSize) with prefetch: \(format(1000 / bestBatch)) Mpps per core (\(format(bestBatch)) ns/packet)")
-        print("engine parse+verdict, one by one: \(format(1000 / bestFull)) Mpps per core (\(format(bestFull)) ns/packet)")
-        print("engine verdict only (pre-parsed, one by one): \(format(1000 / bestDecide)) Mpps per core (\(format(bestDecide)) ns/packet)")
-        print("engine target: \(1000 / bestBatch >= 15 ? "met" : "NOT met") (>= 15 Mpps parse+verdict, batched)")
+        print("engine parse+verdict: \(format(1000 / bestFull)) Mpps per core (\(format(bestFull)) ns/packet)")
+        print("engine verdict only (pre-parsed): \(format(1000 / bestDecide)) Mpps per core (\(format(bestDecide)) ns/packet)")
+        print("engine target: \(1000 / bestFull >= 15 ? "met" : "NOT met") (>= 15 Mpps parse+verdict)")
         memory()
     }
 
@@ -122,51 +120,6 @@ enum EngineBench {
                             clock &+= 100
                             sink &+= UInt64(engine.decideObserved(p, at: clock).verdict.rawValue)
                         }
-                    }
-                    done += slots.count
-                }
-                elapsed = now() - start
-            } while elapsed < 500_000_000
-        }
-        if sink == 42 { print("") }
-        return Double(elapsed) / Double(done)
-    }
-
-    static let batchSize = 32
-
-    /// As `measure`, but the way a queue worker runs: parse a batch of packets, then decide it
-    /// with the engine's batch entry point, which prefetches flow-table lines ahead.
-    static func measureBatched(_ buffer: [UInt8], _ slots: [(Int, Int)], _ engine: Engine) -> Double {
-        let packets = UnsafeMutableBufferPointer<ParsedPacket>.allocate(capacity: batchSize)
-        packets.initialize(repeating: ParsedPacket())
-        let times = UnsafeMutableBufferPointer<Nanoseconds>.allocate(capacity: batchSize)
-        times.initialize(repeating: 0)
-        let sides = UnsafeMutableBufferPointer<Side>.allocate(capacity: batchSize)
-        sides.initialize(repeating: .unknown)
-        let decisions = UnsafeMutableBufferPointer<Decision>.allocate(capacity: batchSize)
-        decisions.initialize(repeating: Decision(.accept, .notQueued))
-        defer { packets.deallocate(); times.deallocate(); sides.deallocate(); decisions.deallocate() }
-        var sink: UInt64 = 0
-        var done = 0
-        var clock: Nanoseconds = 1_700_000_000_000_000_000
-        let start = now()
-        var elapsed: UInt64 = 0
-        buffer.withUnsafeBytes { raw in
-            repeat {
-                for _ in 0..<16 {
-                    var k = 0
-                    while k < slots.count {
-                        let m = min(batchSize, slots.count - k)
-                        for j in 0..<m {
-                            let s = slots[k + j]
-                            PacketParser.parse(UnsafeRawBufferPointer(rebasing: raw[s.0..<(s.0 + s.1)]), link: .raw, into: &packets[j])
-                            clock &+= 100
-                            times[j] = clock
-                        }
-                        engine.decideObserved(batch: UnsafeBufferPointer(rebasing: packets[0..<m]), at: UnsafeBufferPointer(times),
-                                              sides: UnsafeBufferPointer(sides), into: decisions)
-                        for j in 0..<m { sink &+= UInt64(decisions[j].verdict.rawValue) }
-                        k += m
                     }
                     done += slots.count
                 }

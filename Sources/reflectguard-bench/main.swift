@@ -6,6 +6,7 @@ import Glibc
 
 let benches: [(name: String, run: () -> Void)] = [
     ("parser", ParserBench.run),
+    ("engine", EngineBench.run),
 ]
 
 let which = CommandLine.arguments.dropFirst().first ?? "all"
