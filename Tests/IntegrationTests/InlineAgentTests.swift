@@ -68,6 +68,17 @@ struct InlineAgentTests {
         let dropped = AgentProcess.value(m, "reflectguard_verdict_drop_total")
         #expect(dropped >= Double(sent) * 0.999, "agent drop verdicts: \(dropped)")
         #expect(m.contains("reason=\"unsolicited-synack\""))
+        // Prometheus text format: every sample line is `name{labels} value` under a TYPE line.
+        var typed = Set<String>()
+        for line in m.split(separator: "\n") {
+            if line.hasPrefix("# TYPE ") { typed.insert(String(line.split(separator: " ")[2])); continue }
+            if line.hasPrefix("#") { continue }
+            let ok = line.wholeMatch(of: #/([a-z_]+)(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+/#)
+            #expect(ok != nil, "metrics line: \(line)")
+            if let ok { #expect(typed.contains(String(ok.1)), "TYPE before \(ok.1)") }
+        }
+        let notFound = try lab.exec(lab.router, "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:\(Self.metricsPort)/other").stdout
+        #expect(notFound == "404")
         #expect(AgentProcess.value(m, "reflectguard_victims_armed") == 0, "kernel enforcement stayed unarmed in this test")
 
         #expect(agent.stop() == 0)
