@@ -129,7 +129,8 @@ public enum NftRuleset {
     /// a comment or blank, so every line keeps its number.
     static func load(_ rules: ResolvedRules, hook: Hook, backend: Backend, ctx: NftContext,
                      dryRun: Bool) throws(NftError) {
-        var text = rules.render(hook: hook, backend: backend)
+        let rendered = rules.renderMapped(hook: hook, backend: backend)
+        var text = rendered.text
         let prelude = replacePrelude(ctx, configuredSets: rules.configuredSets)
         var shift = 0
         if !prelude.isEmpty {
@@ -147,7 +148,9 @@ public enum NftRuleset {
         let r = ctx.runFile(path, dryRun: dryRun)
         guard r.ok else {
             var message = r.errors.replacingAll(path, with: rules.file.name)
-            if shift > 0 { message = shiftColumns(message, file: rules.file.name, by: shift) }
+            message = mapColumns(message, file: rules.file.name) { line, column in
+                rendered.originalColumn(line: line, column: line == 1 ? max(1, column - shift) : column)
+            }
             let permission = message.contains("Operation not permitted")
             if permission {
                 message = "cannot load rules: Operation not permitted (needs CAP_NET_ADMIN)\n" + message
@@ -178,15 +181,19 @@ public enum NftRuleset {
         return path
     }
 
-    /// Maps `FILE:1:C-D:` back to the operator's columns after the prelude was put before line 1.
-    static func shiftColumns(_ message: String, file: String, by shift: Int) -> String {
-        let marker = file + ":1:"
+    /// Rewrites `FILE:LINE:C-D:` positions at the start of nft's error lines with `map`: the
+    /// prelude put before line 1 and expanded defines move columns, never lines.
+    static func mapColumns(_ message: String, file: String, _ map: (Int, Int) -> Int) -> String {
+        let prefix = file + ":"
         return message.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-            guard line.hasPrefix(marker) else { return String(line) }
-            let rest = line.dropFirst(marker.count)
-            guard let colon = rest.firstIndex(of: ":") else { return String(line) }
-            let cols = rest[..<colon].split(separator: "-").compactMap { Int($0) }.map { max(1, $0 - shift) }
-            return marker + cols.map(String.init).joined(separator: "-") + rest[colon...]
+            guard line.hasPrefix(prefix) else { return String(line) }
+            let rest = line.dropFirst(prefix.count)
+            let parts = rest.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count == 3, let lineNo = Int(parts[0]) else { return String(line) }
+            let cols = parts[1].split(separator: "-").compactMap { Int($0) }
+            guard !cols.isEmpty else { return String(line) }
+            let mapped = cols.map { String(map(lineNo, $0)) }.joined(separator: "-")
+            return prefix + "\(lineNo):" + mapped + ":" + parts[2]
         }.joined(separator: "\n")
     }
 }

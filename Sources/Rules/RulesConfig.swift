@@ -85,6 +85,12 @@ public struct ResolvedRules: Sendable {
     /// Line numbers stay those of the operator's file, so nft's errors point into it.
     /// `.none` is the standalone kernel-only ruleset, with `kernel_enforce` forced to `always`.
     public func render(hook: Hook, backend: Backend) -> String {
+        renderMapped(hook: hook, backend: backend).text
+    }
+
+    /// `render`, plus where each expansion sits, so nft's column numbers can be mapped back to
+    /// the operator's file (`RenderedRules.originalColumn`).
+    public func renderMapped(hook: Hook, backend: Backend) -> RenderedRules {
         var values = self.values
         var bytes = substituted
         let scan = scanner
@@ -102,6 +108,7 @@ public struct ResolvedRules: Sendable {
         }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
+        var expansions: [Int: [RenderedRules.Expansion]] = [:]
         let lines = RulesScanner.splitLines(bytes)
         for (idx, (start, end)) in lines.enumerated() {
             let lineNo = idx + 1
@@ -109,12 +116,14 @@ public struct ResolvedRules: Sendable {
                 if scan.defineLines.contains(lineNo) {
                     out.append(contentsOf: bytes[start..<end])
                 } else {
-                    RulesConfig.expandScalars(bytes[start..<end], values, into: &out)
+                    var found: [RenderedRules.Expansion] = []
+                    RulesConfig.expand(bytes[start..<end], values, scalarsOnly: true, into: &out, expansions: &found)
+                    if !found.isEmpty { expansions[lineNo] = found }
                 }
             }
             if end < bytes.count { out.append(0x0a) }
         }
-        return String(decoding: out, as: UTF8.self)
+        return RenderedRules(text: String(decoding: out, as: UTF8.self), expansions: expansions)
     }
 
     /// Sets the file fills with `elements` (protected networks, allowlist): a reload flushes and
@@ -139,6 +148,34 @@ public struct ResolvedRules: Sendable {
             for c in chains { out.append(XtablesRule(ipv6: v6, chain: c, arguments: args)) }
         }
         return out
+    }
+}
+
+/// Rendered text for nft, and where scalar defines were expanded in it.
+public struct RenderedRules: Sendable {
+    /// One `$name` replaced by its value: columns (1-based bytes) in the rendered and original line.
+    public struct Expansion: Sendable, Equatable {
+        public var column: Int
+        public var length: Int
+        public var originalColumn: Int
+        public var originalLength: Int
+    }
+
+    public var text: String
+    /// By line number; lines without expansions are absent.
+    public var expansions: [Int: [Expansion]]
+
+    /// The operator's column for a column nft reports in the rendered line: inside an expanded
+    /// value it is the `$name` that produced it.
+    public func originalColumn(line: Int, column: Int) -> Int {
+        guard let list = expansions[line] else { return column }
+        var shift = 0
+        for e in list {
+            if column < e.column { break }
+            if column < e.column + e.length { return e.originalColumn }
+            shift += e.length - e.originalLength
+        }
+        return column - shift
     }
 }
 
@@ -258,16 +295,14 @@ public enum RulesConfig {
     /// Copies a line, replacing `$name` of scalar defines (values without `{`) with the value.
     /// Set-valued defines stay nft variables: nft accepts those, even empty (`elements = $x`
     /// with `x = { }` loads, a literal `elements = { }` does not).
-    static func expandScalars(_ line: ArraySlice<UInt8>, _ values: [String: String], into out: inout [UInt8]) {
-        expand(line, values, scalarsOnly: true, into: &out)
-    }
-
     static func expandAll(_ line: ArraySlice<UInt8>, _ values: [String: String], into out: inout [UInt8]) {
-        expand(line, values, scalarsOnly: false, into: &out)
+        var ignored: [RenderedRules.Expansion] = []
+        expand(line, values, scalarsOnly: false, into: &out, expansions: &ignored)
     }
 
-    private static func expand(_ line: ArraySlice<UInt8>, _ values: [String: String], scalarsOnly: Bool,
-                               into out: inout [UInt8]) {
+    static func expand(_ line: ArraySlice<UInt8>, _ values: [String: String], scalarsOnly: Bool,
+                       into out: inout [UInt8], expansions: inout [RenderedRules.Expansion]) {
+        let outLineStart = out.count
         var i = line.startIndex
         var quoted = false
         while i < line.endIndex {
@@ -282,6 +317,9 @@ public enum RulesConfig {
                 while j < line.endIndex, RulesScanner.isIdentByte(line[j]) { j += 1 }
                 let name = String(decoding: line[(i + 1)..<j], as: UTF8.self)
                 if let v = values[name], !(scalarsOnly && v.contains("{")) {
+                    expansions.append(RenderedRules.Expansion(
+                        column: out.count - outLineStart + 1, length: v.utf8.count,
+                        originalColumn: i - line.startIndex + 1, originalLength: j - i))
                     out.append(contentsOf: Array(v.utf8))
                     i = j
                     continue

@@ -107,6 +107,10 @@ import VerdictEngine
              lineNumber("ip daddr @allowlist4 return"), "Prefix length"),
             ("bad-cidr-define", "define allowlist_v4 = { }", "define allowlist_v4 = { 198.18.300.0/24 }",
              lineNumber("define allowlist_v4"), "198.18.300.0/24"),
+            // After expanded defines on the same line: the column is still the operator's.
+            ("after-expansion", "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop",
+             "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } ip daddr @nosuch4 counter drop",
+             lineNumber("ip daddr limit rate over $rst_rate/second burst $rst_burst packets }"), "No such file"),
         ]
         for (name, from, to, line, says) in cases {
             let text = base.replacingOccurrences(of: from, with: to)
@@ -118,6 +122,12 @@ import VerdictEngine
                 let r = n.reflectguard(ns, ["nft", action, "--backend", "xt", "--rules", path] + Self.protect)
                 #expect(r.status == 3, "\(name) \(action): \(r.status) \(r.stderr)")
                 #expect(r.stderr.contains("\(path):\(line):"), "\(name): \(r.stderr)")
+                if name == "after-expansion" {
+                    let source = text.split(separator: "\n", omittingEmptySubsequences: false)[line - 1]
+                    let column = source.utf8.distance(from: source.startIndex, to: source.range(of: "@nosuch4")!.lowerBound) + 1
+                    #expect(r.stderr.contains("\(path):\(line):\(column)-\(column + 7): Error: No such file"),
+                            "\(r.stderr)")
+                }
                 #expect(r.stderr.contains(says), "\(name): \(r.stderr)")
                 let after = try n.must(ns, ["nft", "list", "ruleset"]).stdout
                 #expect(after == before, "\(name) \(action) changed the ruleset")

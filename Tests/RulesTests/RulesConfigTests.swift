@@ -183,6 +183,24 @@ import VerdictEngine
         #expect(r.policy.protected.prefixes == [CIDR("198.18.2.0/24")!])
     }
 
+    @Test func columnsMapBackAcrossExpandedDefines() throws {
+        let text = "define r = 12345\ndefine s = 7\ntable inet t { chain c { limit rate over $r/second burst $s packets x; } }\n"
+        let r = try RulesConfig.resolve(rules: RulesFile(name: "c.nft", text: text))
+        let rendered = r.renderMapped(hook: .router, backend: .xt)
+        let line = String(rendered.text.split(separator: "\n")[2])
+        #expect(line == "table inet t { chain c { limit rate over 12345/second burst 7 packets x; } }")
+        let original = String(text.split(separator: "\n")[2])
+        func col(_ s: String, _ needle: String) -> Int {
+            s.utf8.distance(from: s.startIndex, to: s.range(of: needle)!.lowerBound) + 1
+        }
+        // Before, inside and after the expansions.
+        #expect(rendered.originalColumn(line: 3, column: col(line, "limit")) == col(original, "limit"))
+        #expect(rendered.originalColumn(line: 3, column: col(line, "2345")) == col(original, "$r"))
+        #expect(rendered.originalColumn(line: 3, column: col(line, "/second")) == col(original, "/second"))
+        #expect(rendered.originalColumn(line: 3, column: col(line, "x;")) == col(original, "x;"))
+        #expect(rendered.originalColumn(line: 1, column: 5) == 5)
+    }
+
     @Test func durations() {
         #expect(PolicyBuilder.seconds("131s") == 131)
         #expect(PolicyBuilder.seconds("2m11s") == 131)
