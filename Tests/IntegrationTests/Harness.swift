@@ -155,11 +155,13 @@ final class LabNet {
         let rules = """
             table inet rgcount {
               counter synack {}
+              counter synack6 {}
               counter rst {}
               chain pre {
                 type filter hook prerouting priority -400; policy accept;
                 ip saddr 198.19.0.0/16 tcp flags & (syn|ack) == syn|ack counter name "synack"
                 ip saddr 198.19.0.0/16 tcp flags & rst == rst counter name "rst"
+                ip6 saddr 2001:db8:ff::/48 tcp flags & (syn|ack) == syn|ack counter name "synack6"
               }
             }
             """
@@ -182,6 +184,8 @@ final class LabNet {
 
     enum FloodKind {
         case synack, rst
+        /// SYN-ACKs from random 2001:db8:ff::/48 reflectors to 2001:db8:2::2.
+        case synack6
         /// SYNs forged with a protected source (198.18.2.77), sent from the internet side towards
         /// the internet host: only the router's interfaces can tell they are spoofed (BCP 38).
         case forgedProtectedSyn
@@ -193,11 +197,24 @@ final class LabNet {
     func flood(_ kind: FloodKind, count: Int, gap: String?, background: Bool = false) throws -> Process? {
         let dst = routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let src = inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
+        if kind == .synack6 {
+            let config = """
+                {
+                  \(dst), \(src), 0x86, 0xdd,
+                  0x60, 0x00, 0x00, 0x00, const16(20), 6, 64,
+                  0x20, 0x01, 0x0d, 0xb8, 0x00, 0xff, drnd(2), 0, 0, 0, 0, 0, 0, drnd(2),
+                  0x20, 0x01, 0x0d, 0xb8, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+                  const16(443), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp6(14, 54), const16(0),
+                }
+                """
+            return try runTrafgen(config, count: count, gap: gap, background: background)
+        }
         let flags: String, addresses: String, ports: String
         switch kind {
         case .synack: (flags, addresses, ports) = ("0x12", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
         case .rst: (flags, addresses, ports) = ("0x04", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
         case .forgedProtectedSyn: (flags, addresses, ports) = ("0x02", "198, 18, 2, 77, 198, 18, 1, 2", "drnd(2), const16(8080)")
+        case .synack6: fatalError("handled above")
         }
         let config = """
             {
@@ -207,6 +224,10 @@ final class LabNet {
               \(ports), drnd(4), drnd(4), 0x50, \(flags), const16(64240), csumtcp(14, 34), const16(0),
             }
             """
+        return try runTrafgen(config, count: count, gap: gap, background: background)
+    }
+
+    private func runTrafgen(_ config: String, count: Int, gap: String?, background: Bool) throws -> Process? {
         let f = tempPath("flood.cfg")
         try config.write(toFile: f, atomically: true, encoding: .utf8)
         var args = ["trafgen", "-o", "i0", "-c", f, "-n", "\(count)", "-q"]

@@ -54,19 +54,25 @@ struct InlineAgentTests {
         let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
         try lab.resetCounters()
 
-        let sent = 30_000
+        let sent = 30_000, sent6 = 10_000
         let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
+        let flood6 = try lab.flood(.synack6, count: sent6, gap: "30us", background: true)!
         let legit = try Legit.start(lab, count: 15)
         flood.waitUntilExit()
+        flood6.waitUntilExit()
         try legit.expectAllSucceeded("during a spoofed SYN-ACK flood")
         usleep(300_000)
+
+        let arrived6 = try lab.protectedCount("synack6")
+        measured("IPv6 synack flood: \(arrived6)/\(sent6) reached the protected host")
+        #expect(Double(arrived6) <= Double(sent6) * 0.001, "spoofed IPv6 SYN-ACKs that reached the protected host: \(arrived6) of \(sent6)")
 
         let arrived = try lab.protectedCount("synack")
         #expect(Double(arrived) <= Double(sent) * 0.001, "spoofed SYN-ACKs that reached the protected host: \(arrived) of \(sent)")
         let m = try agent.metrics(port: Self.metricsPort)
         measured("synack flood: \(arrived)/\(sent) reached the protected host; queue_dropped \(AgentProcess.value(m, "reflectguard_queue_dropped_total")) user_dropped \(AgentProcess.value(m, "reflectguard_queue_user_dropped_total")); receive calls \(AgentProcess.value(m, "reflectguard_receive_calls_total")) send calls \(AgentProcess.value(m, "reflectguard_send_calls_total"))")
         let dropped = AgentProcess.value(m, "reflectguard_verdict_drop_total")
-        #expect(dropped >= Double(sent) * 0.999, "agent drop verdicts: \(dropped)")
+        #expect(dropped >= Double(sent + sent6) * 0.999, "agent drop verdicts: \(dropped)")
         #expect(m.contains("reason=\"unsolicited-synack\""))
         // Prometheus text format: every sample line is `name{labels} value` under a TYPE line.
         var typed = Set<String>()
