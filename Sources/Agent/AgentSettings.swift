@@ -38,13 +38,14 @@ public struct RulesHooks: Sendable {
     public var reload: @Sendable () throws -> Policy
     /// Removes the agent's own objects (exit, unless --keep-rules).
     public var remove: @Sendable () throws -> Void
-    /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement).
-    public var arm: @Sendable (CIDR, Double) throws -> Void
+    /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
+    /// the flag asks to renew the timeout of an element already there.
+    public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
 
     public init(apply: @escaping @Sendable () throws -> Policy,
                 reload: @escaping @Sendable () throws -> Policy,
                 remove: @escaping @Sendable () throws -> Void,
-                arm: @escaping @Sendable (CIDR, Double) throws -> Void) {
+                arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
         self.apply = apply
         self.reload = reload
         self.remove = remove

@@ -14,7 +14,7 @@ final class KernelEnforcement: @unchecked Sendable {
     private let logger: Logger
     private let timeout: Double
     private let queueCount: Int
-    private let arm: @Sendable (CIDR, Double) throws -> Void
+    private let arm: @Sendable (CIDR, Double, Bool) throws -> Void
     /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and the
     /// queues whose engines currently report an attack on it.
     private var armed: [CIDR: Int64] = [:]
@@ -32,7 +32,7 @@ final class KernelEnforcement: @unchecked Sendable {
     private let dryRun: Bool
 
     init(logger: Logger, timeout: Double, queueCount: Int, dryRun: Bool,
-         arm: @escaping @Sendable (CIDR, Double) throws -> Void) {
+         arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
         self.dryRun = dryRun
         self.logger = logger
         self.timeout = timeout
@@ -97,14 +97,22 @@ final class KernelEnforcement: @unchecked Sendable {
         let now = monotonicNanoseconds()
         let timeoutNs = Int64(timeout * 1e9)
         if let until = armed[prefix], until - now > timeoutNs / 2 { return }
+        let first = armed[prefix].map { $0 <= now } ?? true
         do {
-            try arm(prefix, timeout)
+            // The first arming takes the fast form; the renewal queued right behind it makes
+            // sure an element left by an earlier run gets the full timeout too.
+            try arm(prefix, timeout, !first)
             let done = monotonicNanoseconds()
-            let first = armed[prefix].map { $0 <= now } ?? true
             armed[prefix] = done + timeoutNs
             armOperations.add(1, ordering: .relaxed)
             lastArmLatencyNanoseconds.store(UInt64(max(0, done - submitted)), ordering: .relaxed)
             if first {
+                queue.async { [self] in
+                    do { try arm(prefix, timeout, true) } catch {
+                        armFailures.add(1, ordering: .relaxed)
+                        logger.error("arm-failed", [("prefix", .string(prefix.description)), ("error", .string("\(error)"))])
+                    }
+                }
                 logger.warning("victim-armed", [("prefix", .string(prefix.description)), ("timeout_s", .double(timeout)),
                                                 ("latency_ms", .double(Double(done - submitted) / 1e6))])
             }

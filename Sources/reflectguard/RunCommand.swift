@@ -152,10 +152,10 @@ enum RunCommand {
             remove: {
                 do throws(NftError) { try NftRuleset.remove() } catch { throw RunError(error) }
             },
-            arm: { prefix, timeout in
+            arm: { prefix, timeout, renew in
                 // Dry-run changes no verdict anywhere, the kernel's included: report only.
                 if dry { return }
-                try armer.arm(prefix, timeout: timeout)
+                try armer.arm(prefix, timeout: timeout, renew: renew)
             })
 
         let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
@@ -226,9 +226,9 @@ final class ArmerBox: @unchecked Sendable {
     func prepare() throws {
         if victims == nil { victims = try ArmedVictims() }
     }
-    func arm(_ prefix: CIDR, timeout: Double) throws {
+    func arm(_ prefix: CIDR, timeout: Double, renew: Bool) throws {
         if victims == nil { victims = try ArmedVictims() }
-        try victims!.arm(prefix, timeout: timeout)
+        try victims!.arm(prefix, timeout: timeout, renew: renew)
     }
 }
 
