@@ -142,8 +142,8 @@ public final class Engine {
         t.pointee.backscatterRate = Float(policy.backscatterRate) / q
         t.pointee.backscatterBurst = max(1, Float(policy.backscatterBurst) / q)
         t.pointee.attackThreshold = max(1, Float(policy.attackRate) / q)
-        t.pointee.victimFloor = 50 / q
-        t.pointee.prefixFloor = 200 / q
+        t.pointee.victimFloor = 20 / q
+        t.pointee.prefixFloor = 50 / q
         t.pointee.track = policy.track
         t.pointee.mode = policy.mode
         t.pointee.ephemeralPorts = policy.ephemeralPorts
@@ -466,15 +466,17 @@ public final class Engine {
     // MARK: - Ingress-only scoring
 
     /// Scores an inbound SYN-ACK nobody can match to a SYN (0-100): evidence on the packet itself
-    /// (up to 90) plus the victim's context (up to 40). Context alone (a busy victim, many
-    /// servers answering) stays below the default threshold, so legitimate SYN-ACKs to normal
-    /// client ports with normal options are not dropped even during an attack; with no attack
-    /// the packet evidence needs two independent signs.
+    /// (port outside the clients' ephemeral range 20, options no protected SYN would draw 30, a
+    /// reflector's retransmissions 15 then 30) plus the victim's context (up to 35). The weights
+    /// keep these promises at the default threshold of 60: with no attack, a legitimate SYN-ACK
+    /// needs the options sign and repeated retransmissions together to be dropped; during an
+    /// attack neither the port sign alone (Windows clients use 49152-65535, beyond Linux's range)
+    /// nor one retransmission (a lost ACK) drops one; context alone never drops anything.
     private func scoreSynack(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32, now: Nanoseconds) -> Decision {
         var score = 0
-        if !tuning.pointee.ephemeralPorts.contains(p.destinationPort) { score += 30 }
+        if !tuning.pointee.ephemeralPorts.contains(p.destinationPort) { score += 20 }
         if unlikeProfile(p.optionSignature) { score += 30 }
-        if isnRepeat(p, key, ms) { score += 30 }
+        score += isnRepeat(p, key, ms)
         score += context(p, ms)
         let s = UInt8(min(100, score))
         if score >= tuning.pointee.scoreThreshold {
@@ -496,24 +498,28 @@ public final class Engine {
         return expected >= 2
     }
 
-    private func isnRepeat(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32) -> Bool {
+    /// Points for a same-ISN SYN-ACK seen again at a reflector's retransmission spacing: 15 for
+    /// the first repeat (a legitimate server retransmits once when the client's ACK is lost),
+    /// 30 from the second on (a Linux reflector retransmits 5 times: 1, 3, 7, 15, 31 s).
+    private func isnRepeat(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32) -> Int {
         let h = key.hash(seed)
         var i = seenSynacks.find(key, hash: h)
         if i >= 0 && age(ms, since: seenSynacks.slots[i].lastSeen) <= synackHorizonMs {
             let e = seenSynacks.slots[i]
             if e.isn == p.sequence {
-                let spaced = age(ms, since: e.lastSeen) >= Engine.retransmitSpacingMs
-                if spaced {
+                var repeats = e.repeats
+                if age(ms, since: e.lastSeen) >= Engine.retransmitSpacingMs {
+                    repeats = min(repeats &+ 1, 100)
                     seenSynacks.slots[i].lastSeen = ms
-                    seenSynacks.slots[i].repeats &+= 1
+                    seenSynacks.slots[i].repeats = repeats
                 }
-                return spaced || e.repeats > 0
+                return repeats == 0 ? 0 : repeats == 1 ? 15 : 30
             }
         }
         if i < 0 { i = seenSynacks.claim(hash: h, now: ms, idleLimit: synackHorizonMs, seed: seed) }
         seenSynacks.slots[i] = SeenSynack(a0: key.a0, a1: key.a1, isn: p.sequence, lastSeen: ms,
                                           p0: key.p0, p1: key.p1, repeats: 0)
-        return false
+        return 0
     }
 
     /// Victim context: SYN-ACK rate to the address and to its prefix against their moving
@@ -536,7 +542,7 @@ public final class Engine {
         if max(rx.synackRate, Float(rx.synacks)) > 4 * rx.baseline + prefixFloor { score += 20 }
         let distinct = rx.reflectors[0].nonzeroBitCount + rx.reflectors[1].nonzeroBitCount
         if distinct >= 64 || rx.lastReflectors >= 64 { score += 15 }
-        return min(40, score)
+        return min(35, score)
     }
 
     // MARK: - Rates, buckets, attacks

@@ -17,28 +17,39 @@ import PacketParser
 
     @Test func reflectedSynackIsScoredAndDropped() {
         let e = ingress()
-        // A reflector answering a bare crafted SYN to a service port: two independent signs.
-        let d = e.decide(tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly), at: t(0))
+        // A reflector answering a bare crafted SYN, to a service port, retransmitted: all three signs.
+        let sa = tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly)
+        #expect(e.decide(sa, at: t(0)) == Decision(.accept, .synackScorePass, score: 50))
+        let d = e.decide(sa, at: t(1))
         #expect(d.reason == .synackScoreDrop)
         #expect(d.verdict == .drop)
-        #expect(d.score >= 60)
+        #expect(d.score == 65)
+        #expect(e.decide(sa, at: t(3)).score == 80)
     }
 
     @Test func retransmittedISNAtReflectorSpacingCounts() {
         let e = ingress()
-        let sa = tcp(src: server, dst: client, sport: 443, dport: 80, flags: synack, seq: 4242, ack: 2)
-        #expect(e.decide(sa, at: t(0)).score == 30)      // port only
+        let sa = tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack, seq: 4242, ack: 2, options: mssOnly)
+        #expect(e.decide(sa, at: t(0)).score == 30)      // options only
         #expect(e.decide(sa, at: t(0.05)).score == 30)   // a duplicate on the wire, not a retransmission
-        let d = e.decide(sa, at: t(1.0))
+        #expect(e.decide(sa, at: t(1.0)) == Decision(.accept, .synackScorePass, score: 45))
+        let d = e.decide(sa, at: t(3.0))
         #expect(d.score == 60)
         #expect(d.verdict == .drop)
+        // A legitimate client's retransmitted SYN-ACK on a Windows port is not enough.
+        let win = tcp(src: server, dst: client, sport: 443, dport: 64000, flags: synack, seq: 99, ack: 2)
+        #expect(e.decide(win, at: t(5)).verdict == .accept)
+        #expect(e.decide(win, at: t(6)) == Decision(.accept, .synackScorePass, score: 35))
     }
 
     @Test func thresholdIsConfigurable() {
         let e = ingress { $0.scoreThreshold = 95 }
-        let d = e.decide(tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly), at: t(0))
+        let sa = tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly)
+        _ = e.decide(sa, at: t(0))
+        _ = e.decide(sa, at: t(1))
+        let d = e.decide(sa, at: t(3))
         #expect(d.verdict == .accept)
-        #expect(d.score >= 60)
+        #expect(d.score == 80)
     }
 
     /// Carpet bombing of a /24 from many reflectors, with legitimate clients in it: every reflected
