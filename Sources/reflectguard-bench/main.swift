@@ -7,6 +7,7 @@ import Glibc
 let benches: [(name: String, run: () -> Void)] = [
     ("parser", ParserBench.run),
     ("engine", EngineBench.run),
+    ("memory", MemoryBench.run),
 ]
 
 let which = CommandLine.arguments.dropFirst().first ?? "all"
