@@ -11,8 +11,12 @@ func measured(_ line: String) { print("MEASURED \(line)") }
 @Suite(.serialized, .enabled(if: Env.enabled, Comment(rawValue: Env.missing ?? "")))
 struct InlineAgentTests {
     static let protect = ["--protect", "198.18.2.0/24", "--protect", "2001:db8:2::/64"]
-    /// Keeps kernel enforcement unarmed, so a test sees what the agent alone does.
-    static let agentOnly = ["-D", "attack_rate=100000000"]
+    /// Keeps kernel enforcement unarmed, so a test sees what the agent alone does. With arming
+    /// off, a debug build on a busy machine can fall behind a flood; a full queue then fails open
+    /// (FAIL_OPEN counts in no kernel counter) and the packets pass unjudged. These tests check
+    /// verdicts, not capacity (the overload test does that, with arming), so the queue is made
+    /// long enough to hold a whole test flood.
+    static let agentOnly = ["-D", "attack_rate=100000000", "--queue-maxlen", "65536"]
     static let metricsPort = 9477
     static let metrics = ["--metrics", "\(metricsPort)"]
 
@@ -70,6 +74,10 @@ struct InlineAgentTests {
         let arrived = try lab.protectedCount("synack")
         #expect(Double(arrived) <= Double(sent) * 0.001, "spoofed SYN-ACKs that reached the protected host: \(arrived) of \(sent)")
         let m = try agent.metrics(port: Self.metricsPort)
+        if arrived > 0 || arrived6 > 0 {
+            // Evidence for whoever reads a failure: what the agent saw and said.
+            print("agent log:\n\(agent.log)\nmetrics:\n\(m.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(" 0") }.joined(separator: "\n"))")
+        }
         measured("synack flood: \(arrived)/\(sent) reached the protected host; queue_dropped \(AgentProcess.value(m, "reflectguard_queue_dropped_total")) user_dropped \(AgentProcess.value(m, "reflectguard_queue_user_dropped_total")); receive calls \(AgentProcess.value(m, "reflectguard_receive_calls_total")) send calls \(AgentProcess.value(m, "reflectguard_send_calls_total"))")
         let dropped = AgentProcess.value(m, "reflectguard_verdict_drop_total")
         #expect(dropped >= Double(sent + sent6) * 0.999, "agent drop verdicts: \(dropped)")
