@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CPcap
 import PacketParser
 
@@ -102,6 +105,8 @@ public final class LiveCapture {
         _ = pcap_set_tstamp_precision(h, Int32(PCAP_TSTAMP_PRECISION_NANO))
         // A 16 MiB ring absorbs floods between two reads; libpcap's 2 MiB default drops early.
         _ = pcap_set_buffer_size(h, 16 << 20)
+        // Frames as they arrive, not when a TPACKET_V3 block fills: the status line is live.
+        _ = pcap_set_immediate_mode(h, 1)
         let rc = pcap_activate(h)
         if rc < 0 {
             // PCAP_ERROR_NO_SUCH_DEVICE, PCAP_ERROR_PERM_DENIED, …: libpcap's text names which.
@@ -121,9 +126,25 @@ public final class LiveCapture {
         self.linkType = lt
         self.linkTypeName = name
         self.nanoseconds = pcap_get_tstamp_precision(h) == Int32(PCAP_TSTAMP_PRECISION_NANO)
+        self.timeoutMilliseconds = timeoutMilliseconds
+        // libpcap's read timeout may never fire while no packet arrives (pcap(3PCAP): on some
+        // platforms the timer starts with the first packet; measured here: a quiet interface
+        // blocked pcap_next_ex for good). So: non-blocking reads, and our own poll with a timeout.
+        if pcap_setnonblock(h, 1, &errbuf) != 0 {
+            pcap_close(h)
+            throw CaptureError("cannot capture on \(interface): pcap_setnonblock: \(String(cString: errbuf))")
+        }
+        let fd = pcap_get_selectable_fd(h)
+        guard fd >= 0 else {
+            pcap_close(h)
+            throw CaptureError("cannot capture on \(interface): no selectable descriptor")
+        }
+        self.fd = fd
     }
 
     private let nanoseconds: Bool
+    private let timeoutMilliseconds: Int32
+    private let fd: Int32
 
     deinit { pcap_close(handle) }
 
@@ -139,6 +160,12 @@ public final class LiveCapture {
                                         timestamp: Int64(h.ts.tv_sec) * 1_000_000_000 + frac,
                                         wireLength: Int(h.len)))
         case 0:
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let n = poll(&p, 1, timeoutMilliseconds)
+            // EINTR is Ctrl-C arriving: the caller checks its flag on the timeout.
+            if n < 0 && errno != EINTR {
+                throw CaptureError("error capturing on \(interface): poll: \(String(cString: strerror(errno)))")
+            }
             return .timeout
         default:
             throw CaptureError("error capturing on \(interface): \(String(cString: pcap_geterr(handle)))")
