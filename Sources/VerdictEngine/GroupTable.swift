@@ -42,10 +42,10 @@ func age(_ now: UInt32, since then: UInt32) -> UInt32 {
 ///
 /// Slots come in groups of 16 with one tag byte each, kept apart in a `SIMD16<UInt8>` per group:
 /// one broadcast, one `pcmpeqb` and one `pmovmskb` find the candidate slots of a group. Every key
-/// has two candidate groups (two-choice hashing) and lives in one of them, so a lookup reads at
-/// most two tag vectors, a delete never needs a tombstone, and no probe sequence can grow: the
-/// worst case is fixed whatever the traffic. Two choices keep the groups evenly loaded, so the
-/// table fills to capacity before the first eviction: when both of a new key's groups are full,
+/// has two candidate groups and lives in one of them, so a lookup reads at most two tag vectors
+/// (the second only when the first has overflowed into it), a delete never needs a tombstone,
+/// and no probe sequence can grow: the worst case is fixed whatever the traffic. The second
+/// group takes what the first cannot, so the table fills to capacity before the first eviction: when both of a new key's groups are full,
 /// one resident of them moves to its other group if that has room (one cuckoo step). Failing that, the oldest of
 /// their 32 slots (by packet time) is evicted and counted, after first reusing any slot idle past
 /// the caller's horizon: oldest-first within the key's neighbourhood, which is where a new key can go.
@@ -66,6 +66,14 @@ struct GroupTable<Slot: TableSlot> {
     /// path pays no dynamic exclusivity checks (measured: ~8% of a decision).
     private let counters: UnsafeMutablePointer<Int>
     var count: Int { counters[0] }
+    /// One bit per group: some key whose first group this is lives in its second group. A
+    /// lookup reads the second group only then, so a key that is absent (every spoofed SYN-ACK)
+    /// usually costs one tag line, not two. Sticky until `removeAll` (a stale bit only costs a
+    /// probe); 8 KiB for a 1M table, so it stays in cache.
+    private let overflow: UnsafeMutablePointer<UInt64>
+
+    @inline(__always) private func overflowed(_ g: Int) -> Bool { overflow[g >> 6] & (1 << UInt64(g & 63)) != 0 }
+    @inline(__always) private func markOverflow(_ g: Int) { overflow[g >> 6] |= 1 << UInt64(g & 63) }
     var evictions: UInt64 { UInt64(counters[1]) }
 
     /// Room for `capacity` entries plus 1/8 slack, so a full table rarely evicts early.
@@ -79,6 +87,8 @@ struct GroupTable<Slot: TableSlot> {
         slots = (raw + groupCount * 16).bindMemory(to: Slot.self, capacity: groupCount * 16)
         counters = .allocate(capacity: 2)
         counters.initialize(repeating: 0, count: 2)
+        overflow = .allocate(capacity: (groupCount + 63) / 64)
+        overflow.initialize(repeating: 0, count: (groupCount + 63) / 64)
     }
 
     /// Tags and slots in one anonymous mapping with transparent huge pages requested: lookups
@@ -101,6 +111,7 @@ struct GroupTable<Slot: TableSlot> {
 
     func deallocate() {
         counters.deallocate()
+        overflow.deallocate()
         #if canImport(Glibc)
         if mapped {
             // munmap fails only on a bad range, which would be a bug here.
@@ -146,7 +157,7 @@ struct GroupTable<Slot: TableSlot> {
         let (g1, g2, tag) = locate(hash)
         let t = SIMD16<UInt8>(repeating: tag)
         let i = findIn(group: g1, tag: t, key: key)
-        if i >= 0 || g2 == g1 { return i }
+        if i >= 0 || g2 == g1 || !overflowed(g1) { return i }
         return findIn(group: g2, tag: t, key: key)
     }
 
@@ -156,14 +167,20 @@ struct GroupTable<Slot: TableSlot> {
         let (g1, g2, tag) = locate(hash)
         let empty = SIMD16<UInt8>(repeating: Self.emptyTag)
         let e1 = laneBits(tags[g1] .== empty)
-        let e2 = g2 == g1 ? 0 : laneBits(tags[g2] .== empty)
-        if e1 | e2 != 0 {
-            // Two-choice: the emptier group, so both stay evenly loaded.
-            let (g, m) = e1.nonzeroBitCount >= e2.nonzeroBitCount ? (g1, e1) : (g2, e2)
-            let lane = m.trailingZeroBitCount
-            tags[g][lane] = tag
+        if e1 != 0 {
+            // The first group while it has room, so most lookups read one tag line.
+            let lane = e1.trailingZeroBitCount
+            tags[g1][lane] = tag
             counters[0] &+= 1
-            return g &* 16 &+ lane
+            return g1 &* 16 &+ lane
+        }
+        let e2 = g2 == g1 ? 0 : laneBits(tags[g2] .== empty)
+        if e2 != 0 {
+            markOverflow(g1)
+            let lane = e2.trailingZeroBitCount
+            tags[g2][lane] = tag
+            counters[0] &+= 1
+            return g2 &* 16 &+ lane
         }
         // Both groups full: move a resident to its other group, if one has room there.
         for pass in 0..<2 {
@@ -179,7 +196,9 @@ struct GroupTable<Slot: TableSlot> {
                 let to = other &* 16 &+ free.trailingZeroBitCount
                 (slots + to).initialize(to: slots[i])
                 tags[other][free.trailingZeroBitCount] = tags[g][lane]
+                if other == a2 { markOverflow(a1) }
                 tags[g][lane] = tag
+                if g != g1 { markOverflow(g1) }
                 counters[0] &+= 1
                 return i
             }
@@ -197,6 +216,7 @@ struct GroupTable<Slot: TableSlot> {
             }
         }
         if oldest <= idleLimit { counters[1] &+= 1 }
+        if victim / 16 != g1 { markOverflow(g1) }
         tags[victim / 16][victim % 16] = tag
         return victim
     }
@@ -210,6 +230,7 @@ struct GroupTable<Slot: TableSlot> {
     /// Frees every slot.
     func removeAll() {
         tags.update(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
+        overflow.update(repeating: 0, count: (groupCount + 63) / 64)
         counters[0] = 0
     }
 }
