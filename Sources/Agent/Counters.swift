@@ -49,6 +49,8 @@ public enum WorkerCounter: Int, CaseIterable {
     case receiveCalls
     case sendCalls
     case attackEvents
+    /// Times the queue stayed backlogged past the overload limit (reported at most once a second).
+    case overloads
     // Gauges published from the engine by its own worker.
     case tableOccupancy
     case tableCapacity

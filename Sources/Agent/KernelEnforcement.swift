@@ -86,6 +86,23 @@ final class KernelEnforcement: @unchecked Sendable {
         }
     }
 
+    /// A queue cannot keep up. In symmetric mode the kernel check is safe for every protected
+    /// network (the protected side's SYNs are always recorded, so legitimate SYN-ACKs pass), so
+    /// all of them are armed. In ingress-only mode the kernel never sees those SYNs and would
+    /// drop legitimate SYN-ACKs: then only the overload is reported.
+    func overloaded(queue q: UInt16, policy: Policy, backlogFor: Int64) {
+        let submitted = monotonicNanoseconds()
+        queue.async { [self] in
+            let symmetric = policy.mode == .symmetric
+            logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
+                                              ("arming", .bool(symmetric)),
+                                              ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])
+            guard symmetric else { return }
+            for p in policy.protected.prefixes { armPrefix(p, submitted: submitted) }
+            publish()
+        }
+    }
+
     private func armPrefix(_ prefix: CIDR, submitted: Int64) {
         if dryRun {
             if armed[prefix] == nil {

@@ -26,6 +26,8 @@ final class Worker: @unchecked Sendable {
     private var lastTime: Int64 = 0
     private var lastPublish: Int64 = 0
     private var lastDrain: Int64 = 0
+    private var fullSince: Int64 = 0
+    private var lastOverloadReport: Int64 = 0
 
     init(queue: UInt16, shared: AgentShared, seed: UInt64) {
         self.queue = queue
@@ -69,6 +71,7 @@ final class Worker: @unchecked Sendable {
                 if n < receiver.batchCapacity || now - batcher.oldestPending >= flushInterval {
                     batcher.flush()
                 }
+                watchBacklog(full: n == receiver.batchCapacity, now)
                 afterBatch(now)
             }
             publish(receiver, batcher)
@@ -115,6 +118,23 @@ final class Worker: @unchecked Sendable {
             dryRun?.observe(parsed, at: t, decision: decision)
         }
     }
+
+    /// Receive batches that keep coming back full mean the socket never drains: the agent is
+    /// behind, the kernel queue is filling, and once it is full FAIL_OPEN lets packets through
+    /// unjudged (no kernel counter shows it). Past `overloadAfter` of that, the enforcement arms
+    /// the kernel check for the protected networks, whatever the engines have detected.
+    private func watchBacklog(full: Bool, _ now: Int64) {
+        guard full else { fullSince = 0; return }
+        if fullSince == 0 { fullSince = now; return }
+        guard now - fullSince >= Worker.overloadAfter, now - lastOverloadReport >= 1_000_000_000 else { return }
+        lastOverloadReport = now
+        counters.add(WorkerCounter.overloads.rawValue)
+        shared.enforcement.overloaded(queue: queue, policy: engine.policy, backlogFor: now - fullSince)
+    }
+
+    /// 20 ms of full batches: far longer than a burst, far shorter than a queue of thousands
+    /// takes to fill at flood rates.
+    static let overloadAfter: Int64 = 20_000_000
 
     private func afterBatch(_ now: Int64) {
         // At most once a millisecond: draining hands back the engine's event array, which costs an

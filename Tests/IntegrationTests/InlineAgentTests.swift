@@ -205,6 +205,34 @@ struct InlineAgentTests {
         #expect(agent.stop() == 0)
     }
 
+    @Test func aBackloggedQueueArmsTheProtectedNetworksEvenWithoutADetectedAttack() throws {
+        try Env.requireReady()
+        let lab = try LabNet("backlog")
+        defer { lab.tearDown() }
+        try Self.servers(lab)
+        // Attack detection off: only the queue's backlog can trigger the arming here.
+        let agent = try AgentProcess(lab, Self.protect + Self.metrics + ["-D", "attack_rate=100000000"])
+        try lab.resetCounters()
+
+        let sent = 200_000
+        let flood = try lab.flood(.synack, count: sent, gap: nil, background: true)!
+        usleep(200_000)
+        let legit = try Legit.start(lab, count: 15)
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("under a flood the agent cannot keep up with")
+        usleep(300_000)
+
+        let arrived = try lab.protectedCount("synack")
+        let m = try agent.metrics(port: Self.metricsPort)
+        measured("backlog arming: \(arrived)/\(sent) reached the protected host; overloads \(AgentProcess.value(m, "reflectguard_queue_overloads_total")); agent judged \(AgentProcess.value(m, "reflectguard_packets_received_total"))")
+        #expect(agent.log.contains("\"event\":\"queue-overload\""), "\(agent.log)")
+        #expect(AgentProcess.value(m, "reflectguard_queue_overloads_total") >= 1)
+        let armed = try lab.exec(lab.router, "nft list set inet reflectguard armed4").stdout
+        #expect(armed.contains("198.18.2.0/24"), "the protected network is armed: \(armed)")
+        #expect(Double(arrived) <= Double(sent) * 0.05, "most of the flood stopped: \(arrived) of \(sent)")
+        #expect(agent.stop() == 0)
+    }
+
     @Test func killNineUnderFloodBypassesAndARestartedAgentTakesOver() throws {
         try Env.requireReady()
         let lab = try LabNet("kill")
