@@ -13,6 +13,10 @@ public struct AgentSettings: Sendable {
     public var copyRange: UInt32 = 256
     /// How long a recorded verdict may wait for its batch to be sent while packets keep coming.
     public var flushInterval: Int64 = 1_000_000
+    /// How long receive batches must keep coming back full before the queue counts as
+    /// overloaded and the protected networks are armed (0: never). 20 ms is far longer than a
+    /// burst and far shorter than a queue of thousands takes to fill at flood rates.
+    public var overloadAfter: Int64 = 20_000_000
     /// How long an armed victim prefix stays armed without a renewal, in seconds.
     public var armedTimeout: Double = 60
     public var logLevel: Logger.Level = .info

@@ -121,20 +121,16 @@ final class Worker: @unchecked Sendable {
 
     /// Receive batches that keep coming back full mean the socket never drains: the agent is
     /// behind, the kernel queue is filling, and once it is full FAIL_OPEN lets packets through
-    /// unjudged (no kernel counter shows it). Past `overloadAfter` of that, the enforcement arms
+    /// unjudged (no kernel counter shows it). Past `settings.overloadAfter` of that, the enforcement arms
     /// the kernel check for the protected networks, whatever the engines have detected.
     private func watchBacklog(full: Bool, _ now: Int64) {
-        guard full else { fullSince = 0; return }
+        guard full, shared.settings.overloadAfter > 0 else { fullSince = 0; return }
         if fullSince == 0 { fullSince = now; return }
-        guard now - fullSince >= Worker.overloadAfter, now - lastOverloadReport >= 1_000_000_000 else { return }
+        guard now - fullSince >= shared.settings.overloadAfter, now - lastOverloadReport >= 1_000_000_000 else { return }
         lastOverloadReport = now
         counters.add(WorkerCounter.overloads.rawValue)
         shared.enforcement.overloaded(queue: queue, policy: engine.policy, backlogFor: now - fullSince)
     }
-
-    /// 20 ms of full batches: far longer than a burst, far shorter than a queue of thousands
-    /// takes to fill at flood rates.
-    static let overloadAfter: Int64 = 20_000_000
 
     private func afterBatch(_ now: Int64) {
         // At most once a millisecond: draining hands back the engine's event array, which costs an

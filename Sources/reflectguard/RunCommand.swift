@@ -26,6 +26,8 @@ enum RunCommand {
         help: "Kernel queue length per queue (default 4096); the socket buffer is sized with it.")
     static let rcvbuf = OptionSpec(name: "--rcvbuf", value: "BYTES",
         help: "Socket receive buffer per queue (default: queue-maxlen × 2048).")
+    static let overloadAfter = OptionSpec(name: "--overload-after", value: "MS",
+        help: "Arm kernel enforcement for the protected networks after MS ms of queue backlog (default 20, 0: never).")
     static let logLevel = OptionSpec(name: "--log-level", value: "debug|info|warning|error",
         help: "Least severe JSON log line written to stderr (default info).")
 
@@ -34,7 +36,7 @@ enum RunCommand {
         overview: "Run inline on NFQUEUE: judge the queued handshake packets and RSTs, arm kernel enforcement under attack.",
         usage: ["[--queue SPEC] [--rules FILE] [--protect CIDR]... [-D NAME=VALUE]... [--mode M] [--dry-run] [--metrics HOST:PORT] [--no-apply] [--keep-rules]"],
         options: [SharedOptions.queue] + SharedOptions.policy
-            + [dryRun, metrics, noApply, keepRules, hook, backend, queueMaxlen, rcvbuf, logLevel])
+            + [dryRun, metrics, noApply, keepRules, hook, backend, queueMaxlen, rcvbuf, overloadAfter, logLevel])
 
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)
@@ -72,6 +74,12 @@ enum RunCommand {
                 exitUsage(UsageError(message: "--rcvbuf '\(n)': expected a byte count ≥ 65536"), spec)
             }
             settings.receiveBufferBytes = v
+        }
+        if let n = a.value("--overload-after") {
+            guard let v = Int64(n), v >= 0, v <= 60_000 else {
+                exitUsage(UsageError(message: "--overload-after '\(n)': expected milliseconds, 0 to 60000"), spec)
+            }
+            settings.overloadAfter = v * 1_000_000
         }
         var hookValue = Hook.router
         if let h = a.value("--hook") {

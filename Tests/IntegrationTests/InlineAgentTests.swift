@@ -11,12 +11,13 @@ func measured(_ line: String) { print("MEASURED \(line)") }
 @Suite(.serialized, .enabled(if: Env.enabled, Comment(rawValue: Env.missing ?? "")))
 struct InlineAgentTests {
     static let protect = ["--protect", "198.18.2.0/24", "--protect", "2001:db8:2::/64"]
-    /// Keeps kernel enforcement unarmed, so a test sees what the agent alone does. With arming
+    /// Keeps kernel enforcement unarmed (no attack threshold, no backlog trigger), so a test sees
+    /// what the agent alone does. With arming
     /// off, a debug build on a busy machine can fall behind a flood; a full queue then fails open
     /// (FAIL_OPEN counts in no kernel counter) and the packets pass unjudged. These tests check
     /// verdicts, not capacity (the overload test does that, with arming), so the queue is made
     /// long enough to hold a whole test flood.
-    static let agentOnly = ["-D", "attack_rate=100000000", "--queue-maxlen", "65536"]
+    static let agentOnly = ["-D", "attack_rate=100000000", "--overload-after", "0", "--queue-maxlen", "65536"]
     static let metricsPort = 9477
     static let metrics = ["--metrics", "\(metricsPort)"]
 
