@@ -1,6 +1,6 @@
 import Foundation
 import PacketParser
-import Scoring
+@testable import Scoring
 import Testing
 import VerdictEngine
 
@@ -218,4 +218,9 @@ import VerdictEngine
         #expect(r[0].endReason == .tcpRstFromServer)
         #expect(r[1].endReason == .open)
     }
+}
+
+@Test func endReasonAndConnStateOrdinalsAreAllCasesPositions() {
+    for (i, e) in EndReason.allCases.enumerated() { #expect(e.ordinal == i) }
+    for (i, c) in ConnState.allCases.enumerated() { #expect(c.ordinal == i) }
 }
