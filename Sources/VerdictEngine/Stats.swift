@@ -49,8 +49,10 @@ public struct AttackEvent: Sendable, Equatable {
 }
 
 extension Reason {
-    /// Dense index for the counter array (a switch compiles to a table lookup).
-    var ordinal: Int {
+    /// Dense index for the counter array (a switch compiles to a table lookup). Public so other
+    /// per-packet counters (the scoring pipeline's) can count by reason without hashing it: a
+    /// `Reason` hashes its String raw value.
+    public var ordinal: Int {
         switch self {
         case .solicitedSynack: return 0
         case .unsolicitedSynack: return 1
@@ -78,5 +80,5 @@ extension Reason {
         case .flowUntracked: return 23
         }
     }
-    static let ordinalCount = 24
+    public static let ordinalCount = 24
 }
