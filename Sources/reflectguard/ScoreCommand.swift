@@ -54,14 +54,11 @@ enum ScoreCommand {
 
         var labels: LabelTable? = nil
         if let path = a.value("--labels") {
+            guard let text = readTextFile(path) else { return ExitCode.failure.rawValue }
             do {
-                let text = try String(contentsOfFile: path, encoding: .utf8)
                 labels = try LabelTable(csv: text)
-            } catch let e as LabelError {
-                printError("Error: \(path): \(e.description)")
-                return ExitCode.failure.rawValue
             } catch {
-                printError("Error: cannot read labels \(path): \(describe(error))")
+                printError("Error: \(path): \(describe(error))")
                 return ExitCode.failure.rawValue
             }
         }
@@ -69,7 +66,10 @@ enum ScoreCommand {
         let pipeline = ScoringPipeline(policy: policy, labels: labels)
         var verdicts: VerdictsCSV? = nil
         var sessions: SessionsCSV? = nil
+        var output: BufferedFile? = nil
         do {
+            // Opened before scoring, so a bad path fails in a moment, not after a long capture.
+            if let path = a.value("--output") { output = try BufferedFile(path: path) }
             if let path = a.value("--verdicts") {
                 let w = try VerdictsCSV(path: path)
                 verdicts = w
@@ -121,9 +121,8 @@ enum ScoreCommand {
         case .json: text = JSONReport.render(report)
         case .html: text = HTMLReport.render(report)
         }
-        if let path = a.value("--output") {
+        if let out = output {
             do {
-                let out = try BufferedFile(path: path)
                 out.write(text)
                 try out.close()
             } catch {
@@ -204,6 +203,29 @@ enum ScoreCommand {
             }
         }
         if tty { fputs("\r\u{1b}[K", stderr) }
+    }
+
+    /// A whole text file, or nil after printing one line that says why.
+    static func readTextFile(_ path: String) -> String? {
+        guard let f = fopen(path, "rb") else {
+            printError("Error: cannot read \(path): \(String(cString: strerror(errno)))")
+            return nil
+        }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, f) }
+            bytes.append(contentsOf: chunk[0..<n])
+            if n < chunk.count {
+                if ferror(f) != 0 {
+                    printError("Error: cannot read \(path): \(String(cString: strerror(errno)))")
+                    return nil
+                }
+                break
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func monotonicSeconds() -> Double {

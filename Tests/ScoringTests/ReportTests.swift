@@ -1,7 +1,7 @@
 import Foundation
 import Lab
 import PacketParser
-import Scoring
+@testable import Scoring
 import Testing
 import VerdictEngine
 
@@ -214,4 +214,15 @@ import VerdictEngine
             #expect(!r.out.isEmpty)
         }
     }
+}
+
+@Test(arguments: [Int64(1_700_000_000_123_456_789), 1_700_000_000_000_000_000, 1_700_000_000_120_000_000,
+                  1_700_000_000_000_000_001, 5, 0])
+func csvSecondsMatchTheJSONFormat(_ ns: Int64) throws {
+    let path = TestEnvironment.temporaryPath("seconds-\(ns).txt")
+    let f = try BufferedFile(path: path)
+    f.write(seconds: ns)
+    try f.close()
+    let written = try String(contentsOfFile: path, encoding: .utf8)
+    #expect(written == JSONReport.seconds(ns))
 }
