@@ -14,9 +14,10 @@ final class VictimTable {
         var registerOffset: Int
     }
     private static let registersPerVictim = 256
-    private var index: [AddressKey: Int] = [:]
-    private var stats: [Stats] = []
-    private var registers: [UInt8] = []
+    // Single-threaded per-drop state: see ScoringPipeline on @exclusivity(unchecked).
+    @exclusivity(unchecked) private var index: [AddressKey: Int] = [:]
+    @exclusivity(unchecked) private var stats: [Stats] = []
+    @exclusivity(unchecked) private var registers: [UInt8] = []
 
     var count: Int { stats.count }
 
@@ -95,8 +96,8 @@ public struct VictimRow: Sendable {
 /// of reflectors (the top ones are seen early anyway, since they send the most).
 final class ReflectorTable {
     let capacity: Int
-    private var counts: [AddressKey: UInt64] = [:]
-    private(set) var overflow: UInt64 = 0
+    @exclusivity(unchecked) private var counts: [AddressKey: UInt64] = [:]
+    @exclusivity(unchecked) private(set) var overflow: UInt64 = 0
 
     init(capacity: Int) { self.capacity = capacity }
 
@@ -165,10 +166,10 @@ public struct TimelineBucket: Sendable, Equatable {
 /// still fits in a few thousand buckets.
 final class Timeline {
     static let maxBuckets = 3600
-    private(set) var buckets: [TimelineBucket] = []
+    @exclusivity(unchecked) private(set) var buckets: [TimelineBucket] = []
     /// Bucket width in seconds.
-    private(set) var width: Int64 = 1
-    private(set) var totals = TimelineBucket()
+    @exclusivity(unchecked) private(set) var width: Int64 = 1
+    @exclusivity(unchecked) private(set) var totals = TimelineBucket()
 
     func add(at offset: Nanoseconds, flags f: TCPFlags, dropped: Bool) {
         var b = TimelineBucket()
