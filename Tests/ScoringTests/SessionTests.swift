@@ -207,6 +207,24 @@ import VerdictEngine
         #expect(r.filter { $0.endReason == .incomplete }.count == 90)
     }
 
+    /// Thousands of concurrent sessions: the index grows (and shifts entries back on removal)
+    /// while every packet must still find its own session.
+    @Test func indexGrowsAndRemovesWithoutLosingSessions() {
+        var packets: [(Double, ParsedPacket)] = []
+        let n = 5000
+        func host(_ i: Int) -> String { "198.18.\(2 + i / 250).\(1 + i % 250)" }
+        for i in 0..<n { packets.append((0, tcp(host(i), UInt16(40000 + i % 7), s, 443, .syn))) }
+        for i in 0..<n { packets.append((0.1, tcp(s, 443, host(i), UInt16(40000 + i % 7), [.syn, .ack]))) }
+        for i in stride(from: 0, to: n, by: 2) { packets.append((0.2, tcp(s, 443, host(i), UInt16(40000 + i % 7), [.rst, .ack]))) }
+        for i in 0..<n { packets.append((0.3, tcp(host(i), UInt16(40000 + i % 7), s, 443, .ack))) }
+        let (r, t) = run(packets, capacity: 1 << 16)
+        #expect(t.total == UInt64(n))
+        #expect(r.count == n)
+        #expect(r.allSatisfy { $0.packetsToServer == 2 && $0.packetsToClient == ($0.endReason == .tcpRstFromServer ? 2 : 1) })
+        #expect(r.filter { $0.endReason == .tcpRstFromServer }.count == n / 2)
+        #expect(r.filter { $0.connState == .S1 }.count == n / 2)
+    }
+
     @Test func newSynAfterAnEndedSessionStartsAnother() {
         let (r, t) = run([
             (0, tcp(c, 40000, s, 443, .syn)), (0.01, tcp(s, 443, c, 40000, [.rst, .ack])),
