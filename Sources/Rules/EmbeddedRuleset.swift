@@ -230,6 +230,17 @@ table inet reflectguard {
 	# never sees the protected side's SYNs, so pending is empty and arming a prefix sheds all of
 	# its inbound SYN-ACKs: a last resort there, not a check.
 	chain armed {
+		# A SYN-ACK answering a SYN the protected host really sent (recorded in pending above, on
+		# every path, before any queueing) is accepted here, before `classify` reaches the queue
+		# rules (nft backend) or the mark (xt backend: an unmarked packet never meets the xtables
+		# NFQUEUE rule). Under overload a full queue fails open: the protected host's SYN can pass
+		# unseen by the agent, which would then judge its SYN-ACK unsolicited and drop it. For an
+		# armed victim the kernel's pending set is the authority; the agent's `ack == ISN + 1`
+		# check is given up for these packets while the victim stays armed (a forger would need
+		# the exact 4-tuple of a pending SYN). The accept ends only this chain's hook: the
+		# operator's own filter chains still see the packet.
+		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport @pending4 counter accept
+		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 counter accept
 		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
 		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
 		ip daddr @armed4 tcp flags & rst == rst goto rst_meters
