@@ -70,7 +70,8 @@ engine() {
 # Runs alternate (rg, tcpdump, rg, tcpdump, …) so a neighbour's load hits both alike; the table
 # gives medians and ratios. RG_SCORE_PACKETS (default 5000000), RG_SCORE_ROUNDS (default 3),
 # RG_TSHARK_FRAMES (default 1000000: tshark dissects every frame fully, so it runs on a subset of
-# the capture, and rg and tcpdump run on the same subset for its ratios).
+# the capture, and rg and tcpdump run on the same subset for its ratios), RG_SCORE_PERF=1 (add a
+# perf profile of reflectguard by function).
 build_cli() {
     echo "bench: building release (swift build -c release --product reflectguard)"
     swift build -c release "${scratch[@]}" --product reflectguard
@@ -158,6 +159,12 @@ score() {
             printf "tshark on the full capture, scaled from the subset: ~%.0f s\n", mw["tshark-subset"] * n["rg"] / n["tshark-subset"]
         }' "$times"
     echo "bench: raw runs in $times"
+    # RG_SCORE_PERF=1: where reflectguard's time goes on the full capture, by function.
+    if [[ ${RG_SCORE_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
+        perf record -q -o "$out_dir/perf.data" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json >/dev/null 2>&1 \
+            && perf report -i "$out_dir/perf.data" --no-children --stdio --sort dso,sym 2>/dev/null \
+                | grep -v '^#' | grep -v '^$' | head -25 | cut -c1-160
+    fi
 }
 
 # --- memory: resident size with 1M tracked SYNs; RSS and legit verdicts under 10M spoofed tuples --
