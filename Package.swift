@@ -55,6 +55,8 @@ let package = Package(
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser"]),
+        // Replays Fuzz/corpus through the fuzz target's checks (scripts/fuzz.sh builds the fuzzer).
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.

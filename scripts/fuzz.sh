@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target over PacketParser + VerdictEngine and runs it.
+#
+#   scripts/fuzz.sh [seconds]        (default 60)
+#
+# The package's `swift build` does not take -sanitize=fuzzer, so the two pure-Swift modules are
+# compiled here with swiftc, as the same two modules the package has (the engine's
+# `import PacketParser` resolves to the real parser), with fuzzer coverage and AddressSanitizer.
+# The work corpus lives outside the repo (RG_FUZZ_WORK, default /tmp/rg-fuzz-corpus), seeded from
+# Fuzz/corpus; crashes land in $RG_FUZZ_WORK/artifacts. To refresh the committed corpus after a
+# run, minimise into it: scripts/fuzz.sh merge.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+build=${RG_FUZZ_BUILD:-/tmp/rg-fuzz-build}
+work=${RG_FUZZ_WORK:-/tmp/rg-fuzz-corpus}
+flags=(-sanitize=fuzzer,address -parse-as-library -O -swift-version 5 -g)
+
+mkdir -p "$build" "$work/corpus" "$work/artifacts"
+
+build_fuzzer() {
+    # Each module gets coverage; only the final link pulls in libFuzzer's main.
+    swiftc "${flags[@]}" -module-name PacketParser -emit-module -emit-module-path "$build/PacketParser.swiftmodule" \
+        -emit-library -static -o "$build/libPacketParser.a" "$repo"/Sources/PacketParser/*.swift
+    swiftc "${flags[@]}" -module-name VerdictEngine -I "$build" -emit-module \
+        -emit-module-path "$build/VerdictEngine.swiftmodule" \
+        -emit-library -static -o "$build/libVerdictEngine.a" "$repo"/Sources/VerdictEngine/*.swift
+    swiftc "${flags[@]}" -module-name ParserEngineFuzz -I "$build" \
+        "$repo/Fuzz/ParserEngineFuzz.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
+        "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/parser-engine-fuzz"
+}
+
+echo "building $build/parser-engine-fuzz"
+build_fuzzer
+
+if [[ "${1:-}" == "merge" ]]; then
+    # Minimise the work corpus plus the committed one into a fresh committed corpus.
+    fresh=$(mktemp -d /tmp/rg-fuzz-merge.XXXXXX)
+    # A snapshot: a fuzzer still running on the work corpus deletes inputs it reduced.
+    snapshot=$(mktemp -d /tmp/rg-fuzz-snapshot.XXXXXX)
+    cp "$work"/corpus/* "$snapshot"/ 2>/dev/null || true
+    # Edges only (no hit-count buckets), set cover: ~100 files keep every edge the run reached
+    # (-merge=1 over all features kept 417 here, too many to commit).
+    "$build/parser-engine-fuzz" -set_cover_merge=1 -use_counters=0 -max_len=512 "$fresh" "$repo/Fuzz/corpus" "$snapshot"
+    rm -rf "$snapshot"
+    rm -f "$repo"/Fuzz/corpus/*
+    cp "$fresh"/* "$repo/Fuzz/corpus/"
+    rm -rf "$fresh"
+    echo "Fuzz/corpus: $(ls "$repo/Fuzz/corpus" | wc -l) files, $(du -sb "$repo/Fuzz/corpus" | cut -f1) bytes"
+    exit 0
+fi
+
+seconds=${1:-60}
+cp -n "$repo"/Fuzz/corpus/* "$work/corpus/" 2>/dev/null || true
+echo "fuzzing for ${seconds}s, corpus $work/corpus ($(ls "$work/corpus" | wc -l) inputs)"
+set +e
+# One in-process run (no -jobs: that forks a worker that logs into ./fuzz-0.log); 2 shared cores.
+"$build/parser-engine-fuzz" "$work/corpus" -max_total_time="$seconds" -max_len=512 \
+    -print_final_stats=1 -artifact_prefix="$work/artifacts/" -timeout=10 -rss_limit_mb=2048
+rc=$?
+set -e
+crashes=$(ls "$work/artifacts" | wc -l)
+echo "exit $rc; corpus now $(ls "$work/corpus" | wc -l) inputs; findings in $work/artifacts: $crashes"
+ls -l "$work/artifacts"
+exit $rc
