@@ -87,8 +87,10 @@ final class LabNet {
     private var children: [Process] = []
     private var tempFiles: [String] = []
 
-    init(_ name: String) throws {
-        prefix = "rgt-inline-\(name)-\(getpid() % 100000)"
+    /// `family` starts the namespace names, so each test file's labs are told apart (and cleaned
+    /// up) by name.
+    init(_ name: String, family: String = "rgt-inline") throws {
+        prefix = "\(family)-\(name)-\(getpid() % 100000)"
         let r = try sh("RG_LAB_PREFIX=\(prefix) '\(Env.packageRoot.path)/scripts/netns-lab.sh' up")
         var env: [String: String] = [:]
         for line in r.stdout.split(separator: "\n") {
@@ -310,11 +312,12 @@ final class AgentProcess {
     let outFile: String
     let lab: LabNet
 
-    init(_ lab: LabNet, _ args: [String]) throws {
+    /// `launcher` runs before the binary in the router namespace (e.g. setpriv dropping privileges).
+    init(_ lab: LabNet, _ args: [String], launcher: [String] = []) throws {
         self.lab = lab
         logFile = lab.tempPath("agent.log")
         outFile = lab.tempPath("agent.out")
-        process = try lab.spawn(lab.router, [Env.binary, "run"] + args, stderrFile: logFile, stdoutFile: outFile)
+        process = try lab.spawn(lab.router, launcher + [Env.binary, "run"] + args, stderrFile: logFile, stdoutFile: outFile)
         try waitForLog("\"event\":\"start\"", seconds: 20)
     }
 
