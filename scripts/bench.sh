@@ -4,6 +4,8 @@
 #   scripts/bench.sh engine   parse + verdict Mpps per core, bytes per tracked SYN, RSS with 1M SYNs
 #   scripts/bench.sh score    reflectguard score on a generated 5M-frame capture vs tcpdump + BPF vs tshark
 #   scripts/bench.sh memory   RSS with 1M tracked SYNs; RSS and legit verdicts under 10M spoofed tuples
+#   scripts/bench.sh inline   in a netns lab: the agent vs a C accept-all and a Python netfilterqueue
+#                             program (rate, CPU per packet, loss, latency), kernel-only rulesets
 #   scripts/bench.sh all      every benchmark
 # Set SCRATCH to build elsewhere than .build (e.g. SCRATCH=/tmp/rg-me).
 set -euo pipefail
@@ -163,7 +165,7 @@ score() {
     if [[ ${RG_SCORE_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
         perf record -q -o "$out_dir/perf.data" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json >/dev/null 2>&1 \
             && perf report -i "$out_dir/perf.data" --no-children --stdio --sort dso,sym 2>/dev/null \
-                | grep -v '^#' | grep -v '^$' | head -25 | cut -c1-160
+                | grep -v '^[#]' | grep -v '^$' | cut -c1-160 | sed -n 1,25p || true
     fi
 }
 
@@ -177,6 +179,7 @@ case "${1:-all}" in
     engine) build; machine; engine ;;
     score)  build_cli; machine; score ;;
     memory) build; machine; memory ;;
-    all)    build; build_cli; machine; parser; engine; score; memory ;;
-    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|all" >&2; exit 2 ;;
+    inline) build_cli; machine; source scripts/bench/inline.sh; inline ;;
+    all)    build; build_cli; machine; parser; engine; score; memory; source scripts/bench/inline.sh; inline ;;
+    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|inline|all" >&2; exit 2 ;;
 esac
