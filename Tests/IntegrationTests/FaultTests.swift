@@ -27,10 +27,11 @@ struct FaultTests {
     /// retransmissions are kept from the router, so the agent never learns this connection. The
     /// control run (`fixed: false`) loads the rules without the accept and must see the agent drop
     /// the SYN-ACK and the connection fail: that is what makes the fixed run's success mean something.
-    @Test(arguments: [true, false])
-    func armedVictimsSynackToAFailedOpenSynIsAcceptedByTheKernel(fixed: Bool) throws {
+    @Test(arguments: zip([true, false, true], ["4", "4", "6"]))
+    func armedVictimsSynackToAFailedOpenSynIsAcceptedByTheKernel(fixed: Bool, family: String) throws {
         try Env.requireReady()
-        let lab = try LabNet(fixed ? "pend" : "pendctl", family: "rgt-fault")
+        let v6 = family == "6"
+        let lab = try LabNet((fixed ? "pend" : "pendctl") + family, family: "rgt-fault")
         defer { lab.tearDown() }
         try lab.startServer(lab.inet, port: 8080)
         let rules = lab.tempPath("rules.nft")
@@ -44,7 +45,8 @@ struct FaultTests {
         try text.write(toFile: rules, atomically: true, encoding: .utf8)
         let agent = try AgentProcess(lab, ["--rules", rules] + Self.protect + Self.noArming
                                      + ["--queue-maxlen", "16"] + Self.metrics)
-        try lab.exec(lab.router, "nft add element inet reflectguard armed4 '{ 198.18.2.0/24 timeout 5m }'")
+        try lab.exec(lab.router, v6 ? "nft add element inet reflectguard armed6 '{ 2001:db8:2::/64 timeout 5m }'"
+                                    : "nft add element inet reflectguard armed4 '{ 198.18.2.0/24 timeout 5m }'")
         let crafter = try Crafter(lab)
 
         // Suspend the agent and fill its queue with outbound SYNs (always queued, never metered).
@@ -60,7 +62,7 @@ struct FaultTests {
         let client = lab.tempPath("client.py")
         try Self.connectOnce.write(toFile: client, atomically: true, encoding: .utf8)
         let out = lab.tempPath("client.out")
-        let p = try lab.spawn(lab.protected, ["python3", client, "198.18.1.2", "8080", "8"], stdoutFile: out)
+        let p = try lab.spawn(lab.protected, ["python3", client, v6 ? "2001:db8:1::2" : "198.18.1.2", "8080", "8"], stdoutFile: out)
         // The server answered (its SYN-ACK met the hold): the SYN went through the full queue.
         try Self.waitFor("the client's SYN to reach the server", seconds: 5) {
             try lab.exec(lab.inet, "nft list chain inet rgthold out").stdout.contains(#/packets [1-9]/#)
@@ -83,9 +85,10 @@ struct FaultTests {
             let said = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
             #expect(result.ok == 1, "the legitimate connection completed: \(said)")
             #expect(agentDropped == 0, "the agent never judged the SYN-ACK: \(agentDropped) unsolicited drops")
-            let accepted = chain.firstMatch(of: #/@pending4 counter packets (\d+)/#).flatMap { Int($0.1) } ?? 0
+            let accepted = (v6 ? chain.firstMatch(of: #/@pending6 counter packets (\d+)/#) : chain.firstMatch(of: #/@pending4 counter packets (\d+)/#))
+                .flatMap { Int($0.1) } ?? 0
             #expect(accepted >= 1, "the kernel's pending accept counted it: \(chain)")
-            measured("armed victim, SYN failed open: connection ok, kernel pending accepts \(accepted), agent unsolicited drops \(agentDropped)")
+            measured("armed victim (IPv\(family)), SYN failed open: connection ok, kernel pending accepts \(accepted), agent unsolicited drops \(agentDropped)")
         } else {
             #expect(result.ok == 0, "without the accept the agent drops the SYN-ACK and the connection fails")
             #expect(agentDropped >= 1, "control: the agent judged the SYN-ACK unsolicited: \(agentDropped)")
@@ -125,7 +128,9 @@ struct FaultTests {
         let received = AgentProcess.value(m, "reflectguard_packets_received_total")
         let queued = Double(after.idSequence - before.idSequence)
         measured("queue overflow (maxlen 16): \(sent) spoofed sent, agent judged \(Int(judgedSpoofed)) (all dropped), \(arrived) failed open to the protected host; queued \(Int(queued)), received \(Int(received)); queue_dropped \(after.queueDropped) user_dropped \(after.userDropped)")
-        #expect(arrived > sent / 100, "the flood outgrew the queue, which failed open: \(arrived) of \(sent) passed")
+        // 16 slots are 64 µs of this flood: any pause of the agent longer than that overflows the
+        // queue, however fast the build (a debug agent here let 2-5% through).
+        #expect(arrived > 0, "the flood outgrew the queue, which failed open: \(arrived) of \(sent) passed")
         #expect(judgedSpoofed > 0, "the agent kept judging while overflowing")
         // Each spoofed packet was either judged (dropped) or failed open (arrived); none lost
         // between (a little slack: veth backlogs may drop under a flood before any of this).
@@ -139,6 +144,45 @@ struct FaultTests {
         #expect(AgentProcess.value(m, "reflectguard_queue_user_dropped_total") == Double(after.userDropped))
         #expect(AgentProcess.value(m, "reflectguard_queue_id_sequence") == Double(after.idSequence))
         #expect(AgentProcess.value(m, "reflectguard_verdict_send_errors_total") == 0)
+        #expect(agent.stop() == 0)
+    }
+
+    // MARK: a suspended agent
+
+    /// An agent that hangs (SIGSTOP) under a flood: its queue fills, then FAIL_OPEN forwards
+    /// everything unjudged (no kernel counter sees it, and a stopped agent arms nothing), so
+    /// legitimate connections keep working and the flood passes. Resumed, it judges the backlog
+    /// it finds and protects again at once.
+    @Test func aSuspendedAgentFailsOpenAndProtectsAgainWhenResumed() throws {
+        try Env.requireReady()
+        let lab = try LabNet("hung", family: "rgt-fault")
+        defer { lab.tearDown() }
+        try InlineAgentTests.servers(lab)
+        let agent = try AgentProcess(lab, Self.protect + Self.noArming + Self.metrics)
+        try lab.resetCounters()
+        agent.signal(SIGSTOP)
+        let sent = 20_000
+        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
+        usleep(300_000)
+        let legit = try InlineAgentTests.Legit.start(lab, count: 5)
+        flood.waitUntilExit()
+        try legit.expectAllSucceeded("with the agent suspended")
+        let row = try Self.queueRow(lab)
+        let passed = try lab.protectedCount("synack")
+        measured("suspended agent: queue holds \(row.waiting); \(passed)/\(sent) spoofed SYN-ACKs failed open to the protected host")
+        #expect(row.waiting == 4096, "the queue is full: \(row)")
+        #expect(passed >= sent - 4096 - 100, "beyond the queue everything failed open: \(passed) of \(sent)")
+
+        agent.signal(SIGCONT)
+        try Self.waitFor("the resumed agent to drain its queue", seconds: 10) { try Self.queueRow(lab).waiting == 0 }
+        try lab.resetCounters()
+        _ = try lab.flood(.synack, count: 5_000, gap: "20us")
+        let after = try InlineAgentTests.Legit.start(lab, count: 5)
+        try after.expectAllSucceeded("after the agent resumed")
+        usleep(300_000)
+        #expect(try lab.protectedCount("synack") == 0, "protection resumed")
+        let m = try agent.metrics(port: Self.metricsPort)
+        #expect(AgentProcess.value(m, "reflectguard_packets_received_total") >= 4096 + 5_000, "the backlog was judged too")
         #expect(agent.stop() == 0)
     }
 
