@@ -182,7 +182,7 @@ public enum HTMLReport {
         if v >= 10_000 { return String(format: "%.0fk", v / 1000) }
         if v >= 1000 { return String(format: "%.1fk", v / 1000) }
         if v == v.rounded() { return String(Int(v)) }
-        return String(format: "%.1f", v)
+        return String(format: "%g", (v * 100).rounded() / 100)
     }
 
     /// The next round number at or above `v` (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 × 10^k), so axis ticks read well.

@@ -16,7 +16,7 @@ public enum TextReport {
         s += "  verdicts  \(r.accepted) accept, \(r.dropped) drop (\(percent(r.dropped, r.accepted + r.dropped)))\n"
 
         s += section("Verdicts by reason")
-        s += table(["reason", "frames"], r.reasons.map { [$0.0, String($0.1)] })
+        s += r.reasons.isEmpty ? "  none\n" : table(["reason", "frames"], r.reasons.map { [$0.0, String($0.1)] })
 
         s += section("Top victims (\(r.victimCount) protected hosts with drops)")
         if r.victims.isEmpty { s += "  none\n" } else {
