@@ -292,6 +292,11 @@ struct FaultTests {
         #expect(field("CapBnd") == "0000000000001000", "bounding set: \(field("CapBnd"))")
         #expect(field("NoNewPrivs") == "1")
         #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0, "rules applied")
+        if !(try lab.exec(lab.router, "nft list table inet reflectguard").stdout.contains("queue num")) {
+            // xtables backend: its iptables-nft children ran with the inherited capability.
+            let xt = try lab.exec(lab.router, "iptables-nft -t mangle -S FORWARD").stdout
+            #expect(xt.contains("reflectguard"), "xtables NFQUEUE rule added as nobody: \(xt)")
+        }
 
         try lab.resetCounters()
         let flood = try lab.flood(.synack, count: 10_000, gap: "20us", background: true)!
