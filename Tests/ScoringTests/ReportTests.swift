@@ -226,3 +226,19 @@ func csvSecondsMatchTheJSONFormat(_ ns: Int64) throws {
     let written = try String(contentsOfFile: path, encoding: .utf8)
     #expect(written == JSONReport.seconds(ns))
 }
+
+@Test func addressIndexFindsEveryKeyAcrossGrowth() {
+    let index = AddressIndex()
+    var keys: [AddressKey] = []
+    for i in 0..<20_000 {
+        let a = i % 2 == 0 ? IPAddress(v4: UInt32(0xC613_0000) + UInt32(i)) : IPAddress("2001:db8:ff::\(String(i, radix: 16))")!
+        keys.append(AddressKey(a))
+        #expect(index.find(keys[i]) == nil)
+        index.insert(keys[i], Int32(i))
+    }
+    #expect(index.count == 20_000)
+    var wrong = 0
+    for (i, k) in keys.enumerated() where index.find(k) != Int32(i) { wrong += 1 }
+    #expect(wrong == 0)
+    #expect(index.find(AddressKey(IPAddress("203.0.113.1")!)) == nil)
+}
