@@ -8,7 +8,8 @@
 # `import PacketParser` resolves to the real parser), with fuzzer coverage and AddressSanitizer.
 # The work corpus lives outside the repo (RG_FUZZ_WORK, default /tmp/rg-fuzz-corpus), seeded from
 # Fuzz/corpus; crashes land in $RG_FUZZ_WORK/artifacts. To refresh the committed corpus after a
-# run, minimise into it: scripts/fuzz.sh merge.
+# run, minimise into it: scripts/fuzz.sh merge. scripts/fuzz.sh reasons [DIR] prints which
+# verdict reasons a corpus reaches.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +30,16 @@ build_fuzzer() {
         "$repo/Fuzz/ParserEngineFuzz.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
         "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/parser-engine-fuzz"
 }
+
+if [[ "${1:-}" == "reasons" ]]; then
+    # Which verdict reasons the inputs of a directory reach (default: the committed corpus).
+    build_fuzzer
+    swiftc "${flags[@]}" -module-name ReasonTally -I "$build" \
+        "$repo/Fuzz/ReasonTally.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
+        "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/reason-tally"
+    "$build/reason-tally" -runs=0 -max_len=512 "${2:-$repo/Fuzz/corpus}" 2>/dev/null
+    exit 0
+fi
 
 echo "building $build/parser-engine-fuzz"
 build_fuzzer

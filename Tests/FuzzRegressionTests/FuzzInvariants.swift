@@ -66,7 +66,8 @@ public enum FuzzInvariants {
 
     /// Runs every check over one input; returns what failed (empty when all held). Each failure
     /// names the invariant and the numbers, so a crash report says what broke without a debugger.
-    public static func check(_ input: UnsafeRawBufferPointer) -> [String] {
+    /// `observe` sees every decision (scripts/fuzz.sh reasons: which reasons a corpus reaches).
+    public static func check(_ input: UnsafeRawBufferPointer, observe: ((Decision) -> Void)? = nil) -> [String] {
         var failures: [String] = []
         guard input.count > 0 else { return failures }
         let config = input[0]
@@ -113,6 +114,7 @@ public enum FuzzInvariants {
                 let d = useDecide ? engine.decide(q, at: now, side: side)
                     : engine.decideObserved(q, at: now, side: side)
                 calls += 1
+                observe?(d)
                 tally[d.reason, default: 0] += 1
                 checkDecision(d, packet: q, queued: queued, observed: !useDecide,
                               at: "\(at).\(i)", into: &failures)
@@ -198,13 +200,19 @@ public enum FuzzInvariants {
     }
 
     /// What the other end would answer: a SYN-ACK to a SYN (acking its ISN and any Fast Open
-    /// data), an ACK to a SYN-ACK, otherwise a RST at the acknowledged sequence number.
+    /// data), or a refusal when bit 16 of the ISN is set; an ACK to a SYN-ACK; otherwise a RST at
+    /// the acknowledged sequence number.
     static func reply(to p: ParsedPacket) -> ParsedPacket {
         var r = p
         r.source = p.destination; r.destination = p.source
         r.sourcePort = p.destinationPort; r.destinationPort = p.sourcePort
         r.payloadLength = 0
-        if p.flags.isSYN {
+        if p.flags.isSYN && p.sequence & 0x1_0000 != 0 {
+            // A refused connection (nothing listens): RST+ACK acking the SYN, seq 0 (RFC 9293 §3.10.7.1).
+            r.flags = [.rst, .ack]
+            r.sequence = 0
+            r.acknowledgment = p.sequence &+ 1 &+ UInt32(p.payloadLength)
+        } else if p.flags.isSYN {
             r.flags = [.syn, .ack]
             r.sequence = p.acknowledgment ^ 0x9e37_79b9
             r.acknowledgment = p.sequence &+ 1 &+ UInt32(p.payloadLength)
