@@ -42,6 +42,29 @@ import PacketParser
         #expect(e.decide(win, at: t(6)) == Decision(.accept, .synackScorePass, score: 35))
     }
 
+    /// The lab's report: a Linux server retransmitting its SYN-ACK (1, 3, 7, 15, 31 s after the
+    /// first, all five retries) to a Windows client on a port above Linux's ephemeral range,
+    /// options without timestamps (Windows offers none), no attack anywhere. Port and
+    /// retransmissions together stay below the threshold, so every copy is accepted.
+    @Test func windowsClientRetransmittedSynacksAreNotDroppedWithoutAttack() {
+        let e = ingress()
+        // MSS 1460, SACK-permitted, window scale 8, no timestamps.
+        let noTS = TCPOptionSignature(rawValue: 1460 | (9 << 16) | (1 << 20) | (1 << 22))
+        #expect(!noTS.timestamps && noTS.sackPermitted && noTS.windowScale != nil)
+        for (n, port) in [UInt16(61_000), 62_514, 65_535].enumerated() {
+            let sa = tcp(src: "198.51.100.\(20 + n)", dst: "198.18.2.\(30 + n)", sport: 443, dport: port,
+                         flags: synack, seq: 77 &* UInt32(n + 1), ack: 1000, options: noTS)
+            var maxScore: UInt8 = 0
+            for at in [0.0, 1, 3, 7, 15, 31] {
+                let d = e.decide(sa, at: t(100 * Double(n) + at))
+                #expect(d.verdict == .accept, "port \(port) at +\(at) s: \(d)")
+                maxScore = max(maxScore, d.score)
+            }
+            // Port (20) and repeated retransmissions (30): the most this evidence can reach.
+            #expect(maxScore == 50)
+        }
+    }
+
     @Test func thresholdIsConfigurable() {
         let e = ingress { $0.scoreThreshold = 95 }
         let sa = tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly)
