@@ -23,7 +23,8 @@
 # conntrack snippet, and the agent as deployed, each under the fixed flood and a full-speed one.
 #
 # Knobs: RG_INLINE_RATE (50000), RG_INLINE_FIXED (200000), RG_INLINE_DRAIN (60000, < 65536),
-# RG_INLINE_FULL (300000), RG_INLINE_PROBES (500), RG_INLINE_ROUNDS (3, saturation rounds).
+# RG_INLINE_FULL (300000), RG_INLINE_PROBES (500), RG_INLINE_ROUNDS (3, saturation rounds),
+# RG_INLINE_PERF=1 (a perf profile of each saturation drain).
 
 inline_rate=${RG_INLINE_RATE:-50000}
 inline_fixed=${RG_INLINE_FIXED:-200000}
@@ -256,8 +257,21 @@ inline_drain() {
     kill -STOP "$cpid"
     inline_flood "$inline_drain"
     sleep 0.2
+    # RG_INLINE_PERF=1: where the drain's time goes (kernel vs the consumer's own code), per consumer.
+    local perf_pid=
+    if [[ ${RG_INLINE_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
+        perf record -q -o "$work/perf-$name.data" -p "$cpid" -- sleep 3 >/dev/null 2>&1 &
+        perf_pid=$!
+        sleep 0.5
+    fi
     out=$(ip netns exec "$rtr" "$py" scripts/bench/drain.py "$cpid" 0 1 2>>"$work/drain.err")
     echo "bench: drain $name: $out; $(tail -1 "$work/drain.err")"
+    if [[ -n $perf_pid ]]; then
+        wait "$perf_pid" || true
+        echo "bench: perf profile of the $name drain (perf report -i $work/perf-$name.data):"
+        perf report -i "$work/perf-$name.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -4 || true
+        perf report -i "$work/perf-$name.data" --no-children --sort symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -8 | cut -c1-110 || true
+    fi
     read -r _ _ packets _ seconds _ ut _ st _ ns <<<"$out"
     q=$(inline_queue_row); read -r _ qd ud _ <<<"$q"
     inline_consumer_stop "$name"
