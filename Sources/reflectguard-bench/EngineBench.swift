@@ -17,13 +17,17 @@ enum EngineBench {
         // a fixed amount of work, for instruction counts under callgrind (N = 16 repeats what the
         // time-bounded rounds do there, where one chunk of 16 passes outlasts the 0.5 s).
         let passes = getenv("RG_ENGINE_BENCH_PASSES").flatMap { Int(String(cString: $0)) }
+        // RG_ENGINE_BENCH_CAPACITY=N: flow table capacity for the speed figures (default 1M), to
+        // see what a table sized to the site's real number of handshakes in flight costs.
+        let capacity = getenv("RG_ENGINE_BENCH_CAPACITY").flatMap { Int(String(cString: $0)) } ?? 1 << 20
+        print("engine: flow table capacity \(capacity)")
         var bestFull = Double.infinity, bestDecide = Double.infinity, bestFresh = Double.infinity
         var reasons = ""
         for _ in 0..<3 {
-            let engine = Engine(policy: policy(capacity: 1 << 20), seed: 0x5eed)
+            let engine = Engine(policy: policy(capacity: capacity), seed: 0x5eed)
             bestFull = min(bestFull, measure(buffer, slots, engine, parse: true, passes: passes))
             bestDecide = min(bestDecide, measure(buffer, slots, engine, parse: false, passes: passes))
-            bestFresh = min(bestFresh, measure(buffer, slots, Engine(policy: policy(capacity: 1 << 20), seed: 0x5eed),
+            bestFresh = min(bestFresh, measure(buffer, slots, Engine(policy: policy(capacity: capacity), seed: 0x5eed),
                                                parse: false, passes: passes, freshFlood: true))
             let s = engine.stats
             reasons = s.reasons.filter { $0.value > 0 }.sorted { $0.value > $1.value }
