@@ -182,8 +182,8 @@ public final class Engine {
     }
 
     /// Decides any packet a capture holds, as `run` would have: packets the rules never queue
-    /// are accepted with the reason why (`malformed`, `not-tcp`, `not-protected`, `not-queued`),
-    /// the rest go to `decide`.
+    /// are accepted with the reason why (`malformed` or `not-tcp` when there is no readable TCP
+    /// header, `not-protected`, `not-queued`), the rest go to `decide`.
     public func decideObserved(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Decision {
         route(packet, now: now, side: side, observed: true)
     }
@@ -199,10 +199,14 @@ public final class Engine {
     @inline(never)
     private func route(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
         var d: Decision
-        if observed && p.malformed != nil {
-            d = Decision(.accept, .malformed)
-        } else if observed && !p.hasTCP {
-            d = Decision(.accept, .notTCP)
+        // Without the fixed 20 bytes of TCP there is nothing to judge: accepted and counted, on
+        // both paths (inline, the copy range or a crafted packet can cut it). A packet whose
+        // fixed header is readable but whose lengths are inconsistent (data offset past the
+        // segment, options cut) is judged like any other, inline and in `score` alike: its ports,
+        // flags, seq and ack are all there, and accepting it would let a spoofer pass any check by
+        // padding the data offset. `packets.malformed` still counts it.
+        if !p.hasTCP {
+            d = Decision(.accept, p.malformed != nil ? .malformed : .notTCP)
         } else {
             let srcP = protected.contains(p.source)
             let dstP = protected.contains(p.destination)

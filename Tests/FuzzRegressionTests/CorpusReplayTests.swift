@@ -58,7 +58,9 @@ struct CorpusReplayTests {
                                      observed: false, at: "t", into: &failures)
         #expect(failures.count == 1)
         failures = []
-        FuzzInvariants.checkDecision(Decision(.accept, .notTCP), packet: ParsedPacket(), queued: true,
+        var tcp = ParsedPacket()
+        tcp.hasTCP = true
+        FuzzInvariants.checkDecision(Decision(.accept, .notTCP), packet: tcp, queued: true,
                                      observed: true, at: "t", into: &failures)
         #expect(failures.count == 1, "a queued packet decided not-tcp must be reported")
     }

@@ -110,7 +110,7 @@ public enum FuzzInvariants {
             if p.hasTCP && variant & 0x20 != 0 { batch.append(rst(after: p, salt: timing)) }
             for (i, q) in batch.enumerated() {
                 let queued = Engine.wouldQueue(q, policy: engine.policy, side: side)
-                let useDecide = variant & 0x40 != 0 && queued && q.malformed == nil
+                let useDecide = variant & 0x40 != 0 && queued
                 let d = useDecide ? engine.decide(q, at: now, side: side)
                     : engine.decideObserved(q, at: now, side: side)
                 calls += 1
@@ -165,11 +165,13 @@ public enum FuzzInvariants {
         }
         if d.score > 100 { failures.append("\(at): score \(d.score) > 100") }
         guard observed else { return }
-        if packet.malformed != nil && d.reason != .malformed {
-            failures.append("\(at): malformed packet decided \(d.reason.token)")
+        // No readable TCP header: accepted as malformed (or not-tcp). A readable fixed header is
+        // judged even when the frame is malformed (lengths inconsistent, options cut).
+        if !packet.hasTCP && d.reason != (packet.malformed != nil ? .malformed : .notTCP) {
+            failures.append("\(at): packet without a TCP header decided \(d.reason.token)")
         }
         // What the rules would not queue is accepted with the reason why, and the rest is judged.
-        if packet.malformed == nil && queued == notQueuedReasons.contains(d.reason) {
+        if packet.hasTCP && queued == notQueuedReasons.contains(d.reason) {
             failures.append("\(at): wouldQueue \(queued) but reason \(d.reason.token)")
         }
     }

@@ -242,9 +242,10 @@ struct FaultTests {
         #expect(arrivedUnreadable == each * unreadable.count,
                 "no TCP header to judge: every one accepted: \(arrivedUnreadable) of \(each * unreadable.count)")
         #expect(Double(arrived) == accepted, "what the agent accepted is what arrived")
-        withKnownIssue("Engine.decide ignores ParsedPacket.malformed: unreadable TCP is counted as flow-untracked, readable-but-inconsistent TCP is judged (and dropped as unsolicited) where `score` says accept/malformed") {
-            #expect(malformed == Double(total), "accepted with the reason malformed: \(malformed) of \(total)")
-        }
+        #expect(malformed == Double(each * unreadable.count),
+                "no readable TCP header: accepted with the reason malformed: \(malformed) of \(each * unreadable.count)")
+        #expect(dropped == Double(each * readable.count),
+                "a readable fixed header is judged even when its lengths are inconsistent (spoofed SYN-ACKs dropped): \(dropped) of \(each * readable.count)")
 
         // What the router's IP input drops first: no queue id is used, nothing arrives.
         let before = try Self.queueRow(lab)

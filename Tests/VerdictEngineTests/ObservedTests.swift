@@ -31,9 +31,10 @@ import PacketParser
 
     @Test func observedReasons() {
         let e = Engine(policy: policy(), seed: 1)
-        var bad = tcp(src: client, dst: server, sport: 1, dport: 2, flags: .syn)
-        bad.malformed = .truncatedTCPOptions
-        #expect(e.decideObserved(bad, at: t(0)) == Decision(.accept, .malformed))
+        var cut = tcp(src: client, dst: server, sport: 1, dport: 2, flags: .syn)
+        cut.hasTCP = false
+        cut.malformed = .truncatedTCP
+        #expect(e.decideObserved(cut, at: t(0)) == Decision(.accept, .malformed))
         var udp = ParsedPacket()
         udp.network = .ipv4; udp.ipProtocol = 17; udp.source = IPAddress(client)!; udp.destination = IPAddress(server)!
         #expect(e.decideObserved(udp, at: t(0)) == Decision(.accept, .notTCP))
@@ -42,6 +43,20 @@ import PacketParser
         #expect(e.decideObserved(tcp(src: server, dst: client, sport: 1, dport: 2, flags: .syn), at: t(0)) == Decision(.accept, .notQueued))
         #expect(e.decideObserved(tcp(src: server, dst: client, sport: 1, dport: 2, flags: synack), at: t(0)) == Decision(.drop, .unsolicitedSynack))
         #expect(e.stats.decisions == 6)
+    }
+
+    /// No readable TCP header: accepted as malformed inline too. A readable fixed header with
+    /// inconsistent lengths is judged, inline and observed alike (run and score agree).
+    @Test func malformedPacketsInlineAndObserved() {
+        let e = Engine(policy: policy(), seed: 1)
+        var cut = tcp(src: server, dst: client, sport: 1, dport: 2, flags: synack)
+        cut.hasTCP = false
+        cut.malformed = .truncatedTCP
+        #expect(e.decide(cut, at: t(0)) == Decision(.accept, .malformed))
+        var padded = tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack)
+        padded.malformed = .badDataOffset
+        #expect(e.decide(padded, at: t(0)) == Decision(.drop, .unsolicitedSynack))
+        #expect(e.decideObserved(padded, at: t(0)) == Decision(.drop, .unsolicitedSynack))
     }
 
     @Test func everyDecisionHasOneReasonAndCountsAddUp() {

@@ -22,7 +22,7 @@ import PacketParser
         let gen = ScenarioGenerator(scenario: scenario, seed: seed, packets: 20_000)
         var tally = Tally()
         var packet = ParsedPacket()
-        gen.run { bytes, ts, label in
+        _ = gen.run { bytes, ts, label in
             PacketParser.parse(bytes, link: gen.link, into: &packet)
             let d = engine.decideObserved(packet, at: ts)
             tally.total[label, default: 0] += 1
