@@ -1,4 +1,5 @@
 import Foundation
+import Scoring
 
 /// Structured log lines: one JSON object per event on stderr (journald and `jq` read them as they
 /// are). Shaped like swift-log: a value type with a level, and fields built only when the level is
@@ -64,19 +65,7 @@ public enum LogValue: Sendable, ExpressibleByStringLiteral, ExpressibleByInteger
         case .double(let d): return d.isFinite ? String(format: "%.3f", d) : "null"
         case .bool(let b): return b ? "true" : "false"
         case .strings(let a): return "[" + a.map { LogValue.string($0).json }.joined(separator: ",") + "]"
-        case .string(let s):
-            var out = "\""
-            for u in s.unicodeScalars {
-                switch u {
-                case "\"": out += "\\\""
-                case "\\": out += "\\\\"
-                case "\n": out += "\\n"
-                case "\t": out += "\\t"
-                default:
-                    if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-                }
-            }
-            return out + "\""
+        case .string(let s): return JSONWriter.quote(s)
         }
     }
 }

@@ -35,12 +35,7 @@ public final class CaptureReader {
         guard let h = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errbuf) else {
             throw CaptureError("cannot read capture \(path): \(String(cString: errbuf))")
         }
-        let dlt = pcap_datalink(h)
-        let name = pcap_datalink_val_to_name(dlt).map { String(cString: $0) } ?? "DLT_\(dlt)"
-        guard let lt = LinkType(dlt: dlt) else {
-            pcap_close(h)
-            throw CaptureError("cannot read capture \(path): unsupported link type \(name) (\(dlt))")
-        }
+        let (lt, name, dlt) = try linkTypeOf(h, closingOnError: "cannot read capture \(path)")
         self.handle = h
         self.path = path
         self.linkType = lt
@@ -115,12 +110,7 @@ public final class LiveCapture {
             pcap_close(h)
             throw CaptureError("cannot capture on \(interface): \(detail)")
         }
-        let dlt = pcap_datalink(h)
-        let name = pcap_datalink_val_to_name(dlt).map { String(cString: $0) } ?? "DLT_\(dlt)"
-        guard let lt = LinkType(dlt: dlt) else {
-            pcap_close(h)
-            throw CaptureError("cannot capture on \(interface): unsupported link type \(name) (\(dlt))")
-        }
+        let (lt, name, _) = try linkTypeOf(h, closingOnError: "cannot capture on \(interface)")
         self.handle = h
         self.interface = interface
         self.linkType = lt
@@ -178,4 +168,16 @@ public final class LiveCapture {
         guard pcap_stats(handle, &s) == 0 else { return nil }
         return (s.ps_recv, s.ps_drop)
     }
+}
+
+/// The link type of an open handle, with libpcap's DLT name (CONTRACT.md `input.link_type`) and
+/// number; closes the handle and throws when ReflectGuard cannot parse that link type.
+private func linkTypeOf(_ h: OpaquePointer, closingOnError context: String) throws -> (LinkType, String, Int32) {
+    let dlt = pcap_datalink(h)
+    let name = pcap_datalink_val_to_name(dlt).map { String(cString: $0) } ?? "DLT_\(dlt)"
+    guard let lt = LinkType(dlt: dlt) else {
+        pcap_close(h)
+        throw CaptureError("\(context): unsupported link type \(name) (\(dlt))")
+    }
+    return (lt, name, dlt)
 }

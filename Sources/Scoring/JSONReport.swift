@@ -97,7 +97,7 @@ public enum JSONReport {
 }
 
 /// A small pretty-printing JSON writer that keeps insertion order.
-struct JSONWriter {
+public struct JSONWriter {
     private(set) var text = ""
     private var depth = 0
     private var first = [true]
@@ -139,7 +139,8 @@ struct JSONWriter {
     mutating func string(_ s: String) { text += JSONWriter.quote(s) }
     mutating func raw(_ s: String) { text += s }
 
-    static func quote(_ s: String) -> String {
+    /// A JSON string literal (RFC 8259 §7); the agent's log lines use it too.
+    public static func quote(_ s: String) -> String {
         var out = "\""
         for u in s.unicodeScalars {
             switch u {
