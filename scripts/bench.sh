@@ -8,8 +8,19 @@
 #                             program (rate, CPU per packet, loss, latency), kernel-only rulesets
 #   scripts/bench.sh all      every benchmark
 # Set SCRATCH to build elsewhere than .build (e.g. SCRATCH=/tmp/rg-me).
+# --record (anywhere on the line) or RG_BENCH_RECORD=1: also rewrite the block between the
+# bench-run markers at the top of BENCHMARKS.md with this run's date, machine, load, command and
+# what each part printed, so the recorded figures come from one dated run and not from memory.
+# Each part runs in a subshell with its output teed to a log: a failed part is reported (and
+# recorded) as failed and the following parts still run; the exit status says whether any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bench_cmd="scripts/bench.sh $*"
+record=${RG_BENCH_RECORD:-0}
+args=()
+for a in "$@"; do if [[ $a == --record ]]; then record=1; else args+=("$a"); fi; done
+what=${args[0]:-all}
 
 scratch=(); bin=.build/release
 if [[ -n "${SCRATCH:-}" ]]; then scratch=(--scratch-path "$SCRATCH"); bin="$SCRATCH/release"; fi
@@ -174,12 +185,98 @@ memory() {
     "$bin/reflectguard-bench" memory
 }
 
-case "${1:-all}" in
-    parser) build; machine; parser ;;
-    engine) build; machine; engine ;;
-    score)  build_cli; machine; score ;;
-    memory) build; machine; memory ;;
-    inline) build_cli; machine; source scripts/bench/inline.sh; inline ;;
-    all)    build; build_cli; machine; parser; engine; score; memory; source scripts/bench/inline.sh; inline ;;
-    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|inline|all" >&2; exit 2 ;;
+# --- running parts and recording them ----------------------------------------------------------
+run_dir=$(mktemp -d /tmp/rg-bench-run.XXXXXX)
+run_start=$(date -u '+%Y-%m-%d %H:%M:%S UTC'); run_load=$(cut -d' ' -f1-3 /proc/loadavg)
+parts_run=(); parts_failed=()
+
+# run_part NAME FUNCTION: the function in a subshell (so a part's `exit 1` or a set -e failure
+# ends that part only, and inline's EXIT trap cleans its lab up when the part ends), stdout and
+# stderr teed to $run_dir/NAME.log; the exit status goes to $run_dir/NAME.rc.
+run_part() {
+    local name=$1 fn=$2 rc
+    parts_run+=("$name")
+    # A part after a failed build would measure a stale binary, or none.
+    if [[ " ${parts_failed[*]} " == *" build "* ]]; then
+        echo "bench: $name not run: the build failed" | tee "$run_dir/$name.log"; echo 125 >"$run_dir/$name.rc"
+        parts_failed+=("$name"); return 0
+    fi
+    set +e
+    ( set -e; "$fn" ) 2>&1 | tee "$run_dir/$name.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    echo "$rc" >"$run_dir/$name.rc"
+    if [[ $rc != 0 ]]; then echo "bench: FAIL: part $name exited $rc" >&2; parts_failed+=("$name"); fi
+}
+
+build_all() { build; build_cli; }
+inline_part() { source scripts/bench/inline.sh; inline; }
+
+# The lines of a part's log worth keeping: ratio and target lines first, then the tables and
+# result lines the part printed (not its "bench:" narration, except failures, warnings and the
+# few narration lines that carry a result), at most 60; a failed part also gets its last lines.
+record_lines() {
+    local log=$1 rc=$2 key='ratio|target|/ C accept-all|/ Python|/ rg'
+    { grep -E "$key" "$log" || true
+      grep -Ev "$key" "$log" | grep -Ev '^bench: ' || true
+      grep -E '^bench: (.*FAIL|.*WARNING|SIMD|Engine SYN|SYN-ACKs in the subset|reflectguard verdicts|capture )' "$log" || true
+    } | grep -Ev '^\[[0-9]+/[0-9]+\]|^Build complete|^Building for|^Compiling|^Write swift|^$' | head -60
+    if [[ $rc != 0 ]]; then echo "--- last lines of the failed part:"; tail -15 "$log"; fi
+}
+
+record_run() {
+    local block=$run_dir/block.md name rc status
+    {
+        echo "<!-- bench-run:begin (written by \`scripts/bench.sh ... --record\`; rewritten on every recorded run) -->"
+        echo "## Recorded run: $run_start"
+        echo
+        echo "- date (UTC): $run_start to $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        echo "- machine: $(uname -srm); $(lscpu | sed -n 's/^Model name: *//p'); $(nproc) cores; $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory"
+        echo "- kernel: $(uname -rv)"
+        echo "- load average at start: $run_load (at end: $(cut -d' ' -f1-3 /proc/loadavg))"
+        echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- Sources scripts Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/scripts')"
+        echo "- command: \`$bench_cmd\`${SCRATCH:+ (SCRATCH=$SCRATCH)}"
+        status=""
+        for name in "${parts_run[@]}"; do
+            rc=$(cat "$run_dir/$name.rc")
+            status+="${status:+, }$name $([[ $rc == 0 ]] && echo ok || echo "FAILED (exit $rc)")"
+        done
+        echo "- parts: $status"
+        echo "- full logs: $run_dir (not kept in the repository)"
+        for name in "${parts_run[@]}"; do
+            [[ $name == build ]] && [[ $(cat "$run_dir/$name.rc") == 0 ]] && continue
+            rc=$(cat "$run_dir/$name.rc")
+            echo
+            echo "### $name$([[ $rc == 0 ]] || echo " (FAILED, exit $rc)")"
+            echo
+            echo '```'
+            record_lines "$run_dir/$name.log" "$rc"
+            echo '```'
+        done
+        echo "<!-- bench-run:end -->"
+    } >"$block"
+    # Replace the old block; without one, put it above the first section.
+    awk -v block="$block" '
+        function put(   l) { while ((getline l < block) > 0) print l; close(block); done = 1 }
+        /^<!-- bench-run:begin/ { put(); skip = 1; next }
+        skip && /^<!-- bench-run:end/ { skip = 0; next }
+        skip { next }
+        !done && /^## / { put(); print "" }
+        { print }' BENCHMARKS.md >"$run_dir/BENCHMARKS.md"
+    cp "$run_dir/BENCHMARKS.md" BENCHMARKS.md
+    echo "bench: recorded this run at the top of BENCHMARKS.md (logs in $run_dir)"
+}
+
+case "$what" in
+    parser) run_part build build; machine; run_part parser parser ;;
+    engine) run_part build build; machine; run_part engine engine ;;
+    score)  run_part build build_cli; machine; run_part score score ;;
+    memory) run_part build build; machine; run_part memory memory ;;
+    inline) run_part build build_cli; machine; run_part inline inline_part ;;
+    all)    run_part build build_all; machine
+            for p in parser engine score memory; do run_part "$p" "$p"; done
+            run_part inline inline_part ;;
+    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|inline|all [--record]" >&2; exit 2 ;;
 esac
+if [[ $record == 1 ]]; then record_run; fi
+if [[ ${#parts_failed[@]} -gt 0 ]]; then echo "bench: failed parts: ${parts_failed[*]}" >&2; exit 1; fi
