@@ -216,10 +216,10 @@ inline_part() { source scripts/bench/inline.sh; inline; }
 # result lines the part printed (not its "bench:" narration, except failures, warnings and the
 # few narration lines that carry a result), at most 60; a failed part also gets its last lines.
 record_lines() {
-    local log=$1 rc=$2 key='ratio|target|/ C accept-all|/ Python|/ rg'
+    local log=$1 rc=$2 key='ratio:|target|/ C accept-all:|/ Python:'
     { grep -E "$key" "$log" || true
       grep -Ev "$key" "$log" | grep -Ev '^bench: ' || true
-      grep -E '^bench: (.*FAIL|.*WARNING|SIMD|Engine SYN|SYN-ACKs in the subset|reflectguard verdicts|capture )' "$log" || true
+      grep -E '^bench: (.*FAIL:|.*WARNING|SIMD|Engine SYN|SYN-ACKs in the subset|reflectguard verdicts|capture )' "$log" || true
     } | grep -Ev '^\[[0-9]+/[0-9]+\]|^Build complete|^Building for|^Compiling|^Write swift|^$' | head -60
     if [[ $rc != 0 ]]; then echo "--- last lines of the failed part:"; tail -15 "$log"; fi
 }
