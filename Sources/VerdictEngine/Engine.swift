@@ -416,7 +416,10 @@ public final class Engine {
             if !e.has(FlowEntry.synackSeen) && !e.has(FlowEntry.midstream) && !e.isInitiator(senderIs0) {
                 // SYN-SENT (RFC 9293 §3.10.7.3): acceptable only when it acknowledges the SYN.
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
-                return drop(.rstOutOfWindow, p)
+                // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
+                let d = drop(.rstOutOfWindow, p)
+                if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                return d
             }
             if tuning.pointee.track == .full, let rcvNxt = e.nxt(senderIs0) {
                 // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
