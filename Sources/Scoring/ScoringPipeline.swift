@@ -146,6 +146,11 @@ public struct LabelTable: Sendable {
 
     public static func isAttack(_ label: String) -> Bool { label.hasPrefix("attack-") }
 
+    /// Labels are stored densely by frame (2 bytes each, looked up per frame), so one huge frame
+    /// number would allocate gigabytes: 100 million frames (200 MB) is beyond any capture `score`
+    /// reads in one go (a 100M-frame pcap is > 6 GB of minimum-size frames).
+    public static let maxFrame = 100_000_000
+
     /// Parses the CSV text. Throws a message naming the line on anything malformed.
     public init(csv text: String) throws {
         var ids: [String: UInt16] = ["unlabelled": 0]
@@ -153,14 +158,22 @@ public struct LabelTable: Sendable {
         for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
-            if line.isEmpty { continue }
+            // The header comes first, exactly: an empty file (or one starting blank) is not a labels file.
             if lineNumber == 1 {
-                guard line == "frame,label" else { throw LabelError("line 1: expected header 'frame,label', got '\(line)'") }
+                guard line == "frame,label" else {
+                    throw LabelError(line.isEmpty && text.allSatisfy(\.isWhitespace)
+                        ? "empty file: expected header 'frame,label'"
+                        : "line 1: expected header 'frame,label', got '\(line)'")
+                }
                 continue
             }
+            if line.isEmpty { continue }
             let parts = line.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2, let frame = Int(parts[0]), frame >= 1 else {
                 throw LabelError("line \(lineNumber): expected 'frame,label', got '\(line)'")
+            }
+            guard frame <= Self.maxFrame else {
+                throw LabelError("line \(lineNumber): frame \(frame) is beyond the largest supported frame number \(Self.maxFrame)")
             }
             let name = String(parts[1])
             guard name == "legit" || isAttackLabel(name) else {

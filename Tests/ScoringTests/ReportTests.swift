@@ -98,6 +98,36 @@ import VerdictEngine
         #expect(throws: LabelError.self) { try LabelTable(csv: "frame,verdict\n1,legit\n") }
         #expect(throws: LabelError.self) { try LabelTable(csv: "frame,label\n1,benign\n") }
         #expect(throws: LabelError.self) { try LabelTable(csv: "frame,label\nx,legit\n") }
+        // The header must be line 1: an empty file, or blank lines before it, are not labels files.
+        #expect(throws: LabelError.self) { try LabelTable(csv: "") }
+        #expect(throws: LabelError.self) { try LabelTable(csv: "\n\n") }
+        #expect(throws: LabelError.self) { try LabelTable(csv: "\nframe,label\n1,legit\n") }
+        #expect((try? LabelTable(csv: "frame,label\r\n1,legit\r\n"))?.label(ofFrame: 1) == 1)
+    }
+
+    @Test func aHugeFrameNumberIsAnErrorNotAnAllocation() throws {
+        // 99999999999 frames of 2 bytes would be 200 GB: rejected with the line before allocating.
+        let e = #expect(throws: LabelError.self) { try LabelTable(csv: "frame,label\n99999999999,legit\n") }
+        #expect(e?.description.hasPrefix("line 2: frame 99999999999") == true, "\(String(describing: e))")
+        let edge = try LabelTable(csv: "frame,label\n1,legit\n")
+        #expect(edge.label(ofFrame: LabelTable.maxFrame) == 0)
+    }
+
+    @Test func scoreRejectsBadLabelFilesWithOneErrorLine() throws {
+        guard let bin = TestEnvironment.binary else { TestEnvironment.unavailable("the reflectguard binary is not built"); return }
+        guard let capture = TestEnvironment.capture("sv_ipv4_options_syn.pcap") else {
+            TestEnvironment.unavailable("no shared capture to score"); return
+        }
+        let dir = FileManager.default.temporaryDirectory
+        for (name, body) in [("rgt-fixcli-huge.csv", "frame,label\n99999999999,legit\n"), ("rgt-fixcli-empty.csv", "")] {
+            let path = dir.appendingPathComponent(name).path
+            try body.write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let r = try TestEnvironment.run(bin, ["score", capture, "--labels", path])
+            #expect(r.status == 1, "\(name): \(r.err)")
+            #expect(r.err.hasPrefix("Error: \(path): "), "\(name): \(r.err)")
+            #expect(r.err.split(separator: "\n").count == 1, "\(name): \(r.err)")
+        }
     }
 
     @Test func emptyReportsRender() {
