@@ -27,8 +27,7 @@ let commands: [String: ([String]) -> Int32] = [
 
 var argv = Array(CommandLine.arguments.dropFirst())
 guard let first = argv.first else {
-    print(topSpec.helpText, terminator: "")
-    exit(ExitCode.usage.rawValue)
+    exitUsage(UsageError(message: "missing subcommand"), topSpec)
 }
 if first == "--version" {
     print("reflectguard \(version)")
