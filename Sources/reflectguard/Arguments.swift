@@ -24,6 +24,12 @@ struct CommandSpec {
     var subcommands: [(String, String)] = []
     /// How many positional arguments are allowed.
     var positionals: ClosedRange<Int> = 0...0
+    /// What a positional is called in errors when `arguments` lists alternatives for one slot
+    /// (`nft generate|check|…` says "missing action (generate, check, apply or remove)").
+    var argumentKind = "argument"
+
+    /// `path usage`, without a trailing space when the usage line is empty.
+    func usageLine(_ usage: String) -> String { usage.isEmpty ? path : "\(path) \(usage)" }
 }
 
 struct UsageError: Error {
@@ -89,28 +95,40 @@ struct Arguments {
                 let extra = out.positionals[spec.positionals.upperBound]
                 throw UsageError(message: "unexpected argument '\(extra)'")
             }
-            throw UsageError(message: "missing argument: \(spec.arguments.first?.0 ?? "argument")")
+            throw UsageError(message: spec.missingArgumentMessage(given: out.positionals.count))
         }
         return out
     }
 }
 
 extension CommandSpec {
+    /// More argument rows than positional slots means the rows are alternatives for one slot.
+    func missingArgumentMessage(given: Int) -> String {
+        if arguments.count > positionals.upperBound {
+            let names = arguments.map(\.0)
+            let list = names.count > 1
+                ? names.dropLast().joined(separator: ", ") + " or " + names.last!
+                : names.joined()
+            return "missing \(argumentKind) (\(list))"
+        }
+        if given < arguments.count { return "missing \(argumentKind): \(arguments[given].0)" }
+        return "missing \(argumentKind)"
+    }
+
     var helpText: String {
         var s = "OVERVIEW: \(overview)\n\nUSAGE: "
-        s += usage.map { "\(path) \($0)" }.joined(separator: "\n       ") + "\n"
+        s += usage.map(usageLine).joined(separator: "\n       ") + "\n"
         if !arguments.isEmpty {
             s += "\nARGUMENTS:\n"
             for (a, h) in arguments { s += Self.row(a, h) }
         }
-        if !options.isEmpty {
-            s += "\nOPTIONS:\n"
-            for o in options {
-                let left = o.value.map { o.name.hasPrefix("--") ? "\(o.name) \($0)" : "\(o.name) \($0)" } ?? o.name
-                s += Self.row(left, o.help + (o.repeatable ? " (repeatable)" : ""))
-            }
-            s += Self.row("-h, --help", "Show help information.")
+        // Every command takes -h/--help, so OPTIONS is never empty.
+        s += "\nOPTIONS:\n"
+        for o in options {
+            let left = o.value.map { "\(o.name) \($0)" } ?? o.name
+            s += Self.row(left, o.help + (o.repeatable ? " (repeatable)" : ""))
         }
+        s += Self.row("-h, --help", "Show help information.")
         if !subcommands.isEmpty {
             s += "\nSUBCOMMANDS:\n"
             for (c, h) in subcommands { s += Self.row(c, h) }
@@ -145,7 +163,7 @@ func printError(_ line: String) {
 /// Prints a usage error the way swift-argument-parser does and exits 2.
 func exitUsage(_ error: UsageError, _ spec: CommandSpec) -> Never {
     printError("Error: \(error.message)")
-    printError("Usage: \(spec.path) \(spec.usage.first ?? "")")
+    printError("Usage: \(spec.usageLine(spec.usage.first ?? ""))")
     printError("  See '\(spec.path) --help' for more information.")
     exit(ExitCode.usage.rawValue)
 }

@@ -24,7 +24,8 @@ enum NftCommand {
                     ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else.")],
         options: [SharedOptions.rules, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
                   backend, hook, kernelOnly],
-        positionals: 1...1)
+        positionals: 1...1,
+        argumentKind: "action")
 
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)

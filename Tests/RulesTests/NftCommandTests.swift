@@ -26,6 +26,20 @@ import Testing
         #expect(r.stderr.contains("--help"))
     }
 
+    @Test func missingWordsAreNamedAndHelpAlwaysListsHelp() throws {
+        guard let nft = Self.run(["nft"]) else { NetnsLab.unavailable("the reflectguard binary is not built"); return }
+        #expect(nft.stderr.hasPrefix("Error: missing action (generate, check, apply or remove)\n"), "\(nft.stderr)")
+        let bare = Self.run([])!
+        #expect(bare.status == 2)
+        #expect(bare.stdout.isEmpty)
+        #expect(bare.stderr.hasPrefix("Error: missing subcommand\n"), "\(bare.stderr)")
+        #expect(bare.stderr.contains("See 'reflectguard --help'"))
+        let list = Self.run(["lab", "list", "--help"])!
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("USAGE: reflectguard lab list\n"), "\(list.stdout)")
+        #expect(list.stdout.contains("-h, --help"))
+    }
+
     @Test func aBadRulesFileExits3WithItsPosition() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-cmd.nft").path
         try "# x\ndefine mode = sideways\n".write(toFile: path, atomically: true, encoding: .utf8)
