@@ -20,11 +20,11 @@ public struct RulesFile: Sendable, Equatable {
     public static let embeddedName = "embedded:reflectguard.nft"
     public static let embedded = RulesFile(name: embeddedName, text: embeddedRulesetText, isEmbedded: true)
 
-    /// Reads a rules file. A missing or unreadable file is a rules error naming the path.
+    /// Reads a rules file. A missing or unreadable file throws an error marked `isUnreadableFile`
+    /// (a runtime failure, exit 1) naming the path and the system's reason.
     public static func load(path: String) throws(RulesError) -> RulesFile {
         guard let f = fopen(path, "rb") else {
-            let reason = String(cString: strerror(errno))
-            throw RulesError("cannot read rules file '\(path)': \(reason)", at: nil)
+            throw unreadable(path, errno)
         }
         defer { fclose(f) }
         var bytes: [UInt8] = []
@@ -34,11 +34,17 @@ public struct RulesFile: Sendable, Equatable {
             if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
             if n < chunk.count {
                 if ferror(f) != 0 {
-                    throw RulesError("cannot read rules file '\(path)': read error", at: nil)
+                    throw unreadable(path, errno)
                 }
                 break
             }
         }
         return RulesFile(name: path, text: String(decoding: bytes, as: UTF8.self))
+    }
+
+    private static func unreadable(_ path: String, _ errnoValue: Int32) -> RulesError {
+        var e = RulesError("cannot read rules file \(path): \(String(cString: strerror(errnoValue)))", at: nil)
+        e.isUnreadableFile = true
+        return e
     }
 }

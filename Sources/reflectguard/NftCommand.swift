@@ -58,7 +58,7 @@ enum NftCommand {
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
-            return ExitCode.rules.rawValue
+            return error.isUnreadableFile ? ExitCode.failure.rawValue : ExitCode.rules.rawValue
         }
 
         var backendValue: Backend

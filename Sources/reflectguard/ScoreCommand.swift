@@ -137,7 +137,8 @@ enum ScoreCommand {
     }
 
     /// The policy from the rules file (default: embedded), `--protect`, `-D` and `--mode`; nil
-    /// after printing a rules error (exit 3). A bad command-line value exits 2 here.
+    /// after printing a rules error (exit 3). A bad command-line value exits 2 here, an unreadable
+    /// rules file exits 1.
     static func resolvePolicy(_ a: Arguments) -> Policy? {
         do {
             let file = try a.value("--rules").map { path throws(RulesError) in try RulesFile.load(path: path) }
@@ -153,6 +154,7 @@ enum ScoreCommand {
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }
             printError("Error: \(error.description)")
+            if error.isUnreadableFile { exit(ExitCode.failure.rawValue) }
             return nil
         }
     }

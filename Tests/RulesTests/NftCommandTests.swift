@@ -49,9 +49,13 @@ import Testing
         }
         #expect(r.status == 3)
         #expect(r.stderr.contains("\(path):2:15: error: mode: 'sideways'"), "\(r.stderr)")
+        // An unreadable file has no position to name: a runtime failure (exit 1), one line.
         let missing = Self.run(["nft", "generate", "--backend", "xt", "--rules", path + ".absent"])!
-        #expect(missing.status == 3)
-        #expect(missing.stderr.contains("No such file"))
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "Error: cannot read rules file \(path).absent: No such file or directory\n", "\(missing.stderr)")
+        let directory = Self.run(["nft", "generate", "--backend", "xt", "--rules", "/"])!
+        #expect(directory.status == 1)
+        #expect(directory.stderr == "Error: cannot read rules file /: Is a directory\n", "\(directory.stderr)")
     }
 
     @Test func generatePrintsTheXtablesRulesAndTheListingWarning() throws {
