@@ -317,9 +317,9 @@ public final class Engine {
         e.state = senderIs0 ? FlowEntry.initiatorIs0 : 0
         e.isn = p.sequence
         e.synPayload = p.payloadLength
-        e.synOptions = p.optionSignature.rawValue
+        e.synOptions = p.optionSignature.rawValue & 0x00ff_ffff
         e.setNxt(senderIs0, p.sequence &+ 1 &+ UInt32(p.payloadLength))
-        e.setWindow(senderIs0, p.window)
+        e.setWindow(senderIs0, p.window, unscaled: true)
         e.setScale(senderIs0, Engine.shift(p.optionSignature))
         flows.slots[i] = e
         hot.pointee.synsSeen &+= 1
@@ -342,7 +342,7 @@ public final class Engine {
                 flows.slots[i].lastSeen = ms
                 flows.slots[i].state |= FlowEntry.synackSeen
                 flows.slots[i].advanceNxt(senderIs0, p.sequence &+ 1)
-                flows.slots[i].setWindow(senderIs0, p.window)
+                flows.slots[i].setWindow(senderIs0, p.window, unscaled: true)
                 return Decision(.accept, .synackSent)
             }
         } else {
@@ -353,7 +353,7 @@ public final class Engine {
         e.isn = p.acknowledgment &- 1
         e.setNxt(!senderIs0, p.acknowledgment)
         e.setNxt(senderIs0, p.sequence &+ 1)
-        e.setWindow(senderIs0, p.window)
+        e.setWindow(senderIs0, p.window, unscaled: true)
         // The client's shift is not known (its SYN was not queued); the server's is, if scaling is on.
         let s = Engine.shift(p.optionSignature)
         if s == 0xf { e.scales = 0 } else { e.setScale(senderIs0, s) }
@@ -376,7 +376,7 @@ public final class Engine {
                     var u = e
                     u.state |= FlowEntry.synackSeen
                     u.setNxt(senderIs0, p.sequence &+ 1)
-                    u.setWindow(senderIs0, p.window)
+                    u.setWindow(senderIs0, p.window, unscaled: true)
                     // RFC 7323 §2.2: scaling is on only when both SYNs carry the option.
                     let s = Engine.shift(p.optionSignature)
                     if s == 0xf || u.scale(!senderIs0) == 0xf { u.scales = 0 } else { u.setScale(senderIs0, s) }
@@ -424,9 +424,7 @@ public final class Engine {
             if tuning.pointee.track == .full, let rcvNxt = e.nxt(senderIs0) {
                 // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
                 if p.sequence == rcvNxt { return Decision(.accept, .rstExact) }
-                let sh = e.scale(!senderIs0)
-                let wnd = UInt32(e.window(!senderIs0)) << UInt32(sh == 0xf ? 14 : sh)
-                if p.sequence &- rcvNxt < wnd { return Decision(.accept, .rstInWindow) }
+                if p.sequence &- rcvNxt < e.windowBytes(!senderIs0) { return Decision(.accept, .rstInWindow) }
                 let d = drop(.rstOutOfWindow, p)
                 if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
                 return d
@@ -482,7 +480,7 @@ public final class Engine {
         let len = UInt32(p.payloadLength) &+ (f.isFIN ? 1 : 0) &+ (f.contains(.syn) ? 1 : 0)
         e.advanceNxt(senderIs0, p.sequence &+ len)
         if f.contains(.ack) { e.advanceNxt(!senderIs0, p.acknowledgment) }
-        e.setWindow(senderIs0, p.window)
+        e.setWindow(senderIs0, p.window, unscaled: f.contains(.syn))
     }
 
     // MARK: - Ingress-only scoring

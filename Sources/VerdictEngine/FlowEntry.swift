@@ -11,7 +11,9 @@ struct FlowEntry: TableSlot {
     /// Packet time in ms of the last packet that refreshed the entry. While no SYN-ACK has been
     /// seen only SYNs refresh it, so it is then the time of the last (re)transmitted SYN.
     var lastSeen: UInt32
-    /// The option signature of the initiator's SYN (TCPOptionSignature.rawValue).
+    /// Bits 0-23: the option signature of the initiator's SYN (TCPOptionSignature.rawValue
+    /// without the option order, which nothing here reads). Bits 24-31: `windowFlags`, kept here
+    /// because the 64 bytes are full.
     var synOptions: UInt32
     /// Next sequence number expected from endpoint 0 / 1 (RCV.NXT of the other endpoint).
     var nxt0: UInt32
@@ -73,11 +75,28 @@ struct FlowEntry: TableSlot {
         setNxt(is0, v)
     }
 
-    @inline(__always) mutating func setWindow(_ is0: Bool, _ w: UInt16) {
+    /// `synOptions` bits: the window of endpoint 0 / 1 came from a segment with SYN set, which
+    /// is never scaled (RFC 7323 §2.2).
+    static let win0Unscaled: UInt32 = 1 << 24
+    static let win1Unscaled: UInt32 = 1 << 25
+
+    /// Records the window an endpoint advertised; `unscaled` for a SYN's or SYN-ACK's window.
+    @inline(__always) mutating func setWindow(_ is0: Bool, _ w: UInt16, unscaled: Bool) {
+        let bit = is0 ? FlowEntry.win0Unscaled : FlowEntry.win1Unscaled
         if is0 { win0 = w } else { win1 = w }
+        synOptions = unscaled ? synOptions | bit : synOptions & ~bit
     }
 
     @inline(__always) func window(_ is0: Bool) -> UInt16 { is0 ? win0 : win1 }
+
+    /// The receive window endpoint `is0` last advertised, in bytes: the raw window shifted by
+    /// its scale, unless it came from the handshake; an unknown scale counts as the largest (14),
+    /// which errs on the side of accepting.
+    @inline(__always) func windowBytes(_ is0: Bool) -> UInt32 {
+        if synOptions & (is0 ? FlowEntry.win0Unscaled : FlowEntry.win1Unscaled) != 0 { return UInt32(window(is0)) }
+        let sh = scale(is0)
+        return UInt32(window(is0)) << UInt32(sh == 0xf ? 14 : sh)
+    }
 
     @inline(__always) func scale(_ is0: Bool) -> UInt8 { is0 ? scales & 0xf : scales >> 4 }
 

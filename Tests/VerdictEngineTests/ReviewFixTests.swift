@@ -20,4 +20,21 @@ import PacketParser
         #expect(ev.first?.prefix == CIDR("198.18.2.0/24"))
         #expect(ev.first.map { $0.rstDropRate >= 50 } == true)
     }
+
+    /// RFC 7323 §2.2: the window of a SYN or SYN-ACK is never scaled, so before the client sends
+    /// anything else its receive window is the raw 64240 bytes, not 64240 << 7.
+    @Test func handshakeWindowsAreUnscaled() {
+        let e = Engine(policy: policy { $0.track = .full }, seed: 1)
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 443, flags: .syn, seq: 1000, window: 64240), at: t(0))
+        _ = e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack, seq: 5000, ack: 1001, window: 65160), at: t(0.1))
+        func rst(_ seq: UInt32) -> Decision {
+            e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .rst, seq: seq), at: t(0.15))
+        }
+        #expect(rst(5001 + 64239) == Decision(.accept, .rstInWindow))
+        #expect(rst(5001 + 64240) == Decision(.drop, .rstOutOfWindow))
+        // The client's next segment carries a scaled window: 1000 << 7 from then on.
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 443, flags: .ack, seq: 1001, ack: 5001, window: 1000), at: t(0.2))
+        #expect(e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .rst, seq: 5001 + 64240), at: t(0.3))
+                == Decision(.accept, .rstInWindow))
+    }
 }
