@@ -46,6 +46,10 @@ public enum WorkerCounter: Int, CaseIterable {
     case enobufs
     case netlinkErrors
     case verdictSendErrors
+    /// Verdicts lost because their send failed twice (those packets fail open or stay queued).
+    case lostVerdicts
+    /// Packet messages that did not decode but had a readable id: accepted unjudged.
+    case undecoded
     case receiveCalls
     case sendCalls
     case attackEvents

@@ -46,6 +46,8 @@ final class MetricsRegistry: @unchecked Sendable {
         perQueue("reflectguard_enobufs_total", "counter", "ENOBUFS on receive (only without NETLINK_NO_ENOBUFS).", .enobufs)
         perQueue("reflectguard_netlink_errors_total", "counter", "Netlink error messages from the kernel.", .netlinkErrors)
         perQueue("reflectguard_verdict_send_errors_total", "counter", "Verdict batches that could not be sent.", .verdictSendErrors)
+        perQueue("reflectguard_lost_verdicts_total", "counter", "Verdicts whose send failed after one retry.", .lostVerdicts)
+        perQueue("reflectguard_undecoded_packets_total", "counter", "Queued packets whose message did not decode; accepted unjudged.", .undecoded)
         perQueue("reflectguard_receive_calls_total", "counter", "recvmmsg system calls.", .receiveCalls)
         perQueue("reflectguard_send_calls_total", "counter", "Verdict send system calls.", .sendCalls)
         perQueue("reflectguard_attack_events_total", "counter", "Attack events the engine reported.", .attackEvents)

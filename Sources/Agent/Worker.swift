@@ -98,6 +98,14 @@ final class Worker: @unchecked Sendable {
     private func process(_ receiver: PacketReceiver, _ batcher: VerdictBatcher, _ parsed: inout ParsedPacket) {
         let arrival = monotonicNanoseconds()
         receiver.forEachPacket { packet in
+            guard packet.decoded else {
+                // Cannot be judged; it gets its own accept now rather than waiting for whatever
+                // verdict a later batch would sweep it into.
+                counters.add(WorkerCounter.received.rawValue)
+                counters.add(WorkerCounter.accepted.rawValue)
+                batcher.record(packet.id, .accept, now: arrival)
+                return
+            }
             PacketParser.parse(packet.payload, link: .raw, into: &parsed)
             var t = packet.timestamp != 0 ? packet.timestamp &- realtimeToMonotonic : arrival
             if t < lastTime { t = lastTime }
@@ -175,6 +183,12 @@ final class Worker: @unchecked Sendable {
         counters.set(WorkerCounter.netlinkErrors.rawValue, UInt64(receiver.netlinkErrors))
         counters.set(WorkerCounter.verdictSendErrors.rawValue, UInt64(batcher.sendErrors))
         counters.set(WorkerCounter.sendCalls.rawValue, UInt64(batcher.sendCalls))
+        counters.set(WorkerCounter.lostVerdicts.rawValue, UInt64(batcher.lostVerdicts))
+        counters.set(WorkerCounter.undecoded.rawValue, UInt64(receiver.undecodedPackets))
+        if let e = batcher.takeSendError() {
+            shared.logger.error("verdict-send-failed", [("queue", .from(Int(queue))), ("error", .string("\(e)")),
+                                                       ("lost_verdicts_total", .from(batcher.lostVerdicts))])
+        }
         let s = engine.stats
         counters.set(WorkerCounter.tableOccupancy.rawValue, UInt64(s.flowEntries))
         counters.set(WorkerCounter.tableCapacity.rawValue, UInt64(s.flowCapacity))

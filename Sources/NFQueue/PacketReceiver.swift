@@ -24,6 +24,11 @@ public final class PacketReceiver {
     public private(set) var enobufs = 0
     /// Messages cut because they did not fit a slot (should stay 0).
     public private(set) var truncatedMessages = 0
+    /// Packet messages whose attributes did not parse but whose id could be read: handed to the
+    /// body with `decoded == false` (the caller accepts them). Those without a readable id
+    /// count in `netlinkErrors` only; the kernel keeps them until a later accept batch or the
+    /// socket closes.
+    public private(set) var undecodedPackets = 0
 
     public init(_ socket: QueueSocket) {
         self.socket = socket
@@ -86,7 +91,10 @@ public final class PacketReceiver {
             while rg_nlmsg_ok(msg, remaining) != 0 {
                 let type = Int32(msg.pointee.nlmsg_type)
                 if type == wantType {
-                    if decode(msg, into: &packet) { body(&packet) }
+                    if decode(msg, into: &packet) { body(&packet) } else if packet.idValid {
+                        undecodedPackets += 1
+                        body(&packet)
+                    }
                 } else if type == NLMSG_ERROR {
                     let err = mnl_nlmsg_get_payload(msg).assumingMemoryBound(to: nlmsgerr.self).pointee.error
                     if err != 0 { netlinkErrors += 1 }
@@ -99,11 +107,27 @@ public final class PacketReceiver {
 
     private func decode(_ msg: UnsafeMutablePointer<nlmsghdr>, into p: inout QueuedPacket) -> Bool {
         for k in 0..<attributeCount { attributes[k] = nil }
-        guard nfq_nlmsg_parse(msg, attributes) >= 0,
-              let hdr = attributes[Int(NFQA_PACKET_HDR.rawValue)] else {
+        let parsed = nfq_nlmsg_parse(msg, attributes) >= 0
+        // The attribute walk fills the table as it goes, so a message that fails validation
+        // later on still has its NFQA_PACKET_HDR (the kernel puts it first) when that one was
+        // whole: its id can still get a verdict of its own.
+        let hdr = attributes[Int(NFQA_PACKET_HDR.rawValue)]
+        let hdrWhole = hdr.map { mnl_attr_get_payload_len($0) >= 4 } ?? false
+        p.idValid = hdrWhole
+        p.decoded = false
+        guard parsed, hdrWhole, let hdr else {
             netlinkErrors += 1
+            if hdrWhole, let hdr {
+                p.id = rg_nfq_packet_id(hdr)
+                p.payload = UnsafeRawBufferPointer(start: nil, count: 0)
+                p.length = 0
+                p.timestamp = 0
+                p.inInterface = 0
+                p.outInterface = 0
+            }
             return false
         }
+        p.decoded = true
         p.id = rg_nfq_packet_id(hdr)
         if let a = attributes[Int(NFQA_PAYLOAD.rawValue)] {
             p.payload = UnsafeRawBufferPointer(start: mnl_attr_get_payload(a),

@@ -13,6 +13,12 @@ public struct QueuedPacket {
     public var inInterface: UInt32 = 0
     public var outInterface: UInt32 = 0
 
+    /// False for a packet message whose attributes did not parse: only `id` is meaningful and
+    /// the packet must be accepted (it cannot be judged, and it must not wait for a later batch).
+    public var decoded = true
+    /// Internal: the id was readable (the receiver hands only such packets to its caller).
+    var idValid = true
+
     public init() {}
 
     /// The copy range cut the packet. Harmless while the cut is past the headers (the parser

@@ -10,11 +10,15 @@ public enum QueueVerdict: Sendable {
     var netfilterValue: Int32 { self == .accept ? NF_ACCEPT : NF_DROP }
 }
 
-/// Verdicts in FIFO order, batched. NFQNL_MSG_VERDICT_BATCH applies one verdict to every queued
-/// id up to the one it names, so a run of equal verdicts costs one message; the messages of a
-/// whole receive batch go to the kernel in one send, which processes them in order (nfnetlink
-/// walks every message of the buffer). A drop ends the accept run before it (the accepts are
-/// emitted first), so order holds exactly as if each verdict were sent alone.
+/// Verdicts in FIFO order, batched. Accepts go as NFQNL_MSG_VERDICT_BATCH, which applies one
+/// verdict to every still-queued id up to the one it names, so a run of accepts costs one
+/// message. Drops go as single-id NFQNL_MSG_VERDICT messages: a drop batch would also drop every
+/// older packet still queued, e.g. one whose accept message was lost to a failed send or one
+/// whose message could not be decoded, and those must fail open, never be dropped for somebody
+/// else. The messages of a whole receive batch go to the kernel in one send, which processes
+/// them in order (nfnetlink walks every message of the buffer); a drop closes the accept run
+/// before it (the accepts are emitted first), so order holds exactly as if each verdict were
+/// sent alone, and every recorded packet is named by exactly one message.
 ///
 /// When to flush is the caller's rule (Suricata's discipline, adapted): before the receive loop
 /// could block (socket drained), when the oldest pending verdict reaches the flush interval, and
@@ -23,8 +27,7 @@ public final class VerdictBatcher {
     public let socket: QueueSocket
     private let buffer: UnsafeMutableRawBufferPointer
     private var used = 0
-    /// The open run: its verdict, its last id, how many packets it covers.
-    private var runVerdict: QueueVerdict = .accept
+    /// The open accept run: its last id and how many packets it covers.
     private var runLastID: UInt32 = 0
     private var runLength = 0
     /// Packets whose verdict is recorded but not yet sent.
@@ -32,11 +35,17 @@ public final class VerdictBatcher {
     /// When the oldest pending verdict was recorded (monotonic ns), for the flush timer.
     public private(set) var oldestPending: Int64 = 0
 
-    /// Messages sent, packets covered, and send failures (packets then stay queued in the kernel
-    /// until a later batch covers them or the socket closes).
+    /// Messages sent, packets covered, and send failures. A failed send is retried once; when
+    /// the retry fails too, the buffer's verdicts are counted in `lostVerdicts` (their packets
+    /// stay queued until a later accept batch covers them, i.e. they fail open, or the socket
+    /// closes) and the last error is kept for the caller to log.
     public private(set) var messagesSent = 0
     public private(set) var sendCalls = 0
     public private(set) var sendErrors = 0
+    public private(set) var lostVerdicts = 0
+    public private(set) var lastSendError: SystemCallError? = nil
+    /// Verdicts written to the buffer but not yet sent (for `lostVerdicts`).
+    private var bufferedVerdicts = 0
 
     /// One verdict message: nlmsghdr 16 + nfgenmsg 4 + NFQA_VERDICT_HDR attribute 12 = 32 bytes.
     static let messageSize = 32
@@ -52,33 +61,62 @@ public final class VerdictBatcher {
     /// Records the verdict for the next packet in arrival order.
     @inline(__always)
     public func record(_ id: UInt32, _ verdict: QueueVerdict, now: Int64) {
-        if runLength > 0, verdict != runVerdict { closeRun() }
         if pending == 0 { oldestPending = now }
-        runVerdict = verdict
-        runLastID = id
-        runLength += 1
         pending += 1
+        switch verdict {
+        case .accept:
+            runLastID = id
+            runLength += 1
+        case .drop:
+            // The accepts before it first (FIFO), then this id alone.
+            closeRun()
+            put(NFQNL_MSG_VERDICT, id, NF_DROP, covering: 1)
+        }
     }
 
     private func closeRun() {
         guard runLength > 0 else { return }
+        put(NFQNL_MSG_VERDICT_BATCH, runLastID, NF_ACCEPT, covering: runLength)
+        runLength = 0
+    }
+
+    @inline(__always)
+    private func put(_ type: nfqnl_msg_types, _ id: UInt32, _ verdict: Int32, covering: Int) {
         if used + Self.messageSize * 2 > buffer.count { sendBuffer() }
         let base = (buffer.baseAddress! + used).assumingMemoryBound(to: CChar.self)
-        let nlh = nfq_nlmsg_put(base, Int32(NFQNL_MSG_VERDICT_BATCH.rawValue), UInt32(socket.queue))!
-        nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: runLastID), runVerdict.netfilterValue)
+        let nlh = nfq_nlmsg_put(base, Int32(type.rawValue), UInt32(socket.queue))!
+        nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: id), verdict)
         used += Int(mnl_align(nlh.pointee.nlmsg_len))
-        runLength = 0
+        bufferedVerdicts += covering
     }
 
     private func sendBuffer() {
         guard used > 0 else { return }
+        let bytes = UnsafeRawBufferPointer(start: buffer.baseAddress, count: used)
         do {
-            try socket.send(UnsafeRawBufferPointer(start: buffer.baseAddress, count: used))
+            try socket.send(bytes)
             sendCalls += 1
         } catch {
+            // One retry: the send already retried ENOBUFS/ENOMEM/EAGAIN; anything else is rare
+            // enough that a second try costs nothing.
             sendErrors += 1
+            do {
+                try socket.send(bytes)
+                sendCalls += 1
+            } catch {
+                sendErrors += 1
+                lostVerdicts += bufferedVerdicts
+                lastSendError = error
+            }
         }
         used = 0
+        bufferedVerdicts = 0
+    }
+
+    /// Takes the error of the last lost buffer (nil when none since the last call), for logging.
+    public func takeSendError() -> SystemCallError? {
+        defer { lastSendError = nil }
+        return lastSendError
     }
 
     /// Sends everything recorded so far, in order, in one system call.
