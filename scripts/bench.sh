@@ -188,6 +188,8 @@ memory() {
 # --- running parts and recording them ----------------------------------------------------------
 run_dir=$(mktemp -d /tmp/rg-bench-run.XXXXXX)
 run_start=$(date -u '+%Y-%m-%d %H:%M:%S UTC'); run_load=$(cut -d' ' -f1-3 /proc/loadavg)
+# The tree as it is built, at the start (others may commit while the parts run).
+run_commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- Sources scripts Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/scripts')"
 parts_run=(); parts_failed=()
 
 # run_part NAME FUNCTION: the function in a subshell (so a part's `exit 1` or a set -e failure
@@ -234,7 +236,7 @@ record_run() {
         echo "- machine: $(uname -srm); $(lscpu | sed -n 's/^Model name: *//p'); $(nproc) cores; $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory"
         echo "- kernel: $(uname -rv)"
         echo "- load average at start: $run_load (at end: $(cut -d' ' -f1-3 /proc/loadavg))"
-        echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- Sources scripts Package.swift 2>/dev/null || echo ' + uncommitted changes in Sources/scripts')"
+        echo "- commit: $run_commit (at the start of the run)"
         echo "- command: \`$bench_cmd\`${SCRATCH:+ (SCRATCH=$SCRATCH)}"
         status=""
         for name in "${parts_run[@]}"; do
