@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Captures
+import NftBackend
 import PacketParser
 import Rules
 import Scoring
@@ -13,7 +14,11 @@ import VerdictEngine
 enum ScoreCommand {
     static let spec = CommandSpec(
         path: "reflectguard score",
-        overview: "Score a capture or a live interface: what ReflectGuard would drop, and why.",
+        overview: """
+            Score a capture or a live interface: what ReflectGuard would drop, and why.
+            A --rules FILE is first checked with nft's dry run (nothing is applied; needs \
+            CAP_NET_ADMIN, else skipped with a warning): a ruleset nft rejects exits 3.
+            """,
         usage: ["<capture> [options]", "--interface IF [--duration SECONDS] [options]"],
         arguments: [("<capture>", "A pcap or pcapng file.")],
         options: SharedOptions.policy + [
@@ -143,19 +148,51 @@ enum ScoreCommand {
         do {
             let file = try a.value("--rules").map { path throws(RulesError) in try RulesFile.load(path: path) }
                 ?? RulesFile.embedded
-            var policy = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: a.all("-D")).policy
+            let resolved = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: a.all("-D"))
+            var policy = resolved.policy
             if let m = a.value("--mode") {
                 guard let mode = Mode(rawValue: m) else {
                     exitUsage(UsageError(message: "--mode '\(m)': expected symmetric or ingress-only"), spec)
                 }
                 policy.mode = mode
             }
+            // The embedded default is checked when it is built; a file given is checked here so a
+            // ruleset that `run` could not load does not score as if it could.
+            if !file.isEmbedded, !nftAccepts(resolved) { return nil }
             return policy
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }
             printError("Error: \(error.description)")
             if error.isUnreadableFile { exit(ExitCode.failure.rawValue) }
             return nil
+        }
+    }
+
+    /// Whether nft accepts the rules, by libnftables' dry run (`nft -c`: the kernel checks the
+    /// batch, nothing is committed, so `score` still changes nothing). False after printing nft's
+    /// FILE:LINE:COL errors. The dry run needs CAP_NET_ADMIN: without it (or without a usable
+    /// libnftables) the check is skipped with a warning, since scoring needs no privilege.
+    static func nftAccepts(_ rules: ResolvedRules) -> Bool {
+        // Asked first: libnftables itself prints "Operation not permitted (you must be root)" on
+        // stderr when the kernel refuses the batch, which would make the warning two lines.
+        guard RunCommand.hasNetAdmin() else {
+            printError("Warning: rules not checked with nft (needs CAP_NET_ADMIN); scoring with them anyway")
+            return true
+        }
+        do {
+            let backend = try NftRuleset.probeBackend()
+            try NftRuleset.check(rules, hook: .router, backend: backend)
+            return true
+        } catch {
+            var m = error.message
+            while m.hasSuffix("\n") { m.removeLast() }
+            if error.isRulesError {
+                printError(m)
+                return false
+            }
+            let first = m.split(separator: "\n").first.map(String.init) ?? m
+            printError("Warning: rules not checked with nft (\(first)); scoring with them anyway")
+            return true
         }
     }
 
