@@ -161,19 +161,34 @@ public final class Agent {
 
     private func reload(_ shared: AgentShared) {
         let started = monotonicNanoseconds()
+        func refuse(_ why: String) {
+            logger.error("reload-failed", [("error", .string(why)), ("kept", .string("previous rules and policy"))])
+        }
         do {
-            var p = try hooks.reload()
-            p.queueCount = settings.queues.count
-            guard !p.protected.isEmpty else {
-                logger.error("reload-failed", [("error", .string("no protected network in the new rules; old rules stay"))])
-                return
+            // Everything is checked before the kernel sees the new rules: a refused reload must
+            // leave the running ruleset exactly as it was.
+            let plan = try hooks.reload()
+            guard !plan.policy.protected.isEmpty else {
+                return refuse("no protected network in the new rules")
             }
+            // Workers are bound to the queue numbers given at start; rules queueing to other
+            // numbers would send packets to queues nobody reads (bypass: unjudged).
+            guard plan.queues == settings.queues else {
+                return refuse("queues changed from \(settings.queues.lowerBound):\(settings.queues.upperBound) to \(plan.queues.lowerBound):\(plan.queues.upperBound); restart the agent to change queues")
+            }
+            // The enforcement's arming timeout is fixed at start.
+            guard plan.armedTimeout == settings.armedTimeout else {
+                return refuse("armed_timeout changed from \(settings.armedTimeout) s to \(plan.armedTimeout) s; restart the agent to change it")
+            }
+            try plan.apply()
+            var p = plan.policy
+            p.queueCount = settings.queues.count
             shared.replacePolicy(p)
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
                                    ("ms", .double(Double(monotonicNanoseconds() - started) / 1e6))])
         } catch {
-            logger.error("reload-failed", [("error", .string("\(error)")), ("kept", .string("previous rules and policy"))])
+            refuse("\(error)")
         }
     }
 

@@ -37,9 +37,10 @@ public struct AgentSettings: Sendable {
 public struct RulesHooks: Sendable {
     /// Applies the ruleset (start) and returns the policy it carries.
     public var apply: @Sendable () throws -> Policy
-    /// Re-reads the rules file, applies it atomically and returns the new policy. Throwing leaves
-    /// the old rules in place.
-    public var reload: @Sendable () throws -> Policy
+    /// Re-reads and resolves the rules file without touching the kernel, and returns what it
+    /// carries plus the step that applies it. The agent validates the plan first and applies it
+    /// only when it is acceptable, so a refused reload leaves the old rules in the kernel.
+    public var reload: @Sendable () throws -> ReloadPlan
     /// Removes the agent's own objects (exit, unless --keep-rules).
     public var remove: @Sendable () throws -> Void
     /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
@@ -47,12 +48,29 @@ public struct RulesHooks: Sendable {
     public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
 
     public init(apply: @escaping @Sendable () throws -> Policy,
-                reload: @escaping @Sendable () throws -> Policy,
+                reload: @escaping @Sendable () throws -> ReloadPlan,
                 remove: @escaping @Sendable () throws -> Void,
                 arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
         self.apply = apply
         self.reload = reload
         self.remove = remove
         self.arm = arm
+    }
+}
+
+/// A resolved, not yet applied, rules reload (see `RulesHooks.reload`).
+public struct ReloadPlan: Sendable {
+    public var policy: Policy
+    public var queues: ClosedRange<UInt16>
+    public var armedTimeout: Double
+    /// Loads the new ruleset into the kernel atomically; throwing leaves the old one.
+    public var apply: @Sendable () throws -> Void
+
+    public init(policy: Policy, queues: ClosedRange<UInt16>, armedTimeout: Double,
+                apply: @escaping @Sendable () throws -> Void) {
+        self.policy = policy
+        self.queues = queues
+        self.armedTimeout = armedTimeout
+        self.apply = apply
     }
 }

@@ -41,6 +41,7 @@ enum RunCommand {
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)
         var settings = AgentSettings()
+        let defaultArmedTimeout = settings.armedTimeout
         settings.dryRun = a.flag("--dry-run")
 
         var defines = a.all("-D")
@@ -150,12 +151,15 @@ enum RunCommand {
                 return resolved.policy
             },
             reload: {
+                // Pure: resolving reads the file only; the agent applies the plan after checking it.
                 let fresh: ResolvedRules
                 do { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: 3) }
-                if applyRules {
+                let timeout = fresh.values["armed_timeout"].flatMap { parseSeconds($0) } ?? defaultArmedTimeout
+                return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
+                                  armedTimeout: timeout, apply: {
+                    guard applyRules else { return }
                     do throws(NftError) { try NftRuleset.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
-                }
-                return fresh.policy
+                })
             },
             remove: {
                 do throws(NftError) { try NftRuleset.remove() } catch { throw RunError(error) }

@@ -312,6 +312,38 @@ struct InlineAgentTests {
         #expect(agent.stop() == 0)
     }
 
+    @Test func aReloadThatChangesQueuesOrArmedTimeoutIsRefusedBeforeTheKernelSeesIt() throws {
+        try Env.requireReady()
+        let lab = try LabNet("hupq")
+        defer { lab.tearDown() }
+        let original = try String(contentsOfFile: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
+        let rules = lab.tempPath("rules.nft")
+        try original.write(toFile: rules, atomically: true, encoding: .utf8)
+        let agent = try AgentProcess(lab, ["--rules", rules] + Self.protect + Self.agentOnly)
+        let before = try lab.exec(lab.router, "nft list table inet reflectguard").stdout
+
+        // No worker is bound to queue 1: the reload must fail and the kernel keep queue 0.
+        try original.replacingOccurrences(of: "define queues = 0", with: "define queues = 1")
+            .write(toFile: rules, atomically: true, encoding: .utf8)
+        agent.signal(SIGHUP)
+        try agent.waitForLog("queues changed", seconds: 10)
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard").stdout == before, "old rules stay: queues")
+
+        try original.replacingOccurrences(of: "define armed_timeout = 60s", with: "define armed_timeout = 90s")
+            .write(toFile: rules, atomically: true, encoding: .utf8)
+        agent.signal(SIGHUP)
+        try agent.waitForLog("armed_timeout changed", seconds: 10)
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard").stdout == before, "old rules stay: armed_timeout")
+        #expect(!agent.log.contains("\"event\":\"reload\""), "no reload succeeded: \(agent.log)")
+
+        // Still judging on queue 0.
+        try lab.resetCounters()
+        _ = try lab.flood(.synack, count: 2_000, gap: "50us")
+        usleep(300_000)
+        #expect(try lab.protectedCount("synack") == 0, "still protected after the refused reloads")
+        #expect(agent.stop() == 0)
+    }
+
     @Test func sigtermUnderFloodDrainsUnbindsAndExitsZero() throws {
         try Env.requireReady()
         let lab = try LabNet("term")
