@@ -354,6 +354,8 @@ public final class Engine {
         e.setNxt(!senderIs0, p.acknowledgment)
         e.setNxt(senderIs0, p.sequence &+ 1)
         e.setWindow(senderIs0, p.window, unscaled: true)
+        // The client's window (its SYN was not queued) is not known until it sends: the largest.
+        e.setWindow(!senderIs0, 0xffff, unscaled: false)
         // The client's shift is not known (its SYN was not queued); the server's is, if scaling is on.
         let s = Engine.shift(p.optionSignature)
         if s == 0xf { e.scales = 0 } else { e.setScale(senderIs0, s) }
@@ -458,7 +460,9 @@ public final class Engine {
         if i >= 0 && live(flows.slots[i], ms) {
             var e = flows.slots[i]
             if e.has(FlowEntry.synackSeen) || e.has(FlowEntry.midstream) {
-                advance(&e, p, senderIs0)
+                // A segment outside the receiver's window (a blind spoof, or an old
+                // retransmission) moves nothing, but the flow is still in use.
+                if e.acceptable(p, senderIs0) { advance(&e, p, senderIs0) }
                 e.lastSeen = ms
                 flows.slots[i] = e
             }
@@ -469,6 +473,9 @@ public final class Engine {
         if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
         e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
+        // The peer's window is not known until it sends: assume the largest, so the protected
+        // side's own segments are not held back by the in-window check meanwhile.
+        e.setWindow(!senderIs0, 0xffff, unscaled: false)
         advance(&e, p, senderIs0)
         flows.slots[i] = e
         return Decision(.accept, .flowTracked)

@@ -1,3 +1,5 @@
+import PacketParser
+
 /// One tracked TCP flow: 64 bytes, one cache line (checked by a test).
 ///
 /// Created only by packets the protected side sends: its SYNs (client role), its SYN-ACKs
@@ -73,6 +75,17 @@ struct FlowEntry: TableSlot {
     @inline(__always) mutating func advanceNxt(_ is0: Bool, _ v: UInt32) {
         if let cur = nxt(is0), Int32(bitPattern: v &- cur) <= 0 { return }
         setNxt(is0, v)
+    }
+
+    /// Whether a segment from endpoint `senderIs0` lies inside its receiver's window, i.e. its
+    /// end (seq + length) is in [RCV.NXT, RCV.NXT + window] (conntrack's tcp_in_window, much
+    /// reduced): only such a segment may move RCV.NXT and the window, so a blind spoofer cannot
+    /// push them and have the flow's legitimate RSTs dropped. One unsigned compare, wrap-safe.
+    @inline(__always) func acceptable(_ p: ParsedPacket, _ senderIs0: Bool) -> Bool {
+        guard let rcvNxt = nxt(senderIs0) else { return true }
+        let f = p.flags
+        let end = p.sequence &+ UInt32(p.payloadLength) &+ (f.isFIN ? 1 : 0) &+ (f.contains(.syn) ? 1 : 0)
+        return end &- rcvNxt <= windowBytes(!senderIs0)
     }
 
     /// `synOptions` bits: the window of endpoint 0 / 1 came from a segment with SYN set, which

@@ -37,4 +37,35 @@ import PacketParser
         #expect(e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .rst, seq: 5001 + 64240), at: t(0.3))
                 == Decision(.accept, .rstInWindow))
     }
+
+    /// track = full: a blind spoofer's segment outside the receiver's window moves neither RCV.NXT
+    /// nor the window, so the flow's legitimate RSTs still pass; in-window segments still move
+    /// them, across the 32-bit wrap too.
+    @Test func offPathSegmentsDoNotMoveTheWindow() {
+        let e = Engine(policy: policy { $0.track = .full }, seed: 1)
+        let isn: UInt32 = 0xffff_ff00
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 443, flags: .syn, seq: 1000), at: t(0))
+        _ = e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack, seq: isn, ack: 1001), at: t(0.1))
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 443, flags: .ack, seq: 1001, ack: isn &+ 1, window: 10), at: t(0.2))
+        // The client's window is 10 << 7 = 1280 bytes from RCV.NXT = isn + 1.
+        func from(_ seq: UInt32, _ len: UInt16, window: UInt16 = 500) {
+            _ = e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: [.ack, .psh], seq: seq, ack: 1001, window: window, payload: len), at: t(0.3))
+        }
+        func rst(_ seq: UInt32) -> Reason {
+            e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .rst, seq: seq), at: t(0.4)).reason
+        }
+        // Spoofed: far ahead, just past the window's right edge, and behind; none moves RCV.NXT.
+        from(isn &+ 1 &+ 1_000_000, 100, window: 65535)
+        from(isn &+ 1 &+ 1181, 100)
+        from(isn &- 5000, 100)
+        #expect(rst(isn &+ 1) == .rstExact)
+        #expect(rst(isn &+ 1 &+ 1_000_100) == .rstOutOfWindow)
+        // In window, across the wrap: 300 bytes end at isn + 301 (= 0x2d after wrapping).
+        from(isn &+ 1, 300)
+        #expect(rst(isn &+ 301) == .rstExact)
+        #expect(rst(isn &+ 1) == .rstOutOfWindow)
+        // Exactly at the right edge is still inside.
+        from(isn &+ 301, 1280)
+        #expect(rst(isn &+ 1581) == .rstExact)
+    }
 }
