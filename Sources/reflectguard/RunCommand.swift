@@ -98,11 +98,6 @@ enum RunCommand {
             logger.level = v
         }
 
-        guard hasNetAdmin() else {
-            printError("Error: 'reflectguard run' needs CAP_NET_ADMIN (run as root, or grant the capability: see scripts/reflectguard.service)")
-            return ExitCode.failure.rawValue
-        }
-
         let rulesPath = a.value("--rules")
         let allDefines = defines
         let hookChoice = hookValue
@@ -116,6 +111,15 @@ enum RunCommand {
             if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
             return ExitCode.rules.rawValue
+        }
+        guard !resolved.policy.protected.isEmpty else {
+            exitUsage(UsageError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules"), spec)
+        }
+        // Only now, after everything that can be checked without privileges: a usage or rules
+        // error must get its own exit code (2, 3) whoever runs the command.
+        guard hasNetAdmin() else {
+            printError("Error: 'reflectguard run' needs CAP_NET_ADMIN (run as root, or grant the capability: see scripts/reflectguard.service)")
+            return ExitCode.failure.rawValue
         }
         settings.queues = resolved.queues.first...resolved.queues.last
         if let t = resolved.values["armed_timeout"], let s = parseSeconds(t) { settings.armedTimeout = s }

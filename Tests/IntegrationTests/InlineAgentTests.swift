@@ -436,6 +436,20 @@ struct InlineAgentTests {
         #expect(try lab.exec(lab.router, "nft list ruleset").stdout == before, "nothing applied")
     }
 
+    @Test func argumentAndRulesErrorsKeepTheirExitCodesWithoutNetAdmin() throws {
+        try Env.requireReady()
+        let unprivileged = "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all '\(Env.binary)' run"
+        let badDefine = try sh("\(unprivileged) -D no_such_define=1 --protect 198.18.2.0/24", check: false)
+        #expect(badDefine.status == 2, "a bad -D is a usage error: \(badDefine.stderr)")
+        let missing = try sh("\(unprivileged) --rules /nonexistent/reflectguard.nft --protect 198.18.2.0/24", check: false)
+        #expect(missing.status == 3, "an unreadable rules file is a rules error: \(missing.stderr)")
+        let unprotected = try sh(unprivileged, check: false)
+        #expect(unprotected.status == 2, "no protected network is a usage error: \(unprotected.stderr)")
+        #expect(unprotected.stderr.contains("no protected network"))
+        #expect(unprotected.stderr.contains("Usage: reflectguard run"), "Error/Usage/See lines: \(unprotected.stderr)")
+        #expect(unprotected.stderr.contains("See 'reflectguard run --help'"))
+    }
+
     @Test func refusesToRunWithoutNetAdmin() throws {
         try Env.requireReady()
         let r = try sh("setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all '\(Env.binary)' run --protect 198.18.2.0/24",
