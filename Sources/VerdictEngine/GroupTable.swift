@@ -30,13 +30,21 @@ func laneBits(_ mask: SIMDMask<SIMD16<Int8>>) -> UInt32 {
     #endif
 }
 
-/// Packet-time age in milliseconds; a timestamp from the future (captures are not always
-/// monotonic) counts as age 0 rather than as a 49-day-old entry.
+/// Packet-time age in milliseconds. A timestamp up to `ageFutureSlackMs` in the future (captures
+/// are not always monotonic, merged ones step back seconds) counts as age 0; any other gap past
+/// 2^31 ms is a slot idle for 24.8 days or more, and counts as the oldest possible (`UInt32.max`),
+/// so it expires, is evicted first, and its bucket refills (it once read as 0: fresh forever).
+/// Times are 32-bit ms, so a gap of a whole multiple of ~49.7 days still aliases to a small one.
 @inline(__always)
 func age(_ now: UInt32, since then: UInt32) -> UInt32 {
     let d = now &- then
-    return Int32(bitPattern: d) < 0 ? 0 : d
+    guard Int32(bitPattern: d) < 0 else { return d }
+    return d >= 0 &- ageFutureSlackMs ? 0 : .max
 }
+
+/// How far back packet time may step (reordering, merged captures) and still read as "now":
+/// about 70 minutes.
+let ageFutureSlackMs: UInt32 = 1 << 22
 
 /// A fixed-capacity hash table in the SwissTable family, bounded by construction.
 ///

@@ -68,4 +68,28 @@ import PacketParser
         from(isn &+ 301, 1280)
         #expect(rst(isn &+ 1581) == .rstExact)
     }
+
+    /// Ages saturate: a gap of 2^31 ms (24.8 days) or more is the oldest age, not 0; a small
+    /// step back in packet time still reads as "now".
+    @Test func longIdleSlotsAreOld() {
+        #expect(age(1000, since: 400) == 600)
+        #expect(age(1000, since: 3000) == 0)
+        #expect(age(0x8000_0000, since: 0) == .max)
+        #expect(age(0, since: 0x7fff_ffff) == .max)
+        let days30 = 30.0 * 86_400
+        let e = Engine(policy: policy { $0.rstRate = 0.001; $0.rstBurst = 2; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 2 }, seed: 1)
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 443, flags: .syn, seq: 500), at: t(10))
+        // Reordered by a second: still the SYN's answer.
+        #expect(e.decide(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack, seq: 9, ack: 501), at: t(9)).reason == .solicitedSynack)
+        _ = e.decide(tcp(src: client, dst: server, sport: 40001, dport: 443, flags: .syn, seq: 700), at: t(10))
+        // 30 days later the SYN is long gone.
+        #expect(e.decide(tcp(src: server, dst: client, sport: 443, dport: 40001, flags: synack, seq: 9, ack: 701), at: t(10 + days30))
+                == Decision(.drop, .unsolicitedSynack))
+        // A bucket emptied 30 days ago (1 token per 1000 s) has refilled to its burst.
+        func rst(_ at: Double) -> Reason {
+            e.decide(tcp(src: server, dst: "198.18.2.50", sport: 1, dport: 2, flags: .rst, seq: 1), at: t(at)).reason
+        }
+        #expect([rst(20), rst(20), rst(20)] == [.rstWithinRate, .rstWithinRate, .rstRateLimit])
+        #expect(rst(20 + days30) == .rstWithinRate)
+    }
 }
