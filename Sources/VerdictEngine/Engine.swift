@@ -689,16 +689,26 @@ public final class Engine {
         if events.count < Engine.maxPendingEvents { events.append(e) } else { eventsLost &+= 1 }
     }
 
-    /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full); its slot.
+    /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full, or at the
+    /// level of the bucket it replaced); its slot.
     @inline(__always)
     private func refill(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
-            // Idle limit 0: any bucket not touched this millisecond may be reused when full; a
-            // reused bucket restarts full, which only errs on the side of accepting.
+            // Idle limit 0: when the table is full, the oldest bucket of the key's neighbourhood
+            // is reused. The new key inherits that bucket's level refilled to now, so a flood
+            // spread over more keys than the table holds cannot reset budgets by evicting them
+            // (each slot still refills at `rate`); a bucket idle for long has refilled to the
+            // burst anyway, so normal traffic sees full new buckets as before.
+            let before = t.count
             i = t.claim(hash: h, now: ms, idleLimit: 0, seed: seed)
-            t.slots[i] = Bucket(key: key, tokens: burst, lastSeen: ms)
+            var tokens = burst
+            if t.count == before {
+                let old = t.slots[i]
+                tokens = min(burst, old.tokens + Float(age(ms, since: old.lastSeen)) / 1000 * rate)
+            }
+            t.slots[i] = Bucket(key: key, tokens: tokens, lastSeen: ms)
             return i
         }
         let el = Float(age(ms, since: t.slots[i].lastSeen)) / 1000

@@ -92,4 +92,29 @@ import PacketParser
         #expect([rst(20), rst(20), rst(20)] == [.rstWithinRate, .rstWithinRate, .rstRateLimit])
         #expect(rst(20 + days30) == .rstWithinRate)
     }
+
+    /// A RST flood spread over more /64s than the prefix-bucket table holds (16K + 1/8) cannot
+    /// reset budgets by evicting buckets: a bucket that replaces an evicted one starts at that
+    /// one's level, so the second pass over the same /64s is dropped, not accepted afresh.
+    @Test func evictionDoesNotResetRSTBudgets() {
+        let e = Engine(policy: policy(["2001:db8:2::/48"]) {
+            $0.rstRate = 0.001; $0.rstBurst = 100; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 1
+        }, seed: 1)
+        let keys = 40_000
+        func pass(_ at: Double) -> Int {
+            var accepted = 0
+            for k in 0..<keys {
+                let dst = "2001:db8:2:\(String(k, radix: 16))::1"
+                let d = e.decide(tcp(src: "2001:db8:ff::1", dst: dst, sport: 80, dport: 80, flags: .rst, seq: 1), at: t(at + Double(k) * 1e-6))
+                if d.verdict == .accept { accepted += 1 }
+            }
+            return accepted
+        }
+        let first = pass(1)
+        // Only the buckets the table held before its first eviction had a token.
+        #expect(first > 16_000 && first <= 16_384 + 16_384 / 8)
+        #expect(pass(2) == 0)
+        // A long pause refills every bucket it lands on: legitimate RSTs pass again.
+        #expect(e.decide(tcp(src: "2001:db8:ff::1", dst: "2001:db8:2:1::1", sport: 80, dport: 80, flags: .rst, seq: 1), at: t(5000)).reason == .rstWithinRate)
+    }
 }
