@@ -123,16 +123,22 @@ public final class Agent {
             }
         }
 
-        shared.stop()
+        // Arm calls write into the ruleset: the pending ones finish before it goes.
         enforcement.cancel()
-        for t in threads { pthread_join(t, nil) }
         var exitCode: Int32 = 0
         if applyRules, !keepRules {
+            // The rules go first, while the workers still serve: from then on nothing queues new
+            // packets, and what was queued already is in the sockets for the workers' drain. The
+            // other order (drain, unbind, then remove) leaves the rules queueing between the
+            // drain and the unbind, and the kernel drops (nfqnl_flush) whatever they queued.
+            // With --keep-rules the workers drain and unbind, and the rules' bypass accepts.
             do { try hooks.remove() } catch {
                 logger.error("remove-rules-failed", [("error", .string("\(error)"))])
                 exitCode = 1
             }
         }
+        shared.stop()
+        for t in threads { pthread_join(t, nil) }
         if settings.dryRun { reportDryRun(shared.dryRunPipelines()) }
         logger.info("stop", [
             ("received", .from(registry.total(.received))),

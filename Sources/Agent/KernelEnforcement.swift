@@ -46,7 +46,17 @@ final class KernelEnforcement: @unchecked Sendable {
         renewTimer = t
     }
 
-    func cancel() { renewTimer?.cancel() }
+    /// Touched on `queue` only: set by `cancel`, after which nothing is armed any more.
+    private var cancelled = false
+
+    /// Stops arming and returns once no arm call is running or can start: the shutdown removes
+    /// the rules the calls write into right after, and an arm racing the removal would fail or
+    /// recreate objects. The serial queue runs everything enqueued before the marker first;
+    /// whatever is enqueued later (a worker's last events, the follow-up renewal) sees the flag.
+    func cancel() {
+        renewTimer?.cancel()
+        queue.sync { cancelled = true }
+    }
 
     /// Called by a worker after a batch; returns at once.
     func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
@@ -104,6 +114,7 @@ final class KernelEnforcement: @unchecked Sendable {
     }
 
     private func armPrefix(_ prefix: CIDR, submitted: Int64) {
+        if cancelled { return }
         if dryRun {
             if armed[prefix] == nil {
                 armed[prefix] = .max
@@ -125,6 +136,7 @@ final class KernelEnforcement: @unchecked Sendable {
             lastArmLatencyNanoseconds.store(UInt64(max(0, done - submitted)), ordering: .relaxed)
             if first {
                 queue.async { [self] in
+                    if cancelled { return }
                     do { try arm(prefix, timeout, true) } catch {
                         armFailures.add(1, ordering: .relaxed)
                         logger.error("arm-failed", [("prefix", .string(prefix.description)), ("error", .string("\(error)"))])

@@ -77,9 +77,10 @@ final class Worker: @unchecked Sendable {
             publish(receiver, batcher)
         }
         // Shutdown: take what is already in the socket, give each its verdict, then unbind. The
-        // kernel drops packets still queued to a socket that closes, so draining first is what
-        // keeps "exactly one verdict per packet" true at exit; from the unbind on, the rule's
-        // bypass accepts in the kernel.
+        // kernel drops packets still queued to a socket that unbinds or closes, so draining first
+        // is what keeps "exactly one verdict per packet" true at exit. Unless --keep-rules, the
+        // agent removed the queueing rules before stopping us, so nothing new arrives; with
+        // --keep-rules, from the unbind on the rule's bypass accepts in the kernel.
         var drained = 0
         while drained < 1_000_000 {
             guard case .processed(let n)? = try? receiver.receive(wait: false), n > 0 else { break }

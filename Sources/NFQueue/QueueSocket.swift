@@ -168,19 +168,25 @@ public final class QueueSocket {
     }
 
     /// Sends a prepared buffer of netlink messages (verdicts) in one system call. ENOBUFS/ENOMEM
-    /// (the kernel could not allocate) is retried a few times.
+    /// (the kernel could not allocate) and EAGAIN are retried a few times; the error thrown then
+    /// names the last failure.
     func send(_ bytes: UnsafeRawBufferPointer) throws(SystemCallError) {
         var attempts = 0
         while true {
+            // What the last attempt failed with, so the final error says what really happened
+            // (a full send buffer is EAGAIN, not ENOBUFS).
+            let failed: Int32
             do {
                 if case .processed = try syscall("mnl_socket_sendto(verdicts)", {
                     mnl_socket_sendto(socket, bytes.baseAddress, bytes.count)
                 }) { return }
+                failed = EAGAIN
             } catch {
                 guard error.errno == ENOBUFS || error.errno == ENOMEM else { throw error }
+                failed = error.errno
             }
             attempts += 1
-            if attempts > 3 { throw SystemCallError("mnl_socket_sendto(verdicts)", errno: ENOBUFS) }
+            if attempts > 3 { throw SystemCallError("mnl_socket_sendto(verdicts)", errno: failed) }
             usleep(100)
         }
     }
