@@ -20,8 +20,13 @@ final class Worker: @unchecked Sendable {
     /// Dry-run: every packet is accepted and what the engine said goes to the scoring pipeline.
     private let dryRun: DryRunRecorder?
     /// NFQA_TIMESTAMP is on CLOCK_REALTIME and the engine's clock must never jump: kernel stamps
-    /// are moved onto the monotonic clock by this offset (refreshed while idle), and time is kept
-    /// non-decreasing.
+    /// are moved onto the monotonic clock by this offset. It is re-read once per receive batch
+    /// (two vDSO clock reads, no system call): refreshed only while idle, a realtime step (NTP,
+    /// an operator) under sustained load would shift engine time by the step for as long as the
+    /// load lasts, aging pending SYNs out (step forward) or freezing time (step back). A stamp
+    /// taken before a step that lands in the same batch is still off by the step, so engine time
+    /// is also clamped to [last time, this batch's monotonic receive time]: never backwards,
+    /// never ahead of now.
     private var realtimeToMonotonic: Int64 = 0
     private var lastTime: Int64 = 0
     private var lastPublish: Int64 = 0
@@ -44,7 +49,6 @@ final class Worker: @unchecked Sendable {
         let receiver = PacketReceiver(socket)
         let batcher = VerdictBatcher(socket, capacity: receiver.batchCapacity)
         var parsed = ParsedPacket()
-        refreshClockOffset()
         while !shared.stopping {
             let wait = batcher.pending == 0
             let result: IOResult<Int>
@@ -98,6 +102,7 @@ final class Worker: @unchecked Sendable {
     @inline(__always)
     private func process(_ receiver: PacketReceiver, _ batcher: VerdictBatcher, _ parsed: inout ParsedPacket) {
         let arrival = monotonicNanoseconds()
+        realtimeToMonotonic = realtimeNanoseconds() &- arrival
         receiver.forEachPacket { packet in
             guard packet.decoded else {
                 // Cannot be judged; it gets its own accept now rather than waiting for whatever
@@ -108,7 +113,7 @@ final class Worker: @unchecked Sendable {
                 return
             }
             PacketParser.parse(packet.payload, link: .raw, into: &parsed)
-            var t = packet.timestamp != 0 ? packet.timestamp &- realtimeToMonotonic : arrival
+            var t = packet.timestamp != 0 ? min(packet.timestamp &- realtimeToMonotonic, arrival) : arrival
             if t < lastTime { t = lastTime }
             lastTime = t
             let side = sides.side(in: packet.inInterface, out: packet.outInterface)
@@ -160,7 +165,6 @@ final class Worker: @unchecked Sendable {
         if t > lastTime { lastTime = t }
         engine.advance(to: lastTime)
         afterBatch(t)
-        refreshClockOffset()
     }
 
     private func checkPolicy() {
@@ -170,10 +174,6 @@ final class Worker: @unchecked Sendable {
         engine.updatePolicy(policy)
         sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
         policyGeneration = generation
-    }
-
-    private func refreshClockOffset() {
-        realtimeToMonotonic = realtimeNanoseconds() &- monotonicNanoseconds()
     }
 
     private func publish(_ receiver: PacketReceiver, _ batcher: VerdictBatcher) {
