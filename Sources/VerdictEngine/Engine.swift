@@ -20,6 +20,7 @@ public final class Engine {
         var synackHorizonMs: UInt32 = 0
         var rstRate: Float = 0, rstBurst: Float = 0
         var rstPrefixRate: Float = 0, rstPrefixBurst: Float = 0
+        var rstNetworkRate: Float = 0, rstNetworkBurst: Float = 0
         var backscatterRate: Float = 0, backscatterBurst: Float = 0
         var attackThreshold: Float = 0
         /// Drops per window that keep an attack on: half the threshold, rounded up, at least 1.
@@ -31,6 +32,9 @@ public final class Engine {
         var scoreThreshold = 60
         var protected: PrefixMatcher
         var allowlist: PrefixMatcher
+        /// One RST bucket per protected prefix (`protected.index(of:)`), at least one; replaced
+        /// with the matcher on a policy change.
+        var networkBuckets: UnsafeMutablePointer<Bucket>
     }
 
     private struct HotState {
@@ -90,7 +94,8 @@ public final class Engine {
         self.policy = policy
         self.seed = HashSeed(seed)
         tuning = .allocate(capacity: 1)
-        tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist)))
+        tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
+                                     networkBuckets: Engine.networkBuckets(policy)))
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
         flows = GroupTable(capacity: max(16, policy.synTableCapacity))
@@ -118,7 +123,7 @@ public final class Engine {
         rstPrefixBuckets.deallocate(); backscatterBuckets.deallocate()
         victimRates.deallocate(); prefixRates.deallocate()
         counts.deallocate()
-        protected.deallocate(); allowlist.deallocate()
+        protected.deallocate(); allowlist.deallocate(); tuning.pointee.networkBuckets.deallocate()
         tuning.deallocate(); hot.deallocate()
     }
 
@@ -126,9 +131,11 @@ public final class Engine {
     /// across a reload. The flow table's capacity is fixed at init and not changed here.
     public func updatePolicy(_ newPolicy: Policy) {
         policy = newPolicy
-        protected.deallocate(); allowlist.deallocate()
+        protected.deallocate(); allowlist.deallocate(); tuning.pointee.networkBuckets.deallocate()
         tuning.pointee.protected = PrefixMatcher(newPolicy.protected)
         tuning.pointee.allowlist = PrefixMatcher(newPolicy.allowlist)
+        // Prefixes may have changed: the per-network budgets start over, full.
+        tuning.pointee.networkBuckets = Engine.networkBuckets(newPolicy)
         derive()
     }
 
@@ -141,6 +148,8 @@ public final class Engine {
         t.pointee.rstBurst = max(1, Float(policy.rstBurst) / q)
         t.pointee.rstPrefixRate = Float(policy.rstPrefixRate) / q
         t.pointee.rstPrefixBurst = max(1, Float(policy.rstPrefixBurst) / q)
+        t.pointee.rstNetworkRate = Float(policy.rstNetworkRate) / q
+        t.pointee.rstNetworkBurst = max(1, Float(policy.rstNetworkBurst) / q)
         t.pointee.backscatterRate = Float(policy.backscatterRate) / q
         t.pointee.backscatterBurst = max(1, Float(policy.backscatterBurst) / q)
         t.pointee.attackThreshold = max(1, Float(policy.attackRate) / q)
@@ -151,6 +160,15 @@ public final class Engine {
         t.pointee.mode = policy.mode
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
+    }
+
+    /// Full network buckets, one per protected prefix (at least one, so the pointer is valid).
+    private static func networkBuckets(_ policy: Policy) -> UnsafeMutablePointer<Bucket> {
+        let n = max(1, policy.protected.prefixes.count)
+        let burst = max(1, Float(policy.rstNetworkBurst) / Float(max(1, policy.queueCount)))
+        let b = UnsafeMutablePointer<Bucket>.allocate(capacity: n)
+        b.initialize(repeating: Bucket(key: .zero, tokens: burst, lastSeen: 0), count: n)
+        return b
     }
 
     private static func ms(_ seconds: Double) -> UInt32 {
@@ -436,14 +454,20 @@ public final class Engine {
                 return Decision(.accept, .rstTracked)
             }
         }
-        // Unknown flow: both the address's and its prefix's bucket must have a token.
+        // Unknown flow: the address's, its prefix's and its protected network's bucket must
+        // each have a token. The destination is protected here, so its network has a bucket.
         let dst = p.destination.bytes
         let pfx = Engine.prefix(dst)
         let a = refill(rstAddressBuckets, dst, ms, rate: rstRate, burst: rstBurst)
         let b = refill(rstPrefixBuckets, pfx, ms, rate: rstPrefixRate, burst: rstPrefixBurst)
-        if rstAddressBuckets.slots[a].tokens >= 1 && rstPrefixBuckets.slots[b].tokens >= 1 {
+        let net = tuning.pointee.networkBuckets + max(0, protected.index(of: p.destination))
+        let el = Float(age(ms, since: net.pointee.lastSeen)) / 1000
+        net.pointee.tokens = min(tuning.pointee.rstNetworkBurst, net.pointee.tokens + el * tuning.pointee.rstNetworkRate)
+        net.pointee.lastSeen = ms
+        if rstAddressBuckets.slots[a].tokens >= 1 && rstPrefixBuckets.slots[b].tokens >= 1 && net.pointee.tokens >= 1 {
             rstAddressBuckets.slots[a].tokens -= 1
             rstPrefixBuckets.slots[b].tokens -= 1
+            net.pointee.tokens -= 1
             return Decision(.accept, .rstWithinRate)
         }
         let d = drop(.rstRateLimit, p)

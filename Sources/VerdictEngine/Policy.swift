@@ -110,6 +110,10 @@ public struct Policy: Sendable, Equatable {
     /// The same per destination prefix (/24 IPv4, /64 IPv6).
     public var rstPrefixRate: Double = 500
     public var rstPrefixBurst: Double = 1000
+    /// The same per configured protected prefix as a whole: one fixed bucket each, never
+    /// evicted, so no spread over more addresses or /64s than the bucket tables hold gets more.
+    public var rstNetworkRate: Double = 5000
+    public var rstNetworkBurst: Double = 10000
     /// RSTs protected hosts send in answer to unsolicited SYN-ACKs, per source address.
     public var backscatterRate: Double = 10
     public var backscatterBurst: Double = 20

@@ -48,6 +48,33 @@ struct PrefixMatcher {
 
     var isEmpty: Bool { v4Count == 0 && otherCount == 0 }
 
+    /// How many prefixes `index(of:)` numbers.
+    var count: Int { v4Count + otherCount }
+
+    /// The number (0..<count) of the first prefix holding `a`, or -1: IPv4 prefixes first, in
+    /// the order `contains` tries them.
+    @inline(__always)
+    func index(of a: IPAddress) -> Int {
+        let x = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
+        if x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000 {
+            let y = x[1] >> 32
+            var i = 0
+            while i < v4Count {
+                let e = v4[i]
+                if y & (e >> 32) == e & 0xffff_ffff { return i }
+                i &+= 1
+            }
+            if !otherCoversV4 { return -1 }
+        }
+        var i = 0
+        while i < otherCount {
+            let d = (x & other[2 &* i &+ 1]) ^ other[2 &* i]
+            if d[0] | d[1] == 0 { return v4Count &+ i }
+            i &+= 1
+        }
+        return -1
+    }
+
     @inline(__always)
     func contains(_ a: IPAddress) -> Bool {
         let x = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)

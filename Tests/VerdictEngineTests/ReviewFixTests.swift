@@ -99,6 +99,7 @@ import PacketParser
     @Test func evictionDoesNotResetRSTBudgets() {
         let e = Engine(policy: policy(["2001:db8:2::/48"]) {
             $0.rstRate = 0.001; $0.rstBurst = 100; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 1
+            $0.rstNetworkBurst = 1e9
         }, seed: 1)
         let keys = 40_000
         func pass(_ at: Double) -> Int {
@@ -116,5 +117,24 @@ import PacketParser
         #expect(pass(2) == 0)
         // A long pause refills every bucket it lands on: legitimate RSTs pass again.
         #expect(e.decide(tcp(src: "2001:db8:ff::1", dst: "2001:db8:2:1::1", sport: 80, dport: 80, flags: .rst, seq: 1), at: t(5000)).reason == .rstWithinRate)
+    }
+
+    /// Each configured protected prefix has one fixed RST bucket for flows nobody tracks: a
+    /// spray over many /64s (each with budget to spare) gets no more than the network's burst,
+    /// and another protected prefix keeps its own budget.
+    @Test func protectedNetworkCapsRSTSpray() {
+        let e = Engine(policy: policy(["2001:db8:2::/48", "198.18.2.0/24"]) {
+            $0.rstRate = 0.001; $0.rstBurst = 100; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 100
+            $0.rstNetworkRate = 0.001; $0.rstNetworkBurst = 300
+        }, seed: 1)
+        var accepted = 0
+        for k in 0..<2000 {
+            let dst = "2001:db8:2:\(String(k, radix: 16))::1"
+            if e.decide(tcp(src: "2001:db8:ff::1", dst: dst, sport: 80, dport: 80, flags: .rst, seq: 1), at: t(1)).verdict == .accept { accepted += 1 }
+        }
+        #expect(accepted == 300)
+        #expect(e.decide(tcp(src: server, dst: client, sport: 80, dport: 80, flags: .rst, seq: 1), at: t(1)).reason == .rstWithinRate)
+        // The default network budget is far above the per-/64 one: legitimate traffic sees no change.
+        #expect(Policy().rstNetworkBurst >= 10 * Policy().rstPrefixBurst)
     }
 }
