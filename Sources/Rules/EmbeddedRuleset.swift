@@ -46,6 +46,9 @@ define rst_rate = 50
 define rst_burst = 100
 define rst_prefix_rate = 500
 define rst_prefix_burst = 1000
+# The same for each protected network as a whole (a budget no spread of RSTs can evict).
+define rst_network_rate = 5000
+define rst_network_burst = 10000
 # RSTs per second and burst a protected host may send in answer to unsolicited SYN-ACKs.
 define backscatter_rate = 10
 define backscatter_burst = 20

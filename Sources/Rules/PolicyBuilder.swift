@@ -59,6 +59,8 @@ struct PolicyBuilder {
         p.rstBurst = try count("rst_burst", default: p.rstBurst)
         p.rstPrefixRate = try count("rst_prefix_rate", default: p.rstPrefixRate)
         p.rstPrefixBurst = try count("rst_prefix_burst", default: p.rstPrefixBurst)
+        p.rstNetworkRate = try count("rst_network_rate", default: p.rstNetworkRate)
+        p.rstNetworkBurst = try count("rst_network_burst", default: p.rstNetworkBurst)
         p.backscatterRate = try count("backscatter_rate", default: p.backscatterRate)
         p.backscatterBurst = try count("backscatter_burst", default: p.backscatterBurst)
         p.attackRate = try count("attack_rate", default: p.attackRate)
