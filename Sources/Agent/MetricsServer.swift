@@ -60,33 +60,82 @@ final class MetricsServer: @unchecked Sendable {
         fd = s
     }
 
+    /// How long one client may take in all, request and response: a client that connects and
+    /// then trickles (or sends nothing) must not hold up the next scrape for long, whatever the
+    /// per-call timeouts would allow.
+    static let clientBudget: Int64 = 1_000_000_000
+
     func serve() {
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let listener = fd
         while !shouldStop() {
-            let r = poll(&pfd, 1, 200)
-            if r <= 0 { continue }
-            let c = accept(fd, nil, nil)
-            if c < 0 { continue }
-            handle(c)
+            let ready: IOResult<Int32>
+            do throws(SystemCallError) { ready = try syscall("poll(metrics)") { poll(&pfd, 1, 200) } } catch {
+                usleep(100_000)   // ENOMEM: back off, the listener stays good
+                continue
+            }
+            guard case .processed(let n) = ready, n > 0 else { continue }
+            let accepted: IOResult<Int32>
+            do throws(SystemCallError) {
+                // accept4 is _GNU_SOURCE-only in the Glibc module: accept, then non-blocking.
+                accepted = try syscall("accept(metrics)") { accept(listener, nil, nil) }
+            } catch {
+                // A client that gave up (ECONNABORTED, EPROTO) costs nothing; out of descriptors
+                // or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) would make poll report the same
+                // pending connection at once forever: back off instead of spinning.
+                if error.errno != ECONNABORTED, error.errno != EPROTO { usleep(100_000) }
+                continue
+            }
+            guard case .processed(let c) = accepted else { continue }
+            let flags = fcntl(c, F_GETFL)
+            guard flags >= 0, fcntl(c, F_SETFL, flags | O_NONBLOCK) == 0 else {
+                Glibc.close(c)   // a blocking client socket would escape the deadline
+                continue
+            }
+            handle(c, deadline: monotonicNanoseconds() + Self.clientBudget)
             Glibc.close(c)
         }
         Glibc.close(fd)
     }
 
-    private func handle(_ c: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    /// Waits until the client socket is ready for `events`; false once the deadline passed.
+    private func wait(_ c: Int32, _ events: Int32, until deadline: Int64) -> Bool {
+        var p = pollfd(fd: c, events: Int16(events), revents: 0)
+        while true {
+            let left = deadline - monotonicNanoseconds()
+            guard left > 0 else { return false }
+            let ms = Int32(min(left / 1_000_000 + 1, 1_000))
+            guard case .processed(let n)? = try? syscall("poll(metrics client)", { poll(&p, 1, ms) }) else { return false }
+            if n > 0 { return true }
+        }
+    }
+
+    private func handle(_ c: Int32, deadline: Int64) {
         var buf = [UInt8](repeating: 0, count: 4096)
         var got = 0
         // Read until the end of the request head (or the buffer is full): only the request line
-        // matters.
-        while got < buf.count {
-            let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress! + got, $0.count - got, 0) }
-            if n <= 0 { break }
-            got += n
-            if buf[..<got].contains(10) && String(decoding: buf[..<got], as: UTF8.self).contains("\r\n\r\n") { break }
-            if buf[..<got].contains(10) && String(decoding: buf[..<got], as: UTF8.self).contains("\n\n") { break }
+        // matters. The socket is non-blocking; every wait is bounded by the client's deadline.
+        reading: while got < buf.count {
+            let r: IOResult<Int>
+            do throws(SystemCallError) {
+                r = try syscall("recv(metrics)") {
+                    buf.withUnsafeMutableBytes { recv(c, $0.baseAddress! + got, $0.count - got, 0) }
+                }
+            } catch {
+                return   // ECONNRESET and the like: nobody to answer
+            }
+            switch r {
+            case .wouldBlock:
+                guard wait(c, Int32(POLLIN), until: deadline) else { return }
+            case .processed(0):
+                break reading   // the client closed its side: answer what it sent
+            case .processed(let n):
+                got += n
+                if buf[..<got].contains(10) {
+                    let text = String(decoding: buf[..<got], as: UTF8.self)
+                    if text.contains("\r\n\r\n") || text.contains("\n\n") { break reading }
+                }
+            }
         }
         let head = String(decoding: buf[..<got], as: UTF8.self)
         let requestLine = head.split(separator: "\n").first.map(String.init) ?? ""
@@ -101,12 +150,23 @@ final class MetricsServer: @unchecked Sendable {
             response = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\n"
                 + "Connection: close\r\n\r\n" + body
         }
-        var bytes = Array(response.utf8)
+        let bytes = Array(response.utf8)
         var sent = 0
         while sent < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { send(c, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 { break }
-            sent += n
+            let r: IOResult<Int>
+            do throws(SystemCallError) {
+                r = try syscall("send(metrics)") {
+                    bytes.withUnsafeBytes { send(c, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+                }
+            } catch {
+                return   // EPIPE, ECONNRESET: the client left
+            }
+            switch r {
+            case .wouldBlock:
+                guard wait(c, Int32(POLLOUT), until: deadline) else { return }
+            case .processed(let n):
+                sent += n
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ public enum IOResult<T> {
 /// as a state, traps on EBADF/EFAULT (those are bugs in this program, not conditions to handle),
 /// and throws a typed error naming the call for everything else.
 @inline(__always)
-func syscall<T: FixedWidthInteger>(_ name: @autoclosure () -> String,
+public func syscall<T: FixedWidthInteger>(_ name: @autoclosure () -> String,
                                    _ body: () -> T) throws(SystemCallError) -> IOResult<T> {
     while true {
         let r = body()
