@@ -110,7 +110,9 @@ enum RunCommand {
         do { resolved = try resolve() } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
-            return ExitCode.rules.rawValue
+            // An unreadable file is a runtime failure (1), as in score and nft; a file nft or the
+            // policy rejects is a rules error (3).
+            return error.isUnreadableFile ? ExitCode.failure.rawValue : ExitCode.rules.rawValue
         }
         guard !resolved.policy.protected.isEmpty else {
             exitUsage(UsageError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules"), spec)

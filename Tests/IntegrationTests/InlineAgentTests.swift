@@ -464,7 +464,7 @@ struct InlineAgentTests {
         let badDefine = try sh("\(unprivileged) -D no_such_define=1 --protect 198.18.2.0/24", check: false)
         #expect(badDefine.status == 2, "a bad -D is a usage error: \(badDefine.stderr)")
         let missing = try sh("\(unprivileged) --rules /nonexistent/reflectguard.nft --protect 198.18.2.0/24", check: false)
-        #expect(missing.status == 3, "an unreadable rules file is a rules error: \(missing.stderr)")
+        #expect(missing.status == 1, "an unreadable rules file is a runtime failure, as in score and nft: \(missing.stderr)")
         let unprotected = try sh(unprivileged, check: false)
         #expect(unprotected.status == 2, "no protected network is a usage error: \(unprotected.stderr)")
         #expect(unprotected.stderr.contains("no protected network"))
