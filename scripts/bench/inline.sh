@@ -175,9 +175,9 @@ inline_consumer() {
     pids+=("$cpid")
     # setsid must not have forked (it does when already a group leader): $! has to be the consumer.
     # Under load setsid may not have exec'd the consumer yet after a few milliseconds: poll for up
-    # to a second before calling it a fork.
+    # to five seconds (a full-speed sender at nice -10 can starve it) before calling it a fork.
     local tries=0
-    while [[ $(readlink "/proc/$cpid/exe" 2>/dev/null) == */setsid ]] && ((tries++ < 20)); do sleep 0.05; done
+    while [[ $(readlink "/proc/$cpid/exe" 2>/dev/null) == */setsid ]] && ((tries++ < 100)); do sleep 0.05; done
     [[ $(readlink "/proc/$cpid/exe" 2>/dev/null) != */setsid ]] || { echo "bench: FAIL: setsid forked; cannot track the consumer" >&2; exit 1; }
     local i
     for ((i = 0; i < 200; i++)); do
