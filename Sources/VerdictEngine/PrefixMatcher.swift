@@ -76,24 +76,5 @@ struct PrefixMatcher {
     }
 
     @inline(__always)
-    func contains(_ a: IPAddress) -> Bool {
-        let x = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
-        if x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000 {
-            let y = x[1] >> 32
-            var i = 0
-            while i < v4Count {
-                let e = v4[i]
-                if y & (e >> 32) == e & 0xffff_ffff { return true }
-                i &+= 1
-            }
-            if !otherCoversV4 { return false }
-        }
-        var i = 0
-        while i < otherCount {
-            let d = (x & other[2 &* i &+ 1]) ^ other[2 &* i]
-            if d[0] | d[1] == 0 { return true }
-            i &+= 1
-        }
-        return false
-    }
+    func contains(_ a: IPAddress) -> Bool { index(of: a) >= 0 }
 }
