@@ -387,13 +387,7 @@ public final class ScenarioGenerator {
         t += Int64(r.exponential(mean: 200e6)) + 1000
         let ending = r.unit()
         if ending < 0.5 {
-            f.add(t, .client, [.fin, .ack], seq: cNext, ack: sNext, opts: .ts)
-            cNext &+= 1
-            t += rttS
-            f.add(t, .server, [.fin, .ack], seq: sNext, ack: cNext, opts: .ts)
-            sNext &+= 1
-            t += rttC
-            f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+            f.closeFromClient(at: &t, cNext: &cNext, sNext: &sNext, rttS: rttS, rttC: rttC)
         } else if ending < 0.7 {
             f.add(t, .server, [.fin, .ack], seq: sNext, ack: cNext, opts: .ts)
             sNext &+= 1
@@ -477,13 +471,7 @@ public final class ScenarioGenerator {
         var t = max(f.clock + 1000, f.nextExchange)
         var cNext = f.clientNext, sNext = f.serverNext
         if t >= f.end {
-            f.add(t, .client, [.fin, .ack], seq: cNext, ack: sNext, opts: .ts)
-            cNext &+= 1
-            t += rttS
-            f.add(t, .server, [.fin, .ack], seq: sNext, ack: cNext, opts: .ts)
-            sNext &+= 1
-            t += rttC
-            f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+            f.closeFromClient(at: &t, cNext: &cNext, sNext: &sNext, rttS: rttS, rttC: rttC)
             f.finishScript()
             f.ended = true
             return true
@@ -832,6 +820,19 @@ struct Flow {
 }
 
 extension Flow {
+    /// The client's orderly close: its FIN, the server's FIN half a round trip later, the last
+    /// ACK; moves `t` to that ACK and both sequence numbers past their FINs.
+    mutating func closeFromClient(at t: inout Int64, cNext: inout UInt32, sNext: inout UInt32,
+                                  rttS: Int64, rttC: Int64) {
+        add(t, .client, [.fin, .ack], seq: cNext, ack: sNext, opts: .ts)
+        cNext &+= 1
+        t += rttS
+        add(t, .server, [.fin, .ack], seq: sNext, ack: cNext, opts: .ts)
+        sNext &+= 1
+        t += rttC
+        add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+    }
+
     /// Appends a step; `finishScript` sorts the steps by time (responses planned ahead of later
     /// requests interleave with them).
     mutating func add(_ time: Int64, _ from: Sender, _ flags: TCPFlags, seq: UInt32, ack: UInt32, opts: OptionKind,
