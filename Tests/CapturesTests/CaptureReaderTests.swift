@@ -181,3 +181,118 @@ enum Env {
         #expect(r.err.split(separator: "\n").count == 1, "\(r.err)")
     }
 }
+
+/// The memory-mapped reader against libpcap itself (`memoryMapped: false`): the same frames, bytes,
+/// timestamps and wire lengths, and the same error at the same frame, for real captures and for
+/// files made to have what the map leaves to libpcap (a record longer than the snap length, a
+/// cut record, a cut header) or reads itself in other ways (big-endian, nanosecond files).
+@Suite struct MappedReaderTests {
+    struct Read: Equatable {
+        var frames: [[UInt8]] = []
+        var times: [Int64] = []
+        var wire: [Int] = []
+        var error: String?
+    }
+
+    func read(_ path: String, mapped: Bool) throws -> Read {
+        let r = try CaptureReader(path: path, memoryMapped: mapped)
+        var out = Read()
+        do {
+            while let f = try r.next() {
+                out.frames.append(Array(f.bytes))
+                out.times.append(f.timestamp)
+                out.wire.append(f.wireLength)
+            }
+        } catch let e as CaptureError {
+            out.error = e.description
+        }
+        return out
+    }
+
+    /// A pcap file from parts: `bigEndian` writes every field swapped, `nano` the nanosecond magic.
+    func pcap(_ records: [(caplen: UInt32, len: UInt32, data: [UInt8])], snap: UInt32 = 128, link: UInt32 = 101,
+              bigEndian: Bool = false, nano: Bool = false) -> [UInt8] {
+        func u32(_ v: UInt32) -> [UInt8] {
+            let b = [UInt8(v & 0xff), UInt8(v >> 8 & 0xff), UInt8(v >> 16 & 0xff), UInt8(v >> 24)]
+            return bigEndian ? b.reversed() : b
+        }
+        func u16(_ v: UInt16) -> [UInt8] {
+            let b = [UInt8(v & 0xff), UInt8(v >> 8)]
+            return bigEndian ? b.reversed() : b
+        }
+        var out = u32(nano ? 0xa1b2_3c4d : 0xa1b2_c3d4) + u16(2) + u16(4) + u32(0) + u32(0) + u32(snap) + u32(link)
+        for (i, r) in records.enumerated() {
+            out += u32(1_700_000_000 + UInt32(i)) + u32(UInt32(1000 * i + 7)) + u32(r.caplen) + u32(r.len) + r.data
+        }
+        return out
+    }
+
+    /// An IPv4/TCP SYN of `size` bytes (raw IP link), with the frame number in the IP id.
+    func frame(_ n: Int, size: Int = 60) -> [UInt8] {
+        var f = [UInt8](repeating: 0, count: size)
+        f[0] = 0x45; f[2] = UInt8(size >> 8); f[3] = UInt8(size & 0xff); f[5] = UInt8(n); f[8] = 64; f[9] = 6
+        f[12...15] = [198, 18, 2, 2]; f[16...19] = [198, 18, 2, 3]
+        f[32] = 0x50; f[33] = 0x02
+        return f
+    }
+
+    /// Reads a made file both ways; also says whether the map was still in use at the end.
+    func check(_ bytes: [UInt8], _ name: String) throws -> (Read, mappedToTheEnd: Bool) {
+        let path = Env.temporaryPath(name)
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let a = try read(path, mapped: true), b = try read(path, mapped: false)
+        #expect(a == b, "\(name): the mapped reader and libpcap differ")
+        let r = try CaptureReader(path: path)
+        #expect(r.isMemoryMapped, "\(name): a plain pcap file is read from the map")
+        while (try? r.next()) != nil {}
+        return (a, r.isMemoryMapped)
+    }
+
+    @Test func sharedCapturesReadTheSame() throws {
+        var any = false
+        for name in ["evilfingers_nmap_syn_scan.pcap", "sv_linux_sll_multi.pcap", "sv_ipv4_options_syn.pcap",
+                     "cs_http_ip4and6.pcapng"] {
+            guard let path = Env.capture(name) else { continue }
+            any = true
+            let a = try read(path, mapped: true), b = try read(path, mapped: false)
+            #expect(a == b, "\(name)")
+            #expect(!a.frames.isEmpty && a.error == nil)
+            #expect(try CaptureReader(path: path).isMemoryMapped == name.hasSuffix(".pcap"), "\(name)")
+        }
+        if !any { Env.unavailable("shared captures not found") }
+    }
+
+    @Test func byteOrderAndPrecisionVariants() throws {
+        let records = (1...5).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0)) }
+        for (be, nano) in [(false, false), (true, false), (false, true), (true, true)] {
+            let (a, mapped) = try check(pcap(records, bigEndian: be, nano: nano), "variant-\(be)-\(nano).pcap")
+            #expect(a.frames.count == 5 && a.error == nil && mapped)
+            #expect(a.times[1] == 1_700_000_001 * 1_000_000_000 + 1007 * (nano ? 1 : 1000))
+        }
+    }
+
+    /// Snapped records (caplen < len) are ordinary; a record longer than the snap length is
+    /// libpcap's to judge, and it takes over at that frame with the earlier ones not repeated.
+    @Test func libpcapTakesOverAtAnUnusualRecord() throws {
+        var records = (1...6).map { (caplen: UInt32(60), len: UInt32(1500), data: frame($0)) }
+        records[3] = (caplen: 200, len: 200, data: frame(4, size: 200))
+        let (a, mapped) = try check(pcap(records, snap: 128), "oversized.pcap")
+        #expect(!mapped, "libpcap took over")
+        #expect(a.frames.count >= 3)
+        #expect(a.frames.prefix(3).map { $0[5] } == [1, 2, 3])
+        #expect(a.wire.first == 1500)
+    }
+
+    @Test func cutFilesFailAtTheSameFrame() throws {
+        let records = (1...4).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0)) }
+        let whole = pcap(records)
+        // Cut inside the last record's data, then inside its header.
+        let (inData, _) = try check(Array(whole.dropLast(10)), "cut-data.pcap")
+        #expect(inData.frames.count == 3 && inData.error != nil)
+        let (inHeader, _) = try check(Array(whole.dropLast(60 + 8)), "cut-header.pcap")
+        #expect(inHeader.frames.count == 3 && inHeader.error != nil)
+        // A header and no records at all.
+        let (empty, mapped) = try check(Array(whole.prefix(24)), "empty.pcap")
+        #expect(empty.frames.isEmpty && empty.error == nil && mapped)
+    }
+}
