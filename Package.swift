@@ -4,7 +4,8 @@
 // The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
 // VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
 // thin I/O targets (NFQueue, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
-// Lab are pure Swift, so fuzzing, sanitizers and benchmarks build them on their own.
+// Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header), so
+// fuzzing, sanitizers and benchmarks build them on their own.
 import PackageDescription
 
 let package = Package(
@@ -25,11 +26,14 @@ let package = Package(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
 
+        // A header-only module: one software prefetch instruction, for the scoring tables.
+        .systemLibrary(name: "CPrefetch"),
+
         // MARK: pure Swift
         .target(name: "PacketParser"),
         .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
         .target(name: "Rules", dependencies: ["VerdictEngine"]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"]),
         .target(name: "Lab", dependencies: ["PacketParser"]),
 
         // MARK: thin I/O

@@ -29,20 +29,23 @@ public final class ScoringPipeline {
     public var frames: Int { counts.frames }
 
     /// Called for every frame with its number and decision (for `--verdicts FILE.csv`).
-    public var verdictSink: ((Int, Decision) -> Void)?
+    /// Set before the first frame; read on every one (see above on exclusivity).
+    @exclusivity(unchecked) public var verdictSink: ((Int, Decision) -> Void)?
 
-    let victims = VictimTable()
+    let victims: VictimTable
     let reflectors: ReflectorTable
     let timeline = Timeline()
     public let labels: LabelTable?
     @exclusivity(unchecked) private(set) var confusion: [[UInt64]]
 
     public init(policy: Policy, labels: LabelTable? = nil, sessionCapacity: Int = 1 << 18,
-                sessionTimeouts: SessionTimeouts = SessionTimeouts(), reflectorCapacity: Int = 1 << 16) {
+                sessionTimeouts: SessionTimeouts = SessionTimeouts(), reflectorCapacity: Int = 1 << 16,
+                victimCapacity: Int = 1 << 16) {
         self.policy = policy
         self.labels = labels
         self.sessions = SessionTable(capacity: sessionCapacity, timeouts: sessionTimeouts)
         self.reflectors = ReflectorTable(capacity: reflectorCapacity)
+        self.victims = VictimTable(capacity: victimCapacity)
         self.confusion = Array(repeating: [0, 0], count: labels?.names.count ?? 0)
         reasonCounts = .allocate(capacity: Reason.ordinalCount)
         reasonCounts.initialize(repeating: 0, count: Reason.ordinalCount)
@@ -78,6 +81,18 @@ public final class ScoringPipeline {
         }
     }
 
+    /// A hint that `packet` comes `distance` (1 or 2) frames later: starts loading the table
+    /// lines `observe` will read for it (see `SessionTable.prefetch`). Changes nothing.
+    public func prefetch(_ packet: ParsedPacket, distance: Int) {
+        guard packet.hasTCP else { return }
+        sessions.prefetch(packet, distance: distance)
+        let f = packet.flags
+        if distance == 1 && (f.isSYNACK || f.isRST) {
+            victims.prefetch(victim: packet.destination)
+            if f.isSYNACK { reflectors.prefetch(packet.source) }
+        }
+    }
+
     /// Closes the remaining sessions (as `open`, or aged out by the last packet's time). Call
     /// once, when the source has no more frames.
     public func finish() {
@@ -110,6 +125,7 @@ public final class ScoringPipeline {
         r.connStates = ConnState.allCases.compactMap { c in sessions.connStates[c].map { (c.rawValue, $0) } }
         r.victims = victims.top(100)
         r.victimCount = victims.count
+        r.victimsOverflow = victims.overflow
         r.victimPrefixes = victims.byPrefix(limit: 20)
         r.reflectors = reflectors.top(20)
         r.reflectorCount = reflectors.count

@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 import PacketParser
 import VerdictEngine
@@ -5,7 +6,9 @@ import VerdictEngine
 /// Protected hosts that received dropped SYN-ACKs or RSTs, with how many distinct reflectors sent
 /// them. Distinct reflectors are estimated with a 256-register HyperLogLog per victim (linear
 /// counting below ~600, which is exact in practice for the handful a legit host sees), so a
-/// carpet-bombed /16 costs 256 bytes a victim instead of a set of every reflector.
+/// carpet-bombed /16 costs 256 bytes a victim instead of a set of every reflector. The first
+/// `capacity` victims are tracked; drops to later ones are only counted in `overflow`, so a
+/// carpet over a whole IPv6 /64 (a new victim per packet) cannot grow memory without bound.
 final class VictimTable {
     struct Stats {
         var address: IPAddress
@@ -14,6 +17,11 @@ final class VictimTable {
         var registerOffset: Int
     }
     private static let registersPerVictim = 256
+    let capacity: Int
+    /// Drops to protected hosts that came after the table was full.
+    @exclusivity(unchecked) private(set) var overflow: UInt64 = 0
+
+    init(capacity: Int) { self.capacity = capacity }
     // Single-threaded per-drop state: see ScoringPipeline on @exclusivity(unchecked).
     private let index = AddressIndex()
     @exclusivity(unchecked) private var stats: [Stats] = []
@@ -21,10 +29,13 @@ final class VictimTable {
 
     var count: Int { stats.count }
 
+    func prefetch(victim: IPAddress) { index.prefetch(AddressKey(victim)) }
+
     func add(victim: IPAddress, reflector: IPAddress, synack: Bool) {
         let i: Int
         let key = AddressKey(victim)
         if let known = index.find(key) { i = Int(known) } else {
+            guard stats.count < capacity else { overflow &+= 1; return }
             i = stats.count
             index.insert(key, Int32(i))
             stats.append(Stats(address: victim, registerOffset: registers.count))
@@ -105,6 +116,8 @@ final class ReflectorTable {
 
     var count: Int { counts.count }
 
+    func prefetch(_ a: IPAddress) { index.prefetch(AddressKey(a)) }
+
     func add(_ a: IPAddress) {
         let key = AddressKey(a)
         if let i = index.find(key) { counts[Int(i)] &+= 1 }
@@ -152,6 +165,11 @@ final class AddressIndex {
             if s.key.high == k.high && s.key.low == k.low { return s.value }
             i = (i + 1) & mask
         }
+    }
+
+    /// Starts loading the slot where a lookup of `k` begins (see `SessionTable.prefetch`).
+    func prefetch(_ k: AddressKey) {
+        slots.withUnsafeBufferPointer { rg_prefetch($0.baseAddress! + (Self.hash(k) & mask)) }
     }
 
     /// Inserts a key known to be absent.
@@ -287,6 +305,8 @@ public struct ScoreReport: Sendable {
     public var connStates: [(String, UInt64)] = []
     public var victims: [VictimRow] = []
     public var victimCount = 0
+    /// Drops to protected hosts past the victim table's capacity (not in `victims`).
+    public var victimsOverflow: UInt64 = 0
     public var victimPrefixes: [(prefix: String, victims: Int, dropped: UInt64)] = []
     public var reflectors: [(address: String, synackDropped: UInt64)] = []
     public var reflectorCount = 0

@@ -196,20 +196,45 @@ enum ScoreCommand {
         }
     }
 
+    /// Frames are parsed two ahead of the one being scored, so the pipeline can start loading
+    /// its table lines for them (`ScoringPipeline.prefetch`) while it scores the current one.
     static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline) throws {
-        var packet = ParsedPacket()
+        let depth = 3
+        let ring = UnsafeMutablePointer<(packet: ParsedPacket, time: Int64)>.allocate(capacity: depth)
+        ring.initialize(repeating: (ParsedPacket(), 0), count: depth)
+        defer { ring.deinitialize(count: depth); ring.deallocate() }
         let link = reader.linkType
+        var oldest = 0, pending = 0
+        var ended = false
+        var cut: Error?
         while true {
-            let frame: CapturedFrame?
-            do { frame = try reader.next() } catch {
-                // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
-                printError("Warning: \(describe(error)); reporting the \(pipeline.frames) frames before it")
-                return
+            while !ended && pending < depth {
+                do {
+                    if let frame = try reader.next() {
+                        let r = ring + (oldest + pending) % depth
+                        PacketParser.parse(frame.bytes, link: link, into: &r.pointee.packet)
+                        r.pointee.time = frame.timestamp
+                        pending += 1
+                    } else {
+                        ended = true
+                    }
+                } catch {
+                    cut = error
+                    ended = true
+                }
             }
-            guard let frame else { return }
-            PacketParser.parse(frame.bytes, link: link, into: &packet)
-            let d = engine.decideObserved(packet, at: frame.timestamp, side: .unknown)
-            pipeline.observe(packet, at: frame.timestamp, decision: d)
+            guard pending > 0 else { break }
+            if pending > 2 { pipeline.prefetch(ring[(oldest + 2) % depth].packet, distance: 2) }
+            if pending > 1 { pipeline.prefetch(ring[(oldest + 1) % depth].packet, distance: 1) }
+            let r = ring + oldest
+            let d = engine.decideObserved(r.pointee.packet, at: r.pointee.time, side: .unknown)
+            pipeline.observe(r.pointee.packet, at: r.pointee.time, decision: d)
+            oldest = (oldest + 1) % depth
+            pending -= 1
+        }
+        if let cut {
+            // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
+            printError("Warning: \(describe(cut)); reporting the \(pipeline.frames) frames before it")
         }
     }
 
