@@ -48,6 +48,11 @@ public enum JSONReport {
             o.close("}")
         }
         o.close("]")
+        // Totals behind the top lists: how many were tracked, and drops past each table's capacity.
+        o.key("victims_total"); o.raw(String(r.victimCount))
+        o.key("victims_overflow"); o.raw(String(r.victimsOverflow))
+        o.key("reflectors_total"); o.raw(String(r.reflectorCount))
+        o.key("reflectors_overflow"); o.raw(String(r.reflectorsOverflow))
         o.key("reflectors"); o.open("[")
         for x in r.reflectors {
             o.element(); o.open("{", inline: true)

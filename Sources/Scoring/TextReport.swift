@@ -18,7 +18,8 @@ public enum TextReport {
         s += section("Verdicts by reason")
         s += r.reasons.isEmpty ? "  none\n" : table(["reason", "frames"], r.reasons.map { [$0.0, String($0.1)] })
 
-        s += section("Top victims (\(r.victimCount) protected hosts with drops)")
+        s += section("Top victims (\(r.victimCount) protected hosts with drops"
+                     + (r.victimsOverflow > 0 ? ", \(r.victimsOverflow) drops to hosts past the table" : "") + ")")
         if r.victims.isEmpty { s += "  none\n" } else {
             s += table(["address", "synack dropped", "rst dropped", "reflectors"],
                        r.victims.prefix(10).map { [$0.address, String($0.synackDropped), String($0.rstDropped), String($0.reflectors)] })

@@ -167,6 +167,28 @@ import VerdictEngine
         #expect(r.timeline.reduce(0) { $0 + $1.synackDropped } == 7200)
     }
 
+    /// A carpet over an IPv6 /64 makes a new victim per packet: the table stops at its capacity,
+    /// and the drops to hosts past it are counted, in the JSON too.
+    @Test func victimTableIsBoundedAndCountsWhatItCannotKeep() throws {
+        let pl = ScoringPipeline(policy: Self.protectedPolicy(), victimCapacity: 4)
+        let start: Nanoseconds = 1_700_000_000 * second
+        for i in 0..<10 {
+            for _ in 0..<2 {
+                pl.observe(tcp("2001:db8:ff::1", 80, "2001:db8:2::\(String(i + 1, radix: 16))", 50000, [.syn, .ack]),
+                           at: start + Nanoseconds(i) * second, decision: Decision(.drop, .unsolicitedSynack))
+            }
+        }
+        pl.finish()
+        let r = pl.report(source: "x", linkType: "EN10MB")
+        #expect(r.victimCount == 4)
+        #expect(r.victimsOverflow == 12)
+        #expect(r.victims.map(\.synackDropped) == [2, 2, 2, 2])
+        let obj = try #require(try JSONSerialization.jsonObject(with: Data(JSONReport.render(r).utf8)) as? [String: Any])
+        #expect(obj["victims_total"] as? Int == 4)
+        #expect(obj["victims_overflow"] as? Int == 12)
+        #expect(TextReport.render(r).contains("12 drops to hosts past the table"))
+    }
+
     // MARK: the command
 
     static func writeCapture(_ name: String, frames: [[UInt8]]) throws -> String {
