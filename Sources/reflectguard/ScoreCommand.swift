@@ -29,6 +29,8 @@ enum ScoreCommand {
             OptionSpec(name: "--verdicts", value: "FILE.csv", help: "Write frame,verdict,reason for every frame."),
             OptionSpec(name: "--labels", value: "FILE.csv", help: "Per-frame labels (frame,label): adds precision/recall."),
             OptionSpec(name: "--sessions", value: "FILE.csv", help: "Write one row per TCP session with its end reason."),
+            OptionSpec(name: "--threads", value: "1|2",
+                       help: "For a file: 2 decides on one core and keeps the report on another (default when the machine has two); the report is the same."),
         ],
         positionals: 0...1)
 
@@ -54,6 +56,11 @@ enum ScoreCommand {
                 exitUsage(UsageError(message: "--duration '\(d)': expected a positive number of seconds"), spec)
             }
             duration = v
+        }
+        var threads = FrameScoring.defaultThreads
+        if let t = a.value("--threads") {
+            guard let v = Int(t), v == 1 || v == 2 else { exitUsage(UsageError(message: "--threads '\(t)': expected 1 or 2"), spec) }
+            threads = v
         }
         guard let policy = resolvePolicy(a) else { return ExitCode.rules.rawValue }
 
@@ -99,7 +106,7 @@ enum ScoreCommand {
                 let reader = try CaptureReader(path: capture)
                 source = capture
                 linkName = reader.linkTypeName
-                try scoreFile(reader, engine: engine, pipeline: pipeline)
+                try scoreFile(reader, engine: engine, pipeline: pipeline, threads: threads)
             } else {
                 let live = try LiveCapture(interface: interface!)
                 source = interface!
@@ -196,45 +203,17 @@ enum ScoreCommand {
         }
     }
 
-    /// Frames are parsed two ahead of the one being scored, so the pipeline can start loading
-    /// its table lines for them (`ScoringPipeline.prefetch`) while it scores the current one.
-    static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline) throws {
-        let depth = 3
-        let ring = UnsafeMutablePointer<(packet: ParsedPacket, time: Int64)>.allocate(capacity: depth)
-        ring.initialize(repeating: (ParsedPacket(), 0), count: depth)
-        defer { ring.deinitialize(count: depth); ring.deallocate() }
+    static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline, threads: Int) throws {
         let link = reader.linkType
-        var oldest = 0, pending = 0
-        var ended = false
-        var cut: Error?
-        while true {
-            while !ended && pending < depth {
-                do {
-                    if let frame = try reader.next() {
-                        let r = ring + (oldest + pending) % depth
-                        PacketParser.parse(frame.bytes, link: link, into: &r.pointee.packet)
-                        r.pointee.time = frame.timestamp
-                        pending += 1
-                    } else {
-                        ended = true
-                    }
-                } catch {
-                    cut = error
-                    ended = true
-                }
+        do {
+            try FrameScoring.run(engine: engine, pipeline: pipeline, threads: threads) { packet in
+                guard let frame = try reader.next() else { return nil }
+                PacketParser.parse(frame.bytes, link: link, into: &packet)
+                return frame.timestamp
             }
-            guard pending > 0 else { break }
-            if pending > 2 { pipeline.prefetch(ring[(oldest + 2) % depth].packet, distance: 2) }
-            if pending > 1 { pipeline.prefetch(ring[(oldest + 1) % depth].packet, distance: 1) }
-            let r = ring + oldest
-            let d = engine.decideObserved(r.pointee.packet, at: r.pointee.time, side: .unknown)
-            pipeline.observe(r.pointee.packet, at: r.pointee.time, decision: d)
-            oldest = (oldest + 1) % depth
-            pending -= 1
-        }
-        if let cut {
+        } catch {
             // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
-            printError("Warning: \(describe(cut)); reporting the \(pipeline.frames) frames before it")
+            printError("Warning: \(describe(error)); reporting the \(pipeline.frames) frames before it")
         }
     }
 

@@ -1,0 +1,185 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import PacketParser
+import Synchronization
+import VerdictEngine
+
+/// Scores a stream of frames (a capture file) through an engine and a pipeline, in order.
+///
+/// With one thread, frames are parsed two ahead of the one being scored so the pipeline can start
+/// loading its table lines for them (`ScoringPipeline.prefetch`). With two, the source and the
+/// engine run on the calling thread and the pipeline on a second one; frames cross in batches, in
+/// order, and each side's state stays on its own thread, so the report is the one-thread report,
+/// bit for bit (tests compare them). The pipeline's tables are most of the work and miss the
+/// caches on nearly every frame; the second core overlaps that with reading and deciding.
+public enum FrameScoring {
+    /// Parses the next frame into `packet` and returns its capture time; nil at the end. A throw
+    /// ends the stream (a cut capture): everything before it is scored, then it is rethrown.
+    public typealias Source = (inout ParsedPacket) throws -> Int64?
+
+    /// Two threads when the machine has two cores or more for this process, else one.
+    public static var defaultThreads: Int { sysconf(Int32(_SC_NPROCESSORS_ONLN)) > 1 ? 2 : 1 }
+
+    public static func run(engine: Engine, pipeline: ScoringPipeline, threads: Int, source: Source) throws {
+        if threads > 1 {
+            try pipelined(engine: engine, pipeline: pipeline, source: source)
+        } else {
+            try inline(engine: engine, pipeline: pipeline, source: source)
+        }
+    }
+
+    struct Scored {
+        var packet = ParsedPacket()
+        var time: Int64 = 0
+        var decision = Decision(.accept, .notQueued)
+    }
+
+    /// One thread: a ring of three frames, the oldest scored while the two newer are prefetched.
+    static func inline(engine: Engine, pipeline: ScoringPipeline, source: Source) throws {
+        let depth = 3
+        let ring = UnsafeMutablePointer<Scored>.allocate(capacity: depth)
+        ring.initialize(repeating: Scored(), count: depth)
+        defer { ring.deinitialize(count: depth); ring.deallocate() }
+        var oldest = 0, pending = 0
+        var ended = false
+        var cut: Error?
+        while true {
+            while !ended && pending < depth {
+                let r = ring + (oldest + pending) % depth
+                do {
+                    if let t = try source(&r.pointee.packet) {
+                        r.pointee.time = t
+                        pending += 1
+                    } else {
+                        ended = true
+                    }
+                } catch {
+                    cut = error
+                    ended = true
+                }
+            }
+            guard pending > 0 else { break }
+            if pending > 2 { pipeline.prefetch(ring[(oldest + 2) % depth].packet, distance: 2) }
+            if pending > 1 { pipeline.prefetch(ring[(oldest + 1) % depth].packet, distance: 1) }
+            let r = ring + oldest
+            let d = engine.decideObserved(r.pointee.packet, at: r.pointee.time, side: .unknown)
+            pipeline.observe(r.pointee.packet, at: r.pointee.time, decision: d)
+            oldest = (oldest + 1) % depth
+            pending -= 1
+        }
+        if let cut { throw cut }
+    }
+
+    /// Batches in flight between the two threads: a single-producer, single-consumer ring.
+    /// `produced` and `consumed` count whole batches; a batch's frames and its count are written
+    /// before `produced` is released, and read after it is acquired.
+    final class Handoff {
+        static let batches = 4
+        static let batchSize = 256
+        let frames: UnsafeMutablePointer<Scored>
+        let counts: UnsafeMutablePointer<Int>
+        let produced = Atomic<Int>(0)
+        let consumed = Atomic<Int>(0)
+        let finished = Atomic<Bool>(false)
+        let pipeline: ScoringPipeline
+
+        init(pipeline: ScoringPipeline) {
+            self.pipeline = pipeline
+            frames = .allocate(capacity: Self.batches * Self.batchSize)
+            frames.initialize(repeating: Scored(), count: Self.batches * Self.batchSize)
+            counts = .allocate(capacity: Self.batches)
+            counts.initialize(repeating: 0, count: Self.batches)
+        }
+
+        deinit {
+            frames.deinitialize(count: Self.batches * Self.batchSize)
+            frames.deallocate()
+            counts.deallocate()
+        }
+
+        func batch(_ n: Int) -> UnsafeMutablePointer<Scored> { frames + (n % Self.batches) * Self.batchSize }
+
+        /// The consumer: scores batches in order until the producer has finished and all are done.
+        func consume() {
+            var next = 0
+            var waits = 0
+            while true {
+                var available = produced.load(ordering: .acquiring)
+                if available == next {
+                    if finished.load(ordering: .acquiring) {
+                        available = produced.load(ordering: .acquiring)
+                        if available == next { return }
+                    } else {
+                        pause(&waits)
+                        continue
+                    }
+                }
+                waits = 0
+                let b = batch(next)
+                let n = counts[next % Self.batches]
+                for i in 0..<n {
+                    if i + 2 < n { pipeline.prefetch(b[i + 2].packet, distance: 2) }
+                    if i + 1 < n { pipeline.prefetch(b[i + 1].packet, distance: 1) }
+                    pipeline.observe(b[i].packet, at: b[i].time, decision: b[i].decision)
+                }
+                next += 1
+                consumed.store(next, ordering: .releasing)
+            }
+        }
+    }
+
+    /// Waiting for the other thread: a few yields (it is usually a batch away), then short sleeps
+    /// so a stalled side does not burn a core.
+    static func pause(_ waits: inout Int) {
+        waits += 1
+        if waits < 64 { sched_yield() } else { usleep(50) }
+    }
+
+    static func pipelined(engine: Engine, pipeline: ScoringPipeline, source: Source) throws {
+        let handoff = Handoff(pipeline: pipeline)
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(handoff).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            Unmanaged<Handoff>.fromOpaque(raw!).takeRetainedValue().consume()
+            return nil
+        }, context)
+        guard rc == 0 else {
+            // No second thread to be had: the same work on this one.
+            Unmanaged<Handoff>.fromOpaque(context).release()
+            return try inline(engine: engine, pipeline: pipeline, source: source)
+        }
+
+        var cut: Error?
+        var next = 0
+        var ended = false
+        var waits = 0
+        while !ended {
+            if next - handoff.consumed.load(ordering: .acquiring) >= Handoff.batches {
+                pause(&waits)
+                continue
+            }
+            waits = 0
+            let b = handoff.batch(next)
+            var n = 0
+            while n < Handoff.batchSize {
+                do {
+                    guard let t = try source(&b[n].packet) else { ended = true; break }
+                    b[n].time = t
+                } catch {
+                    cut = error
+                    ended = true
+                    break
+                }
+                b[n].decision = engine.decideObserved(b[n].packet, at: b[n].time, side: .unknown)
+                n += 1
+            }
+            handoff.counts[next % Handoff.batches] = n
+            next += 1
+            handoff.produced.store(next, ordering: .releasing)
+        }
+        handoff.finished.store(true, ordering: .releasing)
+        pthread_join(thread, nil)
+        if let cut { throw cut }
+    }
+}
