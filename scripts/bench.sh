@@ -124,12 +124,14 @@ score() {
     local protect=(--protect 198.18.2.0/24 --protect 2001:db8:2::/64)
     local bpf='tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)'
     local rounds=${RG_SCORE_ROUNDS:-3}
-    echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json"
+    echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json (two threads on this machine: $(nproc) cores)"
+    echo "bench: rg-1t   = the same with --threads 1"
     echo "bench: tcpdump = tcpdump -r CAPTURE -w /dev/null '$bpf'"
     echo "bench: tshark  = tshark -n -r SUBSET -o ip.defragment:FALSE -o ipv6.defragment:FALSE -o tcp.desegment_tcp_streams:FALSE -Y 'tcp.flags.syn==1 && tcp.flags.ack==1' -T fields -e frame.number | wc -l"
     for ((r = 1; r <= rounds; r++)); do
         timed rg "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json
         timed tcpdump "$frames" tcpdump -r "$cap" -w /dev/null "$bpf"
+        timed rg-1t "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json --threads 1
     done
     # The subset: all three, alternating, once (tshark alone takes most of a minute).
     timed rg-subset "$sub_frames" "$bin/reflectguard" score "$sub" "${protect[@]}" --format json
@@ -146,6 +148,7 @@ score() {
     td_synack=$(tcpdump -nr "$sub" "$bpf" 2>/dev/null | wc -l)
     echo "bench: SYN-ACKs in the subset: reflectguard $rg_synack, tshark $ts_synack, tcpdump's BPF $td_synack; reflectguard frames on the full capture $rg_frames of $frames"
     [[ $rg_frames == "$frames" ]] || { echo "bench: FAIL: reflectguard scored $rg_frames frames, the capture has $frames" >&2; exit 1; }
+    cmp -s "$out_dir/rg.out" "$out_dir/rg-1t.out" || { echo "bench: FAIL: --threads 1 and the default gave different reports" >&2; exit 1; }
     [[ $rg_synack == "$ts_synack" ]] || echo "bench: WARNING: reflectguard and tshark disagree on the SYN-ACK count" >&2
     echo "bench: reflectguard verdicts on the full capture: $(jq -c .verdicts "$out_dir/rg.out"), sessions $(jq .sessions.total "$out_dir/rg.out")"
 
@@ -167,8 +170,9 @@ score() {
                 printf "%-15s %9d %5d %9.2f %9.2f %9.1f %12.2f %10.2fx %10.2fx\n", t, n[t], runs, w, c, rss[t] / 1024, n[t] / w / 1e6, w / bw, c / bc
                 mw[t] = w; mc[t] = c
             }
-            met = (mw["rg"] < mw["tcpdump"] && mc["rg"] < mc["tcpdump"]) ? "met" : "NOT met"
-            printf "score target (reflectguard faster than the tcpdump run, wall and CPU, medians of %d): %s\n", rounds, met
+            printf "score target (reflectguard faster than the tcpdump run, medians of %d): wall %s (reflectguard takes %.2fx tcpdump'"'"'s), CPU %s (%.2fx; one thread: %.2fx)\n", rounds,
+                mw["rg"] < mw["tcpdump"] ? "met" : "NOT met", mw["rg"] / mw["tcpdump"],
+                mc["rg"] < mc["tcpdump"] ? "met" : "NOT met", mc["rg"] / mc["tcpdump"], mc["rg-1t"] / mc["tcpdump"]
             printf "tshark on the full capture, scaled from the subset: ~%.0f s\n", mw["tshark-subset"] * n["rg"] / n["tshark-subset"]
         }' "$times"
     echo "bench: raw runs in $times"

@@ -112,7 +112,8 @@ struct MappedPcap: ~Copyable {
     /// How far ahead of the reader the kernel is asked to map pages (MADV_POPULATE_READ) at once:
     /// one fault per page was a tenth of reading a large capture.
     private var populatedTo = 0
-    private static let populateChunk = 32 << 20
+    private var releasedTo = 0
+    private static let populateChunk = 8 << 20
     /// libpcap's largest record (MAXIMUM_SNAPLEN): longer ones it rejects or trims.
     private static let maxRecord: UInt32 = 262_144
 
@@ -170,7 +171,9 @@ struct MappedPcap: ~Copyable {
                                     timestamp: ts, wireLength: Int(len)))
     }
 
-    /// Maps the next chunk's pages in one call (Linux 5.14+; older kernels fault them in as read).
+    /// Maps the next chunk's pages in one call (Linux 5.14+; older kernels fault them in as read),
+    /// and unmaps the pages a chunk behind the reader (frames are valid only until the next call):
+    /// the file stays in the page cache, but the process's resident size no longer grows with it.
     private mutating func populate() {
         let start = populatedTo & ~4095
         let end = min(size, populatedTo + Self.populateChunk)
@@ -178,6 +181,11 @@ struct MappedPcap: ~Copyable {
             _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, 22 /* MADV_POPULATE_READ */)
         }
         populatedTo = end
+        let behind = max(0, offset - Self.populateChunk) & ~4095
+        if behind > releasedTo {
+            _ = madvise(UnsafeMutableRawPointer(mutating: base + releasedTo), behind - releasedTo, MADV_DONTNEED)
+            releasedTo = behind
+        }
     }
 }
 
