@@ -316,8 +316,8 @@ public final class SessionTable {
 
     /// Starts loading what `observe` will read for a packet that comes `distance` (1 or 2)
     /// packets later: at 2, the index bucket of its session; at 1, the session entry that bucket
-    /// names (loaded by then), and the oldest session of each list with its bucket, which the
-    /// next insertion may evict or expire. A hint only: it changes nothing. The table is far
+    /// names (loaded by then) and, when the table is full, the bucket of the session the next
+    /// insertion evicts and the entry after it. A hint only: it changes nothing. The table is far
     /// larger than the caches, and waiting for these lines one after the other was most of a
     /// scoring run (perf).
     public func prefetch(_ packet: ParsedPacket, distance: Int) {
@@ -330,13 +330,12 @@ public final class SessionTable {
         }
         let b = buckets[home]
         if UInt32(truncatingIfNeeded: b >> 32) == h { rg_prefetch(entries + Int(Self.slot(b))) }
-        for c in 0..<Self.classCount {
-            let oldest = head(c)
-            guard oldest >= 0 else { continue }
-            let next = entries[Int(oldest)].next
-            if next >= 0 { rg_prefetch(entries + Int(next)) }
-            rg_prefetch(buckets + (Int(truncatingIfNeeded: entries[Int(oldest)].key.hash) & bucketMask))
-        }
+        guard active >= capacity else { return }
+        let oldest = oldestListed()
+        guard oldest >= 0 else { return }
+        let next = entries[Int(oldest)].next
+        if next >= 0 { rg_prefetch(entries + Int(next)) }
+        rg_prefetch(buckets + (Int(truncatingIfNeeded: entries[Int(oldest)].key.hash) & bucketMask))
     }
 
     /// Feeds one TCP packet (`packet.hasTCP` must be true).
@@ -499,11 +498,17 @@ public final class SessionTable {
         }
     }
 
-    private func evictOldest() {
+    /// The least recently seen of the lists' heads: the session a full table evicts next.
+    private func oldestListed() -> Int32 {
         var oldest: Int32 = -1
         for c in 0..<Self.classCount where head(c) >= 0 {
             if oldest < 0 || entries[Int(head(c))].last < entries[Int(oldest)].last { oldest = head(c) }
         }
+        return oldest
+    }
+
+    private func evictOldest() {
+        let oldest = oldestListed()
         guard oldest >= 0 else { return }
         evicted &+= 1
         close(slot: oldest, reason: .agedOut)
