@@ -13,6 +13,15 @@ public struct CapturedFrame {
     public var wireLength: Int
 }
 
+extension CapturedFrame {
+    /// A frame libpcap handed out; `tv_usec` holds nanoseconds when the handle's precision is nano.
+    init(_ h: pcap_pkthdr, _ data: UnsafePointer<UInt8>?, nanoseconds: Bool) {
+        self.init(bytes: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
+                  timestamp: Int64(h.ts.tv_sec) * 1_000_000_000 + Int64(h.ts.tv_usec) * (nanoseconds ? 1 : 1000),
+                  wireLength: Int(h.len))
+    }
+}
+
 public struct CaptureError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
@@ -85,10 +94,8 @@ public final class CaptureReader {
         let rc = pcap_next_ex(handle, &header, &data)
         switch rc {
         case 1:
-            let h = header!.pointee
-            let ts = Int64(h.ts.tv_sec) * 1_000_000_000 + Int64(h.ts.tv_usec)
-            return CapturedFrame(bytes: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
-                                 timestamp: ts, wireLength: Int(h.len))
+            // Opened with nanosecond precision: libpcap scales microsecond files up.
+            return CapturedFrame(header!.pointee, data, nanoseconds: true)
         case PCAP_ERROR_BREAK:
             return nil
         default:
@@ -269,11 +276,7 @@ public final class LiveCapture {
         let rc = pcap_next_ex(handle, &header, &data)
         switch rc {
         case 1:
-            let h = header!.pointee
-            let frac = Int64(h.ts.tv_usec) * (nanoseconds ? 1 : 1000)
-            return .frame(CapturedFrame(bytes: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
-                                        timestamp: Int64(h.ts.tv_sec) * 1_000_000_000 + frac,
-                                        wireLength: Int(h.len)))
+            return .frame(CapturedFrame(header!.pointee, data, nanoseconds: nanoseconds))
         case 0:
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let n = poll(&p, 1, timeoutMilliseconds)
