@@ -52,13 +52,17 @@ let package = Package(
         ]),
 
         // MARK: tests
-        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures"]),
-        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab"]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine"]),
-        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab"]),
-        .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser"]),
+        // What the test targets share: the test environment (directories, binary, tools, skips) and
+        // a seeded generator. Foundation and Testing only.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
+        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"]),
+        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
+        .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
+                                                         "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // Replays Fuzz/corpus through the fuzz target's checks (scripts/fuzz.sh builds the fuzzer).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine"]),
     ],

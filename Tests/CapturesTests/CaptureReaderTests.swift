@@ -3,58 +3,7 @@ import Foundation
 import Lab
 import PacketParser
 import Testing
-
-enum Env {
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    static var packageDirectory: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    }
-
-    static var capturesDirectory: URL {
-        if let env = ProcessInfo.processInfo.environment["REFLECTGUARD_SHARED"], !env.isEmpty {
-            return URL(fileURLWithPath: env).appendingPathComponent("captures")
-        }
-        return packageDirectory.deletingLastPathComponent().appendingPathComponent("shared/captures")
-    }
-
-    static func capture(_ name: String) -> String? {
-        let p = capturesDirectory.appendingPathComponent(name).path
-        return FileManager.default.isReadableFile(atPath: p) ? p : nil
-    }
-
-    static var binary: String? {
-        let p = ProcessInfo.processInfo.environment["REFLECTGUARD_BIN"]
-            ?? packageDirectory.appendingPathComponent(".build/debug/reflectguard").path
-        return FileManager.default.isExecutableFile(atPath: p) ? p : nil
-    }
-
-    static func unavailable(_ why: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        if isCI { Issue.record("required in CI: \(why)", sourceLocation: sourceLocation) }
-        else { print("SKIPPED: \(why)") }
-    }
-
-    @discardableResult
-    static func run(_ path: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-
-    static func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rg-captures-tests-\(getpid())")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir.appendingPathComponent(name).path
-    }
-}
+import TestSupport
 
 @Suite struct CaptureReaderTests {
     /// Frame counts and link types of the shared captures, as tshark reported them when they were
@@ -62,7 +11,7 @@ enum Env {
     @Test(arguments: [("cs_http_ip4and6.pcapng", "EN10MB", 20), ("evilfingers_nmap_syn_scan.pcap", "EN10MB", 2020),
                       ("sv_linux_sll_multi.pcap", "LINUX_SLL", 426), ("sv_ipv4_options_syn.pcap", "IPV4", 8)])
     func readsEveryFrameWithItsLinkType(_ name: String, _ link: String, _ frames: Int) throws {
-        guard let path = Env.capture(name) else { return Env.unavailable("\(name) not found") }
+        guard let path = TestEnvironment.capture(name) else { return TestEnvironment.unavailable("\(name) not found") }
         let r = try CaptureReader(path: path)
         #expect(r.linkTypeName == link)
         var n = 0
@@ -78,7 +27,7 @@ enum Env {
     }
 
     @Test func nanosecondTimestampsSurvive() throws {
-        let path = Env.temporaryPath("ns.pcap")
+        let path = TestEnvironment.temporaryPath("ns.pcap")
         let w = try PcapWriter(path: path, link: .raw)
         let ts: Int64 = 1_700_000_000_123_456_789
         try w.write([0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 198, 18, 2, 2, 198, 18, 2, 3], timestamp: ts)
@@ -92,7 +41,7 @@ enum Env {
 
     @Test func unreadableFilesThrowOneLine() throws {
         #expect(throws: CaptureError.self) { try CaptureReader(path: "/nonexistent/x.pcap") }
-        let garbage = Env.temporaryPath("garbage.pcap")
+        let garbage = TestEnvironment.temporaryPath("garbage.pcap")
         try Data(repeating: 0x41, count: 100).write(to: URL(fileURLWithPath: garbage))
         do {
             _ = try CaptureReader(path: garbage)
@@ -102,7 +51,7 @@ enum Env {
             #expect(e.description.contains(garbage))
         }
         // LINKTYPE_USER0 (147): a valid file ReflectGuard cannot parse.
-        let user0 = Env.temporaryPath("user0.pcap")
+        let user0 = TestEnvironment.temporaryPath("user0.pcap")
         try Data([0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 147, 0, 0, 0])
             .write(to: URL(fileURLWithPath: user0))
         do {
@@ -127,20 +76,20 @@ enum Env {
 
     /// A namespace with 198.18.2.2/24 on its loopback; nothing listens, so a connect is refused.
     static func withNamespace(_ body: () throws -> Void) throws {
-        try Env.run(ip, ["netns", "add", ns])
-        defer { _ = try? Env.run(ip, ["netns", "delete", ns]) }
-        let up = try Env.run(ip, ["-n", ns, "link", "set", "lo", "up"])
+        try TestEnvironment.run(ip, ["netns", "add", ns])
+        defer { _ = try? TestEnvironment.run(ip, ["netns", "delete", ns]) }
+        let up = try TestEnvironment.run(ip, ["-n", ns, "link", "set", "lo", "up"])
         #expect(up.status == 0, "\(up.err)")
-        let addr = try Env.run(ip, ["-n", ns, "addr", "add", "198.18.2.2/24", "dev", "lo"])
+        let addr = try TestEnvironment.run(ip, ["-n", ns, "addr", "add", "198.18.2.2/24", "dev", "lo"])
         #expect(addr.status == 0, "\(addr.err)")
         try body()
     }
 
     @Test func scoreInterfaceSeesARefusedConnection() throws {
-        guard Self.canUseNetns() else { return Env.unavailable("live capture needs root and iproute2") }
-        guard let bin = Env.binary else { return Env.unavailable("reflectguard binary not built") }
+        guard Self.canUseNetns() else { return TestEnvironment.unavailable("live capture needs root and iproute2") }
+        guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
         try Self.withNamespace {
-            let json = Env.temporaryPath("live.json")
+            let json = TestEnvironment.temporaryPath("live.json")
             let score = Process()
             score.executableURL = URL(fileURLWithPath: Self.ip)
             score.arguments = ["netns", "exec", Self.ns, bin, "score", "--interface", "lo", "--duration", "2",
@@ -151,7 +100,7 @@ enum Env {
             Thread.sleep(forTimeInterval: 0.7)
             // Three refused connects: SYN, then RST|ACK from the kernel (nothing listens on 9).
             for _ in 0..<3 {
-                try Env.run(Self.ip, ["netns", "exec", Self.ns, "/bin/bash", "-c",
+                try TestEnvironment.run(Self.ip, ["netns", "exec", Self.ns, "/bin/bash", "-c",
                                       "exec 3<>/dev/tcp/198.18.2.2/9 2>/dev/null; true"])
             }
             // Bounded: a capture that never returns must fail the test, not hang the suite.
@@ -175,8 +124,8 @@ enum Env {
     }
 
     @Test func missingInterfaceIsOneLineExitOne() throws {
-        guard let bin = Env.binary else { return Env.unavailable("reflectguard binary not built") }
-        let r = try Env.run(bin, ["score", "--interface", "rgt-no-such-if0", "--duration", "1"])
+        guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
+        let r = try TestEnvironment.run(bin, ["score", "--interface", "rgt-no-such-if0", "--duration", "1"])
         #expect(r.status == 1)
         #expect(r.err.split(separator: "\n").count == 1, "\(r.err)")
     }
@@ -238,7 +187,7 @@ enum Env {
 
     /// Reads a made file both ways; also says whether the map was still in use at the end.
     func check(_ bytes: [UInt8], _ name: String) throws -> (Read, mappedToTheEnd: Bool) {
-        let path = Env.temporaryPath(name)
+        let path = TestEnvironment.temporaryPath(name)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         let a = try read(path, mapped: true), b = try read(path, mapped: false)
         #expect(a == b, "\(name): the mapped reader and libpcap differ")
@@ -252,14 +201,14 @@ enum Env {
         var any = false
         for name in ["evilfingers_nmap_syn_scan.pcap", "sv_linux_sll_multi.pcap", "sv_ipv4_options_syn.pcap",
                      "cs_http_ip4and6.pcapng"] {
-            guard let path = Env.capture(name) else { continue }
+            guard let path = TestEnvironment.capture(name) else { continue }
             any = true
             let a = try read(path, mapped: true), b = try read(path, mapped: false)
             #expect(a == b, "\(name)")
             #expect(!a.frames.isEmpty && a.error == nil)
             #expect(try CaptureReader(path: path).isMemoryMapped == name.hasSuffix(".pcap"), "\(name)")
         }
-        if !any { Env.unavailable("shared captures not found") }
+        if !any { TestEnvironment.unavailable("shared captures not found") }
     }
 
     @Test func byteOrderAndPrecisionVariants() throws {

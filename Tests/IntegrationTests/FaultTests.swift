@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Exhaustion, faults and least privilege on a real kernel (issue 7, items 3 and 4), in labs of
 /// three namespaces named `rgt-fault-*`. The agent killed and restarted under flood and SIGHUP
@@ -35,7 +36,7 @@ struct FaultTests {
         defer { lab.tearDown() }
         try lab.startServer(lab.inet, port: 8080)
         let rules = lab.tempPath("rules.nft")
-        var text = try String(contentsOfFile: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
+        var text = try String(contentsOfFile: TestEnvironment.packageDirectory.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
         if !fixed {
             let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
             let kept = lines.filter { !($0.contains("@pending4 counter accept") || $0.contains("@pending6 counter accept")) }
@@ -332,15 +333,15 @@ struct FaultTests {
     /// pointed at this build's binary and ruleset.
     @Test func systemdUnitVerifies() throws {
         try Env.requireReady()
-        guard let analyze = Env.which("systemd-analyze") else {
-            try #require(!Env.isCI, "systemd-analyze is missing")
+        guard let analyze = TestEnvironment.which("systemd-analyze") else {
+            try #require(!TestEnvironment.isCI, "systemd-analyze is missing")
             print("skipped: systemd-analyze is not installed")
             return
         }
-        let unit = Env.packageRoot.appendingPathComponent("scripts/reflectguard.service").path
+        let unit = TestEnvironment.packageDirectory.appendingPathComponent("scripts/reflectguard.service").path
         var text = try String(contentsOfFile: unit, encoding: .utf8)
         text = text.replacingOccurrences(of: "/usr/local/bin/reflectguard", with: Env.binary)
-            .replacingOccurrences(of: "/etc/reflectguard.nft", with: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path)
+            .replacingOccurrences(of: "/etc/reflectguard.nft", with: TestEnvironment.packageDirectory.appendingPathComponent("nft/reflectguard.nft").path)
         let dir = NSTemporaryDirectory() + "rgt-fault-unit-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -1,44 +1,30 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Shared plumbing for the real-kernel tests: the reflectguard binary, a lab of three network
 /// namespaces per test (unique names, removed on exit whatever happens), processes inside them,
-/// floods from trafgen, and counters on the protected host.
+/// floods from trafgen, and counters on the protected host. Directories, tools and the binary's
+/// lookup are `TestEnvironment`'s.
 enum Env {
-    static let packageRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    static var binary: String {
-        ProcessInfo.processInfo.environment["REFLECTGUARD_BIN"]
-            ?? packageRoot.appendingPathComponent(".build/debug/reflectguard").path
-    }
-
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+    /// The binary under test (`TestEnvironment.binary`). Tests call `requireReady()` first, which
+    /// fails when it is missing.
+    static var binary: String { TestEnvironment.binary ?? "reflectguard" }
 
     static let tools = ["ip", "nft", "iptables-nft", "ip6tables-nft", "trafgen", "python3", "setpriv"]
 
     /// Why these tests cannot run here, or nil when they can.
     static let missing: String? = {
         if getuid() != 0 { return "needs root (network namespaces, NFQUEUE)" }
-        for t in tools where which(t) == nil { return "needs '\(t)' (scripts/setup.sh installs it)" }
-        if !FileManager.default.isExecutableFile(atPath: binary) {
-            return "needs the reflectguard binary at \(binary) (swift build, or set REFLECTGUARD_BIN)"
+        for t in tools where TestEnvironment.which(t) == nil { return "needs '\(t)' (scripts/setup.sh installs it)" }
+        if TestEnvironment.binary == nil {
+            return "needs the reflectguard binary (swift build, or set REFLECTGUARD_BIN)"
         }
         return nil
     }()
 
     /// Normally a missing prerequisite skips the test; in CI it fails it.
-    static var enabled: Bool { missing == nil || isCI }
-
-    static func which(_ tool: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        let dirs: [String] = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/sbin"]
-        for dir in dirs {
-            let p = "\(dir)/\(tool)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        return nil
-    }
+    static var enabled: Bool { missing == nil || TestEnvironment.isCI }
 
     /// Fails the test (CI) with the reason; tests call it first.
     static func requireReady() throws {
@@ -55,19 +41,8 @@ struct CommandResult {
 /// Runs a shell command to completion.
 @discardableResult
 func sh(_ command: String, check: Bool = true) throws -> CommandResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/bin/bash")
-    p.arguments = ["-c", command]
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    // Read before waiting: a full pipe would otherwise block the child forever.
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    let r = CommandResult(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                          stderr: String(decoding: e, as: UTF8.self))
+    let (status, out, err) = try TestEnvironment.run("/bin/bash", ["-c", command])
+    let r = CommandResult(status: status, stdout: out, stderr: err)
     if check && r.status != 0 {
         throw HarnessError("`\(command)` exited \(r.status): \(r.stderr.suffix(2000))")
     }
@@ -91,7 +66,7 @@ final class LabNet {
     /// up) by name.
     init(_ name: String, family: String = "rgt-inline") throws {
         prefix = "\(family)-\(name)-\(getpid() % 100000)"
-        let r = try sh("RG_LAB_PREFIX=\(prefix) '\(Env.packageRoot.path)/scripts/netns-lab.sh' up")
+        let r = try sh("RG_LAB_PREFIX=\(prefix) '\(TestEnvironment.packageDirectory.path)/scripts/netns-lab.sh' up")
         var env: [String: String] = [:]
         for line in r.stdout.split(separator: "\n") {
             let kv = line.split(separator: "=", maxSplits: 1)
@@ -109,7 +84,7 @@ final class LabNet {
     func tearDown() {
         for c in children where c.isRunning { kill(c.processIdentifier, SIGKILL) }
         for c in children { c.waitUntilExit() }
-        _ = try? sh("RG_LAB_PREFIX=\(prefix) '\(Env.packageRoot.path)/scripts/netns-lab.sh' down", check: false)
+        _ = try? sh("RG_LAB_PREFIX=\(prefix) '\(TestEnvironment.packageDirectory.path)/scripts/netns-lab.sh' down", check: false)
         for f in tempFiles { unlink(f) }
     }
 
@@ -122,7 +97,7 @@ final class LabNet {
     func spawn(_ ns: String, _ args: [String], stderrFile: String? = nil, stdoutFile: String? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") { p.executableURL = URL(fileURLWithPath: Env.which("ip")!) }
+        if !FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") { p.executableURL = URL(fileURLWithPath: TestEnvironment.which("ip")!) }
         p.arguments = ["netns", "exec", ns] + args
         if let f = stderrFile {
             _ = FileManager.default.createFile(atPath: f, contents: nil)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Figures the tests measured, for the logs and BENCHMARKS.md.
 func measured(_ line: String) { print("MEASURED \(line)") }
@@ -272,7 +273,7 @@ struct InlineAgentTests {
         try Self.servers(lab)
         // From a file on disk, so the last reload can meet a broken one.
         let rules = lab.tempPath("rules.nft")
-        try FileManager.default.copyItem(atPath: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path,
+        try FileManager.default.copyItem(atPath: TestEnvironment.packageDirectory.appendingPathComponent("nft/reflectguard.nft").path,
                                          toPath: rules)
         let agent = try AgentProcess(lab, ["--rules", rules] + Self.protect + Self.agentOnly + Self.metrics)
         try lab.resetCounters()
@@ -316,7 +317,7 @@ struct InlineAgentTests {
         try Env.requireReady()
         let lab = try LabNet("hupq")
         defer { lab.tearDown() }
-        let original = try String(contentsOfFile: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
+        let original = try String(contentsOfFile: TestEnvironment.packageDirectory.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
         let rules = lab.tempPath("rules.nft")
         try original.write(toFile: rules, atomically: true, encoding: .utf8)
         let agent = try AgentProcess(lab, ["--rules", rules] + Self.protect + Self.agentOnly)
@@ -448,7 +449,7 @@ struct InlineAgentTests {
         let lab = try LabNet("broken")
         defer { lab.tearDown() }
         let rules = lab.tempPath("broken.nft")
-        var text = try String(contentsOfFile: Env.packageRoot.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
+        var text = try String(contentsOfFile: TestEnvironment.packageDirectory.appendingPathComponent("nft/reflectguard.nft").path, encoding: .utf8)
         text += "\ntable inet reflectguard { chain broken { this is not nft } }\n"
         try text.write(toFile: rules, atomically: true, encoding: .utf8)
         let before = try lab.exec(lab.router, "nft list ruleset").stdout

@@ -1,5 +1,4 @@
 import Foundation
-import Testing
 import Lab
 import PacketParser
 
@@ -169,32 +168,5 @@ struct Generated {
             d.time = t
             return d
         }
-    }
-}
-
-enum TestEnvironment {
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    /// A missing tool: a failure in CI, a printed skip otherwise.
-    static func unavailable(_ why: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        if isCI {
-            Issue.record("required in CI: \(why)", sourceLocation: sourceLocation)
-        } else {
-            print("SKIPPED: \(why)")
-        }
-    }
-
-    static func which(_ tool: String) -> String? {
-        for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
-            let path = "\(dir)/\(tool)"
-            if FileManager.default.isExecutableFile(atPath: path) { return path }
-        }
-        return nil
-    }
-
-    static func temporaryPath(_ name: String) -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("labtests-\(getpid())")
-        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir.appendingPathComponent(name).path
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Lab
 import PacketParser
+import TestSupport
 
 @Suite struct ScenarioTests {
     static let kinds = ["legit", "synack-carpet", "rst-flood", "blind-reset", "mixed"]

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import PacketParser
 import Testing
+import TestSupport
 
 /// Both parsers never read outside the bytes they are given: every input is copied to the very
 /// end of a readable page followed by a PROT_NONE page, so a read one byte too far faults and
@@ -38,7 +39,7 @@ import Testing
 
     @Test func noReadPastTheEnd() throws {
         let buffer = try #require(GuardedBuffer(), "mmap/mprotect of a guard page failed")
-        var rng = FastPathEquivalenceTests.Random(state: 0xb0b)
+        var rng = SplitMix(state: 0xb0b)
         var inputs: [([UInt8], LinkType)] = ParserEdgeCaseTests.corpus.map { ($0.2, $0.1) }
         let seeds = FastPathEquivalenceTests.seeds   // built once: it is a computed list
         for (link, seed) in seeds {

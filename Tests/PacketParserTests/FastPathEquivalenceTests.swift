@@ -1,25 +1,12 @@
 import PacketParser
 import Testing
+import TestSupport
 
 /// The fast path must give exactly the reference parser's `ParsedPacket` on every input: the
 /// edge-case corpus, random bytes, and well-formed packets with random mutations (which is where
 /// the fast path's length checks are tested: a flipped IHL, length or data offset must send the
 /// packet back to the scalar path, not through a wrong shortcut).
 @Suite struct FastPathEquivalenceTests {
-    /// SplitMix64: deterministic, so a failure reproduces.
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-        mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-    }
-
     static let links: [LinkType] = [.ethernet, .linuxSLL, .linuxSLL2, .raw, .ipv4, .ipv6, .null, .loop]
 
     /// Well-formed seeds for mutation, one per shape the fast path handles or nearly handles.
@@ -53,7 +40,7 @@ import Testing
     }
 
     @Test func randomBytesAgree() {
-        var rng = Random(state: 0xdecaf)
+        var rng = SplitMix(state: 0xdecaf)
         var failures = 0
         for _ in 0..<100_000 {
             let n = rng.below(100)
@@ -70,7 +57,7 @@ import Testing
     }
 
     @Test func mutatedPacketsAgree() {
-        var rng = Random(state: 0x5eed)
+        var rng = SplitMix(state: 0x5eed)
         let seeds = Self.seeds
         var failures = 0
         for _ in 0..<300_000 {

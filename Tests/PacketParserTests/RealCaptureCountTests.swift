@@ -2,6 +2,7 @@ import Captures
 import Foundation
 import PacketParser
 import Testing
+import TestSupport
 
 /// The counts on the real captures in `shared/captures` equal tshark's (their `.tshark.json`,
 /// made with reassembly off). Why some frames are not counted, as tshark shows them:

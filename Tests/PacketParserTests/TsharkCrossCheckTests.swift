@@ -3,6 +3,7 @@ import Foundation
 import Lab
 import PacketParser
 import Testing
+import TestSupport
 
 /// Generated captures, written with the Lab's `PcapWriter`, counted by tshark (reassembly off, as
 /// the foundation issue says) and by ReflectGuard: every count must agree. Per-frame verdicts are

@@ -1,52 +1,17 @@
 import Foundation
-import Testing
+import TestSupport
 
 /// Runs programs for the network-namespace tests: root, `ip`, `nft`, iptables-nft and the built
 /// `reflectguard` binary. Every namespace is named `rgt-rules-…` and deleted again, also when a
 /// test fails.
 enum NetnsLab {
-    static var isCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
-
-    /// Records why a test could not run: a failure in CI, a printed skip otherwise.
-    static func unavailable(_ why: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        if isCI {
-            Issue.record("required in CI: \(why)", sourceLocation: sourceLocation)
-        } else {
-            print("SKIPPED: \(why)")
-        }
-    }
-
-    static func which(_ tool: String) -> String? {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
-        for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(tool)") {
-            return "\(dir)/\(tool)"
-        }
-        return nil
-    }
-
-    /// `$REFLECTGUARD_BIN`, else `reflectguard` beside the test bundle (same build directory),
-    /// else `.build/debug/reflectguard` in the package.
-    static var binary: String? {
-        if let b = ProcessInfo.processInfo.environment["REFLECTGUARD_BIN"], !b.isEmpty {
-            return FileManager.default.isExecutableFile(atPath: b) ? b : nil
-        }
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("reflectguard").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        let pkg = RulesConfigTests.repo.appendingPathComponent(".build/debug/reflectguard").path
-        return FileManager.default.isExecutableFile(atPath: pkg) ? pkg : nil
-    }
-
     /// Nil when everything the namespace tests need is there, else why not.
     static var missing: String? {
         if geteuid() != 0 { return "network-namespace tests need root" }
-        for tool in ["ip", "nft", "iptables-nft", "ip6tables-nft"] where which(tool) == nil {
+        for tool in ["ip", "nft", "iptables-nft", "ip6tables-nft"] where TestEnvironment.which(tool) == nil {
             return "\(tool) is not installed"
         }
-        if binary == nil { return "the reflectguard binary is not built (set REFLECTGUARD_BIN)" }
+        if TestEnvironment.binary == nil { return "the reflectguard binary is not built (set REFLECTGUARD_BIN)" }
         return nil
     }
 
@@ -60,7 +25,7 @@ enum NetnsLab {
     @discardableResult
     static func run(_ argv: [String], timeout: Double = 60) -> Output {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: which(argv[0]) ?? argv[0])
+        p.executableURL = URL(fileURLWithPath: TestEnvironment.which(argv[0]) ?? argv[0])
         p.arguments = Array(argv.dropFirst())
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
@@ -116,7 +81,7 @@ enum NetnsLab {
         }
 
         func reflectguard(_ ns: String, _ args: [String]) -> Output {
-            exec(ns, [binary!] + args)
+            exec(ns, [TestEnvironment.binary!] + args)
         }
 
         /// Joins two namespaces with a veth pair and addresses (v4 /24, v6 /64).

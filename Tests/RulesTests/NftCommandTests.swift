@@ -1,11 +1,12 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// `reflectguard nft` as operators call it: exit codes and what `generate` prints. No privileges
 /// needed (generate with an explicit backend never talks to the kernel).
 @Suite struct NftCommandTests {
     static func run(_ args: [String]) -> NetnsLab.Output? {
-        guard let bin = NetnsLab.binary else { return nil }
+        guard let bin = TestEnvironment.binary else { return nil }
         return NetnsLab.run([bin] + args)
     }
 
@@ -20,14 +21,14 @@ import Testing
         ["nft"],
     ])
     func commandLineMistakesExit2(args: [String]) throws {
-        guard let r = Self.run(args) else { NetnsLab.unavailable("the reflectguard binary is not built"); return }
+        guard let r = Self.run(args) else { TestEnvironment.unavailable("the reflectguard binary is not built"); return }
         #expect(r.status == 2, "\(args): \(r.stderr)")
         #expect(r.stderr.hasPrefix("Error: "))
         #expect(r.stderr.contains("--help"))
     }
 
     @Test func missingWordsAreNamedAndHelpAlwaysListsHelp() throws {
-        guard let nft = Self.run(["nft"]) else { NetnsLab.unavailable("the reflectguard binary is not built"); return }
+        guard let nft = Self.run(["nft"]) else { TestEnvironment.unavailable("the reflectguard binary is not built"); return }
         #expect(nft.stderr.hasPrefix("Error: missing action (generate, check, apply or remove)\n"), "\(nft.stderr)")
         let bare = Self.run([])!
         #expect(bare.status == 2)
@@ -45,7 +46,7 @@ import Testing
         try "# x\ndefine mode = sideways\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         guard let r = Self.run(["nft", "generate", "--backend", "xt", "--rules", path]) else {
-            NetnsLab.unavailable("the reflectguard binary is not built"); return
+            TestEnvironment.unavailable("the reflectguard binary is not built"); return
         }
         #expect(r.status == 3)
         #expect(r.stderr.contains("\(path):2:15: error: mode: 'sideways'"), "\(r.stderr)")
@@ -61,7 +62,7 @@ import Testing
     @Test func generatePrintsTheXtablesRulesAndTheListingWarning() throws {
         guard let r = Self.run(["nft", "generate", "--backend", "xt", "--hook", "host", "--queue", "2:5",
                                 "--protect", "198.18.2.0/24"]) else {
-            NetnsLab.unavailable("the reflectguard binary is not built"); return
+            TestEnvironment.unavailable("the reflectguard binary is not built"); return
         }
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("define protected_v4 = { 198.18.2.0/24 }"))

@@ -3,6 +3,7 @@ import Testing
 import PacketParser
 import Rules
 import VerdictEngine
+import TestSupport
 
 /// Real nft in fresh network namespaces: the generated rulesets load, only intended packets are
 /// queued, broken rules change nothing, remove touches only ReflectGuard's objects, and the
@@ -12,7 +13,7 @@ import VerdictEngine
 
     @Test(arguments: Hook.allCases)
     func generatedRulesetsLoadWithTheXtablesBackend(hook: Hook) throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         let n = try NetnsLab.Namespaces(["rgt-rules-load-\(hook.rawValue)"])
         let ns = n.names[0]
         let apply = ["nft", "apply", "--backend", "xt", "--hook", hook.rawValue] + Self.protect
@@ -57,7 +58,7 @@ import VerdictEngine
 
     @Test(arguments: Hook.allCases)
     func nftBackendTextLoadsWithQueueSwappedForAccept(hook: Hook) throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         let n = try NetnsLab.Namespaces(["rgt-rules-nftb-\(hook.rawValue)"])
         let ns = n.names[0]
         let gen = n.reflectguard(ns, ["nft", "generate", "--backend", "nft", "--hook", hook.rawValue, "--queue", "0:3"]
@@ -76,7 +77,7 @@ import VerdictEngine
     /// `--backend auto` picks what the kernel has (here: no nft queue expression, so xt), and
     /// the probe leaves nothing behind.
     @Test func autoBackendFollowsTheKernel() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         let n = try NetnsLab.Namespaces(["rgt-rules-probe"])
         let ns = n.names[0]
         let hasQueue = n.exec(ns, ["nft", "-c", "add table inet p; add chain inet p c { type filter hook forward priority 0; }; add rule inet p c queue num 0 bypass"]).status == 0
@@ -89,7 +90,7 @@ import VerdictEngine
 
     /// Three broken files: each exits 3 with FILE:LINE:COL and leaves the ruleset byte-for-byte.
     @Test func brokenRulesExit3AndChangeNothing() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         let n = try NetnsLab.Namespaces(["rgt-rules-broken"])
         let ns = n.names[0]
         try n.must(ns, ["nft", "add table inet foreign; add chain inet foreign c { type filter hook input priority 0; }; add rule inet foreign c tcp dport 22 accept"])
@@ -136,7 +137,7 @@ import VerdictEngine
     }
 
     @Test func removeLeavesForeignTablesAndRulesIntact() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         let n = try NetnsLab.Namespaces(["rgt-rules-remove"])
         let ns = n.names[0]
         try n.must(ns, ["nft", "add table inet foreign; add chain inet foreign c { type filter hook forward priority 0; }; add rule inet foreign c tcp dport 22 accept"])
@@ -162,8 +163,8 @@ import VerdictEngine
     /// Packets through a router namespace: the xtables NFQUEUE rule's counters show which ones
     /// the rules queue (no agent listens: bypass lets them pass).
     @Test func packetWalkQueuesOnlyIntendedPackets() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
-        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
+        guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
         let n = try NetnsLab.threeNamespaces("walk")
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let apply = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + Self.protect)
@@ -212,8 +213,8 @@ import VerdictEngine
 
     /// Host mode: the protected host's own INPUT queues what it receives and the engine needs.
     @Test func hostModeQueuesReceivedSynAcksAndRstsOnly() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
-        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
+        guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
         let n = try NetnsLab.threeNamespaces("host")
         let (inet, prot) = (n.names[0], n.names[2])
         let apply = n.reflectguard(prot, ["nft", "apply", "--backend", "xt", "--hook", "host",
@@ -239,8 +240,8 @@ import VerdictEngine
     /// The queue rules and `Engine.wouldQueue` (what `score` feeds the engine) agree on every
     /// flag combination, direction, family and `track`, allowlisted peers included.
     @Test func queueRulesMatchEngineWouldQueue() throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
-        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
+        guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
         let n = try NetnsLab.threeNamespaces("match")
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
@@ -293,8 +294,8 @@ import VerdictEngine
     /// never reaches the protected host, while all its outbound connections succeed, IPv4 and IPv6.
     @Test(arguments: ["4", "6"], [false, true])
     func kernelOnlyRulesetStopsSpoofedSynAckFlood(family: String, conntrack: Bool) throws {
-        if let why = NetnsLab.missing { NetnsLab.unavailable(why); return }
-        guard NetnsLab.which("python3") != nil else { NetnsLab.unavailable("python3 is not installed"); return }
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
+        guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
         let n = try NetnsLab.threeNamespaces("ko\(family)")
         let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
         let v6 = family == "6"

@@ -5,6 +5,7 @@ import PacketParser
 @testable import Scoring
 import Testing
 import VerdictEngine
+import TestSupport
 
 /// `score` on two threads (engine on one, pipeline on the other) must give the one-thread result
 /// bit for bit: the same report, the same session rows and verdict rows in the same order.

@@ -4,6 +4,7 @@ import PacketParser
 @testable import Scoring
 import Testing
 import VerdictEngine
+import TestSupport
 
 /// Reports: the JSON schema of CONTRACT.md, labels arithmetic, CSV outputs, empty captures and the
 /// command's handling of bad input.

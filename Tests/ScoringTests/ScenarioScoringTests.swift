@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// End to end through the binary: `lab gen` a labelled scenario, `score` it, and hold the report
 /// to the bar: packet counts equal tshark's, no legit frame dropped and at least 99.9% of

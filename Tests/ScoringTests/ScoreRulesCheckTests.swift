@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// `score --rules FILE` checks the file with nft's dry run before scoring, so a ruleset `run`
 /// could not load is a rules error (exit 3, nft's FILE:LINE:COL) rather than a clean score.

@@ -3,6 +3,7 @@ import PacketParser
 @testable import Scoring
 import Testing
 import VerdictEngine
+import TestSupport
 
 /// Session end reasons and conn_states: on real captures whose endings are known (README of
 /// ../shared/captures), cross-checked against tshark, and on hand-made packet sequences.

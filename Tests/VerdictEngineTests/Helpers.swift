@@ -45,15 +45,3 @@ func policy(_ protected: [String] = ["198.18.2.0/24", "2001:db8:2::/64"],
 
 let client = "198.18.2.2"
 let server = "198.51.100.7"
-
-/// A small deterministic generator (splitmix64) for the randomized tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

@@ -1,6 +1,7 @@
 import Testing
 import PacketParser
 @testable import VerdictEngine
+import TestSupport
 
 @Suite struct IngressOnlyTests {
     func ingress(_ configure: (inout Policy) -> Void = { _ in }) -> Engine {

@@ -1,6 +1,7 @@
 import Testing
 import PacketParser
 @testable import VerdictEngine
+import TestSupport
 
 /// The matcher splits IPv4 prefixes from the rest; it must answer exactly as `CIDR.contains` on
 /// all 128 bits, including IPv6 prefixes wide enough to hold IPv4-mapped addresses.

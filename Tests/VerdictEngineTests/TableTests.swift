@@ -1,6 +1,7 @@
 import Testing
 import PacketParser
 @testable import VerdictEngine
+import TestSupport
 
 @Suite struct TableTests {
     @Test func entryIsOneCacheLine() {
