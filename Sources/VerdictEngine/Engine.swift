@@ -15,7 +15,7 @@ public final class Engine {
     /// engines gets its share of the agent's rates, matchers) and state it updates, behind
     /// pointers: reads and writes through a `let` pointer need no dynamic exclusivity check,
     /// which class stored `var`s pay on every access (measured: ~8% of a decision).
-    private struct Tuning {
+    struct Tuning {
         var synHorizonMs: UInt32 = 0
         var synackHorizonMs: UInt32 = 0
         var rstRate: Float = 0, rstBurst: Float = 0
@@ -37,45 +37,45 @@ public final class Engine {
         var networkBuckets: UnsafeMutablePointer<Bucket>
     }
 
-    private struct HotState {
+    struct HotState {
         var decisions: UInt64 = 0
         var lastTickSecond: UInt32 = 0
         /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
         var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
     }
 
-    private let tuning: UnsafeMutablePointer<Tuning>
-    private let hot: UnsafeMutablePointer<HotState>
+    let tuning: UnsafeMutablePointer<Tuning>
+    let hot: UnsafeMutablePointer<HotState>
 
     private var synHorizonMs: UInt32 { tuning.pointee.synHorizonMs }
-    private var synackHorizonMs: UInt32 { tuning.pointee.synackHorizonMs }
+    var synackHorizonMs: UInt32 { tuning.pointee.synackHorizonMs }
     private var rstRate: Float { tuning.pointee.rstRate }
     private var rstBurst: Float { tuning.pointee.rstBurst }
     private var rstPrefixRate: Float { tuning.pointee.rstPrefixRate }
     private var rstPrefixBurst: Float { tuning.pointee.rstPrefixBurst }
     private var backscatterRate: Float { tuning.pointee.backscatterRate }
     private var backscatterBurst: Float { tuning.pointee.backscatterBurst }
-    private var attackThreshold: Float { tuning.pointee.attackThreshold }
-    private var victimFloor: Float { tuning.pointee.victimFloor }
-    private var prefixFloor: Float { tuning.pointee.prefixFloor }
+    var attackThreshold: Float { tuning.pointee.attackThreshold }
+    var victimFloor: Float { tuning.pointee.victimFloor }
+    var prefixFloor: Float { tuning.pointee.prefixFloor }
     private var protected: PrefixMatcher { tuning.pointee.protected }
     private var allowlist: PrefixMatcher { tuning.pointee.allowlist }
 
-    private let seed: HashSeed
+    let seed: HashSeed
     private let flows: GroupTable<FlowEntry>
-    private let seenSynacks: GroupTable<SeenSynack>
+    let seenSynacks: GroupTable<SeenSynack>
     private let rstAddressBuckets: GroupTable<Bucket>
     private let rstPrefixBuckets: GroupTable<Bucket>
     private let backscatterBuckets: GroupTable<Bucket>
-    private let victimRates: GroupTable<RateStats>
-    private let prefixRates: GroupTable<RateStats>
+    let victimRates: GroupTable<RateStats>
+    let prefixRates: GroupTable<RateStats>
 
     private let counts: UnsafeMutablePointer<UInt64>
 
 
-    private var active: [ActiveAttack] = []
-    private var events: [AttackEvent] = []
-    private var eventsLost: UInt64 = 0
+    var active: [ActiveAttack] = []
+    var events: [AttackEvent] = []
+    var eventsLost: UInt64 = 0
 
     /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
     /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
@@ -295,7 +295,7 @@ public final class Engine {
 
     /// Allowlisted endpoints are never dropped: the drop becomes an accept with `allowlisted`.
     @inline(__always)
-    private func drop(_ reason: Reason, _ p: ParsedPacket, score: UInt8 = 0) -> Decision {
+    func drop(_ reason: Reason, _ p: ParsedPacket, score: UInt8 = 0) -> Decision {
         if !allowlist.isEmpty, allowlist.contains(p.source) || allowlist.contains(p.destination) {
             return Decision(.accept, .allowlisted, score: score)
         }
@@ -513,245 +513,9 @@ public final class Engine {
         if f.contains(.ack) { e.advanceNxt(!senderIs0, p.acknowledgment) }
         e.setWindow(senderIs0, p.window, unscaled: f.contains(.syn))
     }
-
-    // MARK: - Ingress-only scoring
-
-    /// Scores an inbound SYN-ACK nobody can match to a SYN (0-100): evidence on the packet itself
-    /// (port outside the clients' ephemeral range 20, options no protected SYN would draw 30, a
-    /// reflector's retransmissions 15 then 30) plus the victim's context (up to 35). The weights
-    /// keep these promises at the default threshold of 60: with no attack, a legitimate SYN-ACK
-    /// needs the options sign and repeated retransmissions together to be dropped; during an
-    /// attack neither the port sign alone (Windows clients use 49152-65535, beyond Linux's range)
-    /// nor one retransmission (a lost ACK) drops one; context alone never drops anything.
-    private func scoreSynack(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32, now: Nanoseconds) -> Decision {
-        var score = 0
-        if !tuning.pointee.ephemeralPorts.contains(p.destinationPort) { score += 20 }
-        if unlikeProfile(p.optionSignature) { score += 30 }
-        score += isnRepeat(p, key, ms)
-        score += context(p, ms)
-        let s = UInt8(min(100, score))
-        if score >= tuning.pointee.scoreThreshold {
-            let d = drop(.synackScoreDrop, p, score: s)
-            if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
-            return d
-        }
-        return Decision(.accept, .synackScorePass, score: s)
-    }
-
-    /// A server echoes SACK-permitted, timestamps and window scale only when the SYN offered
-    /// them; a SYN-ACK with none of the options the protected side's SYNs carry (default: all
-    /// three, as Linux, macOS and Windows clients send) answers a SYN someone else crafted.
-    private func unlikeProfile(_ s: TCPOptionSignature) -> Bool {
-        if s.sackPermitted || s.timestamps || s.windowScale != nil { return false }
-        guard hot.pointee.synsSeen > 0 else { return true }
-        let expected = (hot.pointee.synsWithSACK * 2 > hot.pointee.synsSeen ? 1 : 0) + (hot.pointee.synsWithTS * 2 > hot.pointee.synsSeen ? 1 : 0)
-            + (hot.pointee.synsWithWS * 2 > hot.pointee.synsSeen ? 1 : 0)
-        return expected >= 2
-    }
-
-    /// Points for a same-ISN SYN-ACK seen again at a reflector's retransmission spacing: 15 for
-    /// the first repeat (a legitimate server retransmits once when the client's ACK is lost),
-    /// 30 from the second on (a Linux reflector retransmits 5 times: 1, 3, 7, 15, 31 s).
-    private func isnRepeat(_ p: ParsedPacket, _ key: FlowKey, _ ms: UInt32) -> Int {
-        let h = key.hash(seed)
-        var i = seenSynacks.find(key, hash: h)
-        if i >= 0 && age(ms, since: seenSynacks.slots[i].lastSeen) <= synackHorizonMs {
-            let e = seenSynacks.slots[i]
-            if e.isn == p.sequence {
-                var repeats = e.repeats
-                if age(ms, since: e.lastSeen) >= Engine.retransmitSpacingMs {
-                    repeats = min(repeats &+ 1, 100)
-                    seenSynacks.slots[i].lastSeen = ms
-                    seenSynacks.slots[i].repeats = repeats
-                }
-                return repeats == 0 ? 0 : repeats == 1 ? 15 : 30
-            }
-        }
-        if i < 0 { i = seenSynacks.claim(hash: h, now: ms, idleLimit: synackHorizonMs, seed: seed) }
-        seenSynacks.slots[i] = SeenSynack(a0: key.a0, a1: key.a1, isn: p.sequence, lastSeen: ms,
-                                          p0: key.p0, p1: key.p1, repeats: 0)
-        return 0
-    }
-
-    /// Victim context: SYN-ACK rate to the address and to its prefix against their moving
-    /// baselines, and how many distinct servers answer the prefix (carpet bombing).
-    private func context(_ p: ParsedPacket, _ ms: UInt32) -> Int {
-        // One bit of a 128-bit map per reflector (hashed with the secret seed): a distinct-count
-        // estimate that needs no memory per reflector.
-        let h = seed.hash(p.source.bytes)
-        let bit = UInt64(1) << (h & 63)
-        let reflector = (h >> 6) & 1 == 0 ? SIMD2<UInt64>(bit, 0) : SIMD2<UInt64>(0, bit)
-        var score = 0
-        let v = touch(victimRates, p.destination.bytes, ms)
-        victimRates.slots[v].synacks &+= 1
-        let rv = victimRates.slots[v]
-        if max(rv.synackRate, Float(rv.synacks)) > 4 * rv.baseline + victimFloor { score += 20 }
-        let x = touch(prefixRates, Engine.prefix(p.destination.bytes), ms)
-        prefixRates.slots[x].synacks &+= 1
-        prefixRates.slots[x].reflectors |= reflector
-        let rx = prefixRates.slots[x]
-        if max(rx.synackRate, Float(rx.synacks)) > 4 * rx.baseline + prefixFloor { score += 20 }
-        let distinct = rx.reflectors[0].nonzeroBitCount + rx.reflectors[1].nonzeroBitCount
-        if distinct >= 64 || rx.lastReflectors >= 64 { score += 15 }
-        return min(35, score)
-    }
-
-    // MARK: - Rates, buckets, attacks
-
-    /// Whether an address is IPv4-mapped (`::ffff:0:0/96`). Written on the two 64-bit lanes with
-    /// literal constants: `static let` masks cost a `swift_once` call per use (three per drop,
-    /// measured with callgrind).
-    @inline(__always)
-    static func isV4(_ a: SIMD16<UInt8>) -> Bool {
-        let x = unsafeBitCast(a, to: SIMD2<UInt64>.self)
-        // Little-endian lanes: bytes 10 and 11 (0xff 0xff) are bits 16-31 of lane 1.
-        return x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000
-    }
-
-    /// The victim prefix of an address: /24 for IPv4, /64 for IPv6.
-    @inline(__always)
-    static func prefix(_ a: SIMD16<UInt8>) -> SIMD16<UInt8> {
-        var x = unsafeBitCast(a, to: SIMD2<UInt64>.self)
-        // /120 of a mapped address clears byte 15 (the top byte of lane 1); /64 clears lane 1.
-        x[1] &= isV4(a) ? 0x00ff_ffff_ffff_ffff : 0
-        return unsafeBitCast(x, to: SIMD16<UInt8>.self)
-    }
-
-    /// The rate slot for `key`, created if needed, with its window rolled to `ms`. Updates the
-    /// slot in place: copying the whole slot out and back cost more than the rest of a drop.
-    @inline(__always)
-    private func touch(_ t: GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
-        let h = seed.hash(key)
-        var i = t.find(key, hash: h)
-        if i < 0 {
-            i = t.claim(hash: h, now: ms, idleLimit: Engine.attackQuietMs * 6, seed: seed)
-            t.slots[i] = RateStats(key: key, now: ms)
-        }
-        if age(ms, since: t.slots[i].windowStart) >= 1000 { Engine.roll(t.slots + i, ms) }
-        t.slots[i].lastSeen = ms
-        return i
-    }
-
-    /// Closes a rate slot's window (once a second per slot, so kept out of line).
-    @inline(never)
-    private static func roll(_ slot: UnsafeMutablePointer<RateStats>, _ ms: UInt32) {
-        var r = slot.pointee
-        let secs = Float(age(ms, since: r.windowStart)) / 1000
-        r.synackRate = Float(r.synacks) / secs
-        r.dropRate = Float(r.synackDrops) / secs
-        r.rstDropRate = Float(r.rstDrops) / secs
-        // The baseline follows normal traffic, but a flood may raise it only slowly.
-        r.baseline += 0.05 * (min(r.synackRate, 2 * r.baseline + 10) - r.baseline)
-        r.lastReflectors = UInt16(r.reflectors[0].nonzeroBitCount + r.reflectors[1].nonzeroBitCount)
-        r.synacks = 0; r.synackDrops = 0; r.rstDrops = 0; r.reflectors = .zero
-        r.windowStart = ms
-        slot.pointee = r
-    }
-
-    /// Counts a drop against the victim's prefix, and starts or extends an attack there.
-    @inline(__always)
-    private func noteDrop(_ victim: IPAddress, synack: Bool, _ ms: UInt32, now: Nanoseconds) {
-        let key = Engine.prefix(victim.bytes)
-        let slot = prefixRates.slots + touch(prefixRates, key, ms)
-        if synack { slot.pointee.synackDrops &+= 1 } else { slot.pointee.rstDrops &+= 1 }
-        let total = slot.pointee.synackDrops &+ slot.pointee.rstDrops
-        let half = tuning.pointee.attackHalf
-        guard total >= half else { return }
-        if slot.pointee.attackActive {
-            if total == half { slot.pointee.lastAboveMs = ms }
-            return
-        }
-        guard Float(total) >= attackThreshold else { return }
-        startAttack(slot, key, ms, now: now)
-    }
-
-    /// A prefix's drops crossed the threshold (once per attack, so out of line).
-    @inline(never)
-    private func startAttack(_ slot: UnsafeMutablePointer<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32, now: Nanoseconds) {
-        slot.pointee.attackActive = true
-        slot.pointee.lastAboveMs = ms
-        let r = slot.pointee
-        // Rare (once per attack): an attack whose rate slot was recycled may still be listed.
-        if let a = active.firstIndex(where: { sameBytes($0.key, key) }) {
-            active[a].lastAboveMs = ms
-            return
-        }
-        guard active.count < Engine.maxActiveAttacks else { return }
-        let cidr = CIDR(address: IPAddress(bytes: key), length: Engine.isV4(key) ? 120 : 64)
-        active.append(ActiveAttack(key: key, prefix: cidr, startedAt: now, lastAboveMs: ms))
-        emit(AttackEvent(kind: .started, prefix: cidr, at: now, startedAt: now,
-                         synackDropRate: Double(r.synackDrops), rstDropRate: Double(r.rstDrops)))
-    }
-
-    /// Once a second of packet time: ends attacks that have been quiet long enough.
-    private func tick(_ ms: UInt32) {
-        hot.pointee.lastTickSecond = ms / 1000
-        var k = 0
-        while k < active.count {
-            let a = active[k]
-            let i = prefixRates.find(a.key, hash: seed.hash(a.key))
-            var lastAbove = a.lastAboveMs
-            if i >= 0 && prefixRates.slots[i].attackActive,
-               age(ms, since: prefixRates.slots[i].lastAboveMs) < age(ms, since: lastAbove) {
-                lastAbove = prefixRates.slots[i].lastAboveMs
-            }
-            if age(ms, since: lastAbove) >= Engine.attackQuietMs {
-                if i >= 0 { prefixRates.slots[i].attackActive = false }
-                let r = i >= 0 ? prefixRates.slots[i] : RateStats(key: a.key, now: ms)
-                let at = a.startedAt + Int64(age(ms, since: Engine.msTime(a.startedAt))) * 1_000_000
-                emit(AttackEvent(kind: .ended, prefix: a.prefix, at: at, startedAt: a.startedAt,
-                                 synackDropRate: Double(r.dropRate), rstDropRate: Double(r.rstDropRate)))
-                active.swapAt(k, active.count - 1)
-                active.removeLast()
-            } else {
-                k += 1
-            }
-        }
-    }
-
-    private func emit(_ e: AttackEvent) {
-        if events.count < Engine.maxPendingEvents { events.append(e) } else { eventsLost &+= 1 }
-    }
-
-    /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full, or at the
-    /// level of the bucket it replaced); its slot.
-    @inline(__always)
-    private func refill(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
-        let h = seed.hash(key)
-        var i = t.find(key, hash: h)
-        if i < 0 {
-            // Idle limit 0: when the table is full, the oldest bucket of the key's neighbourhood
-            // is reused. The new key inherits that bucket's level refilled to now, so a flood
-            // spread over more keys than the table holds cannot reset budgets by evicting them
-            // (each slot still refills at `rate`); a bucket idle for long has refilled to the
-            // burst anyway, so normal traffic sees full new buckets as before.
-            let before = t.count
-            i = t.claim(hash: h, now: ms, idleLimit: 0, seed: seed)
-            var tokens = burst
-            if t.count == before {
-                let old = t.slots[i]
-                tokens = min(burst, old.tokens + Float(age(ms, since: old.lastSeen)) / 1000 * rate)
-            }
-            t.slots[i] = Bucket(key: key, tokens: tokens, lastSeen: ms)
-            return i
-        }
-        let el = Float(age(ms, since: t.slots[i].lastSeen)) / 1000
-        t.slots[i].tokens = min(burst, t.slots[i].tokens + el * rate)
-        t.slots[i].lastSeen = ms
-        return i
-    }
-
-    /// Takes one token from the bucket for `key`, if it has one.
-    @inline(__always)
-    private func take(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
-        let i = refill(t, key, ms, rate: rate, burst: burst)
-        guard t.slots[i].tokens >= 1 else { return false }
-        t.slots[i].tokens -= 1
-        return true
-    }
 }
 
-private struct ActiveAttack {
+struct ActiveAttack {
     var key: SIMD16<UInt8>
     var prefix: CIDR
     var startedAt: Nanoseconds
