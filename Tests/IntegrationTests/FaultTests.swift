@@ -115,12 +115,8 @@ struct FaultTests {
         let before = try Self.queueRow(lab)
 
         let sent = 60_000
-        let flood = try lab.flood(.synack, count: sent, gap: "4us", background: true)!
-        usleep(100_000)
-        let legit = try InlineAgentTests.Legit.start(lab, count: 10)
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("with the queue overflowing")
-        usleep(500_000)
+        try InlineAgentTests.underFlood(lab, [(.synack, sent, "4us")], legit: 10, legitAfter: 100_000, settle: 500_000,
+                                        "with the queue overflowing")
 
         let arrived = try lab.protectedCount("synack")
         let m = try agent.metrics(port: Self.metricsPort)
@@ -163,11 +159,8 @@ struct FaultTests {
         try lab.resetCounters()
         agent.signal(SIGSTOP)
         let sent = 20_000
-        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
-        usleep(300_000)
-        let legit = try InlineAgentTests.Legit.start(lab, count: 5)
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("with the agent suspended")
+        try InlineAgentTests.underFlood(lab, [(.synack, sent, "10us")], legit: 5, legitAfter: 300_000, settle: 0,
+                                        "with the agent suspended")
         let row = try Self.queueRow(lab)
         let passed = try lab.protectedCount("synack")
         measured("suspended agent: queue holds \(row.waiting); \(passed)/\(sent) spoofed SYN-ACKs failed open to the protected host")
@@ -301,11 +294,7 @@ struct FaultTests {
         }
 
         try lab.resetCounters()
-        let flood = try lab.flood(.synack, count: 10_000, gap: "20us", background: true)!
-        let legit = try InlineAgentTests.Legit.start(lab, count: 5)
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("with the agent unprivileged")
-        usleep(300_000)
+        try InlineAgentTests.underFlood(lab, [(.synack, 10_000, "20us")], legit: 5, "with the agent unprivileged")
         #expect(try lab.protectedCount("synack") == 0, "the unprivileged agent stops the flood")
 
         // PORT alone binds loopback: listed on 127.0.0.1 only, refused on the router's addresses.

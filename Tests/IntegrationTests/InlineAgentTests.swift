@@ -47,6 +47,27 @@ struct InlineAgentTests {
         }
     }
 
+    /// A flood under way while legitimate connections run: the floods start in the background,
+    /// in order; `legitAfter` µs later the legitimate batch (both directions unless `inbound` is
+    /// false); then `during` runs while they go. Waits for the floods, checks every connection
+    /// completed, and lets the last packets land (`settle` µs). Returns the seconds from the
+    /// first flood's start to the last one's end.
+    @discardableResult
+    static func underFlood(_ lab: LabNet, _ floods: [(kind: LabNet.FloodKind, count: Int, gap: String?)],
+                           legit: Int, legitAfter: useconds_t = 0, inbound: Bool = true, settle: useconds_t = 300_000,
+                           _ context: String, during: () throws -> Void = {}) throws -> Double {
+        let started = Date()
+        let running = try floods.map { try lab.flood($0.kind, count: $0.count, gap: $0.gap, background: true)! }
+        if legitAfter > 0 { usleep(legitAfter) }
+        let connects = try Legit.start(lab, count: legit, inbound: inbound)
+        try during()
+        running.forEach { $0.waitUntilExit() }
+        let seconds = Date().timeIntervalSince(started)
+        try connects.expectAllSucceeded(context)
+        if settle > 0 { usleep(settle) }
+        return seconds
+    }
+
     static func servers(_ lab: LabNet) throws {
         try lab.startServer(lab.inet, port: 8080)
         try lab.startServer(lab.protected, port: 8081)
@@ -61,13 +82,8 @@ struct InlineAgentTests {
         try lab.resetCounters()
 
         let sent = 30_000, sent6 = 10_000
-        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
-        let flood6 = try lab.flood(.synack6, count: sent6, gap: "30us", background: true)!
-        let legit = try Legit.start(lab, count: 15)
-        flood.waitUntilExit()
-        flood6.waitUntilExit()
-        try legit.expectAllSucceeded("during a spoofed SYN-ACK flood")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, sent, "10us"), (.synack6, sent6, "30us")], legit: 15,
+                            "during a spoofed SYN-ACK flood")
 
         let arrived6 = try lab.protectedCount("synack6")
         measured("IPv6 synack flood: \(arrived6)/\(sent6) reached the protected host")
@@ -121,12 +137,9 @@ struct InlineAgentTests {
         try lab.exec(lab.inet, "nft add rule inet rgspoof pre ip saddr 198.18.2.77 counter")
 
         let sent = 20_000
-        let flood = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
-        let legit = try Legit.start(lab, count: 15)
-        _ = try lab.flood(.forgedProtectedSyn, count: 2_000, gap: "50us")
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("with two queues and interface sides")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, sent, "10us")], legit: 15, "with two queues and interface sides") {
+            _ = try lab.flood(.forgedProtectedSyn, count: 2_000, gap: "50us")
+        }
 
         let arrived = try lab.protectedCount("synack")
         #expect(Double(arrived) <= Double(sent) * 0.001, "spoofed SYN-ACKs that arrived: \(arrived) of \(sent)")
@@ -155,13 +168,7 @@ struct InlineAgentTests {
         try lab.resetCounters()
 
         let sent = 20_000
-        let started = Date()
-        let flood = try lab.flood(.rst, count: sent, gap: "20us", background: true)!
-        let legit = try Legit.start(lab, count: 10)
-        flood.waitUntilExit()
-        let seconds = Date().timeIntervalSince(started)
-        try legit.expectAllSucceeded("during a spoofed RST flood")
-        usleep(300_000)
+        let seconds = try Self.underFlood(lab, [(.rst, sent, "20us")], legit: 10, "during a spoofed RST flood")
 
         let arrived = Double(try lab.protectedCount("rst"))
         // Token bucket: at most the burst plus the rate over the flood's duration (plus slack for
@@ -183,12 +190,7 @@ struct InlineAgentTests {
         try lab.resetCounters()
 
         let sent = 200_000
-        let flood = try lab.flood(.synack, count: sent, gap: nil, background: true)!
-        usleep(200_000)
-        let legit = try Legit.start(lab, count: 15)
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("under a full-speed flood")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, sent, nil)], legit: 15, legitAfter: 200_000, "under a full-speed flood")
 
         let arrived = try lab.protectedCount("synack")
         let mm = try agent.metrics(port: Self.metricsPort)
@@ -217,12 +219,8 @@ struct InlineAgentTests {
         try lab.resetCounters()
 
         let sent = 200_000
-        let flood = try lab.flood(.synack, count: sent, gap: nil, background: true)!
-        usleep(200_000)
-        let legit = try Legit.start(lab, count: 15)
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("under a flood the agent cannot keep up with")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, sent, nil)], legit: 15, legitAfter: 200_000,
+                            "under a flood the agent cannot keep up with")
 
         let arrived = try lab.protectedCount("synack")
         let m = try agent.metrics(port: Self.metricsPort)
@@ -255,11 +253,7 @@ struct InlineAgentTests {
         let second = try AgentProcess(lab, args)
         try lab.resetCounters()
         let sent = 20_000
-        let flood2 = try lab.flood(.synack, count: sent, gap: "10us", background: true)!
-        let after = try Legit.start(lab, count: 10)
-        flood2.waitUntilExit()
-        try after.expectAllSucceeded("after the restart")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, sent, "10us")], legit: 10, "after the restart")
         let arrived = try lab.protectedCount("synack")
         measured("after kill -9 and restart: \(arrived)/\(sent) reached the protected host")
         #expect(Double(arrived) <= Double(sent) * 0.001, "the restarted agent stops the flood: \(arrived) of \(sent) arrived")
@@ -279,15 +273,12 @@ struct InlineAgentTests {
         try lab.resetCounters()
 
         let sent = 40_000
-        let flood = try lab.flood(.synack, count: sent, gap: "20us", background: true)!
-        let legit = try Legit.start(lab, count: 25)
-        for _ in 0..<5 {
-            usleep(300_000)
-            agent.signal(SIGHUP)
+        try Self.underFlood(lab, [(.synack, sent, "20us")], legit: 25, "across five reloads") {
+            for _ in 0..<5 {
+                usleep(300_000)
+                agent.signal(SIGHUP)
+            }
         }
-        flood.waitUntilExit()
-        try legit.expectAllSucceeded("across five reloads")
-        usleep(300_000)
         let reloads = agent.log.components(separatedBy: "\"event\":\"reload\"").count - 1
         #expect(reloads == 5, "five reloads logged: \(agent.log)")
         let arrived = try lab.protectedCount("synack")
@@ -304,11 +295,7 @@ struct InlineAgentTests {
         #expect(agent.process.isRunning)
         #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0, "old rules stay")
         try lab.resetCounters()
-        let flood2 = try lab.flood(.synack, count: 5_000, gap: "20us", background: true)!
-        let legit2 = try Legit.start(lab, count: 5, inbound: false)
-        flood2.waitUntilExit()
-        try legit2.expectAllSucceeded("after a failed reload")
-        usleep(300_000)
+        try Self.underFlood(lab, [(.synack, 5_000, "20us")], legit: 5, inbound: false, "after a failed reload")
         #expect(try lab.protectedCount("synack") <= 5, "still protected after a failed reload")
         #expect(agent.stop() == 0)
     }
