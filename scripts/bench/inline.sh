@@ -159,6 +159,12 @@ inline_cpu() {
 inline_consumer() {
     local name=$1 maxlen=$2 kind=${1%%-*} pin=${consumer_pin:-$inline_pin1}
     cout=$work/$name.out
+    # boost.sh writes the consumer's PID here before exec'ing it: setsid forks when it starts as a
+    # process group leader (as it does under job control), and then $! is setsid's PID, not the
+    # consumer's; three recorded runs failed on that.
+    local pidfile=$work/$name.pid
+    rm -f "$pidfile"
+    export RG_PIDFILE=$pidfile
     case $name in
         agent-dry*) ip netns exec "$rtr" $pin "$bin/reflectguard" run --no-apply --dry-run "${inline_protect[@]}" \
                    "${inline_agent_pure[@]}" --queue-maxlen "$maxlen" >"$cout" 2>"$work/$name.log" & ;;
@@ -171,14 +177,14 @@ inline_consumer() {
         python*) RG_QUEUE_MAXLEN=$maxlen ip netns exec "$rtr" $pin "$py" scripts/bench/nfq_synack.py 0 \
                    198.18.2.0/24 2001:db8:2::/64 >"$cout" 2>"$work/$name.log" & ;;
     esac
-    cpid=$!
-    pids+=("$cpid")
-    # setsid must not have forked (it does when already a group leader): $! has to be the consumer.
-    # Under load setsid may not have exec'd the consumer yet after a few milliseconds: poll for up
-    # to five seconds (a full-speed sender at nice -10 can starve it) before calling it a fork.
+    unset RG_PIDFILE
+    launcher=$!
+    pids+=("$launcher")
     local tries=0
-    while [[ $(readlink "/proc/$cpid/exe" 2>/dev/null) == */setsid ]] && ((tries++ < 100)); do sleep 0.05; done
-    [[ $(readlink "/proc/$cpid/exe" 2>/dev/null) != */setsid ]] || { echo "bench: FAIL: setsid forked; cannot track the consumer" >&2; exit 1; }
+    while [[ ! -s $pidfile ]] && ((tries++ < 100)); do sleep 0.05; done
+    [[ -s $pidfile ]] || { echo "bench: FAIL: consumer $name did not start (no $pidfile):" >&2; cat "$work/$name.log" >&2; exit 1; }
+    cpid=$(cat "$pidfile")
+    pids+=("$cpid")
     local i
     for ((i = 0; i < 200; i++)); do
         if ip netns exec "$rtr" awk '$1 == 0 { f = 1 } END { exit !f }' /proc/net/netfilter/nfnetlink_queue 2>/dev/null; then
@@ -197,7 +203,10 @@ inline_consumer() {
 # to the consumer's own count of packets it verdicted.
 inline_consumer_stop() {
     kill -TERM "$cpid" 2>/dev/null || true
-    wait "$cpid" 2>/dev/null || true
+    # The consumer may not be this shell's child (see inline_consumer): wait for it to be gone.
+    local tries=0
+    while kill -0 "$cpid" 2>/dev/null && ((tries++ < 200)); do sleep 0.05; done
+    wait "$launcher" 2>/dev/null || true
     case ${1%%-*} in
         agent|armed) handled=$(sed -n 's/.*"event":"stop".*"received":\([0-9]*\).*/\1/p' "$work/$1.log" | tail -1) ;;
         *) handled=$(sed -n 's/^handled \([0-9]*\).*/\1/p' "$cout" | tail -1) ;;
