@@ -36,7 +36,7 @@ for s in "${sanitizers[@]}"; do
     if grep -lE "ERROR: |WARNING: ThreadSanitizer" "$reports"/asan.* "$reports"/tsan.* 2>/dev/null; then
         echo "sanitize: $s: FAIL: sanitizer reports above (in $reports)" >&2; status=1
     else
-        echo "sanitize: $s: no sanitizer report ($(ls "$reports" | grep -c '^[at]san\.' || true) files, suppressed toolchain leaks only)"
+        echo "sanitize: $s: no sanitizer report (report files: $(ls "$reports" | grep -c '^[at]san\.' || true), each listing suppressed toolchain leaks only)"
     fi
 done
 exit $status

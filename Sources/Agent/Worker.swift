@@ -40,6 +40,8 @@ final class Worker: @unchecked Sendable {
         self.flushInterval = shared.settings.flushInterval
         let (policy, generation) = shared.currentPolicy()
         engine = Engine(policy: policy, seed: seed)
+        // Inline, the first packets must not wait for the tables' pages: back them all now.
+        engine.prefault()
         policyGeneration = generation
         sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
         dryRun = shared.settings.dryRun ? DryRunRecorder(policy: policy) : nil

@@ -127,6 +127,14 @@ public final class Engine {
         tuning.deallocate(); hot.deallocate()
     }
 
+    /// Backs all of the engine's tables with memory now, so no packet waits for a first-touch page
+    /// fault (an inline agent calls it once, before its first packet; `score` and tests do not:
+    /// they would only move the cost).
+    public func prefault() {
+        flows.prefault(); seenSynacks.prefault(); rstAddressBuckets.prefault(); rstPrefixBuckets.prefault()
+        backscatterBuckets.prefault(); victimRates.prefault(); prefixRates.prefault()
+    }
+
     /// Replaces the policy (SIGHUP) and keeps all state: tracked flows keep answering SYN-ACKs
     /// across a reload. The flow table's capacity is fixed at init and not changed here.
     public func updatePolicy(_ newPolicy: Policy) {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import PacketParser
 @testable import VerdictEngine
@@ -19,6 +22,24 @@ import TestSupport
             for i in 0..<16 where v[i] == 2 { want |= 1 << i }
             #expect(m == want)
         }
+    }
+
+    /// `prefault` backs every page of a table, counted page by page with mincore: before it,
+    /// the slots a fresh table has not touched are not resident.
+    @Test func prefaultBacksEveryPageOfTheTable() throws {
+        let t = GroupTable<FlowEntry>(capacity: 1 << 16)
+        defer { t.deallocate() }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let pages = (t.mappedBytes + page - 1) / page
+        func resident() -> Int {
+            var v = [UInt8](repeating: 0, count: pages)
+            let rc = mincore(UnsafeMutableRawPointer(t.tags), t.mappedBytes, &v)
+            return rc == 0 ? v.filter { $0 & 1 != 0 }.count : -1
+        }
+        let before = resident()
+        #expect(before >= 0 && before < pages, "a fresh table is not all resident: \(before) of \(pages) pages")
+        try #require(t.prefault(), "MADV_POPULATE_WRITE (Linux 5.14+)")
+        #expect(resident() == pages)
     }
 
     static func syn(_ k: Int) -> ParsedPacket {
