@@ -10,11 +10,7 @@ import TestSupport
 /// `score` on two threads (engine on one, pipeline on the other) must give the one-thread result
 /// bit for bit: the same report, the same session rows and verdict rows in the same order.
 @Suite struct FrameScoringTests {
-    static func policy() -> Policy {
-        var p = Policy()
-        p.protected = PrefixSet([CIDR("198.18.2.0/24")!, CIDR("2001:db8:2::/64")!])
-        return p
-    }
+    static func policy() -> Policy { ReportTests.protectedPolicy() }
 
     struct Outcome: Equatable {
         var json: String
