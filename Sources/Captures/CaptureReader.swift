@@ -28,10 +28,10 @@ public struct CaptureError: Error, CustomStringConvertible {
 }
 
 /// Reads pcap and pcapng files. libpcap opens every file (its header checks and error messages);
-/// a plain pcap file is then read straight from a read-only memory map, which does the per-frame
-/// work of libpcap's `fread`s without the copies (a third of a scoring run's instructions, perf).
-/// pcapng, and any record libpcap might treat differently (an oversized or cut record), go
-/// through libpcap, which takes over at that frame. Frames are handed out by reference: no copy.
+/// a plain pcap file is then read by `DirectPcap` in large blocks, without libpcap's two `fread`s
+/// and its bookkeeping per frame (a third of a scoring run's instructions, callgrind). pcapng, and
+/// any record libpcap might treat differently (an oversized or cut record), go through libpcap,
+/// which takes over at that frame. Frames are handed out by reference into a buffer.
 public final class CaptureReader {
     private let handle: OpaquePointer
     public let path: String
@@ -40,18 +40,18 @@ public final class CaptureReader {
     public let linkTypeName: String
     /// libpcap's DLT number.
     public let dlt: Int32
-    /// The memory-mapped plain pcap file, until the end or a record it leaves to libpcap.
+    /// The plain pcap file read directly, until the end or a record it leaves to libpcap.
     /// @exclusivity(unchecked): a reader is used from one thread, and the runtime's dynamic
     /// checks on these two were a fifth of a scoring run's instructions (callgrind).
-    @exclusivity(unchecked) private var mapped: MappedPcap?
+    @exclusivity(unchecked) private var direct: DirectPcap?
     /// Frames handed out so far, so libpcap can take over at the right frame.
     @exclusivity(unchecked) private var frames = 0
 
-    /// Whether frames come from the memory map now (false for pcapng, and once libpcap took over).
-    public var isMemoryMapped: Bool { mapped != nil }
+    /// Whether frames bypass libpcap now (false for pcapng, and once libpcap took over).
+    public var readsDirectly: Bool { direct != nil }
 
-    /// `memoryMapped: false` reads every frame through libpcap (tests compare the two paths).
-    public init(path: String, memoryMapped: Bool = true) throws {
+    /// `direct: false` reads every frame through libpcap (tests compare the two paths).
+    public init(path: String, direct: Bool = true) throws {
         var errbuf = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         // Nanosecond precision when the file has it; libpcap scales microsecond files up.
         guard let h = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errbuf) else {
@@ -63,23 +63,23 @@ public final class CaptureReader {
         self.linkType = lt
         self.linkTypeName = name
         self.dlt = dlt
-        self.mapped = memoryMapped ? MappedPcap(path: path) : nil
+        self.direct = direct ? DirectPcap(path: path) : nil
     }
 
     deinit { pcap_close(handle) }
 
     /// The next frame, nil at the end of the file. Throws on a read error (a cut file).
     public func next() throws -> CapturedFrame? {
-        if mapped != nil {
-            switch mapped!.next() {
+        if direct != nil {
+            switch direct!.next() {
             case .frame(let f):
                 frames &+= 1
                 return f
             case .end:
                 return nil
             case .unusual:
-                // libpcap has read only the file header: skip what the map already gave.
-                mapped = nil
+                // libpcap has read only the file header: skip what was already handed out.
+                direct = nil
                 for _ in 0..<frames { _ = try libpcapNext() }
             }
         }
@@ -104,66 +104,75 @@ public final class CaptureReader {
     }
 }
 
-/// A plain pcap file (either byte order, microsecond or nanosecond timestamps) mapped read-only.
-/// It reads the records libpcap would read the same way, and calls anything else `unusual`.
-struct MappedPcap: ~Copyable {
+/// A plain pcap file (either byte order, microsecond or nanosecond timestamps) read with large
+/// `read(2)` calls into one buffer, frames handed out by reference into it. It reads the records
+/// libpcap would read the same way, and calls anything else `unusual`: a record longer than the
+/// snap length, a cut record or header (a file cut short, or truncated while read), a read error.
+///
+/// Not a memory map, although that would save the copy: a mapped file that shrinks while it is
+/// read (tcpdump's `-W` ring buffer truncates its files as it wraps) kills the reader with SIGBUS
+/// at the first access past the new end. Measured on a 5M-frame capture, the copy costs less than
+/// the run's noise; what made libpcap slow is its per-frame work, which this avoids either way.
+struct DirectPcap: ~Copyable {
     enum Next { case frame(CapturedFrame), end, unusual }
 
-    private let base: UnsafeRawPointer
-    private let size: Int
-    private var offset = 24
+    private let fd: Int32
+    private let buffer: UnsafeMutableRawPointer
+    /// Unread bytes are `start..<end` of the buffer.
+    private var start = 0
+    private var end = 0
+    private var atEOF = false
     private let swapped: Bool
     private let nanoseconds: Bool
     /// The file's snap length as libpcap applies it (none or too large: its maximum).
     private let snapLength: UInt32
-    /// How far ahead of the reader the kernel is asked to map pages (MADV_POPULATE_READ) at once:
-    /// one fault per page was a tenth of reading a large capture.
-    private var populatedTo = 0
-    private var releasedTo = 0
-    private static let populateChunk = 8 << 20
+    /// 4 MiB a read: a few hundred system calls for a large capture, and room for any record.
+    private static let capacity = 4 << 20
     /// libpcap's largest record (MAXIMUM_SNAPLEN): longer ones it rejects or trims.
     private static let maxRecord: UInt32 = 262_144
 
     /// nil when the file is not plain pcap with a link-type field libpcap reads as is (pcapng,
-    /// FCS bits), or cannot be mapped: the caller stays with libpcap.
+    /// FCS bits), or cannot be opened or read: the caller stays with libpcap.
     init?(path: String) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_size >= 24 else { return nil }
-        let size = Int(st.st_size)
-        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else { return nil }
-        let magic = p.loadUnaligned(as: UInt32.self)
+        var header = [UInt8](repeating: 0, count: 24)
+        guard read(fd, &header, 24) == 24 else { close(fd); return nil }
+        let magic = header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
         var swapped = false, nano = false
         switch magic {
         case 0xa1b2_c3d4: break
         case 0xa1b2_3c4d: nano = true
         case 0xd4c3_b2a1: swapped = true
         case 0x4d3c_b2a1: swapped = true; nano = true
-        default: munmap(p, size); return nil
+        default: close(fd); return nil
         }
         func field(_ at: Int) -> UInt32 {
-            let v = p.loadUnaligned(fromByteOffset: at, as: UInt32.self)
+            let v = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }
             return swapped ? v.byteSwapped : v
         }
-        guard field(20) >> 16 == 0 else { munmap(p, size); return nil }
-        _ = madvise(p, size, MADV_SEQUENTIAL)
-        self.base = UnsafeRawPointer(p)
-        self.size = size
+        guard field(20) >> 16 == 0 else { close(fd); return nil }
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        self.fd = fd
+        self.buffer = .allocate(byteCount: Self.capacity, alignment: 64)
         self.swapped = swapped
         self.nanoseconds = nano
         let snap = field(16)
         self.snapLength = snap == 0 || snap > Self.maxRecord ? Self.maxRecord : snap
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    deinit {
+        buffer.deallocate()
+        close(fd)
+    }
 
     mutating func next() -> Next {
-        guard offset < size else { return .end }
-        guard size - offset >= 16 else { return .unusual }
-        if offset + Self.populateChunk / 2 > populatedTo { populate() }
-        let h = base + offset
+        if end - start < 16 {
+            refill()
+            if end == start { return .end }
+            if end - start < 16 { return .unusual }
+        }
+        var h = buffer + start
         var sec = h.loadUnaligned(as: UInt32.self)
         var frac = h.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
         var caplen = h.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
@@ -171,27 +180,30 @@ struct MappedPcap: ~Copyable {
         if swapped { sec = sec.byteSwapped; frac = frac.byteSwapped; caplen = caplen.byteSwapped; len = len.byteSwapped }
         // libpcap trims a record longer than the file's snap length (or, with none, than its
         // maximum) and rejects longer ones still: both are its to handle.
-        guard caplen <= snapLength, Int(caplen) <= size - offset - 16 else { return .unusual }
-        offset += 16 + Int(caplen)
+        guard caplen <= snapLength else { return .unusual }
+        if end - start < 16 + Int(caplen) {
+            refill()
+            guard end - start >= 16 + Int(caplen) else { return .unusual }
+            h = buffer + start
+        }
+        start += 16 + Int(caplen)
         let ts = Int64(sec) * 1_000_000_000 + Int64(frac) * (nanoseconds ? 1 : 1000)
         return .frame(CapturedFrame(bytes: UnsafeRawBufferPointer(start: h + 16, count: Int(caplen)),
                                     timestamp: ts, wireLength: Int(len)))
     }
 
-    /// Maps the next chunk's pages in one call (Linux 5.14+; older kernels fault them in as read),
-    /// and unmaps the pages a chunk behind the reader (frames are valid only until the next call):
-    /// the file stays in the page cache, but the process's resident size no longer grows with it.
-    private mutating func populate() {
-        let start = populatedTo & ~4095
-        let end = min(size, populatedTo + Self.populateChunk)
-        if end > start {
-            _ = madvise(UnsafeMutableRawPointer(mutating: base + start), end - start, 22 /* MADV_POPULATE_READ */)
+    /// Moves the unread bytes to the front (the frame handed out last is no longer valid: see
+    /// `CapturedFrame`) and reads until the buffer is full or the file ends. A read error ends
+    /// the data here; libpcap, taking over, reports it.
+    private mutating func refill() {
+        if start > 0 {
+            if end > start { memmove(buffer, buffer + start, end - start) }
+            end -= start
+            start = 0
         }
-        populatedTo = end
-        let behind = max(0, offset - Self.populateChunk) & ~4095
-        if behind > releasedTo {
-            _ = madvise(UnsafeMutableRawPointer(mutating: base + releasedTo), behind - releasedTo, MADV_DONTNEED)
-            releasedTo = behind
+        while !atEOF && end < Self.capacity {
+            let n = read(fd, buffer + end, Self.capacity - end)
+            if n > 0 { end += n } else if n < 0 && errno == EINTR { continue } else { atEOF = true }
         }
     }
 }

@@ -131,11 +131,11 @@ import TestSupport
     }
 }
 
-/// The memory-mapped reader against libpcap itself (`memoryMapped: false`): the same frames, bytes,
-/// timestamps and wire lengths, and the same error at the same frame, for real captures and for
-/// files made to have what the map leaves to libpcap (a record longer than the snap length, a
-/// cut record, a cut header) or reads itself in other ways (big-endian, nanosecond files).
-@Suite struct MappedReaderTests {
+/// The direct reader against libpcap itself (`direct: false`): the same frames, bytes, timestamps
+/// and wire lengths, and the same error at the same frame, for real captures and for files made
+/// to have what the direct reader leaves to libpcap (a record longer than the snap length, a cut
+/// record, a cut header) or reads itself in other ways (big-endian, nanosecond files).
+@Suite struct DirectReaderTests {
     struct Read: Equatable {
         var frames: [[UInt8]] = []
         var times: [Int64] = []
@@ -143,8 +143,8 @@ import TestSupport
         var error: String?
     }
 
-    func read(_ path: String, mapped: Bool) throws -> Read {
-        let r = try CaptureReader(path: path, memoryMapped: mapped)
+    func read(_ path: String, direct: Bool) throws -> Read {
+        let r = try CaptureReader(path: path, direct: direct)
         var out = Read()
         do {
             while let f = try r.next() {
@@ -185,16 +185,16 @@ import TestSupport
         return f
     }
 
-    /// Reads a made file both ways; also says whether the map was still in use at the end.
-    func check(_ bytes: [UInt8], _ name: String) throws -> (Read, mappedToTheEnd: Bool) {
+    /// Reads a made file both ways; also says whether the direct reader was still in use at the end.
+    func check(_ bytes: [UInt8], _ name: String) throws -> (Read, directToTheEnd: Bool) {
         let path = TestEnvironment.temporaryPath(name)
         try Data(bytes).write(to: URL(fileURLWithPath: path))
-        let a = try read(path, mapped: true), b = try read(path, mapped: false)
-        #expect(a == b, "\(name): the mapped reader and libpcap differ")
+        let a = try read(path, direct: true), b = try read(path, direct: false)
+        #expect(a == b, "\(name): the direct reader and libpcap differ")
         let r = try CaptureReader(path: path)
-        #expect(r.isMemoryMapped, "\(name): a plain pcap file is read from the map")
+        #expect(r.readsDirectly, "\(name): a plain pcap file is read directly")
         while (try? r.next()) != nil {}
-        return (a, r.isMemoryMapped)
+        return (a, r.readsDirectly)
     }
 
     @Test func sharedCapturesReadTheSame() throws {
@@ -203,10 +203,10 @@ import TestSupport
                      "cs_http_ip4and6.pcapng"] {
             guard let path = TestEnvironment.capture(name) else { continue }
             any = true
-            let a = try read(path, mapped: true), b = try read(path, mapped: false)
+            let a = try read(path, direct: true), b = try read(path, direct: false)
             #expect(a == b, "\(name)")
             #expect(!a.frames.isEmpty && a.error == nil)
-            #expect(try CaptureReader(path: path).isMemoryMapped == name.hasSuffix(".pcap"), "\(name)")
+            #expect(try CaptureReader(path: path).readsDirectly == name.hasSuffix(".pcap"), "\(name)")
         }
         if !any { TestEnvironment.unavailable("shared captures not found") }
     }
@@ -214,8 +214,8 @@ import TestSupport
     @Test func byteOrderAndPrecisionVariants() throws {
         let records = (1...5).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0)) }
         for (be, nano) in [(false, false), (true, false), (false, true), (true, true)] {
-            let (a, mapped) = try check(pcap(records, bigEndian: be, nano: nano), "variant-\(be)-\(nano).pcap")
-            #expect(a.frames.count == 5 && a.error == nil && mapped)
+            let (a, direct) = try check(pcap(records, bigEndian: be, nano: nano), "variant-\(be)-\(nano).pcap")
+            #expect(a.frames.count == 5 && a.error == nil && direct)
             #expect(a.times[1] == 1_700_000_001 * 1_000_000_000 + 1007 * (nano ? 1 : 1000))
         }
     }
@@ -225,8 +225,8 @@ import TestSupport
     @Test func libpcapTakesOverAtAnUnusualRecord() throws {
         var records = (1...6).map { (caplen: UInt32(60), len: UInt32(1500), data: frame($0)) }
         records[3] = (caplen: 200, len: 200, data: frame(4, size: 200))
-        let (a, mapped) = try check(pcap(records, snap: 128), "oversized.pcap")
-        #expect(!mapped, "libpcap took over")
+        let (a, direct) = try check(pcap(records, snap: 128), "oversized.pcap")
+        #expect(!direct, "libpcap took over")
         #expect(a.frames.count >= 3)
         #expect(a.frames.prefix(3).map { $0[5] } == [1, 2, 3])
         #expect(a.wire.first == 1500)
@@ -241,7 +241,33 @@ import TestSupport
         let (inHeader, _) = try check(Array(whole.dropLast(60 + 8)), "cut-header.pcap")
         #expect(inHeader.frames.count == 3 && inHeader.error != nil)
         // A header and no records at all.
-        let (empty, mapped) = try check(Array(whole.prefix(24)), "empty.pcap")
-        #expect(empty.frames.isEmpty && empty.error == nil && mapped)
+        let (empty, direct) = try check(Array(whole.prefix(24)), "empty.pcap")
+        #expect(empty.frames.isEmpty && empty.error == nil && direct)
+    }
+
+    /// Records across the reader's 4 MiB blocks come out whole and in order (frames of varying
+    /// size, so boundaries fall inside headers and inside data).
+    @Test func recordsAcrossBlockBoundaries() throws {
+        let records = (0..<120_000).map { i -> (caplen: UInt32, len: UInt32, data: [UInt8]) in
+            let size = 40 + (i * 7) % 88
+            return (caplen: UInt32(size), len: UInt32(size), data: frame(i & 0xff, size: size))
+        }
+        let (a, direct) = try check(pcap(records), "blocks.pcap")
+        #expect(a.frames.count == 120_000 && a.error == nil && direct)
+    }
+
+    /// A capture truncated while it is read (tcpdump's -W ring buffer truncates its files as it
+    /// wraps): the reader stops at the new end or reports an error, and never crashes (a memory
+    /// map would have died with SIGBUS here).
+    @Test func aFileTruncatedWhileReadEndsWithoutACrash() throws {
+        let records = (0..<200_000).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0 & 0xff)) }
+        let path = TestEnvironment.temporaryPath("truncated-while-read.pcap")
+        try Data(pcap(records)).write(to: URL(fileURLWithPath: path))
+        let r = try CaptureReader(path: path)
+        for _ in 0..<1000 { _ = try #require(try r.next()) }
+        #expect(truncate(path, 1_000_000) == 0)
+        var more = 0
+        do { while try r.next() != nil { more += 1 } } catch is CaptureError {}
+        #expect(1000 + more < 200_000, "the frames past the new end are gone: \(1000 + more)")
     }
 }
