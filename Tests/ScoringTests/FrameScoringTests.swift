@@ -63,6 +63,17 @@ import TestSupport
         #expect(one == two)
     }
 
+    /// The default thread count follows the CPUs the process may use (Linux CPU list syntax).
+    @Test func cpuListsCount() {
+        #expect(FrameScoring.allowedCount("0-3,6") == 5)
+        #expect(FrameScoring.allowedCount("\t0\n") == 1)
+        #expect(FrameScoring.allowedCount("0,2-2,4-5") == 4)
+        #expect(FrameScoring.allowedCount("") == nil)
+        #expect(FrameScoring.allowedCount("3-1") == nil)
+        #expect(FrameScoring.allowedCount("x") == nil)
+        #expect(FrameScoring.usableCores() >= 1)
+    }
+
     /// A source that fails (a cut capture): every frame before it is scored, then the error
     /// comes back, on either path, including a cut in the middle of a batch.
     @Test(arguments: [1, 2]) func aFailingSourceScoresUpToTheFailure(threads: Int) throws {
