@@ -30,7 +30,7 @@ enum ScoreCommand {
             OptionSpec(name: "--labels", value: "FILE.csv", help: "Per-frame labels (frame,label): adds precision/recall."),
             OptionSpec(name: "--sessions", value: "FILE.csv", help: "Write one row per TCP session with its end reason."),
             OptionSpec(name: "--threads", value: "1|2",
-                       help: "For a file: 2 decides on one core and keeps the report on another (default when the machine has two); the report is the same."),
+                       help: "For a file: 2 decides on one core and keeps the report on another (default when this process may use two CPUs); the report is the same."),
         ],
         positionals: 0...1)
 
