@@ -63,7 +63,14 @@ public final class CaptureReader {
         self.linkType = lt
         self.linkTypeName = name
         self.dlt = dlt
-        self.direct = direct ? DirectPcap(path: path) : nil
+        // Only a regular file named by path, the very file libpcap opened: "-" is libpcap's stdin,
+        // and a second open of a pipe or FIFO would steal bytes from libpcap's stream.
+        var libpcapFile = stat()
+        if direct, path != "-", let f = pcap_file(h), fstat(fileno(f), &libpcapFile) == 0 {
+            self.direct = DirectPcap(path: path, sameAs: libpcapFile)
+        } else {
+            self.direct = nil
+        }
     }
 
     deinit { pcap_close(handle) }
@@ -108,6 +115,7 @@ public final class CaptureReader {
 /// `read(2)` calls into one buffer, frames handed out by reference into it. It reads the records
 /// libpcap would read the same way, and calls anything else `unusual`: a record longer than the
 /// snap length, a cut record or header (a file cut short, or truncated while read), a read error.
+/// Version 2.4 files only: libpcap swaps caplen and len in some older ones.
 ///
 /// Not a memory map, although that would save the copy: a mapped file that shrinks while it is
 /// read (tcpdump's `-W` ring buffer truncates its files as it wraps) kills the reader with SIGBUS
@@ -122,6 +130,8 @@ struct DirectPcap: ~Copyable {
     private var start = 0
     private var end = 0
     private var atEOF = false
+    /// A read failed: the data ends here, and libpcap, taking over, reports the error.
+    private var failed = false
     private let swapped: Bool
     private let nanoseconds: Bool
     /// The file's snap length as libpcap applies it (none or too large: its maximum).
@@ -131,11 +141,15 @@ struct DirectPcap: ~Copyable {
     /// libpcap's largest record (MAXIMUM_SNAPLEN): longer ones it rejects or trims.
     private static let maxRecord: UInt32 = 262_144
 
-    /// nil when the file is not plain pcap with a link-type field libpcap reads as is (pcapng,
-    /// FCS bits), or cannot be opened or read: the caller stays with libpcap.
-    init?(path: String) {
+    /// nil when the file is not a regular file, not the file `sameAs` describes (the one libpcap
+    /// opened), not plain pcap 2.4 with a link-type field libpcap reads as is (pcapng, FCS bits),
+    /// or cannot be read: the caller stays with libpcap.
+    init?(path: String, sameAs opened: stat) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG,
+              st.st_dev == opened.st_dev, st.st_ino == opened.st_ino else { close(fd); return nil }
         var header = [UInt8](repeating: 0, count: 24)
         guard read(fd, &header, 24) == 24 else { close(fd); return nil }
         let magic = header.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
@@ -151,7 +165,8 @@ struct DirectPcap: ~Copyable {
             let v = header.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }
             return swapped ? v.byteSwapped : v
         }
-        guard field(20) >> 16 == 0 else { close(fd); return nil }
+        // Version 2.4 (major and minor, 16 bits each), and no FCS or other bits above the link type.
+        guard field(4) == (swapped ? 0x0002_0004 : 0x0004_0002), field(20) >> 16 == 0 else { close(fd); return nil }
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
         self.fd = fd
         self.buffer = .allocate(byteCount: Self.capacity, alignment: 64)
@@ -169,7 +184,7 @@ struct DirectPcap: ~Copyable {
     mutating func next() -> Next {
         if end - start < 16 {
             refill()
-            if end == start { return .end }
+            if end == start { return failed ? .unusual : .end }
             if end - start < 16 { return .unusual }
         }
         var h = buffer + start
@@ -187,7 +202,9 @@ struct DirectPcap: ~Copyable {
             h = buffer + start
         }
         start += 16 + Int(caplen)
-        let ts = Int64(sec) * 1_000_000_000 + Int64(frac) * (nanoseconds ? 1 : 1000)
+        // Signed, as libpcap reads them (bpf_int32): the same times whichever reader hands them out.
+        let ts = Int64(Int32(bitPattern: sec)) * 1_000_000_000
+            + Int64(Int32(bitPattern: frac)) * (nanoseconds ? 1 : 1000)
         return .frame(CapturedFrame(bytes: UnsafeRawBufferPointer(start: h + 16, count: Int(caplen)),
                                     timestamp: ts, wireLength: Int(len)))
     }
@@ -203,7 +220,10 @@ struct DirectPcap: ~Copyable {
         }
         while !atEOF && end < Self.capacity {
             let n = read(fd, buffer + end, Self.capacity - end)
-            if n > 0 { end += n } else if n < 0 && errno == EINTR { continue } else { atEOF = true }
+            if n > 0 { end += n } else if n < 0 && errno == EINTR { continue } else {
+                atEOF = true
+                failed = n < 0
+            }
         }
     }
 }

@@ -160,7 +160,8 @@ import TestSupport
 
     /// A pcap file from parts: `bigEndian` writes every field swapped, `nano` the nanosecond magic.
     func pcap(_ records: [(caplen: UInt32, len: UInt32, data: [UInt8])], snap: UInt32 = 128, link: UInt32 = 101,
-              bigEndian: Bool = false, nano: Bool = false) -> [UInt8] {
+              bigEndian: Bool = false, nano: Bool = false, version: (UInt16, UInt16) = (2, 4),
+              firstSecond: UInt32 = 1_700_000_000) -> [UInt8] {
         func u32(_ v: UInt32) -> [UInt8] {
             let b = [UInt8(v & 0xff), UInt8(v >> 8 & 0xff), UInt8(v >> 16 & 0xff), UInt8(v >> 24)]
             return bigEndian ? b.reversed() : b
@@ -169,9 +170,10 @@ import TestSupport
             let b = [UInt8(v & 0xff), UInt8(v >> 8)]
             return bigEndian ? b.reversed() : b
         }
-        var out = u32(nano ? 0xa1b2_3c4d : 0xa1b2_c3d4) + u16(2) + u16(4) + u32(0) + u32(0) + u32(snap) + u32(link)
+        var out = u32(nano ? 0xa1b2_3c4d : 0xa1b2_c3d4) + u16(version.0) + u16(version.1) + u32(0) + u32(0)
+            + u32(snap) + u32(link)
         for (i, r) in records.enumerated() {
-            out += u32(1_700_000_000 + UInt32(i)) + u32(UInt32(1000 * i + 7)) + u32(r.caplen) + u32(r.len) + r.data
+            out += u32(firstSecond &+ UInt32(i)) + u32(UInt32(1000 * i + 7)) + u32(r.caplen) + u32(r.len) + r.data
         }
         return out
     }
@@ -243,6 +245,45 @@ import TestSupport
         // A header and no records at all.
         let (empty, direct) = try check(Array(whole.prefix(24)), "empty.pcap")
         #expect(empty.frames.isEmpty && empty.error == nil && direct)
+    }
+
+    /// What libpcap reads its own way stays libpcap's: older versions (it swaps caplen and len in
+    /// some), and times past 2038 (it reads them as signed 32-bit seconds) come out the same
+    /// whichever reader takes them, also when libpcap takes over in the middle of a file.
+    @Test func olderVersionsAndSignedTimesReadAsLibpcapReadsThem() throws {
+        // Version 2.2, snapped records whose caplen < len: libpcap's to read.
+        let snapped = (1...50).map { (caplen: UInt32(54), len: UInt32(600), data: frame($0, size: 54)) }
+        let old = TestEnvironment.temporaryPath("v22.pcap")
+        try Data(pcap(snapped, snap: 65535, version: (2, 2))).write(to: URL(fileURLWithPath: old))
+        #expect(try !CaptureReader(path: old).readsDirectly)
+        #expect(try read(old, direct: true) == read(old, direct: false))
+        // Seconds past 2^31, then an oversized record, so libpcap takes over at frame 4.
+        var records = (1...6).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0)) }
+        records[3] = (caplen: 200, len: 200, data: frame(4, size: 200))
+        let (a, direct) = try check(pcap(records, firstSecond: 0x9000_0000), "signed-times.pcap")
+        #expect(!direct)
+        #expect(a.times.allSatisfy { $0 < 0 }, "signed, as libpcap reads them: \(a.times)")
+    }
+
+    /// A FIFO (or a pipe as /dev/stdin) is libpcap's alone: a second open would take bytes from
+    /// its stream.
+    @Test func aFifoIsReadByLibpcapAlone() throws {
+        let records = (0..<3000).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0 & 0xff)) }
+        let file = TestEnvironment.temporaryPath("fifo-source.pcap")
+        try Data(pcap(records)).write(to: URL(fileURLWithPath: file))
+        let fifo = TestEnvironment.temporaryPath("capture.fifo")
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let writer = Process()
+        writer.executableURL = URL(fileURLWithPath: "/bin/sh")
+        writer.arguments = ["-c", "cat '\(file)' > '\(fifo)'"]
+        try writer.run()
+        defer { writer.waitUntilExit() }
+        let r = try CaptureReader(path: fifo)
+        #expect(!r.readsDirectly)
+        var n = 0
+        while try r.next() != nil { n += 1 }
+        #expect(n == 3000)
     }
 
     /// Records across the reader's 4 MiB blocks come out whole and in order (frames of varying

@@ -206,7 +206,15 @@ inline_consumer_stop() {
     # The consumer may not be this shell's child (see inline_consumer): wait for it to be gone.
     local tries=0
     while kill -0 "$cpid" 2>/dev/null && ((tries++ < 200)); do sleep 0.05; done
+    if kill -0 "$cpid" 2>/dev/null; then
+        kill -KILL "$cpid" 2>/dev/null || true
+        echo "bench: FAIL: consumer $1 did not exit within 10 s of SIGTERM" >&2; exit 1
+    fi
     wait "$launcher" 2>/dev/null || true
+    # Gone: keep its PID, which the system may reuse, out of the final cleanup's kill -9.
+    local p kept=()
+    for p in "${pids[@]}"; do [[ $p == "$cpid" ]] || kept+=("$p"); done
+    pids=("${kept[@]}")
     case ${1%%-*} in
         agent|armed) handled=$(sed -n 's/.*"event":"stop".*"received":\([0-9]*\).*/\1/p' "$work/$1.log" | tail -1) ;;
         *) handled=$(sed -n 's/^handled \([0-9]*\).*/\1/p' "$cout" | tail -1) ;;
