@@ -77,7 +77,8 @@ import TestSupport
     /// A source that fails (a cut capture): every frame before it is scored, then the error
     /// comes back, on either path, including a cut in the middle of a batch.
     @Test(arguments: [1, 2]) func aFailingSourceScoresUpToTheFailure(threads: Int) throws {
-        for cut in [0, 1, 255, 256, 257, 1000] {
+        let b = FrameScoring.Handoff.batchSize
+        for cut in [0, 1, b - 1, b, b + 1, 3 * b + 5] {
             let o = try score(Self.capture, threads: threads, cutAfter: cut)
             #expect(o.verdicts.count == cut)
             #expect(o.error == "cut at \(cut)")
