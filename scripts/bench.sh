@@ -124,7 +124,7 @@ score() {
     local protect=(--protect 198.18.2.0/24 --protect 2001:db8:2::/64)
     local bpf='tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)'
     local rounds=${RG_SCORE_ROUNDS:-3}
-    echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json (two threads on this machine: $(nproc) cores)"
+    echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json (two threads when the process may use two CPUs; nproc here: $(nproc))"
     echo "bench: rg-1t   = the same with --threads 1"
     echo "bench: tcpdump = tcpdump -r CAPTURE -w /dev/null '$bpf'"
     echo "bench: tshark  = tshark -n -r SUBSET -o ip.defragment:FALSE -o ipv6.defragment:FALSE -o tcp.desegment_tcp_streams:FALSE -Y 'tcp.flags.syn==1 && tcp.flags.ack==1' -T fields -e frame.number | wc -l"

@@ -348,7 +348,7 @@ public final class SessionTable {
             let e = entries + Int(s)
             // Lists are ordered only to within `relistAfter` (see `touch`), so a session may be a
             // little past its timeout and still here: it ends as if it had been expired on time.
-            if e.pointee.last &+ timeout(ofClass: Int(timeoutClass(e.pointee))) < now {
+            if idlePastTimeout(e.pointee, at: now) {
                 close(slot: s, reason: nil)
                 slot = insert(key: key, fromLow: fromLow, at: now)
             } else if packet.flags.isSYN, e.pointee.ending >= 2 || (e.pointee.stateA == .closed && e.pointee.stateB == .closed) {
@@ -377,7 +377,7 @@ public final class SessionTable {
         }
         for slot in remaining {
             let e = entries[Int(slot)]
-            close(slot: slot, reason: e.last &+ timeout(ofClass: Int(timeoutClass(e))) < now ? nil : .open)
+            close(slot: slot, reason: idlePastTimeout(e, at: now) ? nil : .open)
         }
     }
 
@@ -473,6 +473,11 @@ public final class SessionTable {
         let established = e.stateA == .established || e.stateB == .established
             || e.stateA == .closed || e.stateB == .closed || (e.packetsA > 0 && e.packetsB > 0 && e.roleEvidence == 0)
         return established ? 1 : 0
+    }
+
+    /// Whether a session has been idle longer than its class allows at packet time `now`.
+    private func idlePastTimeout(_ e: SessionEntry, at now: Nanoseconds) -> Bool {
+        e.last &+ timeout(ofClass: Int(timeoutClass(e))) < now
     }
 
     private func timeout(ofClass c: Int) -> Nanoseconds {
