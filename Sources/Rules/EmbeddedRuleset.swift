@@ -49,6 +49,23 @@ define rst_prefix_burst = 1000
 # The same for each protected network as a whole (a budget no spread of RSTs can evict).
 define rst_network_rate = 5000
 define rst_network_burst = 10000
+# RST attacks, learnt per /24 or /64 and per protected network from the RSTs on flows nobody tracks
+# (a protected site normally gets few: refusals, closes and aborts of flows seen are tracked). An
+# attack starts when a second's untracked RSTs exceed rst_attack_factor times the prefix's
+# baseline and rst_attack_floor (for a whole protected network rst_network_attack_floor): far below
+# the ceilings above, so a flood spread over a /24 or a network is seen. While it lasts, untracked
+# RSTs to the prefix (and to each of its addresses) are held to their baseline, at least
+# rst_hold_rate per second; RSTs on tracked flows, refusals and RSTs sent are never held.
+define rst_attack_factor = 4
+define rst_attack_floor = 50
+define rst_network_attack_floor = 200
+define rst_hold_rate = 5
+# After start, baselines learn fast for this long (flows older than the agent end untracked);
+# detection is on from the first packet, so a flood at start is still cut.
+define rst_warmup = 10s
+# A flow whose handshake was seen stays tracked this long: with track = handshake nothing after
+# the handshake is queued, and the RST that ends a long flow must still find it.
+define established_horizon = 1h
 # RSTs per second and burst a protected host may send in answer to unsolicited SYN-ACKs.
 define backscatter_rate = 10
 define backscatter_burst = 20

@@ -91,6 +91,8 @@ extension Engine {
     /// Once a second of packet time: ends attacks that have been quiet long enough.
     func tick(_ ms: UInt32) {
         hot.pointee.lastTickSecond = ms / 1000
+        if !hot.pointee.started { hot.pointee.started = true; hot.pointee.startMs = ms }
+        tickRSTAttacks(ms)
         var k = 0
         while k < active.count {
             let a = active[k]
@@ -119,9 +121,10 @@ extension Engine {
     }
 
     /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full, or at the
-    /// level of the bucket it replaced); its slot.
+    /// level of the bucket it replaced); its slot. `holdFloor` is for `RSTBudget`'s hold bucket.
     @inline(__always)
-    func refill(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Int {
+    func refill<S: TokenSlot>(_ t: GroupTable<S>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float,
+                              holdFloor: Float = 0) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
@@ -137,11 +140,11 @@ extension Engine {
                 let old = t.slots[i]
                 tokens = min(burst, old.tokens + Float(age(ms, since: old.lastSeen)) / 1000 * rate)
             }
-            t.slots[i] = Bucket(key: key, tokens: tokens, lastSeen: ms)
+            t.slots[i] = S(key: key, tokens: tokens, now: ms)
             return i
         }
         let el = Float(age(ms, since: t.slots[i].lastSeen)) / 1000
-        t.slots[i].tokens = min(burst, t.slots[i].tokens + el * rate)
+        t.slots[i].refill(seconds: el, rate: rate, burst: burst, holdFloor: holdFloor)
         t.slots[i].lastSeen = ms
         return i
     }

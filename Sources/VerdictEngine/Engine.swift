@@ -26,20 +26,27 @@ public final class Engine {
         /// Drops per window that keep an attack on: half the threshold, rounded up, at least 1.
         var attackHalf: UInt32 = 1
         var victimFloor: Float = 0, prefixFloor: Float = 0
+        var rstAttackFactor: Float = 0, rstAttackFloor: Float = 0, rstNetworkAttackFloor: Float = 0
+        var rstHoldRate: Float = 0
+        var rstWarmupMs: UInt32 = 0
+        var establishedHorizonMs: UInt32 = 0
         var track: Track = .handshake
         var mode: Mode = .symmetric
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
         var scoreThreshold = 60
         var protected: PrefixMatcher
         var allowlist: PrefixMatcher
-        /// One RST bucket per protected prefix (`protected.index(of:)`), at least one; replaced
+        /// One RST budget per protected prefix (`protected.index(of:)`), at least one; replaced
         /// with the matcher on a policy change.
-        var networkBuckets: UnsafeMutablePointer<Bucket>
+        var networkBuckets: UnsafeMutablePointer<RSTBudget>
     }
 
     struct HotState {
         var decisions: UInt64 = 0
         var lastTickSecond: UInt32 = 0
+        /// Packet time of the first tick (the engine's start, for the RST warm-up).
+        var startMs: UInt32 = 0
+        var started = false
         /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
         var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
     }
@@ -64,8 +71,8 @@ public final class Engine {
     let seed: HashSeed
     private let flows: GroupTable<FlowEntry>
     let seenSynacks: GroupTable<SeenSynack>
-    private let rstAddressBuckets: GroupTable<Bucket>
-    private let rstPrefixBuckets: GroupTable<Bucket>
+    let rstAddressBuckets: GroupTable<RSTBudget>
+    let rstPrefixBuckets: GroupTable<RSTBudget>
     private let backscatterBuckets: GroupTable<Bucket>
     let victimRates: GroupTable<RateStats>
     let prefixRates: GroupTable<RateStats>
@@ -74,8 +81,11 @@ public final class Engine {
 
 
     var active: [ActiveAttack] = []
+    /// RST attacks on /24s, /64s (`network` -1) and protected networks (`network` its index).
+    var rstActive: [ActiveAttack] = []
     var events: [AttackEvent] = []
     var eventsLost: UInt64 = 0
+    var rstAttacksStarted: UInt64 = 0
 
     /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
     /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
@@ -108,6 +118,7 @@ public final class Engine {
         counts = .allocate(capacity: Reason.ordinalCount)
         counts.initialize(repeating: 0, count: Reason.ordinalCount)
         active.reserveCapacity(Engine.maxActiveAttacks)
+        rstActive.reserveCapacity(Engine.maxActiveAttacks)
         events.reserveCapacity(Engine.maxPendingEvents)
         derive()
     }
@@ -163,6 +174,12 @@ public final class Engine {
         t.pointee.attackThreshold = max(1, Float(policy.attackRate) / q)
         t.pointee.attackHalf = UInt32(max(1, (t.pointee.attackThreshold / 2).rounded(.up)))
         t.pointee.victimFloor = 20 / q
+        t.pointee.rstAttackFactor = Float(policy.rstAttackFactor)
+        t.pointee.rstAttackFloor = max(1, Float(policy.rstAttackFloor) / q)
+        t.pointee.rstNetworkAttackFloor = max(1, Float(policy.rstNetworkAttackFloor) / q)
+        t.pointee.rstHoldRate = Float(policy.rstHoldRate) / q
+        t.pointee.rstWarmupMs = Engine.ms(policy.rstWarmup)
+        t.pointee.establishedHorizonMs = max(Engine.ms(policy.establishedHorizon), Engine.ms(policy.synHorizon))
         t.pointee.prefixFloor = 50 / q
         t.pointee.track = policy.track
         t.pointee.mode = policy.mode
@@ -170,13 +187,22 @@ public final class Engine {
         t.pointee.scoreThreshold = policy.scoreThreshold
     }
 
-    /// Full network buckets, one per protected prefix (at least one, so the pointer is valid).
-    private static func networkBuckets(_ policy: Policy) -> UnsafeMutablePointer<Bucket> {
+    /// Full network budgets, one per protected prefix (at least one, so the pointer is valid).
+    private static func networkBuckets(_ policy: Policy) -> UnsafeMutablePointer<RSTBudget> {
         let n = max(1, policy.protected.prefixes.count)
         let burst = max(1, Float(policy.rstNetworkBurst) / Float(max(1, policy.queueCount)))
-        let b = UnsafeMutablePointer<Bucket>.allocate(capacity: n)
-        b.initialize(repeating: Bucket(key: .zero, tokens: burst, lastSeen: 0), count: n)
+        let b = UnsafeMutablePointer<RSTBudget>.allocate(capacity: n)
+        b.initialize(repeating: RSTBudget(key: .zero, tokens: burst, now: 0), count: n)
+        for (i, c) in networkPrefixes(policy).enumerated() {
+            b[i].key = c.address.bytes
+            b[i].wide = c.length < (c.isIPv4 ? 120 : 64)
+        }
         return b
+    }
+
+    /// The protected prefixes in the order `PrefixMatcher.index(of:)` numbers them (IPv4 first).
+    static func networkPrefixes(_ policy: Policy) -> [CIDR] {
+        policy.protected.prefixes.filter(\.isIPv4) + policy.protected.prefixes.filter { !$0.isIPv4 }
     }
 
     private static func ms(_ seconds: Double) -> UInt32 {
@@ -279,6 +305,8 @@ public final class Engine {
         s.bucketEntries = rstAddressBuckets.count + rstPrefixBuckets.count + backscatterBuckets.count
         s.bucketEvictions = rstAddressBuckets.evictions + rstPrefixBuckets.evictions + backscatterBuckets.evictions
         s.activeAttacks = active.count
+        s.activeRSTAttacks = rstActive.count
+        s.rstAttacksStarted = rstAttacksStarted
         s.attackEventsLost = eventsLost
         return s
     }
@@ -311,7 +339,12 @@ public final class Engine {
     }
 
     @inline(__always)
-    private func live(_ e: FlowEntry, _ ms: UInt32) -> Bool { age(ms, since: e.lastSeen) <= synHorizonMs }
+    private func live(_ e: FlowEntry, _ ms: UInt32) -> Bool {
+        // Past the handshake, a flow lives as long as established flows do: nothing refreshes it
+        // with track = handshake, and its closing RST must still find it.
+        let established = e.state & (FlowEntry.synackSeen | FlowEntry.midstream) != 0
+        return age(ms, since: e.lastSeen) <= (established ? tuning.pointee.establishedHorizonMs : synHorizonMs)
+    }
 
     @inline(__always)
     private func acksSYN(_ e: FlowEntry, _ ack: UInt32) -> Bool {
@@ -462,25 +495,7 @@ public final class Engine {
                 return Decision(.accept, .rstTracked)
             }
         }
-        // Unknown flow: the address's, its prefix's and its protected network's bucket must
-        // each have a token. The destination is protected here, so its network has a bucket.
-        let dst = p.destination.bytes
-        let pfx = Engine.prefix(dst)
-        let a = refill(rstAddressBuckets, dst, ms, rate: rstRate, burst: rstBurst)
-        let b = refill(rstPrefixBuckets, pfx, ms, rate: rstPrefixRate, burst: rstPrefixBurst)
-        let net = tuning.pointee.networkBuckets + max(0, protected.index(of: p.destination))
-        let el = Float(age(ms, since: net.pointee.lastSeen)) / 1000
-        net.pointee.tokens = min(tuning.pointee.rstNetworkBurst, net.pointee.tokens + el * tuning.pointee.rstNetworkRate)
-        net.pointee.lastSeen = ms
-        if rstAddressBuckets.slots[a].tokens >= 1 && rstPrefixBuckets.slots[b].tokens >= 1 && net.pointee.tokens >= 1 {
-            rstAddressBuckets.slots[a].tokens -= 1
-            rstPrefixBuckets.slots[b].tokens -= 1
-            net.pointee.tokens -= 1
-            return Decision(.accept, .rstWithinRate)
-        }
-        let d = drop(.rstRateLimit, p)
-        if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
-        return d
+        return untrackedRST(p, ms, now: now)
     }
 
     /// Everything else (queued only with track = full): moves the flow's sequence window.
@@ -528,4 +543,6 @@ struct ActiveAttack {
     var prefix: CIDR
     var startedAt: Nanoseconds
     var lastAboveMs: UInt32
+    /// RST attacks on a protected network: its index in `tuning.networkBuckets`; -1 otherwise.
+    var network: Int = -1
 }

@@ -114,6 +114,21 @@ public struct Policy: Sendable, Equatable {
     /// evicted, so no spread over more addresses or /64s than the bucket tables hold gets more.
     public var rstNetworkRate: Double = 5000
     public var rstNetworkBurst: Double = 10000
+    /// RST attacks (whole agent, like the rates above): an attack starts on a /24 or /64 when its
+    /// untracked RSTs in a second exceed `rstAttackFactor` times its learnt baseline and
+    /// `rstAttackFloor`, on a protected network when they exceed the factor and
+    /// `rstNetworkAttackFloor`. While it lasts, untracked RSTs to it (and to each address in it)
+    /// are held to their baseline, at least `rstHoldRate` per second, under the static ceilings.
+    public var rstAttackFactor: Double = 4
+    public var rstAttackFloor: Double = 50
+    public var rstNetworkAttackFloor: Double = 200
+    public var rstHoldRate: Double = 5
+    /// Seconds of packet time after start in which baselines learn fast (detection is on).
+    public var rstWarmup: Double = 10
+    /// How long a flow whose handshake was seen stays tracked without a packet that refreshes it
+    /// (seconds): with track = handshake nothing after the handshake refreshes it, and a RST
+    /// ending a flow older than this is judged as untracked.
+    public var establishedHorizon: Double = 3600
     /// RSTs protected hosts send in answer to unsolicited SYN-ACKs, per source address.
     public var backscatterRate: Double = 10
     public var backscatterBurst: Double = 20

@@ -16,6 +16,9 @@ public struct EngineStats: Sendable, Equatable {
     public var bucketEvictions: UInt64 = 0
     /// Prefixes currently under attack, and attack events lost because nobody drained them.
     public var activeAttacks = 0
+    /// Prefixes and protected networks currently under an RST attack, and RST attacks started.
+    public var activeRSTAttacks = 0
+    public var rstAttacksStarted: UInt64 = 0
     public var attackEventsLost: UInt64 = 0
 
     public init() {}
@@ -25,25 +28,30 @@ public struct EngineStats: Sendable, Equatable {
     public var bytesPerFlow: Double { flowSlots == 0 ? 0 : Double(flowTableBytes) / Double(flowSlots) }
 }
 
-/// The start or end of a flood against one victim prefix (/24 IPv4, /64 IPv6), judged on this
-/// engine's share of the traffic. The inline agent arms kernel enforcement for the prefix on
-/// `started` and disarms on `ended`.
+/// The start or end of a flood against one victim prefix (/24 IPv4, /64 IPv6; for an RST attack
+/// also a whole protected network), judged on this engine's share of the traffic. The inline
+/// agent arms kernel enforcement for the prefix on `started` and disarms on `ended`.
 public struct AttackEvent: Sendable, Equatable {
     public enum Kind: String, Sendable { case started, ended }
+    /// What floods the prefix: unsolicited SYN-ACKs (and RSTs dropped on tracked flows), or RSTs
+    /// on flows nobody tracks above the prefix's learnt baseline.
+    public enum Vector: String, Sendable { case synack, rst }
     public var kind: Kind
+    public var vector: Vector
     public var prefix: CIDR
     /// Packet time of the event.
     public var at: Nanoseconds
     /// When the attack started (equal to `at` for `started`).
     public var startedAt: Nanoseconds
     /// Unsolicited (dropped) SYN-ACKs and dropped RSTs per second to the prefix, seen by this
-    /// engine (multiply by the queue count for the whole agent).
+    /// engine (multiply by the queue count for the whole agent). For an RST attack,
+    /// `rstDropRate` is the untracked RSTs per second the prefix got, dropped or not.
     public var synackDropRate: Double
     public var rstDropRate: Double
 
-    public init(kind: Kind, prefix: CIDR, at: Nanoseconds, startedAt: Nanoseconds,
+    public init(kind: Kind, vector: Vector = .synack, prefix: CIDR, at: Nanoseconds, startedAt: Nanoseconds,
                 synackDropRate: Double, rstDropRate: Double) {
-        self.kind = kind; self.prefix = prefix; self.at = at; self.startedAt = startedAt
+        self.kind = kind; self.vector = vector; self.prefix = prefix; self.at = at; self.startedAt = startedAt
         self.synackDropRate = synackDropRate; self.rstDropRate = rstDropRate
     }
 }

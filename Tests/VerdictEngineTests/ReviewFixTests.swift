@@ -100,6 +100,8 @@ import PacketParser
         let e = Engine(policy: policy(["2001:db8:2::/48"]) {
             $0.rstRate = 0.001; $0.rstBurst = 100; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 1
             $0.rstNetworkBurst = 1e9
+            // The static budgets alone (RST attacks have their own tests).
+            $0.rstAttackFloor = 1e9; $0.rstNetworkAttackFloor = 1e9
         }, seed: 1)
         let keys = 40_000
         func pass(_ at: Double) -> Int {
@@ -126,6 +128,7 @@ import PacketParser
         let e = Engine(policy: policy(["2001:db8:2::/48", "198.18.2.0/24"]) {
             $0.rstRate = 0.001; $0.rstBurst = 100; $0.rstPrefixRate = 0.001; $0.rstPrefixBurst = 100
             $0.rstNetworkRate = 0.001; $0.rstNetworkBurst = 300
+            $0.rstAttackFloor = 1e9; $0.rstNetworkAttackFloor = 1e9
         }, seed: 1)
         var accepted = 0
         for k in 0..<2000 {
