@@ -61,6 +61,7 @@ public enum WorkerCounter: Int, CaseIterable {
     case tableEvictions
     case bucketEvictions
     case activeAttacks
+    case rstAttacksStarted
 
     public static var reasonBase: Int { allCases.count }
 

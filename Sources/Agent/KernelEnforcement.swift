@@ -15,16 +15,20 @@ final class KernelEnforcement: @unchecked Sendable {
     private let timeout: Double
     private let queueCount: Int
     private let arm: @Sendable (CIDR, Double, Bool) throws -> Void
-    /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and the
+    /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and per
+    /// prefix and vector (a SYN-ACK and an RST attack on one prefix start and end apart) the
     /// queues whose engines currently report an attack on it.
     private var armed: [CIDR: Int64] = [:]
-    private var attacked: [CIDR: (queues: Set<UInt16>, since: Int64)] = [:]
+    private struct Target: Hashable { var prefix: CIDR; var vector: AttackEvent.Vector }
+    private var attacked: [Target: (queues: Set<UInt16>, since: Int64)] = [:]
     private var renewTimer: DispatchSourceTimer?
 
     let armOperations = Atomic<UInt64>(0)
     let armFailures = Atomic<UInt64>(0)
     let armedNow = Atomic<UInt64>(0)
     let attacksNow = Atomic<UInt64>(0)
+    /// Prefixes and networks some engine reports under an RST attack.
+    let rstAttacksNow = Atomic<UInt64>(0)
     /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
     let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
 
@@ -69,29 +73,32 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func handle(_ e: AttackEvent, queue q: UInt16, submitted: Int64) {
         let rate = e.agentRate(queues: queueCount)
+        let target = Target(prefix: e.prefix, vector: e.vector)
         switch e.kind {
         case .started:
-            if var a = attacked[e.prefix] {
+            if var a = attacked[target] {
                 a.queues.insert(q)
-                attacked[e.prefix] = a
+                attacked[target] = a
             } else {
-                attacked[e.prefix] = ([q], monotonicNanoseconds())
-                logger.warning("attack-start", [("prefix", .string(e.prefix.description)), ("rate_pps", .double(rate)),
+                attacked[target] = ([q], monotonicNanoseconds())
+                logger.warning("attack-start", [("prefix", .string(e.prefix.description)), ("vector", .string(e.vector.rawValue)),
+                                                ("rate_pps", .double(rate)),
                                                 ("synack_drop_pps", .double(e.synackDropRate * Double(queueCount))),
                                                 ("rst_drop_pps", .double(e.rstDropRate * Double(queueCount))),
                                                 ("queue", .from(Int(q)))])
             }
             armPrefix(e.prefix, submitted: submitted)
         case .ended:
-            guard var a = attacked[e.prefix] else { return }
+            guard var a = attacked[target] else { return }
             a.queues.remove(q)
             if a.queues.isEmpty {
-                attacked[e.prefix] = nil
-                logger.info("attack-end", [("prefix", .string(e.prefix.description)), ("rate_pps", .double(rate)),
+                attacked[target] = nil
+                logger.info("attack-end", [("prefix", .string(e.prefix.description)), ("vector", .string(e.vector.rawValue)),
+                                           ("rate_pps", .double(rate)),
                                            ("duration_s", .double(Double(e.at - e.startedAt) / 1e9)),
                                            ("armed_until_s", .double(timeout))])
             } else {
-                attacked[e.prefix] = a
+                attacked[target] = a
             }
         }
     }
@@ -153,7 +160,7 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func renew() {
         let now = monotonicNanoseconds()
-        for p in attacked.keys { armPrefix(p, submitted: now) }
+        for p in Set(attacked.keys.map(\.prefix)) { armPrefix(p, submitted: now) }
         for (p, until) in armed where until <= now { armed[p] = nil }
         publish()
     }
@@ -161,6 +168,7 @@ final class KernelEnforcement: @unchecked Sendable {
     private func publish() {
         let now = monotonicNanoseconds()
         armedNow.store(dryRun ? 0 : UInt64(armed.values.filter { $0 > now }.count), ordering: .relaxed)
-        attacksNow.store(UInt64(attacked.count), ordering: .relaxed)
+        attacksNow.store(UInt64(Set(attacked.keys.map(\.prefix)).count), ordering: .relaxed)
+        rstAttacksNow.store(UInt64(attacked.keys.filter { $0.vector == .rst }.count), ordering: .relaxed)
     }
 }

@@ -57,6 +57,7 @@ final class MetricsRegistry: @unchecked Sendable {
         perQueue("reflectguard_syn_table_evictions_total", "counter", "Tracked SYNs evicted because the table was full.", .tableEvictions)
         perQueue("reflectguard_bucket_evictions_total", "counter", "RST/backscatter token buckets evicted because their table was full.", .bucketEvictions)
         perQueue("reflectguard_attacks_active", "gauge", "Victim prefixes this queue's engine sees under attack.", .activeAttacks)
+        perQueue("reflectguard_rst_attacks_started_total", "counter", "RST attacks this queue's engine started.", .rstAttacksStarted)
 
         let proc = QueueStatistics.read()
         let mine = Set(workers.map { $0.queue })
@@ -75,6 +76,9 @@ final class MetricsRegistry: @unchecked Sendable {
         out += "reflectguard_victims_armed \(enforcement.armedNow.load(ordering: .relaxed))\n"
         family("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.")
         out += "reflectguard_victims_under_attack \(enforcement.attacksNow.load(ordering: .relaxed))\n"
+        family("reflectguard_rst_attacks_active", "gauge",
+               "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).")
+        out += "reflectguard_rst_attacks_active \(enforcement.rstAttacksNow.load(ordering: .relaxed))\n"
         family("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.")
         out += "reflectguard_arm_operations_total \(enforcement.armOperations.load(ordering: .relaxed))\n"
         family("reflectguard_arm_failures_total", "counter", "Failed arming attempts.")

@@ -198,6 +198,7 @@ final class Worker: @unchecked Sendable {
         counters.set(WorkerCounter.tableEvictions.rawValue, s.flowEvictions)
         counters.set(WorkerCounter.bucketEvictions.rawValue, s.bucketEvictions)
         counters.set(WorkerCounter.activeAttacks.rawValue, UInt64(s.activeAttacks))
+        counters.set(WorkerCounter.rstAttacksStarted.rawValue, s.rstAttacksStarted)
     }
 }
 

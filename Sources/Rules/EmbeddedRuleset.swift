@@ -277,8 +277,13 @@ table inet reflectguard {
 	chain off {
 	}
 	# RSTs cannot be checked without per-flow state here: they get token buckets per address and
-	# per prefix, with a burst, and what exceeds them is dropped.
+	# per prefix, with a burst, and what exceeds them is dropped, except those of flows the kernel
+	# knows.
 	chain rst_meters {
+		# Refusals of the protected side's pending SYNs are known good: never metered (the agent
+		# still judges them, ack == ISN + 1, when it sees them).
+		ip daddr . tcp dport . ip saddr . tcp sport @pending4 return
+		ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 return
 		meta nfproto ipv4 add @rst_meter4 { ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
 		meta nfproto ipv6 add @rst_meter6 { ip6 daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
 		meta nfproto ipv4 add @rst_prefix_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter drop

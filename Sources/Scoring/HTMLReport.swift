@@ -41,6 +41,14 @@ public enum HTMLReport {
         h += "</div><div>" + rateChart(title: "RST", r.timeline.map { ($0.rstPassed, $0.rstDropped) }, width: r.timelineWidth)
         h += "</div></div>\n"
 
+        let rstAttacks = r.attacks.filter { $0.vector == .rst }.count
+        h += "<h2>Attacks (\(r.attacks.count - rstAttacks) SYN-ACK, \(rstAttacks) RST)</h2>\n"
+        let start = r.firstTimestamp ?? 0
+        h += table(["vector", "prefix", "offset", "lasted", "rate/s at start"], r.attacks.prefix(100).map { a in
+            [a.vectorName, a.prefix, String(format: "+%.1f s", Double(a.start - start) / 1e9),
+             a.end.map { String(format: "%.1f s", Double($0 - a.start) / 1e9) } ?? "open", String(format: "%.0f", a.rate)]
+        })
+
         h += "<div class=\"grid\"><div><h2>Victims per prefix (dropped packets)</h2>\n"
         h += barChart(r.victimPrefixes.map { ("\($0.prefix) (\($0.victims))", $0.dropped) }, color: dropColor, empty: "no victims")
         h += "</div><div><h2>Session end reasons</h2>\n"

@@ -61,6 +61,18 @@ public enum JSONReport {
             o.close("}")
         }
         o.close("]")
+        o.key("attacks"); o.open("[")
+        for a in r.attacks {
+            o.element(); o.open("{", inline: true)
+            o.key("vector"); o.string(a.vector.rawValue)
+            o.key("prefix"); o.string(a.prefix)
+            o.key("start_ts"); o.raw(JSONReport.seconds(a.start))
+            o.key("end_ts"); o.raw(a.end.map(JSONReport.seconds) ?? "null")
+            o.key("rate_pps"); o.raw(String(format: "%.1f", a.rate))
+            o.close("}")
+        }
+        o.close("]")
+        o.key("attack_events_lost"); o.raw(String(r.attacksLost))
         o.key("timeline"); o.open("{")
         o.key("bucket_seconds"); o.raw(String(r.timelineWidth))
         let series: [(String, KeyPath<TimelineBucket, UInt64>)] = [

@@ -313,6 +313,10 @@ public struct ScoreReport: Sendable {
     public var reflectorsOverflow: UInt64 = 0
     public var timeline: [TimelineBucket] = []
     public var timelineWidth: Int64 = 1
+    /// Attacks the engine reported (SYN-ACK and RST), in start order; `attacksLost` events
+    /// did not fit the engine's event buffer.
+    public var attacks: [AttackRow] = []
+    public var attacksLost: UInt64 = 0
     public var labels: LabelSummary?
     public init() {}
 }

@@ -50,6 +50,19 @@ public enum TextReport {
             s += table(["offset", "time (UTC)", "synack pass", "synack drop", "rst pass", "rst drop"], lines)
         }
 
+        let rstAttacks = r.attacks.filter { $0.vector == .rst }.count
+        s += section("Attacks (\(r.attacks.count - rstAttacks) SYN-ACK, \(rstAttacks) RST"
+                     + (r.attacksLost > 0 ? ", \(r.attacksLost) events lost" : "") + ")")
+        if r.attacks.isEmpty { s += "  none\n" } else {
+            let start = r.firstTimestamp ?? 0
+            var lines = r.attacks.map { a -> [String] in
+                [a.vectorName, a.prefix, "+" + String(format: "%.1f", Double(a.start - start) / 1e9) + "s", clock(a.start),
+                 a.end.map { duration($0 - a.start) } ?? "open", String(format: "%.0f", a.rate)]
+            }
+            if lines.count > 40 { lines = Array(lines.prefix(40)) + [["…", "\(r.attacks.count - 40) more", "", "", "", ""]] }
+            s += table(["vector", "prefix", "offset", "time (UTC)", "lasted", "rate/s at start"], lines)
+        }
+
         if let l = r.labels {
             s += section("Labels: precision \(String(format: "%.4f", l.precision)), recall \(String(format: "%.4f", l.recall))"
                          + " (drop vs attack-*)")

@@ -126,7 +126,9 @@ enum ScoreCommand {
             return ExitCode.failure.rawValue
         }
 
-        let report = pipeline.report(source: source, linkType: linkName)
+        var report = pipeline.report(source: source, linkType: linkName)
+        report.attacks = AttackRow.pair(engine.drainAttackEvents())
+        report.attacksLost = engine.stats.attackEventsLost
         let text: String
         switch format {
         case .text: text = TextReport.render(report)
