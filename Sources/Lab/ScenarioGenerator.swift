@@ -40,6 +40,8 @@ public final class ScenarioGenerator {
     public let seed: UInt64
     public let packets: Int
     public let link: LinkType
+    /// The RST flood's rate, length and spread, when a test sets them (else sized from `packets`).
+    public let flood: RSTFloodShape?
 
     public static let epoch: Int64 = 1_767_225_600 * 1_000_000_000
     static let ms: Int64 = 1_000_000
@@ -74,12 +76,14 @@ public final class ScenarioGenerator {
     /// engine may still hold state for it.
     private var portCursor = [UInt16](repeating: 0, count: 512)
 
-    public init(scenario: Scenario, seed: UInt64, packets: Int = 20_000, link: LinkType = .ethernet) {
+    public init(scenario: Scenario, seed: UInt64, packets: Int = 20_000, link: LinkType = .ethernet,
+                flood: RSTFloodShape? = nil) {
         precondition(packets > 0)
         self.scenario = scenario
         self.seed = seed
         self.packets = packets
         self.link = link
+        self.flood = flood
         rng = LabRandom(seed: seed)
         reflectors = ReflectorPool(count: 0, seed: seed)
         setUp()
@@ -123,10 +127,19 @@ public final class ScenarioGenerator {
             reflectors = ReflectorPool(count: Int(min(60_000, max(2_000, flowsWanted / 3))), seed: seed)
             addSpawner(.carpet, budget: n * s.carpet, mean: meanFrames, from: d * 15 / 100, to: d * 85 / 100)
         }
-        if s.flood > 0 {
+        if let shape = flood, s.flood > 0 {
+            let from = Int64(shape.start * Double(ScenarioGenerator.second))
+            addSpawner(.flood, budget: shape.rate * shape.seconds, mean: 1, from: from,
+                       to: from + Int64(shape.seconds * Double(ScenarioGenerator.second)))
+        } else if s.flood > 0 {
             // Floods are short and intense: enough to exceed per-victim and per-prefix budgets
             // at the default size.
             addSpawner(.flood, budget: n * s.flood, mean: 1, from: d * 30 / 100, to: d * 50 / 100)
+        }
+        for _ in 0..<(flood?.olderFlows ?? 0) {
+            let slot = allocateFlow()
+            planOlderFlow(&flows[Int(slot)])
+            heap.push(time: flows[Int(slot)].script[0].time, slot: slot)
         }
         if s.longLived > 0 {
             let sessions = min(512, max(8, packets / 10_000))
@@ -457,6 +470,60 @@ public final class ScenarioGenerator {
         f.nextExchange = t
     }
 
+    /// A session already open when the capture starts (and when the engine starts): a few
+    /// exchanges, then an abort by either side (RST|ACK at the exact RCV.NXT) or a FIN close.
+    /// Nothing of its handshake is in the capture, so its RSTs are untracked; each ends at a time
+    /// `RSTFloodShape.olderFlowEnds` allows.
+    private func planOlderFlow(_ f: inout Flow) {
+        f.reset(kind: .session)
+        let v6 = rng.chance(0.3)
+        let outbound = rng.chance(0.6)
+        f.clientInside = outbound
+        let inside = insideHost(&rng, v6: v6, server: !outbound)
+        let outside = internetHost(&rng, v6: v6)
+        if outbound {
+            f.client = inside.address; f.clientStack = inside.stack
+            f.server = outside; f.serverStack = .linux
+            f.serverPort = [443, 443, 22, 993][Int(rng.below(4))]
+            f.clientPort = nextPort(host: inside.address, stack: inside.stack, &rng)
+        } else {
+            f.client = outside; f.clientStack = .linux
+            f.server = inside.address; f.serverStack = inside.stack
+            f.serverPort = [443, 22, 25][Int(rng.below(3))]
+            f.clientPort = UInt16(rng.int(32768...60999))
+        }
+        f.vlan = vlan(for: inside.address)
+        f.setUpEndpoints(&rng, outsideHops: UInt8(rng.int(4...24)))
+        let rttC = outbound ? Int64(rng.int(100_000...900_000)) : Int64(rng.int(2...80)) * ScenarioGenerator.ms
+        let rttS = outbound ? Int64(rng.int(2...80)) * ScenarioGenerator.ms : Int64(rng.int(100_000...900_000))
+        let ends = flood?.olderFlowEnds ?? [0...Double(ScenarioGenerator.spawnSeconds)]
+        let window = ends[Int(rng.below(UInt64(ends.count)))]
+        var t = ScenarioGenerator.epoch + Int64(rng.unit() * (window.upperBound - window.lowerBound) * 1e9
+                                                 + window.lowerBound * 1e9)
+        var cNext = f.clientISN, sNext = f.serverISN
+        for _ in 0..<(1 + Int(rng.below(3))) {
+            let request = rng.int(36...400)
+            f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: request)
+            cNext &+= UInt32(request)
+            t += rttS + Int64(rng.int(100_000...5_000_000))
+            let response = rng.int(36...1200)
+            f.add(t, .server, [.psh, .ack], seq: sNext, ack: cNext, opts: .ts, payload: response)
+            sNext &+= UInt32(response)
+            t += rttC
+            f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+            t += Int64(rng.int(1_000_000...50_000_000))
+        }
+        let ending = rng.unit()
+        if ending < 0.45 {
+            f.add(t, .server, [.rst, .ack], seq: sNext, ack: cNext, opts: .none, window: 0)
+        } else if ending < 0.9 {
+            f.add(t, .client, [.rst, .ack], seq: cNext, ack: sNext, opts: .none, window: 0)
+        } else {
+            f.closeFromClient(at: &t, cNext: &cNext, sNext: &sNext, rttS: rttS, rttC: rttC)
+        }
+        f.finishScript()
+    }
+
     /// Plans the next chunk of a long-lived session: possibly a burst of forged RSTs, then one
     /// exchange; or the FIN ending once its time is up. False when the session is over.
     private func extendLongLived(_ f: inout Flow) -> Bool {
@@ -665,10 +732,10 @@ public final class ScenarioGenerator {
     // MARK: - RST flood
 
     private func emitFloodRST(now: Int64, _ emit: (UnsafeRawBufferPointer, Int64, FrameLabel) throws -> Void) rethrows {
-        let v6 = rng.chance(0.15)
+        let v6 = rng.chance(flood?.ipv6Share ?? 0.15)
         // Most of the flood hammers a few victims, the rest is spread over the prefixes.
         let victim: IPAddress
-        if rng.chance(0.6) {
+        if !rng.chance(flood?.spread ?? 0.4) {
             victim = LabAddresses.protectedHost([10, 11, 100][Int(rng.below(3))], v6: v6)
         } else {
             victim = LabAddresses.protectedHost(v6 ? rng.next() : rng.below(256), v6: v6)
@@ -725,6 +792,27 @@ public final class ScenarioGenerator {
         if portCursor[h] == 0 { portCursor[h] = 1 + UInt16(r.below(UInt64(size - 1))) }
         portCursor[h] = portCursor[h] % size + 1
         return range.lowerBound + (portCursor[h] - 1)
+    }
+}
+
+/// The RST flood of a `rst-flood` or `mixed` scenario, as a test sets it: `rate` spoofed RSTs a
+/// second for `seconds` from `start` (seconds after the capture starts); `spread` of them to
+/// random addresses of the protected /24 and /64, the rest to three hosts; `ipv6Share` to the /64.
+/// `olderFlows` legitimate sessions already open at the capture's start end (mostly with a RST)
+/// inside one of `olderFlowEnds` (seconds from the start).
+public struct RSTFloodShape: Sendable {
+    public var rate: Double
+    public var seconds: Double
+    public var start: Double
+    public var spread: Double
+    public var ipv6Share: Double
+    public var olderFlows: Int
+    public var olderFlowEnds: [ClosedRange<Double>]
+
+    public init(rate: Double, seconds: Double = 12, start: Double = 18, spread: Double = 1, ipv6Share: Double = 0.5,
+                olderFlows: Int = 0, olderFlowEnds: [ClosedRange<Double>] = [0...60]) {
+        self.rate = rate; self.seconds = seconds; self.start = start; self.spread = spread
+        self.ipv6Share = ipv6Share; self.olderFlows = olderFlows; self.olderFlowEnds = olderFlowEnds
     }
 }
 

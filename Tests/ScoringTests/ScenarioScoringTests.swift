@@ -8,7 +8,7 @@ import TestSupport
 @Suite struct ScenarioScoringTests {
     static let protect = ["--protect", "198.18.2.0/24", "--protect", "2001:db8:2::/64"]
 
-    @Test(arguments: ["legit", "synack-carpet", "mixed"])
+    @Test(arguments: ["legit", "synack-carpet", "rst-flood", "mixed"])
     func scenarioScoresToTheBar(_ scenario: String) throws {
         guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
         let pcap = TestEnvironment.temporaryPath("\(scenario).pcap")
@@ -25,11 +25,18 @@ import TestSupport
         let packets = try #require(obj["packets"] as? [String: Int])
         let per = try #require((obj["labels"] as? [String: Any])?["per_label"] as? [String: [String: Int]])
         #expect(per["legit"]?["drop"] == 0, "legit frames dropped: \(per)")
+        if let rst = per["attack-rst"] {
+            // With the default rules (before RST budgets learnt, about half passed).
+            let passed = Double(rst["accept"] ?? 0), total = Double((rst["drop"] ?? 0) + (rst["accept"] ?? 0))
+            #expect(total > 0 && passed / total <= 0.2, "attack-rst: \(rst)")
+            let attacks = try #require(obj["attacks"] as? [[String: Any]])
+            #expect(attacks.contains { $0["vector"] as? String == "rst" }, "no RST attack reported: \(attacks)")
+        }
         if let synack = per["attack-synack"] {
             let dropped = Double(synack["drop"] ?? 0), total = Double((synack["drop"] ?? 0) + (synack["accept"] ?? 0))
             #expect(total > 0 && dropped / total >= 0.999, "attack-synack: \(synack)")
         } else {
-            #expect(scenario == "legit", "no attack-synack label in \(scenario)")
+            #expect(scenario == "legit" || scenario == "rst-flood", "no attack-synack label in \(scenario)")
         }
         let rows = try String(contentsOfFile: verdicts, encoding: .utf8).split(separator: "\n").count
         #expect(rows == (packets["frames"] ?? -1) + 1)

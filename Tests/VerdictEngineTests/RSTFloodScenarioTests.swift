@@ -1,0 +1,64 @@
+import Testing
+import Lab
+import PacketParser
+@testable import VerdictEngine
+
+/// The scoring lab's RST floods as the tests generate them (seeds, spread, rates 500-5,000 a
+/// second, IPv4 and IPv6), decided with the default policy as `score` decides them.
+@Suite struct RSTFloodScenarioTests {
+    struct Case: CustomTestStringConvertible, Sendable {
+        var seed: UInt64, rate: Double, spread: Double, ipv6Share: Double
+        var testDescription: String { "seed \(seed), \(Int(rate))/s, spread \(spread), IPv6 \(ipv6Share)" }
+    }
+
+    static let cases: [Case] = [
+        Case(seed: 1, rate: 500, spread: 1, ipv6Share: 0),
+        Case(seed: 2, rate: 500, spread: 1, ipv6Share: 1),
+        Case(seed: 3, rate: 1500, spread: 1, ipv6Share: 0.5),
+        Case(seed: 4, rate: 3000, spread: 0.4, ipv6Share: 0.15),
+        Case(seed: 5, rate: 5000, spread: 1, ipv6Share: 0),
+        Case(seed: 6, rate: 5000, spread: 1, ipv6Share: 1),
+        Case(seed: 7, rate: 5000, spread: 0.7, ipv6Share: 0.5),
+    ]
+
+    /// Frames by label and verdict, and the RSTs of `legit` frames.
+    struct Tally {
+        var passed: [FrameLabel: Int] = [:], dropped: [FrameLabel: Int] = [:]
+        var legitRSTs = 0
+        func total(_ l: FrameLabel) -> Int { (passed[l] ?? 0) + (dropped[l] ?? 0) }
+    }
+
+    static func run(_ shape: RSTFloodShape, seed: UInt64, policy configure: (inout Policy) -> Void = { _ in }) -> Tally {
+        var p = Policy()
+        p.protected.insert(CIDR(LabAddresses.protectedV4)!)
+        p.protected.insert(CIDR(LabAddresses.protectedV6)!)
+        configure(&p)
+        let engine = Engine(policy: p, seed: seed)
+        let gen = ScenarioGenerator(scenario: Scenario(kind: .rstFlood), seed: seed, packets: 20_000, flood: shape)
+        var tally = Tally()
+        var packet = ParsedPacket()
+        _ = gen.run { bytes, ts, label in
+            PacketParser.parse(bytes, link: gen.link, into: &packet)
+            let d = engine.decideObserved(packet, at: ts)
+            if d.verdict == .drop { tally.dropped[label, default: 0] += 1 } else { tally.passed[label, default: 0] += 1 }
+            if label == .legit && packet.flags.isRST { tally.legitRSTs += 1 }
+        }
+        return tally
+    }
+
+    /// The flood runs 18-30 s after the capture starts; sessions older than the capture end
+    /// before it or after the attack has ended (10 s quiet), while the warm-up still runs and
+    /// after it. Every legitimate RST passes: refusals, closes and aborts of sessions seen, and
+    /// the untracked RSTs of the older sessions.
+    @Test(arguments: cases)
+    func spreadFloodIsCutAndLegitimateRSTsPass(_ c: Case) {
+        let shape = RSTFloodShape(rate: c.rate, spread: c.spread, ipv6Share: c.ipv6Share, olderFlows: 300,
+                                  olderFlowEnds: [0...16, 45...70])
+        let t = Self.run(shape, seed: c.seed)
+        let sent = t.total(.attackRst)
+        let passed = t.passed[.attackRst] ?? 0
+        #expect(sent > 0 && Double(passed) <= 0.2 * Double(sent), "\(c.testDescription): \(passed) of \(sent) passed")
+        #expect(t.dropped[.legit] == nil, "\(c.testDescription): \(t.dropped[.legit] ?? 0) legitimate frames dropped")
+        #expect(t.legitRSTs > 300)
+    }
+}
