@@ -36,6 +36,14 @@ define queue_mark = 0x10000000
 define mode = symmetric
 # handshake: queue SYNs, SYN-ACKs, RSTs only. full: every TCP packet of protected flows.
 define track = handshake
+# Guarded flows, for a few long-lived sessions (BGP, database and storage links, VPNs): with
+# track = handshake, every packet of a flow with a protected end and either port in
+# track_full_ports, or either end in track_full_hosts_v4/_v6, is queued as with track = full, so its
+# RSTs are judged against the live window and only an exact one passes. Everything else stays
+# handshake. E.g. -D track_full_ports={ 179 }.
+define track_full_ports = { }
+define track_full_hosts_v4 = { }
+define track_full_hosts_v6 = { }
 # Kernel enforcement (the conntrack-free check below): armed = only for victim prefixes the agent
 # arms under attack or overload; always = for all protected networks; off = never.
 define kernel_enforce = armed
@@ -108,6 +116,24 @@ table inet reflectguard {
 		flags interval
 		auto-merge
 		elements = $allowlist_v6
+	}
+	# Guarded flows (track_full_ports, track_full_hosts_v4/_v6).
+	set track_full_ports {
+		type inet_service
+		flags interval
+		elements = $track_full_ports
+	}
+	set track_full4 {
+		type ipv4_addr
+		flags interval
+		auto-merge
+		elements = $track_full_hosts_v4
+	}
+	set track_full6 {
+		type ipv6_addr
+		flags interval
+		auto-merge
+		elements = $track_full_hosts_v6
 	}
 	# Victim prefixes under attack, added by the agent (with a timeout) when its queues overload or
 	# it sees a flood: the kernel then sheds that flood at line rate.
@@ -203,6 +229,21 @@ table inet reflectguard {
 		ip6 daddr @protected6 tcp flags & rst == rst goto enqueue
 		ip saddr @protected4 tcp flags & rst == rst goto enqueue
 		ip6 saddr @protected6 tcp flags & rst == rst goto enqueue
+		# Guarded flows: all their packets, as track = full queues them.
+		ip saddr @protected4 jump guarded
+		ip daddr @protected4 jump guarded
+		ip6 saddr @protected6 jump guarded
+		ip6 daddr @protected6 jump guarded
+	}
+
+	# A packet with a protected end, of a guarded flow (Engine.wouldQueue's `Policy.guards`).
+	chain guarded {
+		tcp sport @track_full_ports goto enqueue
+		tcp dport @track_full_ports goto enqueue
+		ip saddr @track_full4 goto enqueue
+		ip daddr @track_full4 goto enqueue
+		ip6 saddr @track_full6 goto enqueue
+		ip6 daddr @track_full6 goto enqueue
 	}
 
 	# track = full: every TCP packet of a flow with a protected end, so RST sequence windows can be

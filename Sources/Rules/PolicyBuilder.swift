@@ -24,6 +24,9 @@ struct PolicyBuilder {
         p.protected = try prefixes("protected_v6", ipv6: true, into: p.protected)
         p.allowlist = try prefixes("allowlist_v4", ipv6: false, into: PrefixSet())
         p.allowlist = try prefixes("allowlist_v6", ipv6: true, into: p.allowlist)
+        p.trackFullHosts = try prefixes("track_full_hosts_v4", ipv6: false, into: PrefixSet())
+        p.trackFullHosts = try prefixes("track_full_hosts_v6", ipv6: true, into: p.trackFullHosts)
+        p.trackFullPorts = try ports("track_full_ports")
         p.insideInterfaces = try interfaces("inside_ifaces")
         p.outsideInterfaces = try interfaces("outside_ifaces")
         if let v = values["queues"] {
@@ -110,6 +113,21 @@ struct PolicyBuilder {
             set.insert(c)
         }
         return set
+    }
+
+    /// A set of ports and port ranges, `{ 179, 5432-5433 }`.
+    private func ports(_ name: String) throws(RulesError) -> [ClosedRange<UInt16>] {
+        guard let v = values[name] else { return [] }
+        var out: [ClosedRange<UInt16>] = []
+        for (text, offset) in RulesConfig.elements(of: v) {
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+            guard parts.count <= 2, let a = UInt16(parts[0].trimmingBlanksSub()), a > 0,
+                  let b = parts.count == 2 ? UInt16(parts[1].trimmingBlanksSub()) : a, a <= b else {
+                throw error(name, "'\(text)' is not a port or port range LOW-HIGH (1-65535)", offset: offset)
+            }
+            out.append(a...b)
+        }
+        return out
     }
 
     private func interfaces(_ name: String) throws(RulesError) -> [String] {

@@ -23,6 +23,9 @@ public enum Reason: String, Sendable, CaseIterable {
     case rstTracked = "rst-tracked"
     case rstExact = "rst-exact"
     case rstInWindow = "rst-in-window"
+    /// On a guarded flow: in the window but not exact, which the endpoint would only answer
+    /// with a challenge ACK (RFC 5961 §3.2); a blind reset's best guess.
+    case rstInexact = "rst-inexact"
     case rstOutOfWindow = "rst-out-of-window"
     case rstWithinRate = "rst-within-rate"
     case rstRateLimit = "rst-rate-limit"

@@ -39,6 +39,11 @@ public final class Engine {
         /// One RST budget per protected prefix (`protected.index(of:)`), at least one; replaced
         /// with the matcher on a policy change.
         var networkBuckets: UnsafeMutablePointer<RSTBudget>
+        /// Guarded flows (`Policy.trackFullPorts`, `trackFullHosts`): one bit per port, and the
+        /// hosts; `guarding` false skips both.
+        var guarding = false
+        var guardPorts: UnsafeMutablePointer<UInt64>
+        var guardHosts: PrefixMatcher
     }
 
     struct HotState {
@@ -105,7 +110,8 @@ public final class Engine {
         self.seed = HashSeed(seed)
         tuning = .allocate(capacity: 1)
         tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
-                                     networkBuckets: Engine.networkBuckets(policy)))
+                                     networkBuckets: Engine.networkBuckets(policy),
+                                     guardPorts: .allocate(capacity: 1024), guardHosts: PrefixMatcher(policy.trackFullHosts)))
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
         flows = GroupTable(capacity: max(16, policy.synTableCapacity))
@@ -135,6 +141,7 @@ public final class Engine {
         victimRates.deallocate(); prefixRates.deallocate()
         counts.deallocate()
         protected.deallocate(); allowlist.deallocate(); tuning.pointee.networkBuckets.deallocate()
+        tuning.pointee.guardPorts.deallocate(); tuning.pointee.guardHosts.deallocate()
         tuning.deallocate(); hot.deallocate()
     }
 
@@ -155,6 +162,8 @@ public final class Engine {
         tuning.pointee.allowlist = PrefixMatcher(newPolicy.allowlist)
         // Prefixes may have changed: the per-network budgets start over, full.
         tuning.pointee.networkBuckets = Engine.networkBuckets(newPolicy)
+        tuning.pointee.guardHosts.deallocate()
+        tuning.pointee.guardHosts = PrefixMatcher(newPolicy.trackFullHosts)
         derive()
     }
 
@@ -185,6 +194,9 @@ public final class Engine {
         t.pointee.mode = policy.mode
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
+        t.pointee.guardPorts.initialize(repeating: 0, count: 1024)
+        for r in policy.trackFullPorts { for port in r { t.pointee.guardPorts[Int(port) >> 6] |= 1 << UInt64(port & 63) } }
+        t.pointee.guarding = !policy.trackFullPorts.isEmpty || !policy.trackFullHosts.isEmpty
     }
 
     /// Full network budgets, one per protected prefix (at least one, so the pointer is valid).
@@ -219,7 +231,8 @@ public final class Engine {
     /// - SYN and ACK set (either direction): `tcp flags & (syn|ack) == syn|ack`;
     /// - SYN set, ACK clear, RST clear, and the **source** is protected: `ip saddr @protected
     ///   tcp flags & (syn|ack|rst) == syn` (inbound SYNs to protected servers are not queued).
-    /// With `track = full` every TCP packet with a protected source or destination is queued.
+    /// With `track = full` every TCP packet with a protected source or destination is queued, and
+    /// with `handshake` so is every packet of a guarded flow (`Policy.guards`).
     /// The side the packet arrived from plays no part (the rules queue by address; the engine
     /// judges the side). The allowlist plays no part either (allowlisted packets are queued and
     /// accepted with a reason, so they are counted).
@@ -227,7 +240,7 @@ public final class Engine {
         guard packet.hasTCP else { return false }
         let srcP = policy.protected.contains(packet.source)
         guard srcP || policy.protected.contains(packet.destination) else { return false }
-        if policy.track == .full { return true }
+        if policy.track == .full || policy.guards(packet) { return true }
         let f = packet.flags
         if f.isRST || f.isSYNACK { return true }
         return f.isSYN && srcP
@@ -265,7 +278,7 @@ public final class Engine {
             if observed && !(srcP || dstP) {
                 d = Decision(.accept, .notProtected)
             } else if observed && tuning.pointee.track == .handshake
-                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) {
+                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p) {
                 d = Decision(.accept, .notQueued)
             } else {
                 // What `judge` was, written in place: `@inline(__always)` left it a call here.
@@ -482,10 +495,19 @@ public final class Engine {
                 if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
                 return d
             }
-            if tuning.pointee.track == .full, let rcvNxt = e.nxt(senderIs0) {
+            let guarded = guarded(p)
+            if tuning.pointee.track == .full || guarded, let rcvNxt = e.nxt(senderIs0) {
                 // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
                 if p.sequence == rcvNxt { return Decision(.accept, .rstExact) }
-                if p.sequence &- rcvNxt < e.windowBytes(!senderIs0) { return Decision(.accept, .rstInWindow) }
+                if p.sequence &- rcvNxt < e.windowBytes(!senderIs0) {
+                    // A guarded flow's endpoint would only send a challenge ACK for it; a real
+                    // peer answers that ACK with an exact RST, and keeps answering the flow's
+                    // next segments so, so dropping it here ends no session that should end.
+                    if !guarded { return Decision(.accept, .rstInWindow) }
+                    let d = drop(.rstInexact, p)
+                    if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                    return d
+                }
                 let d = drop(.rstOutOfWindow, p)
                 if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
                 return d
@@ -515,7 +537,9 @@ public final class Engine {
             }
             return Decision(.accept, .flowTracked)
         }
-        guard outbound && tuning.pointee.track == .full && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
+        guard outbound && (tuning.pointee.track == .full || guarded(p)) && !p.flags.isSYN else {
+            return Decision(.accept, .flowUntracked)
+        }
         // A flow already running when tracking began: follow it from the protected side's packets.
         if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
@@ -526,6 +550,17 @@ public final class Engine {
         advance(&e, p, senderIs0)
         flows.slots[i] = e
         return Decision(.accept, .flowTracked)
+    }
+
+    /// Whether `p` belongs to a guarded flow (`Policy.guards`, from the tables in `tuning`).
+    @inline(__always)
+    func guarded(_ p: ParsedPacket) -> Bool {
+        let t = tuning
+        guard t.pointee.guarding else { return false }
+        let bits = t.pointee.guardPorts
+        @inline(__always) func has(_ port: UInt16) -> Bool { bits[Int(port) >> 6] & (1 << UInt64(port & 63)) != 0 }
+        return has(p.sourcePort) || has(p.destinationPort)
+            || t.pointee.guardHosts.contains(p.source) || t.pointee.guardHosts.contains(p.destination)
     }
 
     @inline(__always)

@@ -129,6 +129,18 @@ public struct Policy: Sendable, Equatable {
     /// (seconds): with track = handshake nothing after the handshake refreshes it, and a RST
     /// ending a flow older than this is judged as untracked.
     public var establishedHorizon: Double = 3600
+    /// Guarded flows: with track = handshake, every packet of a flow with a protected end and
+    /// either port in `trackFullPorts` or either end in `trackFullHosts` is queued too, so its
+    /// RSTs get the full window check, and only an exact RST (RFC 5961 §3.2) passes.
+    public var trackFullPorts: [ClosedRange<UInt16>] = []
+    public var trackFullHosts = PrefixSet()
+
+    /// Whether a packet belongs to a guarded flow.
+    public func guards(_ p: ParsedPacket) -> Bool {
+        trackFullPorts.contains { $0.contains(p.sourcePort) || $0.contains(p.destinationPort) }
+            || trackFullHosts.contains(p.source) || trackFullHosts.contains(p.destination)
+    }
+
     /// RSTs protected hosts send in answer to unsolicited SYN-ACKs, per source address.
     public var backscatterRate: Double = 10
     public var backscatterBurst: Double = 20

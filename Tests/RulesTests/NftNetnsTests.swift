@@ -238,7 +238,8 @@ import TestSupport
     }
 
     /// The queue rules and `Engine.wouldQueue` (what `score` feeds the engine) agree on every
-    /// flag combination, direction, family and `track`, allowlisted peers included.
+    /// flag combination, direction, family and `track`, allowlisted peers included, and with
+    /// guarded flows (a guarded port either way, a guarded peer host) on top of `handshake`.
     @Test func queueRulesMatchEngineWouldQueue() throws {
         if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
         guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
@@ -258,16 +259,20 @@ import TestSupport
             (inet, "2001:db8:1::3", "2001:db8:2::99"), (inet, "2001:db8:1::2", "2001:db8:2::99"),
             (prot, "2001:db8:2::2", "2001:db8:1::99"),
         ]
-        for track in Track.allCases {
-            let args = Self.protect + ["-D", "track=\(track.rawValue)", "-D", "allowlist_v4={ 198.18.1.2 }",
-                                       "-D", "allowlist_v6={ 2001:db8:1::2 }"]
-            let applied = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + args)
+        let guarded = ["track_full_ports={ 179, 5432-5433 }", "track_full_hosts_v4={ 198.18.1.3 }",
+                       "track_full_hosts_v6={ 2001:db8:1::3 }"]
+        let configs: [(track: Track, defines: [String], ports: [(UInt16, UInt16)])] = [
+            (.handshake, [], [(40000, 443)]), (.full, [], [(40000, 443)]),
+            (.handshake, guarded, [(40000, 443), (40000, 179), (179, 40000), (40000, 5433)]),
+        ]
+        for (track, extra, portPairs) in configs {
+            let defines = ["track=\(track.rawValue)", "allowlist_v4={ 198.18.1.2 }", "allowlist_v6={ 2001:db8:1::2 }"] + extra
+            let applied = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + Self.protect + defines.flatMap { ["-D", $0] })
             #expect(applied.status == 0, "\(applied.stderr)")
             let policy = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24", "2001:db8:2::/64"],
-                                                 defines: ["track=\(track.rawValue)", "allowlist_v4={ 198.18.1.2 }",
-                                                           "allowlist_v6={ 2001:db8:1::2 }"]).policy
+                                                 defines: defines).policy
             #expect(policy.allowlist.contains(IPAddress("198.18.1.2")!))
-            for (ns, src, dst) in paths {
+            for (ns, src, dst) in paths { for (sport, dport) in portPairs {
                 let v6 = src.contains(":")
                 let tool = v6 ? "ip6tables-nft" : "iptables-nft"
                 for f in flagSet {
@@ -277,16 +282,16 @@ import TestSupport
                     p.ipProtocol = 6
                     p.source = IPAddress(src)!
                     p.destination = IPAddress(dst)!
-                    p.sourcePort = 40000
-                    p.destinationPort = 443
+                    p.sourcePort = sport
+                    p.destinationPort = dport
                     p.flags = TCPFlags(rawValue: f)
                     let before = try queued(tool)
-                    try n.must(ns, ["python3", sender, v6 ? "6" : "4", src, dst, "40000", "443", "\(f)", "1"])
+                    try n.must(ns, ["python3", sender, v6 ? "6" : "4", src, dst, "\(sport)", "\(dport)", "\(f)", "1"])
                     let delta = try queued(tool) - before
                     #expect(delta == (Engine.wouldQueue(p, policy: policy) ? 1 : 0),
-                            "track \(track) flags 0x\(String(f, radix: 16)) \(src) → \(dst): queued \(delta)")
+                            "track \(track) \(extra) flags 0x\(String(f, radix: 16)) \(src):\(sport) → \(dst):\(dport): queued \(delta)")
                 }
-            }
+            } }
         }
     }
 

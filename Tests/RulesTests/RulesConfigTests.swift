@@ -103,7 +103,7 @@ import VerdictEngine
 
     @Test func configuredSetsAreThoseTheFileFills() throws {
         let r = try RulesConfig.resolve(rules: .embedded)
-        #expect(r.configuredSets == ["protected4", "protected6", "allowlist4", "allowlist6"])
+        #expect(r.configuredSets == ["protected4", "protected6", "allowlist4", "allowlist6", "track_full_ports", "track_full4", "track_full6"])
     }
 
     @Test func kernelOnlyForcesAlwaysAndQueuesNothing() throws {

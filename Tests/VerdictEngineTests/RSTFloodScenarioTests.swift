@@ -62,3 +62,37 @@ import PacketParser
         #expect(t.legitRSTs > 300)
     }
 }
+
+/// Blind resets on long-lived sessions (the lab's BGP, SSH and TLS sessions), with only BGP
+/// guarded: `-D track_full_ports={ 179 }` on top of the default `track = handshake`.
+@Suite struct GuardedSessionScenarioTests {
+    @Test(arguments: [42, 7, 1234] as [UInt64])
+    func blindResetsOnGuardedPortsAreDropped(_ seed: UInt64) {
+        var p = Policy()
+        p.protected.insert(CIDR(LabAddresses.protectedV4)!)
+        p.protected.insert(CIDR(LabAddresses.protectedV6)!)
+        p.trackFullPorts = [179...179]
+        let engine = Engine(policy: p, seed: seed)
+        let gen = ScenarioGenerator(scenario: Scenario(kind: .blindReset), seed: seed, packets: 40_000)
+        var guardedResets = 0, guardedDropped = 0, legitDropped = 0, legit = 0, legitGuardedRSTs = 0
+        var packet = ParsedPacket()
+        _ = gen.run { bytes, ts, label in
+            PacketParser.parse(bytes, link: gen.link, into: &packet)
+            let d = engine.decideObserved(packet, at: ts)
+            let bgp = packet.sourcePort == 179 || packet.destinationPort == 179
+            switch label {
+            case .attackBlindReset where bgp:
+                guardedResets += 1
+                if d.verdict == .drop { guardedDropped += 1 }
+            case .legit:
+                legit += 1
+                if d.verdict == .drop { legitDropped += 1 }
+                if bgp && packet.flags.isRST { legitGuardedRSTs += 1 }
+            default: break
+            }
+        }
+        #expect(guardedResets > 100)
+        #expect(Double(guardedDropped) >= 0.99 * Double(guardedResets), "\(guardedDropped) of \(guardedResets) dropped")
+        #expect(legitDropped == 0, "\(legitDropped) of \(legit) legitimate frames dropped")
+    }
+}

@@ -122,3 +122,50 @@ import PacketParser
         #expect(e.decide(tcp(src: client, dst: server, sport: 22, dport: 5555, flags: rstack, ack: 9), at: t(5)).reason == .rstSent)
     }
 }
+
+/// Guarded flows (`track_full_ports`, `track_full_hosts`): the window check of track = full for
+/// just those, exact RSTs only, everything else as with track = handshake.
+@Suite struct GuardedFlowTests {
+    static func engine() -> Engine {
+        Engine(policy: policy { $0.trackFullPorts = [179...179]; $0.trackFullHosts.insert(CIDR("203.0.113.9")!) }, seed: 1)
+    }
+
+    /// An established BGP session with 100 bytes from the peer: RCV.NXT of the peer's stream is 5101.
+    static func bgp(_ e: Engine, peer: String = server, port: UInt16 = 179) {
+        _ = e.decide(tcp(src: client, dst: peer, sport: 40000, dport: port, flags: .syn, seq: 1000), at: t(0))
+        _ = e.decide(tcp(src: peer, dst: client, sport: port, dport: 40000, flags: synack, seq: 5000, ack: 1001, window: 65160), at: t(0.1))
+        _ = e.decide(tcp(src: client, dst: peer, sport: 40000, dport: port, flags: .ack, seq: 1001, ack: 5001, window: 1000), at: t(0.2))
+        _ = e.decide(tcp(src: peer, dst: client, sport: port, dport: 40000, flags: [.ack, .psh], seq: 5001, ack: 1001, window: 500, payload: 100), at: t(0.3))
+    }
+
+    @Test func guardedSessionTakesOnlyExactRSTs() {
+        let e = Self.engine()
+        Self.bgp(e)
+        func rst(_ seq: UInt32) -> Decision {
+            e.decide(tcp(src: server, dst: client, sport: 179, dport: 40000, flags: .rst, seq: seq), at: t(400))
+        }
+        // Before: handshake mode accepted three RSTs per flow whatever their sequence (rst-tracked).
+        #expect(rst(5101 + 100) == Decision(.drop, .rstInexact))
+        #expect(rst(5101 &- 1) == Decision(.drop, .rstOutOfWindow))
+        #expect(rst(5101 &+ 1_000_000_000) == Decision(.drop, .rstOutOfWindow))
+        #expect(rst(5101) == Decision(.accept, .rstExact))
+        // A guarded peer host, any port.
+        let g = Self.engine()
+        Self.bgp(g, peer: "203.0.113.9", port: 5432)
+        #expect(g.decide(tcp(src: "203.0.113.9", dst: client, sport: 5432, dport: 40000, flags: .rst, seq: 7), at: t(1)).reason == .rstOutOfWindow)
+    }
+
+    @Test func onlyGuardedFlowsAreQueuedAndTracked() {
+        let p = policy { $0.trackFullPorts = [179...179] }
+        #expect(Engine.wouldQueue(tcp(src: server, dst: client, sport: 179, dport: 40000, flags: .ack), policy: p))
+        #expect(Engine.wouldQueue(tcp(src: client, dst: server, sport: 40000, dport: 179, flags: [.ack, .psh]), policy: p))
+        #expect(!Engine.wouldQueue(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .ack), policy: p))
+        let e = Engine(policy: p, seed: 1)
+        #expect(e.decideObserved(tcp(src: server, dst: client, sport: 443, dport: 40000, flags: .ack), at: t(1)).reason == .notQueued)
+        // A session older than the engine is followed from the protected side's packets.
+        #expect(e.decideObserved(tcp(src: client, dst: server, sport: 40001, dport: 179, flags: .ack, seq: 77, ack: 900, window: 1000),
+                                 at: t(2)).reason == .flowTracked)
+        #expect(e.decide(tcp(src: server, dst: client, sport: 179, dport: 40001, flags: .rst, seq: 905), at: t(3)).reason == .rstInexact)
+        #expect(e.decide(tcp(src: server, dst: client, sport: 179, dport: 40001, flags: .rst, seq: 900), at: t(3)).reason == .rstExact)
+    }
+}
