@@ -13,29 +13,11 @@ extension Engine {
     func untrackedRST(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) -> Decision {
         let t = tuning
         let hold = t.pointee.rstHoldRate
-        let dst = p.destination.bytes
         let a = rstAddressBuckets.slots
-            + refill(rstAddressBuckets, dst, ms, rate: t.pointee.rstRate, burst: t.pointee.rstBurst, holdFloor: hold)
-        let b = rstPrefixBuckets.slots
-            + refill(rstPrefixBuckets, Engine.prefix(dst), ms, rate: t.pointee.rstPrefixRate, burst: t.pointee.rstPrefixBurst,
-                     holdFloor: hold)
-        // The destination is protected here, so its network has a budget.
-        let network = max(0, t.pointee.protected.index(of: p.destination))
-        let n = t.pointee.networkBuckets + network
-        n.pointee.refill(seconds: Float(age(ms, since: n.pointee.lastSeen)) / 1000, rate: t.pointee.rstNetworkRate,
-                         burst: t.pointee.rstNetworkBurst, holdFloor: hold)
-        n.pointee.lastSeen = ms
-
-        // The first seconds after start learn fast: flows older than the engine end with RSTs it
-        // cannot track, and their rate is the baseline to learn. Detection is on all along, so a
-        // flood at start is still cut (its first window starts the attack and freezes learning).
-        let alpha: Float = hot.pointee.started && age(ms, since: hot.pointee.startMs) < t.pointee.rstWarmupMs ? 0.5 : 0.05
-        let under = b.pointee.attackActive || n.pointee.attackActive
-        a.pointee.countUntracked(ms, alpha: alpha, slack: hold, frozen: under)
-        b.pointee.countUntracked(ms, alpha: alpha, slack: hold, frozen: b.pointee.attackActive)
-        n.pointee.countUntracked(ms, alpha: alpha, slack: hold, frozen: n.pointee.attackActive)
-        watch(b, floor: t.pointee.rstAttackFloor, network: -1, ms, now: now)
-        if n.pointee.wide { watch(n, floor: t.pointee.rstNetworkAttackFloor, network: network, ms, now: now) }
+            + refill(rstAddressBuckets, p.destination.bytes, ms, rate: t.pointee.rstRate, burst: t.pointee.rstBurst, holdFloor: hold)
+        let (b, n) = prefixAndNetwork(p, ms)
+        a.pointee.countUntracked(ms, alpha: learningRate(ms), slack: hold, frozen: b.pointee.attackActive || n.pointee.attackActive)
+        count(b, n, p, ms, now: now)
 
         var ok = a.pointee.tokens >= 1 && b.pointee.tokens >= 1 && n.pointee.tokens >= 1
         let held = b.pointee.attackActive || n.pointee.attackActive
@@ -46,6 +28,51 @@ extension Engine {
             return Decision(.accept, .rstWithinRate)
         }
         return drop(.rstRateLimit, p)
+    }
+
+    /// A RST dropped on a tracked flow (out of its window, or not acknowledging a pending SYN):
+    /// the flood it belongs to is an RST attack on the prefix too.
+    func noteRSTDrop(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) {
+        let (b, n) = prefixAndNetwork(p, ms)
+        count(b, n, p, ms, now: now)
+    }
+
+    /// The destination's /24 or /64 budget and its protected network's, refilled to `ms`.
+    @inline(__always)
+    private func prefixAndNetwork(_ p: ParsedPacket, _ ms: UInt32) -> (UnsafeMutablePointer<RSTBudget>, UnsafeMutablePointer<RSTBudget>) {
+        let t = tuning
+        let hold = t.pointee.rstHoldRate
+        let b = rstPrefixBuckets.slots
+            + refill(rstPrefixBuckets, Engine.prefix(p.destination.bytes), ms, rate: t.pointee.rstPrefixRate,
+                     burst: t.pointee.rstPrefixBurst, holdFloor: hold)
+        // The destination is protected here, so its network has a budget.
+        let n = t.pointee.networkBuckets + max(0, t.pointee.protected.index(of: p.destination))
+        n.pointee.refill(seconds: Float(age(ms, since: n.pointee.lastSeen)) / 1000, rate: t.pointee.rstNetworkRate,
+                         burst: t.pointee.rstNetworkBurst, holdFloor: hold)
+        n.pointee.lastSeen = ms
+        return (b, n)
+    }
+
+    /// The first seconds after start learn fast: flows older than the engine end with RSTs it
+    /// cannot track, and their rate is the baseline to learn. Detection is on all along, so a
+    /// flood at start is still cut (its first window starts the attack and freezes learning).
+    @inline(__always)
+    private func learningRate(_ ms: UInt32) -> Float {
+        hot.pointee.started && age(ms, since: hot.pointee.startMs) < tuning.pointee.rstWarmupMs ? 0.5 : 0.05
+    }
+
+    /// Counts a RST against its prefix and network and watches both for an attack.
+    @inline(__always)
+    private func count(_ b: UnsafeMutablePointer<RSTBudget>, _ n: UnsafeMutablePointer<RSTBudget>, _ p: ParsedPacket,
+                       _ ms: UInt32, now: Nanoseconds) {
+        let t = tuning
+        let alpha = learningRate(ms)
+        b.pointee.countUntracked(ms, alpha: alpha, slack: t.pointee.rstHoldRate, frozen: b.pointee.attackActive)
+        n.pointee.countUntracked(ms, alpha: alpha, slack: t.pointee.rstHoldRate, frozen: n.pointee.attackActive)
+        watch(b, floor: t.pointee.rstAttackFloor, network: -1, ms, now: now)
+        if n.pointee.wide {
+            watch(n, floor: t.pointee.rstNetworkAttackFloor, network: n - t.pointee.networkBuckets, ms, now: now)
+        }
     }
 
     /// Starts an RST attack on a prefix or network whose window passed its threshold, and keeps
@@ -77,9 +104,11 @@ extension Engine {
             : CIDR(address: IPAddress(bytes: key), length: Engine.isV4(key) ? 120 : 64)
         rstActive.append(ActiveAttack(key: key, prefix: cidr, startedAt: now, lastAboveMs: ms, network: network))
         rstAttacksStarted &+= 1
-        let secs = max(0.001, Float(age(ms, since: s.pointee.windowStart)) / 1000)
+        // The rate so far in this window; at least 50 ms of it, so the first packets of a
+        // window do not read as an enormous rate.
+        let secs = max(0.05, Float(age(ms, since: s.pointee.windowStart)) / 1000)
         emit(AttackEvent(kind: .started, vector: .rst, prefix: cidr, at: now, startedAt: now,
-                         synackDropRate: 0, rstDropRate: Double(Float(s.pointee.count) / max(1, secs))))
+                         synackDropRate: 0, rstDropRate: Double(Float(s.pointee.count) / secs)))
     }
 
     private func networkPrefix(_ network: Int, _ key: SIMD16<UInt8>) -> CIDR {

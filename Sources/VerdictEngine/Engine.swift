@@ -492,7 +492,7 @@ public final class Engine {
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
                 // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
                 let d = drop(.rstOutOfWindow, p)
-                if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
                 return d
             }
             let guarded = guarded(p)
@@ -505,11 +505,11 @@ public final class Engine {
                     // next segments so, so dropping it here ends no session that should end.
                     if !guarded { return Decision(.accept, .rstInWindow) }
                     let d = drop(.rstInexact, p)
-                    if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                    if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
                     return d
                 }
                 let d = drop(.rstOutOfWindow, p)
-                if d.verdict == .drop { noteDrop(p.destination, synack: false, ms, now: now) }
+                if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
                 return d
             }
             if !e.has(FlowEntry.midstream) && e.rstCount < Engine.rstPerFlow {
