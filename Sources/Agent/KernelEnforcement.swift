@@ -87,7 +87,11 @@ final class KernelEnforcement: @unchecked Sendable {
                                                 ("rst_drop_pps", .double(e.rstDropRate * Double(queueCount))),
                                                 ("queue", .from(Int(q)))])
             }
-            armPrefix(e.prefix, submitted: submitted)
+            // An RST attack is held by the engine, which knows the prefix's tracked flows; the
+            // kernel's meters do not (only pending SYNs), and arming them would hold the RSTs of
+            // established flows to the static budgets along with the flood. Past what the queue
+            // takes, the overload path below arms the networks.
+            if e.vector == .synack { armPrefix(e.prefix, submitted: submitted) }
         case .ended:
             guard var a = attacked[target] else { return }
             a.queues.remove(q)
@@ -160,7 +164,7 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func renew() {
         let now = monotonicNanoseconds()
-        for p in Set(attacked.keys.map(\.prefix)) { armPrefix(p, submitted: now) }
+        for p in Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix)) { armPrefix(p, submitted: now) }
         for (p, until) in armed where until <= now { armed[p] = nil }
         publish()
     }

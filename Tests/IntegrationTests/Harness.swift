@@ -161,6 +161,8 @@ final class LabNet {
 
     enum FloodKind {
         case synack, rst
+        /// RSTs from random 198.19.0.0/16 sources to every address of 198.18.2.0/24.
+        case rstSpread
         /// SYN-ACKs from random 2001:db8:ff::/48 reflectors to 2001:db8:2::2.
         case synack6
         /// SYNs forged with a protected source (198.18.2.77), sent from the internet side towards
@@ -190,6 +192,7 @@ final class LabNet {
         switch kind {
         case .synack: (flags, addresses, ports) = ("0x12", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
         case .rst: (flags, addresses, ports) = ("0x04", "198, 19, drnd(), drnd(), 198, 18, 2, 2", "const16(443), drnd(2)")
+        case .rstSpread: (flags, addresses, ports) = ("0x04", "198, 19, drnd(), drnd(), 198, 18, 2, drnd()", "drnd(2), drnd(2)")
         case .forgedProtectedSyn: (flags, addresses, ports) = ("0x02", "198, 18, 2, 77, 198, 18, 1, 2", "drnd(2), const16(8080)")
         case .synack6: fatalError("handled above")
         }
