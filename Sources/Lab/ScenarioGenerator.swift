@@ -435,22 +435,7 @@ public final class ScenarioGenerator {
         f.exchangeGap = exchangeGap
         f.burstMean = burstMean
         f.burstChance = burstChance
-        f.clientInside = outbound
-        let inside = insideHost(&rng, v6: v6, server: !outbound)
-        let outside = internetHost(&rng, v6: v6)
-        if outbound {
-            f.client = inside.address; f.clientStack = inside.stack
-            f.server = outside; f.serverStack = .linux
-            f.serverPort = [179, 22, 443][Int(rng.below(3))]
-            f.clientPort = nextPort(host: inside.address, stack: inside.stack, &rng)
-        } else {
-            f.client = outside; f.clientStack = .linux
-            f.server = inside.address; f.serverStack = inside.stack
-            f.serverPort = [179, 22][Int(rng.below(2))]
-            f.clientPort = UInt16(rng.int(32768...60999))
-        }
-        f.vlan = vlan(for: inside.address)
-        f.setUpEndpoints(&rng, outsideHops: UInt8(rng.int(4...24)))
+        placeRunningSession(&f, v6: v6, outbound: outbound, serverPorts: outbound ? [179, 22, 443] : [179, 22])
         f.mssClient = v6 ? 1440 : 1460
         f.mssServer = f.mssClient
         f.rttInside = Int64(rng.int(100_000...900_000))
@@ -470,6 +455,27 @@ public final class ScenarioGenerator {
         f.nextExchange = t
     }
 
+    /// The endpoints of a long-running session between a protected host and a Linux peer: the
+    /// protected side is the client when `outbound`, and the server listens on one of `serverPorts`.
+    private func placeRunningSession(_ f: inout Flow, v6: Bool, outbound: Bool, serverPorts: [UInt16]) {
+        f.clientInside = outbound
+        let inside = insideHost(&rng, v6: v6, server: !outbound)
+        let outside = internetHost(&rng, v6: v6)
+        if outbound {
+            f.client = inside.address; f.clientStack = inside.stack
+            f.server = outside; f.serverStack = .linux
+            f.serverPort = serverPorts[Int(rng.below(UInt64(serverPorts.count)))]
+            f.clientPort = nextPort(host: inside.address, stack: inside.stack, &rng)
+        } else {
+            f.client = outside; f.clientStack = .linux
+            f.server = inside.address; f.serverStack = inside.stack
+            f.serverPort = serverPorts[Int(rng.below(UInt64(serverPorts.count)))]
+            f.clientPort = UInt16(rng.int(32768...60999))
+        }
+        f.vlan = vlan(for: inside.address)
+        f.setUpEndpoints(&rng, outsideHops: UInt8(rng.int(4...24)))
+    }
+
     /// A session already open when the capture starts (and when the engine starts): a few
     /// exchanges, then an abort by either side (RST|ACK at the exact RCV.NXT) or a FIN close.
     /// Nothing of its handshake is in the capture, so its RSTs are untracked; each ends at a time
@@ -478,22 +484,7 @@ public final class ScenarioGenerator {
         f.reset(kind: .session)
         let v6 = rng.chance(0.3)
         let outbound = rng.chance(0.6)
-        f.clientInside = outbound
-        let inside = insideHost(&rng, v6: v6, server: !outbound)
-        let outside = internetHost(&rng, v6: v6)
-        if outbound {
-            f.client = inside.address; f.clientStack = inside.stack
-            f.server = outside; f.serverStack = .linux
-            f.serverPort = [443, 443, 22, 993][Int(rng.below(4))]
-            f.clientPort = nextPort(host: inside.address, stack: inside.stack, &rng)
-        } else {
-            f.client = outside; f.clientStack = .linux
-            f.server = inside.address; f.serverStack = inside.stack
-            f.serverPort = [443, 22, 25][Int(rng.below(3))]
-            f.clientPort = UInt16(rng.int(32768...60999))
-        }
-        f.vlan = vlan(for: inside.address)
-        f.setUpEndpoints(&rng, outsideHops: UInt8(rng.int(4...24)))
+        placeRunningSession(&f, v6: v6, outbound: outbound, serverPorts: outbound ? [443, 443, 22, 993] : [443, 22, 25])
         let rttC = outbound ? Int64(rng.int(100_000...900_000)) : Int64(rng.int(2...80)) * ScenarioGenerator.ms
         let rttS = outbound ? Int64(rng.int(2...80)) * ScenarioGenerator.ms : Int64(rng.int(100_000...900_000))
         let ends = flood?.olderFlowEnds ?? [0...Double(ScenarioGenerator.spawnSeconds)]
@@ -502,15 +493,8 @@ public final class ScenarioGenerator {
                                                  + window.lowerBound * 1e9)
         var cNext = f.clientISN, sNext = f.serverISN
         for _ in 0..<(1 + Int(rng.below(3))) {
-            let request = rng.int(36...400)
-            f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: request)
-            cNext &+= UInt32(request)
-            t += rttS + Int64(rng.int(100_000...5_000_000))
-            let response = rng.int(36...1200)
-            f.add(t, .server, [.psh, .ack], seq: sNext, ack: cNext, opts: .ts, payload: response)
-            sNext &+= UInt32(response)
-            t += rttC
-            f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+            exchange(&f, at: &t, cNext: &cNext, sNext: &sNext, request: 36...400, serverDelay: 100_000...5_000_000,
+                     rttS: rttS, rttC: rttC)
             t += Int64(rng.int(1_000_000...50_000_000))
         }
         let ending = rng.unit()
@@ -570,20 +554,28 @@ public final class ScenarioGenerator {
                 t += Int64(rng.int(50_000...2_000_000))
             }
         }
-        let request = rng.int(36...200)
-        f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: request)
-        cNext &+= UInt32(request)
-        t += rttS + Int64(rng.int(100_000...2_000_000))
-        let response = rng.int(36...1200)
-        f.add(t, .server, [.psh, .ack], seq: sNext, ack: cNext, opts: .ts, payload: response)
-        sNext &+= UInt32(response)
-        t += rttC
-        f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
+        exchange(&f, at: &t, cNext: &cNext, sNext: &sNext, request: 36...200, serverDelay: 100_000...2_000_000,
+                 rttS: rttS, rttC: rttC)
         f.finishScript()
         f.clientNext = cNext
         f.serverNext = sNext
         f.clock = t
         return true
+    }
+
+    /// One exchange of a running session: a request of `request` bytes, the response after the
+    /// server's delay (ns), the client's ACK. Moves `t` past it.
+    private func exchange(_ f: inout Flow, at t: inout Int64, cNext: inout UInt32, sNext: inout UInt32,
+                          request: ClosedRange<Int>, serverDelay: ClosedRange<Int>, rttS: Int64, rttC: Int64) {
+        let req = rng.int(request)
+        f.add(t, .client, [.psh, .ack], seq: cNext, ack: sNext, opts: .ts, payload: req)
+        cNext &+= UInt32(req)
+        t += rttS + Int64(rng.int(serverDelay))
+        let response = rng.int(36...1200)
+        f.add(t, .server, [.psh, .ack], seq: sNext, ack: cNext, opts: .ts, payload: response)
+        sNext &+= UInt32(response)
+        t += rttC
+        f.add(t, .client, .ack, seq: cNext, ack: sNext, opts: .ts)
     }
 
     /// The frame for one step of a session (updates the flow's IP ID and timestamp clocks).
@@ -735,7 +727,7 @@ public final class ScenarioGenerator {
         let v6 = rng.chance(flood?.ipv6Share ?? 0.15)
         // Most of the flood hammers a few victims, the rest is spread over the prefixes.
         let victim: IPAddress
-        if !rng.chance(flood?.spread ?? 0.4) {
+        if rng.chance(1 - (flood?.spread ?? 0.4)) {
             victim = LabAddresses.protectedHost([10, 11, 100][Int(rng.below(3))], v6: v6)
         } else {
             victim = LabAddresses.protectedHost(v6 ? rng.next() : rng.below(256), v6: v6)

@@ -138,17 +138,15 @@ struct SeenSynack: TableSlot {
 }
 
 /// A token bucket for one address or prefix (RST and backscatter rate limits).
-struct Bucket: TableSlot {
+struct Bucket: AddressKeyed {
     var key: SIMD16<UInt8>
     var tokens: Float
     var lastSeen: UInt32
 
-    @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
 }
 
 /// Rates seen by one victim address or prefix, in one-second windows of packet time.
-struct RateStats: TableSlot {
+struct RateStats: AddressKeyed {
     var key: SIMD16<UInt8>
     /// Bitmap of hashed reflector addresses in the current window (distinct-source estimate).
     var reflectors: SIMD2<UInt64>
@@ -169,8 +167,6 @@ struct RateStats: TableSlot {
     var lastReflectors: UInt16
     var attackActive: Bool
 
-    @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
 
     init(key: SIMD16<UInt8>, now: UInt32) {
         self.key = key; reflectors = .zero; windowStart = now; lastSeen = now

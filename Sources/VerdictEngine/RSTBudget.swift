@@ -1,5 +1,15 @@
+/// A slot keyed by one address or prefix.
+protocol AddressKeyed: TableSlot where Key == SIMD16<UInt8> {
+    var key: SIMD16<UInt8> { get }
+}
+
+extension AddressKeyed {
+    @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
+    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
+}
+
 /// A slot whose `tokens` refill at a rate up to a burst (`Engine.refill` keeps them).
-protocol TokenSlot: TableSlot where Key == SIMD16<UInt8> {
+protocol TokenSlot: AddressKeyed {
     var lastSeen: UInt32 { get set }
     init(key: SIMD16<UInt8>, tokens: Float, now: UInt32)
     /// Adds `seconds` of refill at `rate`, capped at `burst`.
@@ -42,9 +52,6 @@ struct RSTBudget: TokenSlot {
     /// Network budgets: the network is wider than one /24 or /64, so it has attacks of its own
     /// (one that narrow is its prefix, and one attack is reported, not two).
     var wide: Bool
-
-    @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
 
     init(key: SIMD16<UInt8>, tokens: Float, now: UInt32) {
         self.key = key; self.tokens = tokens; lastSeen = now
