@@ -59,7 +59,8 @@ public struct AttackEvent: Sendable, Equatable {
 extension Reason {
     /// Dense index for the counter array (a switch compiles to a table lookup). Public so other
     /// per-packet counters (the scoring pipeline's) can count by reason without hashing it: a
-    /// `Reason` hashes its String raw value.
+    /// `Reason` hashes its String raw value. Numbered in declaration order, so the switch compiles
+    /// to nothing: one case numbered out of order cost 17 instructions a decision (callgrind).
     public var ordinal: Int {
         switch self {
         case .solicitedSynack: return 0
@@ -72,21 +73,21 @@ extension Reason {
         case .rstTracked: return 7
         case .rstExact: return 8
         case .rstInWindow: return 9
-        case .rstOutOfWindow: return 10
-        case .rstWithinRate: return 11
-        case .rstRateLimit: return 12
-        case .rstSent: return 13
-        case .backscatter: return 14
-        case .backscatterRateLimit: return 15
-        case .spoofedSource: return 16
-        case .allowlisted: return 17
-        case .notProtected: return 18
-        case .notQueued: return 19
-        case .notTCP: return 20
-        case .malformed: return 21
-        case .flowTracked: return 22
-        case .flowUntracked: return 23
-        case .rstInexact: return 24
+        case .rstInexact: return 10
+        case .rstOutOfWindow: return 11
+        case .rstWithinRate: return 12
+        case .rstRateLimit: return 13
+        case .rstSent: return 14
+        case .backscatter: return 15
+        case .backscatterRateLimit: return 16
+        case .spoofedSource: return 17
+        case .allowlisted: return 18
+        case .notProtected: return 19
+        case .notQueued: return 20
+        case .notTCP: return 21
+        case .malformed: return 22
+        case .flowTracked: return 23
+        case .flowUntracked: return 24
         }
     }
     public static let ordinalCount = 25
