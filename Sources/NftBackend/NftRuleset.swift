@@ -79,14 +79,15 @@ public enum NftRuleset {
         } catch {
             // Best effort: the rules we just added only match packets nft marks, and nft's
             // transaction did not commit, so removing them restores the state before apply.
-            for r in added { try? Xtables.delete(r) }
+            try? Xtables.delete(added, ctx: ctx)
             throw error
         }
         // Rules of an earlier apply (another queue range or hook, or the nft backend now).
-        for r in before where !wanted.contains(r) { try Xtables.delete(r) }
+        try Xtables.delete(before.filter { !wanted.contains($0) }, ctx: ctx)
     }
 
-    /// Deletes ReflectGuard's table and its tagged xtables rules; nothing else.
+    /// Deletes ReflectGuard's table and its tagged xtables rules (and the `mangle` tables those
+    /// leave empty); nothing else.
     public static func remove() throws(NftError) {
         let ctx = try NftContext()
         let listing = ctx.run("list table \(family) \(table)")
@@ -98,7 +99,7 @@ public enum NftRuleset {
             guard r.ok else { throw NftError(r.errors.trimmedLine, rulesError: false) }
         }
         if Xtables.available {
-            for r in try Xtables.tagged() { try Xtables.delete(r) }
+            try Xtables.delete(try Xtables.tagged(), ctx: ctx)
         }
     }
 
