@@ -115,6 +115,13 @@ public final class Agent {
             }
         }
 
+        // Set up: from here on CAP_NET_ADMIN is all the agent needs (arming, reloads and the
+        // removal at exit, its iptables-nft children included). Still one thread here, as the
+        // drop requires; every thread starts below.
+        let kept = Capabilities.restrict(to: Self.runtimeCapabilities)
+        for k in kept { logger.warning("privileges-kept", [("detail", .string(k))]) }
+
+        enforcement.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
@@ -128,6 +135,7 @@ public final class Agent {
             ("queue_maxlen", .from(Int(settings.queueMaxLength))),
             ("rcvbuf", .from(settings.queueConfiguration(0).effectiveReceiveBufferBytes)),
             ("metrics", .string(metricsServer.map { "\(settings.metrics!.host):\($0.boundPort)" } ?? "off")),
+            ("capabilities", .string(kept.isEmpty ? "net_admin" : "more, see privileges-kept")),
             ("pid", .from(Int(getpid()))),
         ])
 
@@ -217,6 +225,11 @@ public final class Agent {
         let g = Double(bytes) / Double(1 << 30)
         return g >= 1 ? "\((g * 10).rounded() / 10) GiB" : "\(bytes >> 20) MiB"
     }
+
+    /// What the agent keeps once set up. CAP_NET_ADMIN covers libnftables (arming, reloads,
+    /// removal), iptables-nft and the queues' SO_RCVBUFFORCE; a feature that needs more after
+    /// start (CAP_BPF for an XDP path, say) adds it here.
+    static let runtimeCapabilities: Set<Int> = [Capabilities.netAdmin]
 
     /// Gives every packet already queued to `socket` an accept, then unbinds and closes: the
     /// kernel drops what is still queued to a socket that closes, and a failed start must not.

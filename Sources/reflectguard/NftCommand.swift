@@ -15,7 +15,7 @@ enum NftCommand {
     static let kernelOnly = OptionSpec(name: "--kernel-only", value: nil,
         help: "The standalone ruleset that enforces in the kernel alone, no agent, no conntrack.")
     static let force = OptionSpec(name: "--force", value: nil,
-        help: "apply or remove even while an agent runs in this network namespace and uses the table.")
+        help: "Apply or remove even while an agent runs in this network namespace and uses the table.")
 
     static let spec = CommandSpec(
         path: "reflectguard nft",
@@ -24,7 +24,7 @@ enum NftCommand {
         arguments: [("generate", "Print exactly what apply loads for the backend and hook."),
                     ("check", "Check the rules against the running kernel; change nothing."),
                     ("apply", "Check, then apply atomically (again: replaces chains, keeps set contents)."),
-                    ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else.")],
+                    ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else (refused while an agent runs).")],
         options: [SharedOptions.rules, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
                   backend, hook, kernelOnly, force],
         positionals: 1...1,

@@ -212,21 +212,8 @@ enum RunCommand {
         return Double(t)
     }
 
-    /// CAP_NET_ADMIN (bit 12) in this process's effective set, from /proc/self/status.
-    static func hasNetAdmin() -> Bool {
-        guard let f = fopen("/proc/self/status", "r") else { return geteuid() == 0 }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            if s.hasPrefix("CapEff:") {
-                let hex = s.dropFirst(7).trimmingCharacters()
-                guard let v = UInt64(hex, radix: 16) else { return false }
-                return v & (1 << 12) != 0
-            }
-        }
-        return false
-    }
+    /// CAP_NET_ADMIN in this process's effective set.
+    static func hasNetAdmin() -> Bool { Capabilities.effective(Capabilities.netAdmin) }
 }
 
 /// A rules or nft failure with its CONTRACT.md exit code (3: nft rejected the rules).
