@@ -78,7 +78,7 @@ public final class Agent {
 
         var policy = initialPolicy
         policy.queueCount = settings.queues.count
-        do throws(AgentStartError) { try Self.checkTableMemory(policy, queues: sockets.count) } catch {
+        do throws(AgentStartError) { try TableMemory.check(policy, queues: sockets.count) } catch {
             releaseQueues()
             throw error
         }
@@ -181,49 +181,6 @@ public final class Agent {
         ])
         withExtendedLifetime(lock) {}
         return exitCode
-    }
-
-    /// The engines' flow tables must fit before anything changes in the kernel: one per queue,
-    /// every page backed at start. Tables larger than the memory available would have the agent
-    /// paged out or OOM-killed with its rules in place; larger than the address space allowed
-    /// (RLIMIT_AS), the map fails and the allocator aborts the process, the rules again left.
-    static func checkTableMemory(_ policy: Policy, queues: Int) throws(AgentStartError) {
-        let each = Engine.flowTableBytes(for: policy)
-        let (total, overflow) = each.multipliedReportingOverflow(by: max(1, queues))
-        func refuse(_ why: String) -> AgentStartError {
-            let need = overflow || each == .max ? "more than this machine can address"
-                : "\(gib(total)) (\(queues) × \(gib(each)))"
-            return AgentStartError(message: "syn_table_size \(policy.synTableCapacity): the flow tables need \(need)\(why); "
-                                   + "lower syn_table_size or use fewer queues", exitCode: 1)
-        }
-        if overflow || each == .max { throw refuse("") }
-        if let available = availableMemory(), total > available {
-            throw refuse(", and \(gib(available)) of memory is available")
-        }
-        // PROT_NONE and MAP_NORESERVE: counted against the address-space limit, nothing committed.
-        let probe = mmap(nil, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-        guard let probe, probe != MAP_FAILED else {
-            throw refuse(", which cannot be mapped: \(String(cString: strerror(errno))) (address-space limit?)")
-        }
-        munmap(probe, total)
-    }
-
-    /// MemAvailable of /proc/meminfo in bytes: what can be had without swapping.
-    static func availableMemory() -> Int? {
-        guard let f = fopen("/proc/meminfo", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            guard s.hasPrefix("MemAvailable:") else { continue }
-            return Int(s.dropFirst(13).filter { $0.isNumber }).map { $0 * 1024 }
-        }
-        return nil
-    }
-
-    static func gib(_ bytes: Int) -> String {
-        let g = Double(bytes) / Double(1 << 30)
-        return g >= 1 ? "\((g * 10).rounded() / 10) GiB" : "\(bytes >> 20) MiB"
     }
 
     /// What the agent keeps once set up. CAP_NET_ADMIN covers libnftables (arming, reloads,
