@@ -110,7 +110,10 @@ enum NetnsLab {
     /// forged reflector ranges routed to the internet side. rp_filter off: the point is to see
     /// what the router's rules do with spoofed sources.
     static func threeNamespaces(_ tag: String) throws -> Namespaces {
-        let inet = "rgt-rules-\(tag)-i", router = "rgt-rules-\(tag)-r", prot = "rgt-rules-\(tag)-p"
+        // The process id in the names: other checkouts run these tests at the same time, and
+        // `Namespaces` deletes a same-named leftover first, which was another run's live lab.
+        let base = "rgt-rules-\(tag)-\(getpid() % 100000)"
+        let inet = "\(base)-i", router = "\(base)-r", prot = "\(base)-p"
         let n = try Namespaces([inet, router, prot])
         try n.link(inet, "up0", "198.18.1.2", "2001:db8:1::2", router, "out0", "198.18.1.1", "2001:db8:1::1")
         try n.link(router, "in0", "198.18.2.1", "2001:db8:2::1", prot, "eth0", "198.18.2.2", "2001:db8:2::2")
