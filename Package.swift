@@ -63,6 +63,8 @@ let package = Package(
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
+        // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
         // Replays Fuzz/corpus through the fuzz target's checks (scripts/fuzz.sh builds the fuzzer).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine"]),
     ],
