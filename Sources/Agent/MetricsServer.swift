@@ -6,8 +6,8 @@ import NFQueue
 /// What the metrics endpoint counts about its own clients. Written by the endpoint's thread only.
 enum MetricsServerCounter: Int, CaseIterable {
     case accepted
-    /// Idle connections closed to make room: the table was full, or the process had no
-    /// descriptor left for the next connection.
+    /// Connections closed to make room (idle ones, or responses their client stopped taking):
+    /// the table was full, or the process had no descriptor left for the next connection.
     case evicted
     /// Connections closed because a request head or a response took too long.
     case timedOut
@@ -15,7 +15,8 @@ enum MetricsServerCounter: Int, CaseIterable {
     case served
     /// Requests answered with an error status (400, 404, 405, 431, 505).
     case refused
-    /// accept(2) calls that failed for lack of descriptors or memory.
+    /// accept(2) calls that failed for lack of descriptors or memory (or for an undocumented
+    /// reason), rather than for the pending connection's own error.
     case acceptFailures
     /// Connections open now (a gauge).
     case open
@@ -32,8 +33,9 @@ enum MetricsServerCounter: Int, CaseIterable {
 /// nothing here touches the packet path (it only reads the workers' counters).
 final class MetricsServer: @unchecked Sendable {
     struct Limits: Sendable {
-        /// Connections at once; when full, the oldest idle one makes room. Prometheus needs one
-        /// per scraper; 64 leaves plenty for curl and a second scraper.
+        /// Connections at once; when full, the oldest idle one makes room (or, with none idle, a
+        /// stalled response). Prometheus needs one per scraper; 64 leaves plenty for curl and a
+        /// second scraper.
         var maxConnections = 64
         /// A request head longer than this is answered 431. Prometheus sends about 250 bytes.
         var maxHeadBytes = 8192
@@ -43,6 +45,11 @@ final class MetricsServer: @unchecked Sendable {
         var headTimeout: Int64 = 10_000_000_000
         /// Time for the whole response to leave, for a client that stops reading.
         var writeTimeout: Int64 = 10_000_000_000
+        /// A response whose socket took nothing for this long may be evicted when the table is
+        /// full and nothing is idle: else 64 clients that ask and never read would lock scrapes
+        /// out for `writeTimeout`. Prometheus's responses fit the socket buffer at once, so a
+        /// scrape that reads is never this slow.
+        var stalledWrite: Int64 = 500_000_000
         /// After the last response, how long what the client still sends is read and discarded
         /// before the close (see `finish`).
         var lingerTimeout: Int64 = 2_000_000_000
@@ -131,7 +138,7 @@ final class MetricsServer: @unchecked Sendable {
             counters.add(MetricsServerCounter.wakeups.rawValue)
             var now = monotonicNanoseconds()
             let canAccept = now >= listenerRestsUntil
-                && (connections.count < limits.maxConnections || connections.contains { $0.isIdle })
+                && (connections.count < limits.maxConnections || connections.contains { evictable($0, now: now) })
             fds.removeAll(keepingCapacity: true)
             // poll skips a negative descriptor: the listener sits out while no slot can be had,
             // or its pending connection would be reported again at once, every turn.
@@ -154,7 +161,7 @@ final class MetricsServer: @unchecked Sendable {
             }
             for c in connections where c.phase != .closed && now >= c.deadline {
                 if c.phase != .lingering { counters.add(MetricsServerCounter.timedOut.rawValue) }
-                close(c)
+                close(c, abort: c.phase == .writing)
             }
             connections.removeAll { $0.phase == .closed }
             if fds[0].revents != 0 { listenerRestsUntil = acceptPending(&connections, now: now) }
@@ -171,7 +178,7 @@ final class MetricsServer: @unchecked Sendable {
     private func acceptPending(_ connections: inout [Connection], now: Int64) -> Int64 {
         for _ in 0..<limits.maxConnections {
             let full = connections.count >= limits.maxConnections
-            if full, !connections.contains(where: { $0.isIdle }) { return 0 }
+            if full, !connections.contains(where: { evictable($0, now: now) }) { return 0 }
             let accepted: IOResult<Int32>
             do throws(SystemCallError) {
                 // accept4 is _GNU_SOURCE-only in the Glibc module: accept, then the flags.
@@ -180,12 +187,15 @@ final class MetricsServer: @unchecked Sendable {
                 switch error.errno {
                 case ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
                     continue   // accept(2): errors of a connection that already failed; take the next
-                default:
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the connection stays pending and poll
-                    // reports it again at once. Give up one of ours for it, or let the listener
-                    // rest instead of spinning; it is retried after the pause.
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // The connection stays pending and poll reports it again at once: give up
+                    // one of ours for it, or let the listener rest instead of spinning.
                     counters.add(MetricsServerCounter.acceptFailures.rawValue)
-                    if evictOldestIdle(&connections) { continue }
+                    if evictOldestIdle(&connections, now: now) { continue }
+                    return now + limits.acceptPause
+                default:
+                    // Nothing documented; resting keeps an unknown persistent error from spinning.
+                    counters.add(MetricsServerCounter.acceptFailures.rawValue)
                     return now + limits.acceptPause
                 }
             }
@@ -198,7 +208,7 @@ final class MetricsServer: @unchecked Sendable {
                 continue
             }
             counters.add(MetricsServerCounter.accepted.rawValue)
-            if full { _ = evictOldestIdle(&connections) }
+            if full { _ = evictOldestIdle(&connections, now: now) }
             let c = Connection(fd: fd, serial: nextSerial, now: now, deadline: now + limits.headTimeout)
             nextSerial &+= 1
             connections.append(c)
@@ -208,17 +218,22 @@ final class MetricsServer: @unchecked Sendable {
         return 0
     }
 
+    /// Idle, or in a response its client has stopped taking.
+    private func evictable(_ c: Connection, now: Int64) -> Bool {
+        c.isIdle || (c.phase == .writing && now - c.progressed >= limits.stalledWrite)
+    }
+
     /// Closes the idle connection that has waited longest: one done with its last response
-    /// before one still waiting for a request; never one in the middle of a response. False when
-    /// none is idle.
-    private func evictOldestIdle(_ connections: inout [Connection]) -> Bool {
+    /// before one still waiting for a request; with none idle, the response stalled longest.
+    /// Never a response that moves. False when there is nothing to evict.
+    private func evictOldestIdle(_ connections: inout [Connection], now: Int64) -> Bool {
         var oldest: Int? = nil
-        for (i, c) in connections.enumerated() where c.isIdle {
+        for (i, c) in connections.enumerated() where evictable(c, now: now) {
             if let o = oldest, connections[o].evictionOrder <= c.evictionOrder { continue }
             oldest = i
         }
         guard let i = oldest else { return false }
-        close(connections[i])
+        close(connections[i], abort: connections[i].phase == .writing)
         connections.remove(at: i)
         counters.add(MetricsServerCounter.evicted.rawValue)
         return true
@@ -261,7 +276,7 @@ final class MetricsServer: @unchecked Sendable {
                     }
                 }
             case .writing:
-                guard flush(c) else { return }
+                guard flush(c, now: now) else { return }
                 finish(c, now: now)
             case .lingering:
                 drain(c)
@@ -290,11 +305,12 @@ final class MetricsServer: @unchecked Sendable {
         c.sent = 0
         c.closeAfterWrite = answer.close
         c.phase = .writing
+        c.progressed = now
         c.deadline = now + limits.writeTimeout
     }
 
     /// Sends what the socket takes; true once the whole response left.
-    private func flush(_ c: Connection) -> Bool {
+    private func flush(_ c: Connection, now: Int64) -> Bool {
         while c.sent < c.output.count {
             let r: IOResult<Int>
             do throws(SystemCallError) {
@@ -307,6 +323,7 @@ final class MetricsServer: @unchecked Sendable {
             }
             guard case .processed(let n) = r else { return false }
             c.sent += n
+            c.progressed = now
         }
         return true
     }
@@ -360,7 +377,14 @@ final class MetricsServer: @unchecked Sendable {
         }
     }
 
-    private func close(_ c: Connection) {
+    /// `abort`: for a response cut off. A plain close would leave the unsent rest to the kernel,
+    /// which keeps an orphaned socket probing a client that never opens its window; SO_LINGER 0
+    /// makes the close a reset that frees it at once.
+    private func close(_ c: Connection, abort: Bool = false) {
+        if abort {
+            var l = linger(l_onoff: 1, l_linger: 0)
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
+        }
         Glibc.close(c.fd)
         c.fd = -1
         c.phase = .closed
@@ -414,6 +438,8 @@ private final class Connection {
     var closeAfterWrite = false
     /// When the connection last began to wait (accept, or the end of a response).
     var since: Int64
+    /// When its socket last took bytes of the response (or the response began).
+    var progressed: Int64 = 0
     var deadline: Int64
     /// A complete head waits in `input` that the last turn left for the next
     /// (`MetricsServer.requestsPerTurn`).
@@ -428,6 +454,13 @@ private final class Connection {
 
     var isIdle: Bool { (phase == .readingHead && !hasBufferedRequest) || phase == .lingering }
 
-    /// Eviction takes the smallest: lingering before waiting, then the longest waiting.
-    var evictionOrder: (Int, Int64, UInt64) { (phase == .lingering ? 0 : 1, since, serial) }
+    /// Eviction takes the smallest: lingering, then waiting for a request (the longest waiting
+    /// first), then a stalled response (the longest stalled first).
+    var evictionOrder: (Int, Int64, UInt64) {
+        switch phase {
+        case .lingering: (0, since, serial)
+        case .readingHead, .closed: (1, since, serial)
+        case .writing: (2, progressed, serial)
+        }
+    }
 }

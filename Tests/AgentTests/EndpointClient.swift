@@ -48,6 +48,8 @@ struct Response {
 final class Client {
     private(set) var fd: Int32
     private var pending: [UInt8] = []
+    /// A read failed with ECONNRESET: the server reset the connection rather than closing it.
+    private(set) var wasReset = false
 
     /// `receiveBuffer`: SO_RCVBUF set before connecting, to keep a response stuck in the server.
     convenience init(port: UInt16, receiveBuffer: Int32? = nil) throws {
@@ -151,7 +153,11 @@ final class Client {
         guard wait(Int16(POLLIN), until: deadline) else { return -1 }
         var chunk = [UInt8](repeating: 0, count: 65536)
         let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
-        if n < 0 { return errno == EAGAIN || errno == EINTR ? read(until: deadline) : -2 }
+        if n < 0 {
+            if errno == EAGAIN || errno == EINTR { return read(until: deadline) }
+            if errno == ECONNRESET { wasReset = true }
+            return -2
+        }
         pending += chunk[..<n]
         return n
     }

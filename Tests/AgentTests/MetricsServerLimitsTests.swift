@@ -53,6 +53,32 @@ import Testing
         #expect(s.server.counters.value(MetricsServerCounter.evicted.rawValue) == 2)
     }
 
+    /// Clients that ask and never read fill the table: with nothing idle, the response stalled
+    /// longest makes room (with a reset, so the kernel does not keep the rest of it).
+    @Test func slowReadersFillingTheTableGiveWayToAScrape() throws {
+        var limits = MetricsServer.Limits()
+        limits.maxConnections = 8
+        let big = String(repeating: "big_metric 1\n", count: 500_000)   // 6.5 MB, past the socket buffers
+        let renders = SharedCount()
+        let s = try RunningServer(render: { renders.next() < 8 ? big : "small 1\n" }, make: {
+            try MetricsServer(host: "127.0.0.1", port: 0, render: $0, shouldStop: $1, limits: limits)
+        })
+        let readers = try (0..<8).map { _ in try Client(port: s.port, receiveBuffer: 4096) }
+        for r in readers { r.send("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n") }
+        usleep(300_000)
+        #expect(renders.value.load(ordering: .relaxed) == 8, "every reader has its response under way")
+
+        let r = try #require(Client.scrape(port: s.port, within: 3), "no scrape while slow readers hold every slot")
+        #expect(r.body.hasPrefix("small 1\n"))
+        #expect(s.server.counters.value(MetricsServerCounter.evicted.rawValue) == 1)
+        let responses = readers.map { $0.response(within: 3) }
+        #expect(responses.filter { $0 == nil }.count == 1, "one response cut off")
+        // A plain close would leave the kernel sending what it buffered (megabytes) to a client
+        // that may never read it.
+        #expect(readers.filter { $0.wasReset }.count == 1, "and reset")
+        #expect(responses.compactMap { $0 }.allSatisfy { $0.body.hasPrefix(big) }, "the others arrive whole")
+    }
+
     @Test func aClientThatStopsReadingIsDroppedAtTheWriteTimeout() throws {
         var limits = MetricsServer.Limits()
         limits.writeTimeout = 1_000_000_000
@@ -65,6 +91,7 @@ import Testing
         usleep(2_500_000)
         #expect(s.server.counters.value(MetricsServerCounter.timedOut.rawValue) == 1)
         #expect(s.server.counters.value(MetricsServerCounter.open.rawValue) == 0)
+        #expect(slow.closedByPeer(within: 3) && slow.wasReset, "reset, so the kernel drops the unsent rest")
     }
 
     /// Out of descriptors with idle connections open: the oldest idle one gives its descriptor to
