@@ -37,7 +37,7 @@ final class MetricsServer: @unchecked Sendable {
         /// stalled response). Prometheus needs one per scraper; 64 leaves plenty for curl and a
         /// second scraper.
         var maxConnections = 64
-        /// A request head longer than this is answered 431. Prometheus sends about 250 bytes.
+        /// A request head longer than this is answered 431. Prometheus sends a few hundred bytes.
         var maxHeadBytes = 8192
         /// Time for a whole request head to arrive, counted from the accept or the previous
         /// response and never extended by a byte arriving, so trickling gains nothing. 10 s is
@@ -47,8 +47,8 @@ final class MetricsServer: @unchecked Sendable {
         var writeTimeout: Int64 = 10_000_000_000
         /// A response whose socket took nothing for this long may be evicted when the table is
         /// full and nothing is idle: else 64 clients that ask and never read would lock scrapes
-        /// out for `writeTimeout`. Prometheus's responses fit the socket buffer at once, so a
-        /// scrape that reads is never this slow.
+        /// out for `writeTimeout`. A scraper that reads takes a response of this agent's size
+        /// (tens of KB) in milliseconds.
         var stalledWrite: Int64 = 500_000_000
         /// After the last response, how long what the client still sends is read and discarded
         /// before the close (see `finish`).
@@ -56,8 +56,6 @@ final class MetricsServer: @unchecked Sendable {
         /// How long the listener sits out when accept fails for lack of descriptors and no idle
         /// connection can be closed instead.
         var acceptPause: Int64 = 100_000_000
-
-        init() {}
     }
 
     /// The endpoint's own figures (`MetricsServerCounter`), readable from any thread.
@@ -152,7 +150,9 @@ final class MetricsServer: @unchecked Sendable {
                     fds.withUnsafeMutableBufferPointer { poll($0.baseAddress, nfds_t($0.count), timeout) }
                 }
             } catch {
-                usleep(100_000)   // ENOMEM: back off; the sockets stay good
+                // ENOMEM, or EINVAL once the descriptor limit is lowered below the table's size:
+                // back off rather than spin; the sockets stay good.
+                usleep(100_000)
                 continue
             }
             now = monotonicNanoseconds()
@@ -188,8 +188,11 @@ final class MetricsServer: @unchecked Sendable {
                 case ECONNABORTED, EPROTO, ENETDOWN, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH:
                     continue   // accept(2): errors of a connection that already failed; take the next
                 case EMFILE, ENFILE, ENOBUFS, ENOMEM:
-                    // The connection stays pending and poll reports it again at once: give up
-                    // one of ours for it, or let the listener rest instead of spinning.
+                    // Linux takes the descriptor before it looks at the queue, so this comes
+                    // with nothing pending too: ask poll before giving up one of ours. If one
+                    // is pending, poll would report it again at once: evict an idle connection
+                    // for it, or let the listener rest instead of spinning.
+                    guard connectionPending() else { return 0 }
                     counters.add(MetricsServerCounter.acceptFailures.rawValue)
                     if evictOldestIdle(&connections, now: now) { continue }
                     return now + limits.acceptPause
@@ -216,6 +219,12 @@ final class MetricsServer: @unchecked Sendable {
             if c.phase == .closed { connections.removeLast() }
         }
         return 0
+    }
+
+    /// Whether the listener's queue holds a connection (poll needs no descriptor of its own).
+    private func connectionPending() -> Bool {
+        var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) > 0
     }
 
     /// Idle, or in a response its client has stopped taking.

@@ -29,6 +29,9 @@ final class RunningServer: @unchecked Sendable {
         return finished.wait(timeout: .now() + seconds) == .success
     }
 
+    /// One of the endpoint's own counts.
+    func count(_ c: MetricsServerCounter) -> UInt64 { server.counters.value(c.rawValue) }
+
     deinit { stop() }
 }
 
@@ -234,6 +237,16 @@ final class SharedCount: Sendable {
 
     /// Adds one and returns the count before.
     func next() -> Int { value.wrappingAdd(1, ordering: .relaxed).oldValue }
+}
+
+/// Polls `condition` every 10 ms until it holds (true) or `seconds` pass (false).
+func eventually(within seconds: Double = 3, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+        if Date() > deadline { return false }
+        usleep(10_000)
+    }
+    return true
 }
 
 /// The value of an unlabelled sample in Prometheus text, nil when it is not there.
