@@ -74,7 +74,7 @@ extension LabelTable {
             if lineNumber == 1 {
                 if text.isEmpty { blankStart = true; return }
                 guard text.elementsEqual("frame,label".utf8) else {
-                    throw LabelError("line 1: expected header 'frame,label', got '\(String(decoding: text, as: UTF8.self))'")
+                    throw LabelError("line 1: expected header 'frame,label', got '\(Self.quoted(text))'")
                 }
                 return
             }
@@ -87,7 +87,7 @@ extension LabelTable {
             if text.isEmpty { return }
             guard let comma = text.firstIndex(of: UInt8(ascii: ",")),
                   let frame = Self.number(UnsafeRawBufferPointer(rebasing: text[..<comma])), frame >= 1 else {
-                throw LabelError("line \(lineNumber): expected 'frame,label', got '\(String(decoding: text, as: UTF8.self))'")
+                throw LabelError("line \(lineNumber): expected 'frame,label', got '\(Self.quoted(text))'")
             }
             guard frame <= LabelTable.maxFrame else {
                 throw LabelError("line \(lineNumber): frame \(frame) is beyond the largest supported frame number \(LabelTable.maxFrame)")
@@ -112,6 +112,12 @@ extension LabelTable {
             ids[name] = id
             table.names.append(name)
             return id
+        }
+
+        /// A line as an error quotes it: its first 64 characters (`/dev/urandom` is no text to print).
+        static func quoted(_ text: UnsafeRawBufferPointer) -> String {
+            let s = String(decoding: text, as: UTF8.self)
+            return s.count <= 64 ? s : s.prefix(64) + "…"
         }
 
         /// A decimal number as `Int(_:)` reads one (an optional sign, then ASCII digits), nil on
