@@ -223,10 +223,13 @@ struct DirectPcap: ~Copyable {
             h = buffer + start
         }
         start += 16 + Int(caplen)
-        // Signed, as libpcap reads them (bpf_int32): the same times whichever reader hands them out.
-        // Cannot overflow, and always within `CapturedFrame.timestampRange`: |ts| < 2^31 · 1.000001e9.
-        let ts = Int64(Int32(bitPattern: sec)) * 1_000_000_000
-            + Int64(Int32(bitPattern: frac)) * (nanoseconds ? 1 : 1000)
+        // As libpcap 1.10 reads them, so the times are the same whichever reader hands them out:
+        // signed (bpf_int32) in a file of the host's byte order, unsigned in a swapped one (its
+        // SWAPLONG gives an unsigned value; measured, and found by the file-reader fuzzer). Cannot
+        // overflow, and always within `CapturedFrame.timestampRange`: |ts| < 2^32 · 1.000001e9.
+        let ts = swapped
+            ? Int64(sec) * 1_000_000_000 + Int64(frac) * (nanoseconds ? 1 : 1000)
+            : Int64(Int32(bitPattern: sec)) * 1_000_000_000 + Int64(Int32(bitPattern: frac)) * (nanoseconds ? 1 : 1000)
         return .frame(CapturedFrame(bytes: UnsafeRawBufferPointer(start: h + 16, count: Int(caplen)),
                                     timestamp: ts, wireLength: Int(len)))
     }

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+import Captures
+import Scoring
+
+/// Replays the file readers' fuzz corpus (Fuzz/corpus-captures: the generated seeds, what
+/// libFuzzer found interesting, minimised with `scripts/fuzz-captures.sh merge`, plus the
+/// reproducer of every bug it found) through the fuzz target's own checks.
+struct CaptureCorpusReplayTests {
+    static let corpus = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fuzz/corpus-captures")
+
+    static func inputs() throws -> [URL] {
+        try FileManager.default.contentsOfDirectory(at: corpus, includingPropertiesForKeys: nil)
+            .filter { !$0.lastPathComponent.hasPrefix(".") }
+            .sorted { $0.lastPathComponent < $1.lastPathComponent }
+    }
+
+    @Test func corpusIsPresentAndSmall() throws {
+        let files = try Self.inputs()
+        #expect(files.count >= 20, "only \(files.count) inputs in \(Self.corpus.path)")
+        #expect(files.count <= 300)
+        for f in files {
+            let size = try Data(contentsOf: f).count
+            #expect(size <= 4096, "\(f.lastPathComponent) is \(size) bytes, over the fuzzer's -max_len")
+        }
+        // Both readers are covered: capture inputs and labels inputs.
+        let modes = try Set(files.map { try Data(contentsOf: $0).first.map { $0 & 1 } ?? 0 })
+        #expect(modes == [0, 1])
+    }
+
+    @Test func everyCorpusInputKeepsTheInvariants() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rg-capture-replay-\(getpid()).bin").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        for f in try Self.inputs() {
+            let data = try Data(contentsOf: f)
+            let failures = data.withUnsafeBytes { CaptureFuzzInvariants.check($0, scratch: scratch) }
+            #expect(failures.isEmpty, "\(f.lastPathComponent): \(failures.prefix(5).joined(separator: "; "))")
+        }
+    }
+
+    /// The checks can fail: readers that disagree are reported.
+    @Test func readersThatDisagreeAreReported() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("rg-capture-replay-x-\(getpid()).bin").path
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // A plain pcap file with one frame: the same reader twice agrees with itself...
+        var file: [UInt8] = [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0]
+        file += [1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]
+        try Data(file).write(to: URL(fileURLWithPath: scratch))
+        #expect(CaptureFuzzInvariants.compare(try CaptureReader(path: scratch), try CaptureReader(path: scratch, direct: false)).isEmpty)
+        // ...and a reader of another file (one more frame) does not.
+        let other = scratch + ".2"
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        try Data(file + [2, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]).write(to: URL(fileURLWithPath: other))
+        #expect(CaptureFuzzInvariants.compare(try CaptureReader(path: scratch), try CaptureReader(path: other)).count == 1)
+    }
+}
