@@ -7,24 +7,13 @@ import Scoring
 /// libFuzzer found interesting, minimised with `scripts/fuzz-captures.sh merge`, plus the
 /// reproducer of every bug it found) through the fuzz target's own checks.
 struct CaptureCorpusReplayTests {
-    static let corpus = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fuzz/corpus-captures")
+    static let corpus = CorpusReplayTests.corpus.deletingLastPathComponent().appendingPathComponent("corpus-captures")
 
-    static func inputs() throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(at: corpus, includingPropertiesForKeys: nil)
-            .filter { !$0.lastPathComponent.hasPrefix(".") }
-            .sorted { $0.lastPathComponent < $1.lastPathComponent }
-    }
+    static func inputs() throws -> [URL] { try CorpusReplayTests.inputs(in: corpus) }
 
     @Test func corpusIsPresentAndSmall() throws {
+        try CorpusReplayTests.expectPresentAndSmall(Self.corpus, maxFiles: 300, maxLength: 4096)
         let files = try Self.inputs()
-        #expect(files.count >= 20, "only \(files.count) inputs in \(Self.corpus.path)")
-        #expect(files.count <= 300)
-        for f in files {
-            let size = try Data(contentsOf: f).count
-            #expect(size <= 4096, "\(f.lastPathComponent) is \(size) bytes, over the fuzzer's -max_len")
-        }
         // Both readers are covered: capture inputs and labels inputs.
         let modes = try Set(files.map { try Data(contentsOf: $0).first.map { $0 & 1 } ?? 0 })
         #expect(modes == [0, 1])
