@@ -194,6 +194,33 @@ import TestSupport
         #expect(!FileManager.default.fileExists(atPath: dir + "/absent"))
     }
 
+    /// `lab gen` writes its capture and labels under the same rules: never through a symbolic
+    /// link, created 0644 whatever the umask, and never one file for both.
+    @Test func labGenOutputsNeverFollowALinkAndAreCreated0644() throws {
+        guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
+        let dir = try Self.directory("labgen")
+        try "precious\n".write(toFile: dir + "/target", atomically: false, encoding: .utf8)
+        #expect(symlink(dir + "/target", dir + "/live.pcap") == 0)
+        let gen = ["lab", "gen", "--scenario", "legit", "--packets", "200"]
+        let linked = try TestEnvironment.run(bin, gen + ["--out", dir + "/live.pcap"])
+        #expect(linked.status == 1, "exit \(linked.status) \(linked.err)")
+        #expect(linked.err.contains("symbolic link"), "\(linked.err)")
+        let linkedLabels = try TestEnvironment.run(bin, gen + ["--out", dir + "/x.pcap", "--labels", dir + "/live.pcap"])
+        #expect(linkedLabels.status == 1, "exit \(linkedLabels.status) \(linkedLabels.err)")
+        #expect(try String(contentsOfFile: dir + "/target", encoding: .utf8) == "precious\n")
+
+        let same = try TestEnvironment.run(bin, gen + ["--out", dir + "/one", "--labels", dir + "/./one"])
+        #expect(same.status == 2, "exit \(same.status) \(same.err)")
+
+        let r = try TestEnvironment.run("/bin/sh", ["-c", "umask 000; exec \"$@\"", "sh", bin] + gen
+                                        + ["--out", dir + "/gen.pcap", "--labels", dir + "/gen.csv"])
+        #expect(r.status == 0, "\(r.err)")
+        for f in ["/gen.pcap", "/gen.csv"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: dir + f)[.posixPermissions] as? Int
+            #expect(mode == 0o644, "\(f): \(String(mode ?? -1, radix: 8))")
+        }
+    }
+
     /// Created 0644 whatever the umask; a file replaced keeps a stricter mode it had.
     @Test func outputsAreCreated0644OrStricter() throws {
         guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
