@@ -30,6 +30,7 @@ public final class Engine {
         var mode: Mode = .symmetric
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
         var scoreThreshold = 60
+        var copyRange = Policy.defaultCopyRange
         var protected: PrefixMatcher
         var allowlist: PrefixMatcher
         /// One RST bucket per protected prefix (`protected.index(of:)`), at least one; replaced
@@ -168,6 +169,7 @@ public final class Engine {
         t.pointee.mode = policy.mode
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
+        t.pointee.copyRange = policy.copyRange
     }
 
     /// Full network buckets, one per protected prefix (at least one, so the pointer is valid).
@@ -225,14 +227,25 @@ public final class Engine {
     @inline(never)
     private func route(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
         var d: Decision
-        // Without the fixed 20 bytes of TCP there is nothing to judge: accepted and counted, on
-        // both paths (inline, the copy range or a crafted packet can cut it). A packet whose
-        // fixed header is readable but whose lengths are inconsistent (data offset past the
-        // segment, options cut) is judged like any other, inline and in `score` alike: its ports,
-        // flags, seq and ack are all there, and accepting it would let a spoofer pass any check by
-        // padding the data offset. `packets.malformed` still counts it.
+        // Without the fixed 20 bytes of TCP there is nothing to judge: accepted and counted as
+        // `malformed`. Except inline, when only the reading stopped short of the header (the copy
+        // range, or the parser's bounded extension-header walk): the kernel found the header, its
+        // flags made the rules queue the packet, and accepting it would let a spoofer pass every
+        // check with a long enough header chain (`unreadable`). A packet whose fixed header is
+        // readable but whose lengths are inconsistent (data offset past the segment, options cut)
+        // is judged like any other, inline and in `score` alike: its ports, flags, seq and ack are
+        // all there, and accepting it would let a spoofer pass any check by padding the data
+        // offset. `packets.malformed` still counts it.
         if !p.hasTCP {
-            d = Decision(.accept, p.malformed != nil ? .malformed : .notTCP)
+            if p.malformed == nil {
+                d = Decision(.accept, .notTCP)
+            } else if !observed && Engine.headerOutOfReach(p) {
+                d = unreadable(p, now: now, side: side)
+            } else {
+                // In `score` the same verdict needs the flags, which a frame cut this way hides:
+                // whether the kernel would have queued it cannot be told.
+                d = Decision(.accept, .malformed)
+            }
         } else {
             let srcP = protected.contains(p.source)
             let dstP = protected.contains(p.destination)
@@ -241,6 +254,11 @@ public final class Engine {
             } else if observed && tuning.pointee.track == .handshake
                         && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) {
                 d = Decision(.accept, .notQueued)
+            } else if observed && Int(p.transportOffset) &- Int(p.networkOffset) &+ 20 > tuning.pointee.copyRange {
+                // The capture holds a header that `run` would not have had: it read the first
+                // `copyRange` bytes only. (TCP options that straddle that boundary are the one
+                // thing judged on more than `run` saw; only option-based evidence reads them.)
+                d = unreadable(p, now: now, side: side)
             } else {
                 // What `judge` was, written in place: `@inline(__always)` left it a call here.
                 let ms = Engine.msTime(now)
@@ -264,6 +282,33 @@ public final class Engine {
         }
         counts[d.reason.ordinal] &+= 1
         hot.pointee.decisions &+= 1
+        return d
+    }
+
+    /// The walk stopped before the fixed TCP header for want of bytes or of steps (more
+    /// extension headers than the parser follows), after the addresses were read.
+    @inline(__always)
+    static func headerOutOfReach(_ p: ParsedPacket) -> Bool {
+        guard p.network != .none, let m = p.malformed else { return false }
+        return m == .truncatedExtensionHeader || m == .extensionHeaderChainTooLong || m == .truncatedTCP
+    }
+
+    /// A queued packet whose TCP header the agent cannot read. The rules queue TCP by its flags
+    /// (handshake: SYN-ACKs and RSTs to protected hosts; track = full: any TCP of a protected
+    /// flow), and a spoofer chooses the header chain: one to a protected host is dropped and
+    /// counted towards arming the victim's prefix like an unsolicited SYN-ACK (armed, the kernel
+    /// judges such packets itself: nft walks the whole chain). One a protected host sends is
+    /// accepted: it cannot be tracked, but it is the protected side's own packet.
+    @inline(never)
+    private func unreadable(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
+        let srcP = protected.contains(p.source)
+        guard protected.contains(p.destination) || srcP else { return Decision(.accept, .notProtected) }
+        let ms = Engine.msTime(now)
+        if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
+        if srcP && side == .outside { return drop(.spoofedSource, p) }
+        if srcP { return Decision(.accept, .malformed) }
+        let d = drop(.unreadableHeader, p)
+        if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
         return d
     }
 
