@@ -30,7 +30,9 @@ public final class Engine {
         var mode: Mode = .symmetric
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
         var scoreThreshold = 60
-        var copyRange = Policy.defaultCopyRange
+        /// The last offset from the network header at which `run`'s copy still holds the fixed
+        /// 20-byte TCP header (`policy.copyRange` - 20).
+        var transportLimit = UInt16(Policy.defaultCopyRange - 20)
         var protected: PrefixMatcher
         var allowlist: PrefixMatcher
         /// One RST bucket per protected prefix (`protected.index(of:)`), at least one; replaced
@@ -169,7 +171,7 @@ public final class Engine {
         t.pointee.mode = policy.mode
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
-        t.pointee.copyRange = policy.copyRange
+        t.pointee.transportLimit = UInt16(clamping: max(0, policy.copyRange - 20))
     }
 
     /// Full network buckets, one per protected prefix (at least one, so the pointer is valid).
@@ -227,25 +229,13 @@ public final class Engine {
     @inline(never)
     private func route(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
         var d: Decision
-        // Without the fixed 20 bytes of TCP there is nothing to judge: accepted and counted as
-        // `malformed`. Except inline, when only the reading stopped short of the header (the copy
-        // range, or the parser's bounded extension-header walk): the kernel found the header, its
-        // flags made the rules queue the packet, and accepting it would let a spoofer pass every
-        // check with a long enough header chain (`unreadable`). A packet whose fixed header is
-        // readable but whose lengths are inconsistent (data offset past the segment, options cut)
-        // is judged like any other, inline and in `score` alike: its ports, flags, seq and ack are
-        // all there, and accepting it would let a spoofer pass any check by padding the data
-        // offset. `packets.malformed` still counts it.
+        // Without the fixed 20 bytes of TCP there is nothing to judge (`unjudged`). A packet whose
+        // fixed header is readable but whose lengths are inconsistent (data offset past the
+        // segment, options cut) is judged like any other, inline and in `score` alike: its ports,
+        // flags, seq and ack are all there, and accepting it would let a spoofer pass any check by
+        // padding the data offset. `packets.malformed` still counts it.
         if !p.hasTCP {
-            if p.malformed == nil {
-                d = Decision(.accept, .notTCP)
-            } else if !observed && Engine.headerOutOfReach(p) {
-                d = unreadable(p, now: now, side: side)
-            } else {
-                // In `score` the same verdict needs the flags, which a frame cut this way hides:
-                // whether the kernel would have queued it cannot be told.
-                d = Decision(.accept, .malformed)
-            }
+            d = unjudged(p, now: now, side: side, observed: observed)
         } else {
             let srcP = protected.contains(p.source)
             let dstP = protected.contains(p.destination)
@@ -254,10 +244,10 @@ public final class Engine {
             } else if observed && tuning.pointee.track == .handshake
                         && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) {
                 d = Decision(.accept, .notQueued)
-            } else if observed && Int(p.transportOffset) &- Int(p.networkOffset) &+ 20 > tuning.pointee.copyRange {
-                // The capture holds a header that `run` would not have had: it read the first
-                // `copyRange` bytes only. (TCP options that straddle that boundary are the one
-                // thing judged on more than `run` saw; only option-based evidence reads them.)
+            } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
+                // A captured header past the bytes `run` copies: judged on what `run` had of it,
+                // nothing. (TCP options that straddle the copy's end are the one thing `run` saw
+                // less of; only option-based evidence reads them.)
                 d = unreadable(p, now: now, side: side)
             } else {
                 // What `judge` was, written in place: `@inline(__always)` left it a call here.
@@ -283,6 +273,19 @@ public final class Engine {
         counts[d.reason.ordinal] &+= 1
         hot.pointee.decisions &+= 1
         return d
+    }
+
+    /// A packet without a TCP header the engine may read: accepted and counted as `malformed`
+    /// (or `not-tcp`), except when only the reading stopped short of the header (the copy range,
+    /// or the parser's bounded extension-header walk): inline, the kernel found the header and
+    /// its flags made the rules queue the packet, and accepting it would let a spoofer pass every
+    /// check with a long enough header chain (`unreadable`). In a capture such a cut hides the
+    /// flags, so whether the kernel queued the packet cannot be told: `malformed`.
+    @inline(never)
+    private func unjudged(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
+        if p.malformed == nil { return Decision(.accept, .notTCP) }
+        if !observed && Engine.headerOutOfReach(p) { return unreadable(p, now: now, side: side) }
+        return Decision(.accept, .malformed)
     }
 
     /// The walk stopped before the fixed TCP header for want of bytes or of steps (more
