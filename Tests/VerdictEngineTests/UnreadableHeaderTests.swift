@@ -38,16 +38,23 @@ import Testing
         #expect(e.stats.count(.unreadableHeader) == 1)
     }
 
-    /// A chain of nine 8-byte headers fits in the copy but is longer than the parser walks
-    /// (`ScalarParser.maxExtensionHeaders`); the kernel walks on and queues it.
+    /// A chain of many small headers that fits in the copy is walked to its TCP header and judged
+    /// (the kernel walks any chain, so a walk bound inside the copy would be a hole).
+    @Test func longChainInsideTheCopyIsJudged() {
+        let e = Engine(policy: policy(), seed: 1)
+        let bytes = Self.packet([.syn, .ack], chain: 24)
+        #expect(bytes.count < Policy.defaultCopyRange)
+        #expect(e.decide(Self.copied(bytes), at: t(1)) == Decision(.drop, .unsolicitedSynack))
+    }
+
+    /// More headers than the parser walks (`ScalarParser.maxExtensionHeaders`; a chain that long
+    /// no longer fits in the default copy): inline, dropped like a header past the copy. `score`
+    /// cannot see the flags either, so it cannot tell whether the kernel queued it.
     @Test func chainLongerThanTheWalkIsDropped() {
         let e = Engine(policy: policy(), seed: 1)
-        let bytes = Self.packet([.syn, .ack], chain: ScalarParser.maxExtensionHeaders + 1)
-        #expect(bytes.count < Policy.defaultCopyRange)
-        let p = Self.copied(bytes)
+        let p = PacketParser.parse(Self.packet([.syn, .ack], chain: ScalarParser.maxExtensionHeaders + 1), link: .raw)
         #expect(p.malformed == .extensionHeaderChainTooLong)
         #expect(e.decide(p, at: t(1)) == Decision(.drop, .unreadableHeader))
-        // `score` cannot see the flags either, so it cannot tell whether the kernel queued it.
         #expect(e.decideObserved(p, at: t(1)) == Decision(.accept, .malformed))
     }
 
@@ -85,24 +92,26 @@ import Testing
             (.rst, .none), ([.rst, .ack], .none), (.syn, .none), (.ack, .none),
         ]
         var compared = 0
-        for padding in stride(from: 0, through: 400, by: 8) {
+        // One header of 8-400 bytes, or a chain of 1-28 headers of 8 bytes.
+        let chains = stride(from: 0, through: 400, by: 8).map { ($0, 0) } + (1...28).map { (0, $0) }
+        for (padding, chain) in chains {
             for (flags, options) in kinds {
                 for (src, dst) in [(Self.reflector, Self.victim), (Self.victim, Self.reflector)] {
-                    let bytes = Self.packet(flags, from: src, to: dst, padding: padding, options: options)
+                    let bytes = Self.packet(flags, from: src, to: dst, padding: padding, chain: chain, options: options)
                     let full = PacketParser.parse(bytes, link: .raw)
                     let run = Engine(policy: policy(), seed: 3), score = Engine(policy: policy(), seed: 3)
                     let observed = score.decideObserved(full, at: t(1))
                     guard Engine.wouldQueue(full, policy: run.policy) else {
-                        #expect(observed.reason == .notQueued, "padding \(padding) \(flags) \(src)")
+                        #expect(observed.reason == .notQueued, "padding \(padding) chain \(chain) \(flags) \(src)")
                         continue
                     }
                     let inline = run.decide(Self.copied(bytes), at: t(1))
-                    #expect(observed == inline, "padding \(padding) \(flags) \(src) → \(dst)")
+                    #expect(observed == inline, "padding \(padding) chain \(chain) \(flags) \(src) → \(dst)")
                     compared += 1
                 }
             }
         }
-        #expect(compared > 200)
+        #expect(compared > 300)
     }
 
     /// A capture's own snap length is not the copy range: an IPv6 SYN-ACK cut at 64 bytes would
