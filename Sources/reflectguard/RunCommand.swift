@@ -149,12 +149,12 @@ enum RunCommand {
         // would add tens of milliseconds to the first arming.
         if !settings.dryRun { try? armer.prepare() }
         let dry = settings.dryRun
+        let table = AgentRuleset()
         let hooks = RulesHooks(
             apply: {
-                do throws(NftError) { try NftRuleset.apply(resolved, hook: hookChoice, backend: backend) } catch {
+                do throws(NftError) { return try table.apply(resolved, hook: hookChoice, backend: backend) } catch {
                     throw RunError(error)
                 }
-                return resolved.policy
             },
             reload: {
                 // Pure: resolving reads the file only; the agent applies the plan after checking it.
@@ -164,11 +164,11 @@ enum RunCommand {
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
                                   armedTimeout: timeout, apply: {
                     guard applyRules else { return }
-                    do throws(NftError) { try NftRuleset.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
+                    do throws(NftError) { _ = try table.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
                 })
             },
-            remove: {
-                do throws(NftError) { try NftRuleset.remove() } catch { throw RunError(error) }
+            release: { keep in
+                do throws(NftError) { return try table.release(keep: keep) } catch { throw RunError(error) }
             },
             arm: { prefix, timeout, renew in
                 // Dry-run changes no verdict anywhere, the kernel's included: report only.
@@ -212,21 +212,8 @@ enum RunCommand {
         return Double(t)
     }
 
-    /// CAP_NET_ADMIN (bit 12) in this process's effective set, from /proc/self/status.
-    static func hasNetAdmin() -> Bool {
-        guard let f = fopen("/proc/self/status", "r") else { return geteuid() == 0 }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            if s.hasPrefix("CapEff:") {
-                let hex = s.dropFirst(7).trimmingCharacters()
-                guard let v = UInt64(hex, radix: 16) else { return false }
-                return v & (1 << 12) != 0
-            }
-        }
-        return false
-    }
+    /// CAP_NET_ADMIN in this process's effective set.
+    static func hasNetAdmin() -> Bool { Capabilities.effective(Capabilities.netAdmin) }
 }
 
 /// A rules or nft failure with its CONTRACT.md exit code (3: nft rejected the rules).
