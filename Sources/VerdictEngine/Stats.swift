@@ -78,7 +78,8 @@ extension Reason {
         case .malformed: return 21
         case .flowTracked: return 22
         case .flowUntracked: return 23
+        case .unreadableHeader: return 24
         }
     }
-    public static let ordinalCount = 24
+    public static let ordinalCount = 25
 }
