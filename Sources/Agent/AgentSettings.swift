@@ -10,7 +10,7 @@ public struct AgentSettings: Sendable {
     /// Kernel queue length and socket buffer (sized together, see QueueConfiguration).
     public var queueMaxLength: UInt32 = 4096
     public var receiveBufferBytes: Int? = nil
-    public var copyRange: UInt32 = 256
+    public var copyRange = UInt32(Policy.defaultCopyRange)
     /// How long a recorded verdict may wait for its batch to be sent while packets keep coming.
     public var flushInterval: Int64 = 1_000_000
     /// How long receive batches must keep coming back full before the queue counts as

@@ -312,9 +312,16 @@ public enum FrameBuilder {
                     switch e {
                     case .hopByHop, .destinationOptions:
                         p.storeBytes(of: UInt8(n / 8 - 1), toByteOffset: off + 1, as: UInt8.self)
-                        // One PadN option fills the rest (RFC 8200 §4.2).
-                        p.storeBytes(of: UInt8(1), toByteOffset: off + 2, as: UInt8.self)
-                        p.storeBytes(of: UInt8(n - 4), toByteOffset: off + 3, as: UInt8.self)
+                        // PadN options fill the rest (RFC 8200 §4.2), each at most 2 + 255 bytes;
+                        // a remainder below 2 bytes goes to Pad1 (the zeros already written).
+                        var at = off + 2
+                        while off + n - at >= 2 {
+                            var len = min(off + n - at - 2, 255)
+                            if off + n - at - 2 - len == 1 { len -= 1 }
+                            p.storeBytes(of: UInt8(1), toByteOffset: at, as: UInt8.self)
+                            p.storeBytes(of: UInt8(len), toByteOffset: at + 1, as: UInt8.self)
+                            at += 2 + len
+                        }
                     case .routing:
                         p.storeBytes(of: UInt8(0), toByteOffset: off + 1, as: UInt8.self)
                         p.storeBytes(of: UInt8(4), toByteOffset: off + 2, as: UInt8.self)

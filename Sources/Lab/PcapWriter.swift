@@ -9,6 +9,23 @@ public struct PcapWriteError: Error, CustomStringConvertible {
     public let description: String
 }
 
+/// Opens `path` for writing as `score`'s outputs do: never through a symbolic link at its last
+/// component (one planted where root writes would redirect the write), created 0644 less the
+/// umask, whatever the process's default mode.
+func openOutput(_ path: String) throws -> UnsafeMutablePointer<FILE> {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+        let reason = errno == ELOOP ? "it is a symbolic link, and outputs never follow one" : String(cString: strerror(errno))
+        throw PcapWriteError(description: "cannot write \(path): \(reason)")
+    }
+    guard let f = fdopen(fd, "wb") else {
+        let reason = String(cString: strerror(errno))
+        close(fd)
+        throw PcapWriteError(description: "cannot write \(path): \(reason)")
+    }
+    return f
+}
+
 public final class PcapWriter {
     private let file: UnsafeMutablePointer<FILE>
     private var buffer: [UInt8] = []
@@ -16,10 +33,7 @@ public final class PcapWriter {
     private var closed = false
 
     public init(path: String, link: LinkType, snapLength: UInt32 = 262_144) throws {
-        guard let f = fopen(path, "wb") else {
-            throw PcapWriteError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        file = f
+        file = try openOutput(path)
         self.snapLength = snapLength
         buffer.reserveCapacity(1 << 20)
         append32(0xa1b2_3c4d)          // nanosecond-resolution pcap

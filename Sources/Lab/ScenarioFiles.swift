@@ -40,10 +40,7 @@ final class LabelWriter {
     private var closed = false
 
     init(path: String) throws {
-        guard let f = fopen(path, "wb") else {
-            throw PcapWriteError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        file = f
+        file = try openOutput(path)
         self.path = path
         buffer.reserveCapacity(1 << 20)
         buffer.append(contentsOf: Array("frame,label\n".utf8))

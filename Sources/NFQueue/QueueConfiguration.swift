@@ -1,11 +1,13 @@
 /// How one NFQUEUE queue is bound and sized.
 public struct QueueConfiguration: Sendable, Equatable {
     public var queue: UInt16
-    /// Bytes of each packet copied to userspace (NFQNL_COPY_PACKET range). 256 covers the worst
-    /// header stack the parser walks: IPv6's 40 bytes plus a bounded chain of extension headers
-    /// (hop-by-hop, routing, fragment, destination options: typically ≤ 136 bytes together) plus a
-    /// full 60-byte TCP header with options. IPv4 needs at most 60 + 60. Copying more only costs
-    /// netlink bandwidth: the engine never reads payload.
+    /// Bytes of each packet copied to userspace (NFQNL_COPY_PACKET range). 256 covers the header
+    /// stacks real traffic carries: IPv6's 40 bytes plus ordinary extension headers (hop-by-hop,
+    /// routing, fragment, destination options: typically ≤ 136 bytes together) plus a full 60-byte
+    /// TCP header with options; IPv4 needs at most 60 + 60. No range is enough for a spoofer, who
+    /// can pad a Destination Options header up to the MTU: the engine drops a queued packet whose
+    /// TCP header lies past the copy (`unreadable-header`), so a larger range would only cost
+    /// netlink bandwidth and socket buffer (`bytesPerQueuedPacket`). The engine never reads payload.
     public var copyRange: UInt32 = 256
     /// The kernel's queue length (NFQA_CFG_QUEUE_MAXLEN): packets waiting for a verdict. Beyond it
     /// FAIL_OPEN accepts (no kernel counter sees those) and kernel enforcement must take over.

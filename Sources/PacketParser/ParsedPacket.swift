@@ -62,13 +62,15 @@ public enum MalformedReason: String, Sendable, CaseIterable {
     case badVersion = "bad-version"
     /// IPv4 IHL below 5.
     case badIHL = "bad-ihl"
-    /// IPv4 total length (or IPv6 payload length) smaller than the headers it must hold.
+    /// IPv4 total length (or IPv6 payload length) smaller than the headers it must hold, the
+    /// fixed 20 bytes of TCP included (outside a first fragment).
     case badTotalLength = "bad-total-length"
     /// An IPv6 extension header is cut short.
     case truncatedExtensionHeader = "truncated-ext-header"
     /// More IPv6 extension headers than the bounded walk accepts.
     case extensionHeaderChainTooLong = "ext-header-chain-too-long"
-    /// Fewer than the 20 fixed bytes of the TCP header.
+    /// Fewer than the 20 fixed bytes of the TCP header at hand (snap length or copy range),
+    /// though the IP length holds them.
     case truncatedTCP = "truncated-tcp"
     /// TCP data offset below 5, or beyond the IP payload.
     case badDataOffset = "bad-data-offset"

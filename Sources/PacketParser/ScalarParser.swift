@@ -8,8 +8,12 @@
 /// `tcp.flags`).
 public enum ScalarParser {
     /// How many IPv6 extension headers (and AH headers after IPv4) the walk follows before giving
-    /// up: real traffic carries one or two; DPDK stops at 5, we allow a little more.
-    public static let maxExtensionHeaders = 8
+    /// up. Real traffic carries one or two (DPDK stops at 5), but the kernel's own walk
+    /// (ipv6_find_hdr) has no bound, and the rules queue a packet by flags it found there: a bound
+    /// a chain could exceed inside the agent's 256-byte copy would hide a TCP header the agent
+    /// had. 27 headers of the minimum 8 bytes fill the copy after IPv6's 40, so 32 ends the walk
+    /// only past it; each header takes at least 8 bytes, so the walk stays bounded by the bytes.
+    public static let maxExtensionHeaders = 32
 
     public static func parse(_ bytes: UnsafeRawBufferPointer, link: LinkType, into packet: inout ParsedPacket) {
         packet = ParsedPacket()
@@ -212,8 +216,9 @@ public enum ScalarParser {
         let captured = min(count, ipEnd) - t   // what is actually here of it
         guard declared >= 20 else {
             // A first fragment may legitimately end inside the TCP header; anything else whose
-            // IP length leaves no room for it is inconsistent.
-            if !firstFragment { packet.malformed = .truncatedTCP }
+            // IP length leaves no room for it is inconsistent: the packet itself is short, not
+            // the bytes at hand (`truncatedTCP`), so no copy or capture holds more of it.
+            if !firstFragment { packet.malformed = .badTotalLength }
             return
         }
         guard captured >= 20 else { packet.malformed = .truncatedTCP; return }

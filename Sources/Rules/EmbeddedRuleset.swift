@@ -209,9 +209,38 @@ table inet reflectguard {
 	}
 
 	chain classify {
+		# IP fragments are judged before any `tcp` rule reads them: see `fragments`.
+		ip frag-off & 0x3fff != 0 jump fragments
+		exthdr frag exists jump fragments
 		jump kernel_check
 		# `track` names the chain that picks what the agent sees.
 		jump $track
+	}
+
+	# TCP fragments (RFC 1858, RFC 3128). Nothing reassembles before these rules (no conntrack), so
+	# each fragment is judged on its own and the end host reassembles whatever passed.
+	# - A fragment at offset 1 (byte 8 of TCP) serves only to overwrite the flags of the first
+	#   fragment (RFC 3128 §3): dropped towards protected hosts.
+	# - A fragment at a larger offset carries no TCP header, yet nft's transport-header loads read
+	#   its data as one (Linux 6.18: a later IPv4 fragment whose 14th data byte has SYN and ACK set
+	#   matched `tcp flags & (syn | ack) == syn | ack`; a later IPv6 fragment is read from its IPv6
+	#   header). It leaves this table here, accepted, before any `tcp` rule reads it.
+	# - A first fragment must hold the fixed 20-byte TCP header, flags included (RFC 3128 §4):
+	#   with only ports and sequence number (8 bytes, RFC 1858 §3.1) no rule sees the flags of the
+	#   SYN-ACK or RST the host reassembles. `tcp urgptr` is the header's last field: its load fails,
+	#   and both rules miss, when the header is cut. Dropped towards protected hosts.
+	# No stack fragments TCP that way (RFC 791's smallest MTU, 68 bytes, leaves 48 of them past a
+	# 20-byte IP header; IPv6's, 1280 bytes, far more), so these drops cost no legitimate traffic.
+	# Allowlisted ends are exempt, as from every drop of this table. Runs for fragments only.
+	chain fragments {
+		ip frag-off & 0x1fff == 1 ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter drop
+		frag frag-off 1 ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter drop
+		ip frag-off & 0x1fff != 0 accept
+		frag frag-off != 0 accept
+		tcp urgptr 0 return
+		tcp urgptr != 0 return
+		ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter drop
+		ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter drop
 	}
 
 	# What the engine needs by default, exactly VerdictEngine's Engine.wouldQueue: SYNs sent by

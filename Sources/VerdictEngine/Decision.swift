@@ -43,6 +43,11 @@ public enum Reason: String, Sendable, CaseIterable {
     case flowTracked = "flow-tracked"
     /// Any other packet of a flow nobody tracks (track = full): accepted.
     case flowUntracked = "flow-untracked"
+    /// A packet the rules queued to a protected host whose fixed TCP header lies past what the
+    /// agent reads (the copy range, or more extension headers than the parser walks): the kernel
+    /// queued it for its flags, so it is a SYN-ACK or RST (or with track = full any TCP) that
+    /// cannot be checked. Dropped, and counted as an attack on the victim's prefix.
+    case unreadableHeader = "unreadable-header"
 
     public var token: String { rawValue }
 }

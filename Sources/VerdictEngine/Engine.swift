@@ -34,6 +34,9 @@ public final class Engine {
         var mode: Mode = .symmetric
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
         var scoreThreshold = 60
+        /// The last offset from the network header at which `run`'s copy still holds the fixed
+        /// 20-byte TCP header (`policy.copyRange` - 20).
+        var transportLimit = UInt16(Policy.defaultCopyRange - 20)
         var protected: PrefixMatcher
         var allowlist: PrefixMatcher
         /// One RST budget per protected prefix (`protected.index(of:)`), at least one; replaced
@@ -197,6 +200,7 @@ public final class Engine {
         t.pointee.guardPorts.initialize(repeating: 0, count: 1024)
         for r in policy.trackFullPorts { for port in r { t.pointee.guardPorts[Int(port) >> 6] |= 1 << UInt64(port & 63) } }
         t.pointee.guarding = !policy.trackFullPorts.isEmpty || !policy.trackFullHosts.isEmpty
+        t.pointee.transportLimit = UInt16(clamping: max(0, policy.copyRange - 20))
     }
 
     /// Full network budgets, one per protected prefix (at least one, so the pointer is valid).
@@ -264,14 +268,13 @@ public final class Engine {
     @inline(never)
     private func route(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
         var d: Decision
-        // Without the fixed 20 bytes of TCP there is nothing to judge: accepted and counted, on
-        // both paths (inline, the copy range or a crafted packet can cut it). A packet whose
+        // Without the fixed 20 bytes of TCP there is nothing to judge (`unjudged`). A packet whose
         // fixed header is readable but whose lengths are inconsistent (data offset past the
         // segment, options cut) is judged like any other, inline and in `score` alike: its ports,
         // flags, seq and ack are all there, and accepting it would let a spoofer pass any check by
         // padding the data offset. `packets.malformed` still counts it.
         if !p.hasTCP {
-            d = Decision(.accept, p.malformed != nil ? .malformed : .notTCP)
+            d = unjudged(p, now: now, side: side, observed: observed)
         } else {
             let srcP = protected.contains(p.source)
             let dstP = protected.contains(p.destination)
@@ -280,6 +283,11 @@ public final class Engine {
             } else if observed && tuning.pointee.track == .handshake
                         && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p) {
                 d = Decision(.accept, .notQueued)
+            } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
+                // A captured header past the bytes `run` copies: judged on what `run` had of it,
+                // nothing. (TCP options that straddle the copy's end are the one thing `run` saw
+                // less of; only option-based evidence reads them.)
+                d = unreadable(p, now: now, side: side)
             } else {
                 // What `judge` was, written in place: `@inline(__always)` left it a call here.
                 let ms = Engine.msTime(now)
@@ -303,6 +311,46 @@ public final class Engine {
         }
         counts[d.reason.ordinal] &+= 1
         hot.pointee.decisions &+= 1
+        return d
+    }
+
+    /// A packet without a TCP header the engine may read: accepted and counted as `malformed`
+    /// (or `not-tcp`), except when only the reading stopped short of the header (the copy range,
+    /// or the parser's bounded extension-header walk): inline, the kernel found the header and
+    /// its flags made the rules queue the packet, and accepting it would let a spoofer pass every
+    /// check with a long enough header chain (`unreadable`). In a capture such a cut hides the
+    /// flags, so whether the kernel queued the packet cannot be told: `malformed`.
+    @inline(never)
+    private func unjudged(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
+        if p.malformed == nil { return Decision(.accept, .notTCP) }
+        if !observed && Engine.headerOutOfReach(p) { return unreadable(p, now: now, side: side) }
+        return Decision(.accept, .malformed)
+    }
+
+    /// The walk stopped before the fixed TCP header for want of bytes or of steps (more
+    /// extension headers than the parser follows), after the addresses were read.
+    @inline(__always)
+    static func headerOutOfReach(_ p: ParsedPacket) -> Bool {
+        guard p.network != .none, let m = p.malformed else { return false }
+        return m == .truncatedExtensionHeader || m == .extensionHeaderChainTooLong || m == .truncatedTCP
+    }
+
+    /// A queued packet whose TCP header the agent cannot read. The rules queue TCP by its flags
+    /// (handshake: SYN-ACKs and RSTs to protected hosts; track = full: any TCP of a protected
+    /// flow), and a spoofer chooses the header chain: one to a protected host is dropped and
+    /// counted towards arming the victim's prefix like an unsolicited SYN-ACK (armed, the kernel
+    /// judges such packets itself: nft walks the whole chain). One a protected host sends is
+    /// accepted: it cannot be tracked, but it is the protected side's own packet.
+    @inline(never)
+    private func unreadable(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
+        let srcP = protected.contains(p.source)
+        guard protected.contains(p.destination) || srcP else { return Decision(.accept, .notProtected) }
+        let ms = Engine.msTime(now)
+        if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
+        if srcP && side == .outside { return drop(.spoofedSource, p) }
+        if srcP { return Decision(.accept, .malformed) }
+        let d = drop(.unreadableHeader, p)
+        if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
         return d
     }
 

@@ -164,6 +164,12 @@ public struct Policy: Sendable, Equatable {
     public var synTableCapacity: Int = 1 << 20
     public var insideInterfaces: [String] = []
     public var outsideInterfaces: [String] = []
+    /// Bytes of each queued packet the agent reads, from the network header on (the NFQUEUE
+    /// copy range). `decideObserved` judges a captured frame on what `run` would have had of it.
+    public var copyRange: Int = Policy.defaultCopyRange
+    /// IPv6's 40 bytes, a few ordinary extension headers and a whole 60-byte TCP header fit; a
+    /// header beyond it is judged by `Reason.unreadableHeader`, whatever the range.
+    public static let defaultCopyRange = 256
 
     public init() {}
 }

@@ -88,7 +88,8 @@ extension Reason {
         case .malformed: return 22
         case .flowTracked: return 23
         case .flowUntracked: return 24
+        case .unreadableHeader: return 25
         }
     }
-    public static let ordinalCount = 25
+    public static let ordinalCount = 26
 }

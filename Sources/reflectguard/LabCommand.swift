@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Lab
 import PacketParser
+import Scoring
 
 /// `reflectguard lab`: labelled scenario captures for scoring, tests, demos and benchmarks.
 ///
@@ -85,6 +86,10 @@ enum LabCommand {
             exitUsage(UsageError(message: "unknown scenario '\(name)' (one of: \(Scenario.all.map(\.name).joined(separator: ", ")))"), genSpec)
         }
         guard let out = a.value("--out") else { exitUsage(UsageError(message: "missing --out FILE.pcap"), genSpec) }
+        // The labels would truncate the capture being written (or the other way round).
+        if let labels = a.value("--labels"), let l = FileIdentity(path: labels), l.isFile, l == FileIdentity(path: out) {
+            exitUsage(UsageError(message: "--labels \(labels) names the same file as --out \(out)"), genSpec)
+        }
         var seed: UInt64 = 1
         if let s = a.value("--seed") {
             guard let v = UInt64(s) else {

@@ -193,16 +193,17 @@ struct FaultTests {
     /// payload length beyond the frame. nft itself does not match (so does not queue) a TCP header
     /// shorter than 14 bytes or an IPv6 extension chain it cannot walk to TCP. The kernel never
     /// checks TCP on a forwarding path, so the TCP malformations below all reach the agent, and the
-    /// IPv6 walk in the kernel (ipv6_find_hdr) has no length bound, unlike the parser's (8).
+    /// IPv6 walk in the kernel (ipv6_find_hdr) has no length bound; the parser's (32 headers) lies
+    /// past the 256-byte copy range, so a chain of ten is walked to its TCP header.
     /// An option whose length runs past the TCP header is not malformed for the parser (tshark
     /// agrees): such a SYN-ACK is judged as any other, so it is not here.
     ///
-    /// Two groups, because the engine treats them apart today. Without a TCP header the parser
-    /// could read (too short, data offset < 5, chain too long), nothing can be judged and the
-    /// packet must pass. With the ports and flags read but the lengths inconsistent (data offset
-    /// beyond the segment; options cut by the 256-byte copy range), `Engine.decide` judges the
-    /// header fields like any SYN-ACK, here unsolicited, while `score` (`decideObserved`) accepts
-    /// every malformed packet as `malformed`.
+    /// Two groups, because the engine treats them apart. A packet with no TCP header in it (the
+    /// IP length leaves fewer than 20 bytes, data offset < 5) cannot be judged and passes: the
+    /// end host drops it itself. With the ports and flags read but the lengths inconsistent (data
+    /// offset beyond the segment; options cut by the copy range) or behind a long chain,
+    /// `Engine.decide` judges the header fields like any SYN-ACK, here unsolicited. (A header the
+    /// copy does not reach at all is BypassTests' case.)
     @Test func malformedFloodIsJudgedOnceAndCountedWithoutACrash() throws {
         try Env.requireReady()
         let lab = try LabNet("malformed", family: "rgt-fault")
@@ -211,8 +212,8 @@ struct FaultTests {
         let crafter = try Crafter(lab)
         try lab.resetCounters()
 
-        let unreadable = ["trunc-tcp4", "doff-low4", "trunc-tcp6", "ext-chain6"]
-        let readable = ["doff-high4", "cut-options6"]
+        let unreadable = ["trunc-tcp4", "doff-low4", "trunc-tcp6"]
+        let readable = ["doff-high4", "cut-options6", "ext-chain6"]
         let each = 3_000
         let metricsBefore = try agent.metrics(port: Self.metricsPort)
         for kind in unreadable { try crafter.send(from: lab.inet, kind, count: each) }

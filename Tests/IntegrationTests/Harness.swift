@@ -207,13 +207,17 @@ final class LabNet {
         return try runTrafgen(config, count: count, gap: gap, background: background)
     }
 
-    private func runTrafgen(_ config: String, count: Int, gap: String?, background: Bool) throws -> Process? {
+    /// trafgen sending `config` (`count` packets in all) from the internet namespace's i0, or
+    /// from `ns` on `device`.
+    @discardableResult
+    func runTrafgen(_ config: String, count: Int, gap: String?, background: Bool,
+                    from ns: String? = nil, device: String = "i0") throws -> Process? {
         let f = tempPath("flood.cfg")
         try config.write(toFile: f, atomically: true, encoding: .utf8)
-        var args = ["trafgen", "-o", "i0", "-c", f, "-n", "\(count)", "-q"]
+        var args = ["trafgen", "-o", device, "-c", f, "-n", "\(count)", "-q"]
         if let gap { args += ["-t", gap, "-P", "1"] }
-        if background { return try spawn(inet, args) }
-        try exec(inet, args.joined(separator: " ") + " >/dev/null 2>&1")
+        if background { return try spawn(ns ?? inet, args) }
+        try exec(ns ?? inet, args.joined(separator: " ") + " >/dev/null 2>&1")
         return nil
     }
 

@@ -70,6 +70,27 @@ import PacketParser
         #expect(Array(eth[14...]) == raw)
     }
 
+    /// One PadN option holds at most 255 bytes of padding: a longer header is filled with several
+    /// (it used to trap on the length byte).
+    @Test(arguments: [8, 16, 256, 264, 304, 520])
+    func longDestinationOptionsArePaddedWithSeveralPadN(length: Int) {
+        var spec = FrameSpec(source: IPAddress("2001:db8:ff::7")!, destination: IPAddress("2001:db8:2::2")!,
+                             sourcePort: 443, destinationPort: 40000, flags: [.syn, .ack])
+        spec.ipv6Extensions = [.destinationOptions(length: length)]
+        let raw = FrameBuilder.frame(spec, link: .raw)
+        let d = Decoder.decode(raw, ethernet: false)!
+        #expect(d.extensionHeaders == [60])
+        #expect(d.tcpChecksumOK)
+        // The options, walked as a host walks them, end exactly at the header's end.
+        var at = 40 + 2
+        while at < 40 + length {
+            if raw[at] == 0 { at += 1; continue }
+            #expect(raw[at] == 1, "PadN at \(at)")
+            at += 2 + Int(raw[at + 1])
+        }
+        #expect(at == 40 + length)
+    }
+
     @Test func builderReusesItsBufferAcrossFrames() {
         var buffer: [UInt8] = []
         var spec = FrameSpec(source: client, destination: server, sourcePort: 1, destinationPort: 2)

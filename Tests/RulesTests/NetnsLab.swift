@@ -42,7 +42,13 @@ enum NetnsLab {
         DispatchQueue.global().async { e.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(10_000) }
-        if p.isRunning { p.terminate() }
+        if p.isRunning {
+            p.terminate()
+            // A child stuck where SIGTERM waits (a handler that never runs) must not hang the test.
+            let grace = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < grace { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
         p.waitUntilExit()
         group.wait()
         return Output(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self),
@@ -50,24 +56,30 @@ enum NetnsLab {
     }
 
     /// A set of namespaces that exist for one test.
+    /// Tests name namespaces by role (`rgt-rules-probe`); the kernel's names carry this process's
+    /// id as well, so two test runs on one machine (CI beside a developer's run) never meet in,
+    /// or delete, each other's namespaces.
     final class Namespaces {
         let names: [String]
 
         init(_ names: [String]) throws {
             self.names = names
             for n in names {
-                run(["ip", "netns", "del", n])   // a leftover of an interrupted run
-                let r = run(["ip", "netns", "add", n])
-                guard r.status == 0 else { throw LabError("ip netns add \(n): \(r.stderr)") }
-                run(["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"])
+                let k = Self.kernelName(n)
+                run(["ip", "netns", "del", k])   // a leftover of an interrupted run
+                let r = run(["ip", "netns", "add", k])
+                guard r.status == 0 else { throw LabError("ip netns add \(k): \(r.stderr)") }
+                run(["ip", "netns", "exec", k, "ip", "link", "set", "lo", "up"])
             }
         }
 
-        deinit { for n in names { run(["ip", "netns", "del", n]) } }
+        deinit { for n in names { run(["ip", "netns", "del", Self.kernelName(n)]) } }
+
+        static func kernelName(_ name: String) -> String { "\(name)-\(getpid())" }
 
         @discardableResult
         func exec(_ ns: String, _ argv: [String], timeout: Double = 60) -> Output {
-            run(["ip", "netns", "exec", ns] + argv, timeout: timeout)
+            run(["ip", "netns", "exec", Self.kernelName(ns)] + argv, timeout: timeout)
         }
 
         /// Runs and requires success.
@@ -91,8 +103,8 @@ enum NetnsLab {
             _ = run(["ip", "link", "del", tmpA])
             let r = run(["ip", "link", "add", tmpA, "type", "veth", "peer", "name", String(tmpB)])
             guard r.status == 0 else { throw LabError("veth: \(r.stderr)") }
-            guard run(["ip", "link", "set", tmpA, "netns", a]).status == 0,
-                  run(["ip", "link", "set", String(tmpB), "netns", b]).status == 0 else {
+            guard run(["ip", "link", "set", tmpA, "netns", Self.kernelName(a)]).status == 0,
+                  run(["ip", "link", "set", String(tmpB), "netns", Self.kernelName(b)]).status == 0 else {
                 _ = run(["ip", "link", "del", tmpA])
                 throw LabError("moving veth into namespaces failed")
             }
@@ -110,10 +122,7 @@ enum NetnsLab {
     /// forged reflector ranges routed to the internet side. rp_filter off: the point is to see
     /// what the router's rules do with spoofed sources.
     static func threeNamespaces(_ tag: String) throws -> Namespaces {
-        // The process id in the names: other checkouts run these tests at the same time, and
-        // `Namespaces` deletes a same-named leftover first, which was another run's live lab.
-        let base = "rgt-rules-\(tag)-\(getpid() % 100000)"
-        let inet = "\(base)-i", router = "\(base)-r", prot = "\(base)-p"
+        let inet = "rgt-rules-\(tag)-i", router = "rgt-rules-\(tag)-r", prot = "rgt-rules-\(tag)-p"
         let n = try Namespaces([inet, router, prot])
         try n.link(inet, "up0", "198.18.1.2", "2001:db8:1::2", router, "out0", "198.18.1.1", "2001:db8:1::1")
         try n.link(router, "in0", "198.18.2.1", "2001:db8:2::1", prot, "eth0", "198.18.2.2", "2001:db8:2::2")
@@ -170,7 +179,7 @@ enum NetnsLab {
         """#
 
     static func script(_ name: String, _ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-\(name).py").path
+        let path = TestEnvironment.temporaryPath("rgt-rules-\(name).py")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

@@ -46,14 +46,17 @@ import TestSupport
         #expect(e.stats.decisions == 6)
     }
 
-    /// No readable TCP header: accepted as malformed inline too. A readable fixed header with
-    /// inconsistent lengths is judged, inline and observed alike (run and score agree).
+    /// No readable TCP header in a capture: accepted as malformed. Inline the kernel queued it
+    /// for flags the agent could not read: dropped towards a protected host (UnreadableHeaderTests).
+    /// A readable fixed header with inconsistent lengths is judged, inline and observed alike
+    /// (run and score agree).
     @Test func malformedPacketsInlineAndObserved() {
         let e = Engine(policy: policy(), seed: 1)
         var cut = tcp(src: server, dst: client, sport: 1, dport: 2, flags: synack)
         cut.hasTCP = false
         cut.malformed = .truncatedTCP
-        #expect(e.decide(cut, at: t(0)) == Decision(.accept, .malformed))
+        #expect(e.decideObserved(cut, at: t(0)) == Decision(.accept, .malformed))
+        #expect(e.decide(cut, at: t(0)) == Decision(.drop, .unreadableHeader))
         var padded = tcp(src: server, dst: client, sport: 443, dport: 40000, flags: synack)
         padded.malformed = .badDataOffset
         #expect(e.decide(padded, at: t(0)) == Decision(.drop, .unsolicitedSynack))
