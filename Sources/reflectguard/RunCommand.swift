@@ -41,7 +41,6 @@ enum RunCommand {
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)
         var settings = AgentSettings()
-        let defaultArmedTimeout = settings.armedTimeout
         settings.dryRun = a.flag("--dry-run")
 
         var defines = a.all("-D")
@@ -124,7 +123,7 @@ enum RunCommand {
             return ExitCode.failure.rawValue
         }
         settings.queues = resolved.queues.first...resolved.queues.last
-        if let t = resolved.values["armed_timeout"], let s = parseSeconds(t) { settings.armedTimeout = s }
+        settings.armedTimeout = resolved.armedTimeout
         settings.logLevel = logger.level
 
         let applyRules = !a.flag("--no-apply")
@@ -160,7 +159,7 @@ enum RunCommand {
                 // Pure: resolving reads the file only; the agent applies the plan after checking it.
                 let fresh: ResolvedRules
                 do { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: 3) }
-                let timeout = fresh.values["armed_timeout"].flatMap { parseSeconds($0) } ?? defaultArmedTimeout
+                let timeout = fresh.armedTimeout
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
                                   armedTimeout: timeout, apply: {
                     guard applyRules else { return }
@@ -200,16 +199,6 @@ enum RunCommand {
         if host.isEmpty { return ("127.0.0.1", p) }
         guard IPAddress(host) != nil, !host.contains(":") else { return nil }
         return (host, p)
-    }
-
-    /// nft time values the rules use: `60s`, `2m`, `1h`, or plain seconds.
-    static func parseSeconds(_ s: String) -> Double? {
-        let t = s.trimmingCharacters()
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (u, f) in units where t.hasSuffix(u) {
-            if let v = Double(t.dropLast(u.count)) { return v * f }
-        }
-        return Double(t)
     }
 
     /// CAP_NET_ADMIN (bit 12) in this process's effective set, from /proc/self/status.
