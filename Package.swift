@@ -63,8 +63,9 @@ let package = Package(
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
-        // Replays Fuzz/corpus through the fuzz target's checks (scripts/fuzz.sh builds the fuzzer).
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine"]),
+        // Replays Fuzz/corpus and Fuzz/corpus-rules through the fuzz targets' checks (scripts/fuzz.sh
+        // builds the fuzzers).
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Rules"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.
