@@ -10,11 +10,7 @@ struct RulesCorpusReplayTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz/corpus-rules")
 
-    static func inputs() throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(at: corpus, includingPropertiesForKeys: nil)
-            .filter { !$0.lastPathComponent.hasPrefix(".") }
-            .sorted { $0.lastPathComponent < $1.lastPathComponent }
-    }
+    static func inputs() throws -> [URL] { try CorpusReplayTests.inputs(in: corpus) }
 
     @Test func everyCorpusInputKeepsTheInvariants() throws {
         let files = try Self.inputs()
