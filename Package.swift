@@ -28,6 +28,8 @@ let package = Package(
 
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
+        // Header-only too: prctl and capget/capset, for the agent's privilege drop.
+        .systemLibrary(name: "CProcessControl"),
 
         // MARK: pure Swift
         .target(name: "PacketParser"),
@@ -43,7 +45,7 @@ let package = Package(
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring"]),
+                                              "NftBackend", "Scoring", "CProcessControl"]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
         ]),

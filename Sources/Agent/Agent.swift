@@ -46,30 +46,42 @@ public final class Agent {
             throw AgentStartError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules", exitCode: 2)
         }
 
-        // Bind every queue before touching the rules: when a queue is taken (another agent runs),
-        // this one leaves without disturbing the running agent's rules. Packets the rules queue
-        // meanwhile wait in the kernel queue until the workers start, milliseconds later.
+        // One agent per network namespace, whatever its queues or mode: a second one would take
+        // over the first one's rules (they share the table users' scripts know) and remove them
+        // at its exit. Taken before anything else, so a second `run` leaves without a trace.
+        let acquired: Result<NamespaceLock, HeldError>
+        do throws(SystemCallError) { acquired = try NamespaceLock.acquire() } catch {
+            throw AgentStartError(message: "namespace lock: \(error)", exitCode: 1)
+        }
+        let lock: NamespaceLock
+        switch acquired {
+        case .success(let l): lock = l
+        case .failure(let held): throw AgentStartError(message: "\(held)", exitCode: 1)
+        }
+
+        // Everything that can fail comes before the rules: the queues (taken by another
+        // program), the engines' memory, the metrics port. A failure then leaves the kernel
+        // exactly as it was. Packets the rules queue between the apply and the workers' start
+        // wait in the kernel queue, milliseconds.
         var sockets: [QueueSocket] = []
+        func releaseQueues() { for s in sockets { Self.releaseAccepting(s) } }
         for q in settings.queues {
             do {
                 let s = try QueueSocket(settings.queueConfiguration(q))
                 for warning in s.warnings { logger.warning("queue-degraded", [("queue", .from(Int(q))), ("detail", .string(warning))]) }
                 sockets.append(s)
             } catch {
-                for s in sockets { Self.releaseAccepting(s) }
+                releaseQueues()
                 throw AgentStartError(message: "queue \(q): \(error)", exitCode: 1)
             }
         }
 
         var policy = initialPolicy
-        if applyRules {
-            do { policy = try hooks.apply() } catch {
-                for s in sockets { Self.releaseAccepting(s) }
-                throw AgentStartError(message: "applying rules: \(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 3)
-            }
-        }
         policy.queueCount = settings.queues.count
-
+        do throws(AgentStartError) { try TableMemory.check(policy, queues: sockets.count) } catch {
+            releaseQueues()
+            throw error
+        }
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: hooks.arm)
@@ -89,12 +101,27 @@ public final class Agent {
                 metricsServer = try MetricsServer(host: m.host, port: m.port, render: { registry.render() },
                                                   shouldStop: { shared.stopping })
             } catch {
-                for (_, s) in workers { Self.releaseAccepting(s) }
-                if applyRules, !keepRules { try? hooks.remove() }
+                releaseQueues()
                 throw AgentStartError(message: "metrics endpoint: \(error)", exitCode: 1)
             }
         }
 
+        if applyRules {
+            do {
+                if let adopted = try hooks.apply() { logger.info("rules-adopted", [("detail", .string(adopted))]) }
+            } catch {
+                releaseQueues()
+                throw AgentStartError(message: "applying rules: \(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 3)
+            }
+        }
+
+        // Set up: from here on CAP_NET_ADMIN is all the agent needs (arming, reloads and the
+        // removal at exit, its iptables-nft children included). Still one thread here, as the
+        // drop requires; every thread starts below.
+        let kept = Capabilities.restrict(to: Self.runtimeCapabilities)
+        for k in kept { logger.warning("privileges-kept", [("detail", .string(k))]) }
+
+        enforcement.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
@@ -108,12 +135,14 @@ public final class Agent {
             ("queue_maxlen", .from(Int(settings.queueMaxLength))),
             ("rcvbuf", .from(settings.queueConfiguration(0).effectiveReceiveBufferBytes)),
             ("metrics", .string(metricsServer.map { "\(settings.metrics!.host):\($0.boundPort)" } ?? "off")),
+            ("capabilities", .string(kept.isEmpty ? "net_admin" : "more, see privileges-kept")),
             ("pid", .from(Int(getpid()))),
         ])
 
         // The lifecycle loop: only signals move it.
         var timeout = timespec(tv_sec: 1, tv_nsec: 0)
         while true {
+            lock.drain()
             let s = sigtimedwait(&signals, nil, &timeout)
             if s == SIGHUP {
                 reload(shared)
@@ -126,16 +155,19 @@ public final class Agent {
         // Arm calls write into the ruleset: the pending ones finish before it goes.
         enforcement.cancel()
         var exitCode: Int32 = 0
-        if applyRules, !keepRules {
+        var left: String? = "--no-apply"
+        if applyRules {
             // The rules go first, while the workers still serve: from then on nothing queues new
             // packets, and what was queued already is in the sockets for the workers' drain. The
             // other order (drain, unbind, then remove) leaves the rules queueing between the
             // drain and the unbind, and the kernel drops (nfqnl_flush) whatever they queued.
-            // With --keep-rules the workers drain and unbind, and the rules' bypass accepts.
-            do { try hooks.remove() } catch {
+            // Rules that stay (--keep-rules, a table that was there before) queue with bypass:
+            // accepted once the workers unbind.
+            do { left = try hooks.release(keepRules) } catch {
                 logger.error("remove-rules-failed", [("error", .string("\(error)"))])
                 exitCode = 1
             }
+            if let left { logger.info("rules-left", [("reason", .string(left))]) }
         }
         shared.stop()
         for t in threads { pthread_join(t, nil) }
@@ -145,10 +177,16 @@ public final class Agent {
             ("accepted", .from(registry.total(.accepted))),
             ("dropped", .from(registry.total(.dropped))),
             ("would_drop", .from(registry.total(.wouldDrop))),
-            ("rules_removed", .bool(applyRules && !keepRules)),
+            ("rules_removed", .bool(exitCode == 0 && left == nil)),
         ])
+        withExtendedLifetime(lock) {}
         return exitCode
     }
+
+    /// What the agent keeps once set up. CAP_NET_ADMIN covers libnftables (arming, reloads,
+    /// removal), iptables-nft and the queues' SO_RCVBUFFORCE; a feature that needs more after
+    /// start (CAP_BPF for an XDP path, say) adds it here.
+    static let runtimeCapabilities: Set<Int> = [Capabilities.netAdmin]
 
     /// Gives every packet already queued to `socket` an accept, then unbinds and closes: the
     /// kernel drops what is still queued to a socket that closes, and a failed start must not.

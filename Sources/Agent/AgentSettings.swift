@@ -35,25 +35,27 @@ public struct AgentSettings: Sendable {
 /// How the agent touches the rules and the kernel's sets: supplied by the caller (the run
 /// command wires the Rules/NftBackend API in), so the agent's lifecycle can be tested alone.
 public struct RulesHooks: Sendable {
-    /// Applies the ruleset (start) and returns the policy it carries.
-    public var apply: @Sendable () throws -> Policy
+    /// Applies the ruleset at start, after everything that can fail without touching the kernel
+    /// has been checked. Returns a sentence for the log when it adopted a table already there.
+    public var apply: @Sendable () throws -> String?
     /// Re-reads and resolves the rules file without touching the kernel, and returns what it
     /// carries plus the step that applies it. The agent validates the plan first and applies it
     /// only when it is acceptable, so a refused reload leaves the old rules in the kernel.
     public var reload: @Sendable () throws -> ReloadPlan
-    /// Removes the agent's own objects (exit, unless --keep-rules).
-    public var remove: @Sendable () throws -> Void
+    /// At exit: removes what the agent owns (the flag: --keep-rules, remove nothing). Returns
+    /// nil when it removed the rules, else why they stay.
+    public var release: @Sendable (Bool) throws -> String?
     /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
     /// the flag asks to renew the timeout of an element already there.
     public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
 
-    public init(apply: @escaping @Sendable () throws -> Policy,
+    public init(apply: @escaping @Sendable () throws -> String?,
                 reload: @escaping @Sendable () throws -> ReloadPlan,
-                remove: @escaping @Sendable () throws -> Void,
+                release: @escaping @Sendable (Bool) throws -> String?,
                 arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
         self.apply = apply
         self.reload = reload
-        self.remove = remove
+        self.release = release
         self.arm = arm
     }
 }

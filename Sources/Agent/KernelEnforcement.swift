@@ -38,6 +38,12 @@ final class KernelEnforcement: @unchecked Sendable {
         self.timeout = timeout
         self.queueCount = queueCount
         self.arm = arm
+    }
+
+    /// Starts the renewal timer. Not in init: the timer's threads would be the agent's first
+    /// threads, and the agent must still be single-threaded when it drops its capabilities
+    /// (each thread keeps its own).
+    func start() {
         let t = DispatchSource.makeTimerSource(queue: queue)
         let period = max(0.5, timeout / 4)
         t.schedule(deadline: .now() + period, repeating: period)

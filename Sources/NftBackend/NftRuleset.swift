@@ -34,9 +34,7 @@ public enum NftRuleset {
             """
         let r = ctx.run(probe, dryRun: true)
         if r.ok { return .nft }
-        if r.errors.contains("Operation not permitted") {
-            throw NftError("cannot talk to nftables: Operation not permitted (needs CAP_NET_ADMIN)", rulesError: false)
-        }
+        if r.errors.contains("Operation not permitted") { throw permissionError }
         return .xt
     }
 
@@ -57,13 +55,14 @@ public enum NftRuleset {
     /// Checks the ruleset against the running kernel without changing anything.
     public static func check(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) {
         let ctx = try NftContext()
-        try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: true)
+        try load(rules, hook: hook, backend: backend, owner: .unrecorded, ctx: ctx, dryRun: true)
     }
 
-    /// Checks, then applies atomically (see the type's comment for the order of the steps).
-    public static func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) {
+    /// Checks, then applies atomically (see the type's comment for the order of the steps), with
+    /// `owner` recorded in the table in the same transaction.
+    public static func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend, owner: TableOwner) throws(NftError) {
         let ctx = try NftContext()
-        try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: true)
+        try load(rules, hook: hook, backend: backend, owner: owner, ctx: ctx, dryRun: true)
         if backend == .xt, !Xtables.available {
             throw NftError("the xtables backend needs iptables-nft and ip6tables-nft", rulesError: false)
         }
@@ -75,32 +74,60 @@ public enum NftRuleset {
                 try Xtables.insert(r)
                 added.append(r)
             }
-            try load(rules, hook: hook, backend: backend, ctx: ctx, dryRun: false)
+            try load(rules, hook: hook, backend: backend, owner: owner, ctx: ctx, dryRun: false)
         } catch {
             // Best effort: the rules we just added only match packets nft marks, and nft's
             // transaction did not commit, so removing them restores the state before apply.
-            for r in added { try? Xtables.delete(r) }
+            try? Xtables.delete(added, ctx: ctx)
             throw error
         }
         // Rules of an earlier apply (another queue range or hook, or the nft backend now).
-        for r in before where !wanted.contains(r) { try Xtables.delete(r) }
+        try Xtables.delete(before.filter { !wanted.contains($0) }, ctx: ctx)
     }
 
-    /// Deletes ReflectGuard's table and its tagged xtables rules; nothing else.
+    /// The owner record of ReflectGuard's table; nil when there is no table.
+    public static func owner() throws(NftError) -> TableOwner? {
+        let ctx = try NftContext()
+        let listing = ctx.run("list table \(family) \(table)")
+        guard listing.ok else {
+            if listing.errors.contains("Operation not permitted") { throw permissionError }
+            return nil
+        }
+        return TableOwner(listing: listing.output)
+    }
+
+    /// Replaces the owner record alone (the rules stay as they are): an agent leaving in place a
+    /// table that `nft apply` made gives it back its record.
+    public static func record(_ owner: TableOwner) throws(NftError) {
+        let ctx = try NftContext()
+        let listing = ctx.run("list table \(family) \(table)")
+        guard listing.ok else { throw NftError("recording the owner: \(listing.errors.trimmedLine)", rulesError: false) }
+        var commands = owner.declaration
+        if listing.output.contains("chain \(TableOwner.chain) {") {
+            commands = "delete chain \(family) \(table) \(TableOwner.chain)\n" + commands
+        }
+        guard !commands.isEmpty else { return }
+        let r = ctx.run(commands)
+        guard r.ok else { throw NftError("recording the owner: \(r.errors.trimmedLine)", rulesError: false) }
+    }
+
+    /// Deletes ReflectGuard's table and its tagged xtables rules (and the `mangle` tables those
+    /// leave empty); nothing else.
     public static func remove() throws(NftError) {
         let ctx = try NftContext()
         let listing = ctx.run("list table \(family) \(table)")
-        if listing.errors.contains("Operation not permitted") {
-            throw NftError("cannot talk to nftables: Operation not permitted (needs CAP_NET_ADMIN)", rulesError: false)
-        }
+        if listing.errors.contains("Operation not permitted") { throw permissionError }
         if listing.ok {
             let r = ctx.run("delete table \(family) \(table)")
             guard r.ok else { throw NftError(r.errors.trimmedLine, rulesError: false) }
         }
         if Xtables.available {
-            for r in try Xtables.tagged() { try Xtables.delete(r) }
+            try Xtables.delete(try Xtables.tagged(), ctx: ctx)
         }
     }
+
+    static let permissionError = NftError("cannot talk to nftables: Operation not permitted (needs CAP_NET_ADMIN)",
+                                          rulesError: false)
 
     /// `flush chain` + `delete chain` for each chain the table has now: the new text declares its
     /// chains again in the same transaction, and sets are left alone.
@@ -127,10 +154,13 @@ public enum NftRuleset {
     /// Loads the rendered text from a temporary file, so nft's errors carry FILE:LINE:COL; the
     /// file is named back to the operator's. The prelude goes on line 1, replacing it when it is
     /// a comment or blank, so every line keeps its number.
-    static func load(_ rules: ResolvedRules, hook: Hook, backend: Backend, ctx: NftContext,
+    static func load(_ rules: ResolvedRules, hook: Hook, backend: Backend, owner: TableOwner, ctx: NftContext,
                      dryRun: Bool) throws(NftError) {
         let rendered = rules.renderMapped(hook: hook, backend: backend)
         var text = rendered.text
+        // After the operator's last line, so no line of theirs moves.
+        if !text.hasSuffix("\n") { text += "\n" }
+        text += owner.declaration
         let prelude = replacePrelude(ctx, configuredSets: rules.configuredSets)
         var shift = 0
         if !prelude.isEmpty {

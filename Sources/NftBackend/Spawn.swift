@@ -10,14 +10,20 @@ enum Spawn {
         var output: String
     }
 
-    /// Where iptables-nft lives on Debian; a service's PATH often lacks the sbin directories.
+    /// The only places a child program is taken from. Not `$PATH`: the agent runs these as root
+    /// or with CAP_NET_ADMIN, and a directory early in an inherited PATH (the operator's ~/bin, a
+    /// `.` entry, a service manager's setting) would decide what runs with that privilege. These
+    /// are where Debian installs iptables-nft, writable by root only.
     static let searchPath = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+
+    /// What a child sees of the environment: nothing of ours (XTABLES_LIBDIR, for one, would
+    /// make iptables load its extensions from elsewhere), and the C locale, whose messages the
+    /// callers quote.
+    static let environment = ["PATH=" + searchPath.joined(separator: ":"), "LC_ALL=C"]
 
     static func find(_ program: String) -> String? {
         if program.contains("/") { return access(program, X_OK) == 0 ? program : nil }
-        var dirs = searchPath
-        if let p = getenv("PATH") { dirs = String(cString: p).split(separator: ":").map(String.init) + dirs }
-        for d in dirs where access(d + "/" + program, X_OK) == 0 { return d + "/" + program }
+        for d in searchPath where access(d + "/" + program, X_OK) == 0 { return d + "/" + program }
         return nil
     }
 
@@ -40,9 +46,11 @@ enum Spawn {
         posix_spawn_file_actions_addclose(&actions, fds[1])
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
         cArgs.append(nil)
-        defer { for p in cArgs { free(p) } }
+        var cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
+        cEnv.append(nil)
+        defer { for p in cArgs + cEnv { free(p) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, nil, cArgs, environ)
+        let rc = posix_spawn(&pid, path, &actions, nil, cArgs, cEnv)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])

@@ -50,6 +50,36 @@ enum Xtables {
             throw NftError("\(rule.tool) -t \(rule.table) -D \(rule.chain) failed: \(r.output.trimmedLine)", rulesError: false)
         }
     }
+
+    /// Deletes `rules`, then each `mangle` table they leave empty. iptables-nft creates
+    /// `table ip mangle` / `table ip6 mangle` (with the chain it needs) for the first rule and
+    /// never deletes it again, so without this every apply-and-remove leaves two tables behind.
+    static func delete(_ rules: [XtablesRule], ctx: NftContext) throws(NftError) {
+        for r in rules { try delete(r) }
+        for family in Set(rules.filter { $0.table == "mangle" }.map { $0.ipv6 ? "ip6" : "ip" }).sorted() {
+            let listing = ctx.run("list table \(family) mangle")
+            guard listing.ok, isEmptyMangle(listing.output, family: family) else { continue }
+            // Best effort, and not atomic with the listing: a rule another program adds in the
+            // microseconds between the two would go with the table.
+            _ = ctx.run("delete table \(family) mangle")
+        }
+    }
+
+    /// Whether a `mangle` table listing holds only what iptables-nft made for our rules: its
+    /// built-in base chains, empty, with policy accept. A rule, a chain of the operator's, a set,
+    /// a drop policy or a comment means somebody uses the table, and it stays.
+    static func isEmptyMangle(_ listing: String, family: String) -> Bool {
+        let builtIn = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]
+        for line in listing.split(separator: "\n") {
+            let l = line.trimmingCharacters()
+            if l.isEmpty || l == "}" || l == "table \(family) mangle {" { continue }
+            if l.hasPrefix("chain "), l.hasSuffix(" {"), builtIn.contains(String(l.dropFirst(6).dropLast(2))) { continue }
+            // OUTPUT is `type route` in iptables-nft's mangle, the others `type filter`.
+            if l.hasPrefix("type "), l.contains(" hook "), l.hasSuffix("; policy accept;") { continue }
+            return false
+        }
+        return true
+    }
 }
 
 extension String {

@@ -86,8 +86,7 @@ struct GroupTable<Slot: TableSlot> {
 
     /// Room for `capacity` entries plus 1/8 slack, so a full table rarely evicts early.
     init(capacity: Int) {
-        let wanted = max(16, capacity + capacity / 8)
-        groupCount = (wanted + 15) / 16
+        groupCount = Self.groupCount(capacity: capacity)
         let (raw, mapped) = Self.map(groupCount * 16 + groupCount * 16 * MemoryLayout<Slot>.stride)
         self.mapped = mapped
         tags = raw.bindMemory(to: SIMD16<UInt8>.self, capacity: groupCount)
@@ -116,6 +115,19 @@ struct GroupTable<Slot: TableSlot> {
     }
 
     var mappedBytes: Int { groupCount * 16 + groupCount * 16 * MemoryLayout<Slot>.stride }
+
+    static func groupCount(capacity: Int) -> Int {
+        let wanted = max(16, capacity + capacity / 8)
+        return (wanted + 15) / 16
+    }
+
+    /// What a table of `capacity` maps, without making one (Int.max when it would overflow): the
+    /// agent checks that the tables fit before it changes anything in the kernel.
+    static func mappedBytes(capacity: Int) -> Int {
+        guard capacity < Int.max / 2 else { return .max }
+        let (bytes, overflow) = groupCount(capacity: capacity).multipliedReportingOverflow(by: 16 + 16 * MemoryLayout<Slot>.stride)
+        return overflow ? .max : bytes
+    }
 
     /// Has the kernel back every page of the table now (MADV_POPULATE_WRITE, Linux 5.14+; advice
     /// only, ignored where unsupported). Otherwise the first packet to land in each huge page

@@ -1,3 +1,4 @@
+import Agent
 import NftBackend
 import Rules
 #if canImport(Glibc)
@@ -13,6 +14,8 @@ enum NftCommand {
         help: "Forwarded traffic (default) or this host's own.")
     static let kernelOnly = OptionSpec(name: "--kernel-only", value: nil,
         help: "The standalone ruleset that enforces in the kernel alone, no agent, no conntrack.")
+    static let force = OptionSpec(name: "--force", value: nil,
+        help: "Apply or remove even while an agent runs in this network namespace and uses the table.")
 
     static let spec = CommandSpec(
         path: "reflectguard nft",
@@ -21,9 +24,9 @@ enum NftCommand {
         arguments: [("generate", "Print exactly what apply loads for the backend and hook."),
                     ("check", "Check the rules against the running kernel; change nothing."),
                     ("apply", "Check, then apply atomically (again: replaces chains, keeps set contents)."),
-                    ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else.")],
+                    ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else (refused while an agent runs).")],
         options: [SharedOptions.rules, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
-                  backend, hook, kernelOnly],
+                  backend, hook, kernelOnly, force],
         positionals: 1...1,
         argumentKind: "action")
 
@@ -34,6 +37,16 @@ enum NftCommand {
             exitUsage(UsageError(message: "unknown action '\(action)' (generate, check, apply or remove)"), spec)
         }
         if action == "remove" {
+            // Whatever its owner record says: an agent running with --no-apply reads its packets
+            // through these rules too.
+            if case .agent(let pid) = NamespaceLock.holder() {
+                guard a.flag("--force") else {
+                    printError("Error: \(agentName(pid)) runs in this network namespace and receives its packets through these rules; "
+                               + "stop it first (it removes its own rules at exit), or give --force")
+                    return ExitCode.failure.rawValue
+                }
+                printError("warning: removing the rules of \(agentName(pid)): it receives no packets until they are applied again (SIGHUP)")
+            }
             do { try NftRuleset.remove() } catch { return fail(error) }
             return ExitCode.success.rawValue
         }
@@ -88,13 +101,38 @@ enum NftCommand {
                 try NftRuleset.check(resolved, hook: hookValue, backend: backendValue)
                 print("\(resolved.file.name): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
             default:
-                try NftRuleset.apply(resolved, hook: hookValue, backend: backendValue)
+                if let refusal = try applyRefusal(force: a.flag("--force")) {
+                    printError(refusal)
+                    return ExitCode.failure.rawValue
+                }
+                try NftRuleset.apply(resolved, hook: hookValue, backend: backendValue, owner: .nftApplyNow())
                 if backendValue == .xt { printError(NftRuleset.listingWarning) }
             }
         } catch {
             return fail(error)
         }
         return ExitCode.success.rawValue
+    }
+
+    /// `apply` over the rules of a running agent that applied them itself would replace the
+    /// rules its engines judge by (queues nobody reads, networks it does not protect): refused
+    /// without --force; the agent's own reload (SIGHUP) is the way. An agent running with
+    /// --no-apply leaves the rules to `nft apply`: then applying is the normal thing to do.
+    static func applyRefusal(force: Bool) throws(NftError) -> String? {
+        guard case .agent(let pid) = NamespaceLock.holder() else { return nil }
+        guard let owner = try NftRuleset.owner(), case .agent(let recorded, _) = owner, pid == nil || pid == recorded else {
+            return nil
+        }
+        if force {
+            printError("warning: replacing the rules of \(agentName(pid)); its engines keep judging by its own rules file")
+            return nil
+        }
+        return "Error: table inet reflectguard belongs to \(agentName(pid)), which applied it; change its rules file "
+            + "and reload it (SIGHUP: systemctl reload reflectguard), or stop it first, or give --force"
+    }
+
+    static func agentName(_ pid: Int32?) -> String {
+        pid.map { "the reflectguard agent (pid \($0))" } ?? "the reflectguard agent"
     }
 
     private static func fail(_ error: NftError) -> Int32 {

@@ -148,12 +148,12 @@ enum RunCommand {
         // would add tens of milliseconds to the first arming.
         if !settings.dryRun { try? armer.prepare() }
         let dry = settings.dryRun
+        let table = AgentRuleset()
         let hooks = RulesHooks(
             apply: {
-                do throws(NftError) { try NftRuleset.apply(resolved, hook: hookChoice, backend: backend) } catch {
+                do throws(NftError) { return try table.apply(resolved, hook: hookChoice, backend: backend) } catch {
                     throw RunError(error)
                 }
-                return resolved.policy
             },
             reload: {
                 // Pure: resolving reads the file only; the agent applies the plan after checking it.
@@ -163,11 +163,11 @@ enum RunCommand {
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
                                   armedTimeout: timeout, apply: {
                     guard applyRules else { return }
-                    do throws(NftError) { try NftRuleset.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
+                    do throws(NftError) { _ = try table.apply(fresh, hook: hookChoice, backend: backend) } catch { throw RunError(error) }
                 })
             },
-            remove: {
-                do throws(NftError) { try NftRuleset.remove() } catch { throw RunError(error) }
+            release: { keep in
+                do throws(NftError) { return try table.release(keep: keep) } catch { throw RunError(error) }
             },
             arm: { prefix, timeout, renew in
                 // Dry-run changes no verdict anywhere, the kernel's included: report only.
@@ -201,21 +201,8 @@ enum RunCommand {
         return (host, p)
     }
 
-    /// CAP_NET_ADMIN (bit 12) in this process's effective set, from /proc/self/status.
-    static func hasNetAdmin() -> Bool {
-        guard let f = fopen("/proc/self/status", "r") else { return geteuid() == 0 }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            if s.hasPrefix("CapEff:") {
-                let hex = s.dropFirst(7).trimmingCharacters()
-                guard let v = UInt64(hex, radix: 16) else { return false }
-                return v & (1 << 12) != 0
-            }
-        }
-        return false
-    }
+    /// CAP_NET_ADMIN in this process's effective set.
+    static func hasNetAdmin() -> Bool { Capabilities.effective(Capabilities.netAdmin) }
 }
 
 /// A rules or nft failure with its CONTRACT.md exit code (3: nft rejected the rules).
@@ -237,17 +224,4 @@ final class ArmerBox: @unchecked Sendable {
         if victims == nil { victims = try ArmedVictims() }
         try victims!.arm(prefix, timeout: timeout, renew: renew)
     }
-}
-
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
-        return String(s)
-    }
-}
-
-extension Substring {
-    func trimmingCharacters() -> String { String(self).trimmingCharacters() }
 }
