@@ -24,7 +24,10 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: String) throws(AddressSyntaxError) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count <= 2 else { throw AddressSyntaxError("'\(text)' has more than one '/'") }
-        let addr = try IPAddress(parsing: parts[0])
+        let addr: IPAddress
+        do { addr = try IPAddress(parsing: parts[0]) } catch {
+            throw parts.count == 2 ? AddressSyntaxError("'\(text)': \(error)") : error
+        }
         let v4 = addr.isIPv4Mapped && !parts[0].contains(":")
         let maxLen = v4 ? 32 : 128
         var len = maxLen
