@@ -6,18 +6,17 @@ import Rules
 /// interesting, minimised with `scripts/fuzz.sh rules merge`, and the reproducer of every bug it
 /// found) through the rules fuzz target's own checks.
 struct RulesCorpusReplayTests {
-    static let corpus = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fuzz/corpus-rules")
+    static let corpus = CorpusReplayTests.corpus.deletingLastPathComponent().appendingPathComponent("corpus-rules")
 
     static func inputs() throws -> [URL] { try CorpusReplayTests.inputs(in: corpus) }
 
+    @Test func corpusIsPresentAndSmall() throws {
+        try CorpusReplayTests.expectPresentAndSmall(Self.corpus, maxFiles: 200, maxLength: 16384)
+    }
+
     @Test func everyCorpusInputKeepsTheInvariants() throws {
-        let files = try Self.inputs()
-        #expect(files.count >= 8, "only \(files.count) inputs in \(Self.corpus.path)")
-        for f in files {
+        for f in try Self.inputs() {
             let data = try Data(contentsOf: f)
-            #expect(data.count <= 16384, "\(f.lastPathComponent) is over the fuzzer's -max_len")
             let failures = data.withUnsafeBytes { RulesFuzzInvariants.check($0) }
             #expect(failures.isEmpty, "\(f.lastPathComponent): \(failures.prefix(5).joined(separator: "; "))")
         }
