@@ -42,7 +42,13 @@ enum NetnsLab {
         DispatchQueue.global().async { e.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(10_000) }
-        if p.isRunning { p.terminate() }
+        if p.isRunning {
+            p.terminate()
+            // A child stuck where SIGTERM waits (a handler that never runs) must not hang the test.
+            let grace = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < grace { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        }
         p.waitUntilExit()
         group.wait()
         return Output(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self),

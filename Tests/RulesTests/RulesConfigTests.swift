@@ -184,11 +184,11 @@ import VerdictEngine
     }
 
     @Test func columnsMapBackAcrossExpandedDefines() throws {
-        let text = "define r = 12345\ndefine s = 7\ntable inet t { chain c { limit rate over $r/second burst $s packets x; } }\n"
+        let text = "define r = 12345\ndefine s = 7\ntable inet reflectguard { chain c { limit rate over $r/second burst $s packets x; } }\n"
         let r = try RulesConfig.resolve(rules: RulesFile(name: "c.nft", text: text))
         let rendered = r.renderMapped(hook: .router, backend: .xt)
         let line = String(rendered.text.split(separator: "\n")[2])
-        #expect(line == "table inet t { chain c { limit rate over 12345/second burst 7 packets x; } }")
+        #expect(line == "table inet reflectguard { chain c { limit rate over 12345/second burst 7 packets x; } }")
         let original = String(text.split(separator: "\n")[2])
         func col(_ s: String, _ needle: String) -> Int {
             s.utf8.distance(from: s.startIndex, to: s.range(of: needle)!.lowerBound) + 1
@@ -201,14 +201,16 @@ import VerdictEngine
         #expect(rendered.originalColumn(line: 1, column: 5) == 5)
     }
 
-    @Test func durations() {
-        #expect(PolicyBuilder.seconds("131s") == 131)
-        #expect(PolicyBuilder.seconds("2m11s") == 131)
-        #expect(PolicyBuilder.seconds("1h") == 3600)
-        #expect(PolicyBuilder.seconds("250ms") == 0.25)
-        #expect(PolicyBuilder.seconds("60") == 60)
-        #expect(PolicyBuilder.seconds("s") == nil)
-        #expect(PolicyBuilder.seconds("5x") == nil)
-        #expect(PolicyBuilder.seconds("5") == 5)
+    @Test func durations() throws {
+        let any: ClosedRange<UInt64> = 0...UInt64.max
+        #expect(try NftValue.milliseconds("131s", in: any) == 131_000)
+        #expect(try NftValue.milliseconds("2m11s", in: any) == 131_000)
+        #expect(try NftValue.milliseconds("1h", in: any) == 3_600_000)
+        #expect(try NftValue.milliseconds("250ms", in: any) == 250)
+        #expect(try NftValue.milliseconds("1d1h1m1s1ms", in: any) == 90_061_001)
+        // nft's time syntax: a unit on every number, d h m s ms in that order, each once.
+        for bad in ["s", "5x", "60", "5", "1s1m", "1s1s", "1.5s", "1S", "", "-1s", "+1s", "1m 1s"] {
+            #expect(throws: ValueError.self, "\(bad)") { try NftValue.milliseconds(bad, in: any) }
+        }
     }
 }
