@@ -91,9 +91,13 @@ struct PolicyBuilder {
         return SourceLocation(file: file, line: d.line, column: d.column + (exact ? offset : 0))
     }
 
+    /// A value the table refuses is a rules error (exit 3) wherever it came from: from `-D` it
+    /// names the define it would replace, so every command refuses it as `nft` would, at the same
+    /// place, before anything is loaded.
     private func error(_ name: String, _ message: String, offset: Int = 0) -> RulesError {
         if overridden.contains(name) {
-            return RulesError("\(name) (from the command line): \(message)", at: nil, fromCommandLine: true)
+            let at = defines[name].map { SourceLocation(file: file, line: $0.line, column: $0.column) }
+            return RulesError("\(name) (from -D \(name)=\(values[name] ?? "")): \(message)", at: at)
         }
         return RulesError("\(name): \(message)", at: location(name, offset: offset))
     }

@@ -318,9 +318,9 @@ public enum RulesConfig {
                 if growth > expansionLimit { problem = "expanding its references adds more than \(expansionLimit) bytes" }
             }
             func fail(_ message: String) -> RulesError {
-                overridden.contains(d.name)
-                    ? RulesError("-D \(d.name): \(message)", at: nil, fromCommandLine: true)
-                    : RulesError("'\(d.name)': \(message)", at: SourceLocation(file: file, line: d.line, column: d.column))
+                // From -D too a rules error at the define it replaces (see PolicyBuilder.error).
+                RulesError(overridden.contains(d.name) ? "-D \(d.name): \(message)" : "'\(d.name)': \(message)",
+                           at: SourceLocation(file: file, line: d.line, column: d.column))
             }
             if let problem { throw fail(problem) }
             depth[d.name] = deepest + 1

@@ -39,6 +39,24 @@ import VerdictEngine
         }
     }
 
+    /// A `-D` value the table refuses: a rules error (exit 3) at the define it would replace in
+    /// the embedded ruleset, as the same value written in the file is.
+    static func expectDefineError(_ define: String, _ says: String,
+                                  sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let name = String(define.prefix { $0 != "=" })
+        let lines = RulesFile.embedded.text.split(separator: "\n", omittingEmptySubsequences: false)
+        let line = lines.firstIndex { $0.hasPrefix("define \(name) = ") }.map { $0 + 1 }
+        do {
+            _ = try RulesConfig.resolve(rules: .embedded, defines: [define])
+            Issue.record("accepted -D \(define)", sourceLocation: sourceLocation)
+        } catch {
+            #expect(!error.fromCommandLine, "\(error)", sourceLocation: sourceLocation)
+            #expect(error.location?.file == RulesFile.embeddedName && error.location?.line == line,
+                    "\(error)", sourceLocation: sourceLocation)
+            #expect(error.message.contains(says), "\(error)", sourceLocation: sourceLocation)
+        }
+    }
+
     // MARK: addresses
 
     @Test(arguments: [
@@ -68,7 +86,7 @@ import VerdictEngine
     @Test func protectOnTheCommandLineIsAUsageError() {
         Self.expectUsageError(["198.18.2.010"], [], "leading zero")
         Self.expectUsageError(["2001:db8:2::/064"], [], "leading zero")
-        Self.expectUsageError([], ["protected_v4=198.18.2.0/024"], "leading zero")
+        Self.expectDefineError("protected_v4=198.18.2.0/024", "leading zero")
     }
 
     /// glibc's inet_pton is strict (no leading zeros, no legacy forms): wherever ours accepts an
@@ -142,8 +160,8 @@ import VerdictEngine
             #expect(error.location?.line == line && (error.location?.column ?? 0) >= "define \(name) = ".utf8.count + 1, "\(error)")
             #expect(error.message.hasPrefix("\(name): ") && error.message.contains(says), "\(error)")
         }
-        // The same value on the command line: a usage error (exit 2) naming it.
-        Self.expectUsageError([], ["\(name)=\(value)"], says)
+        // The same value from -D: the same rules error, at the define it replaces.
+        Self.expectDefineError("\(name)=\(value)", says)
     }
 
     @Test func boundsThemselvesAreAccepted() throws {
@@ -170,7 +188,7 @@ import VerdictEngine
         Self.expectFileError("define rst_rate = $rst_burst\ndefine rst_burst = 100\n", 1, 19, "defined below")
         Self.expectFileError("define a = $a\n", 1, 12, "refers to itself")
         Self.expectFileError("define a = 1\ndefine b = $nosuch\n", 2, 12, "no such define")
-        Self.expectUsageError([], ["rst_rate=$rst_burst"], "defined below")
+        Self.expectDefineError("rst_rate=$rst_burst", "defined below")
         // Below the define it refers to, a reference on the command line is fine.
         #expect(try RulesConfig.resolve(rules: .embedded, defines: ["rst_burst=$rst_rate"]).policy.rstBurst == 50)
     }

@@ -153,7 +153,6 @@ import VerdictEngine
     @Test(arguments: [
         ([], ["nosuch=1"]),
         ([], ["novalue"]),
-        ([], ["mode=sideways"]),
         (["198.18.2.0/99"], []),
         ([], ["rst_rate=1;flush ruleset"]),
     ])
