@@ -65,8 +65,11 @@ let package = Package(
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
-        // Replays Fuzz/corpus through the fuzz target's checks (scripts/fuzz.sh builds the fuzzer).
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine"]),
+        // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
+        // Replays Fuzz/corpus and Fuzz/corpus-captures through the fuzz targets' checks
+        // (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.

@@ -2,6 +2,7 @@
 # Builds the libFuzzer target over PacketParser + VerdictEngine and runs it.
 #
 #   scripts/fuzz.sh [seconds]        (default 60)
+#   scripts/fuzz.sh captures [...]   the file readers' fuzzer: scripts/fuzz-captures.sh
 #
 # The package's `swift build` does not take -sanitize=fuzzer, so the two pure-Swift modules are
 # compiled here with swiftc, as the same two modules the package has (the engine's
@@ -16,6 +17,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 build=${RG_FUZZ_BUILD:-/tmp/rg-fuzz-build}
 work=${RG_FUZZ_WORK:-/tmp/rg-fuzz-corpus}
 flags=(-sanitize=fuzzer,address -parse-as-library -O -swift-version 5 -g)
+
+# The file readers' fuzzer is its own script (its own modules, corpus and input format).
+if [[ "${1:-}" == "captures" ]]; then exec "$repo/scripts/fuzz-captures.sh" "${@:2}"; fi
 
 mkdir -p "$build" "$work/corpus" "$work/artifacts"
 

@@ -20,11 +20,14 @@ final class MetricsRegistry: @unchecked Sendable {
         workers.reduce(0) { $0 &+ $1.counters.value(c.rawValue) }
     }
 
+    /// The HELP and TYPE lines that open a metric family.
+    static func family(_ name: String, _ type: String, _ help: String) -> String {
+        "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
     func render() -> String {
         var out = ""
-        func family(_ name: String, _ type: String, _ help: String) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-        }
+        func family(_ name: String, _ type: String, _ help: String) { out += Self.family(name, type, help) }
         func perQueue(_ name: String, _ type: String, _ help: String, _ c: WorkerCounter) {
             family(name, type, help)
             for w in workers { out += "\(name){queue=\"\(w.queue)\"} \(w.counters.value(c.rawValue))\n" }

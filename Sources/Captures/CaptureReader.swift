@@ -14,11 +14,29 @@ public struct CapturedFrame {
 }
 
 extension CapturedFrame {
+    /// The capture times a frame may carry: 2^62 ns either side of the epoch (the years 1823 to
+    /// 2116). Scoring adds timeouts to packet times and subtracts one from another without
+    /// overflow checks (the per-frame path); within this range neither can overflow. A plain pcap
+    /// file's 32-bit seconds always fit (±2^31 s is ±2.1e18 ns); a pcapng file's 64-bit
+    /// timestamp, scaled by its interface's resolution (down to 1 s) and shifted by its offset
+    /// (any 64-bit number of seconds), reaches far beyond, and libpcap hands that out as is.
+    public static let timestampRange: ClosedRange<Int64> = -(1 << 62)...(1 << 62)
+
     /// A frame libpcap handed out; `tv_usec` holds nanoseconds when the handle's precision is nano.
-    init(_ h: pcap_pkthdr, _ data: UnsafePointer<UInt8>?, nanoseconds: Bool) {
-        self.init(bytes: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)),
-                  timestamp: Int64(h.ts.tv_sec) * 1_000_000_000 + Int64(h.ts.tv_usec) * (nanoseconds ? 1 : 1000),
+    /// nil when its time is outside `timestampRange`.
+    init?(_ h: pcap_pkthdr, _ data: UnsafePointer<UInt8>?, nanoseconds: Bool) {
+        let (seconds, o1) = Int64(h.ts.tv_sec).multipliedReportingOverflow(by: 1_000_000_000)
+        let (fraction, o2) = Int64(h.ts.tv_usec).multipliedReportingOverflow(by: nanoseconds ? 1 : 1000)
+        let (t, o3) = seconds.addingReportingOverflow(fraction)
+        guard !(o1 || o2 || o3), Self.timestampRange.contains(t) else { return nil }
+        self.init(bytes: UnsafeRawBufferPointer(start: data, count: Int(h.caplen)), timestamp: t,
                   wireLength: Int(h.len))
+    }
+
+    /// Why a frame's time was refused, in the caller's words for the frame.
+    static func outOfRange(_ h: pcap_pkthdr, _ frame: String, nanoseconds: Bool) -> CaptureError {
+        CaptureError("\(frame): time stamp \(h.ts.tv_sec) s + \(h.ts.tv_usec) \(nanoseconds ? "ns" : "µs") is outside "
+            + "the years 1823 to 2116 (a corrupt time stamp, or a pcapng interface's time resolution or offset)")
     }
 }
 
@@ -102,7 +120,10 @@ public final class CaptureReader {
         switch rc {
         case 1:
             // Opened with nanosecond precision: libpcap scales microsecond files up.
-            return CapturedFrame(header!.pointee, data, nanoseconds: true)
+            guard let f = CapturedFrame(header!.pointee, data, nanoseconds: true) else {
+                throw CapturedFrame.outOfRange(header!.pointee, "\(path): frame \(frames + 1)", nanoseconds: true)
+            }
+            return f
         case PCAP_ERROR_BREAK:
             return nil
         default:
@@ -202,9 +223,13 @@ struct DirectPcap: ~Copyable {
             h = buffer + start
         }
         start += 16 + Int(caplen)
-        // Signed, as libpcap reads them (bpf_int32): the same times whichever reader hands them out.
-        let ts = Int64(Int32(bitPattern: sec)) * 1_000_000_000
-            + Int64(Int32(bitPattern: frac)) * (nanoseconds ? 1 : 1000)
+        // As libpcap 1.10 reads them, so the times are the same whichever reader hands them out:
+        // signed (bpf_int32) in a file of the host's byte order, unsigned in a swapped one (its
+        // SWAPLONG gives an unsigned value; measured, and found by the file-reader fuzzer). Cannot
+        // overflow, and always within `CapturedFrame.timestampRange`: |ts| < 2^32 · 1.000001e9.
+        let ts = swapped
+            ? Int64(sec) * 1_000_000_000 + Int64(frac) * (nanoseconds ? 1 : 1000)
+            : Int64(Int32(bitPattern: sec)) * 1_000_000_000 + Int64(Int32(bitPattern: frac)) * (nanoseconds ? 1 : 1000)
         return .frame(CapturedFrame(bytes: UnsafeRawBufferPointer(start: h + 16, count: Int(caplen)),
                                     timestamp: ts, wireLength: Int(len)))
     }
@@ -308,7 +333,11 @@ public final class LiveCapture {
         let rc = pcap_next_ex(handle, &header, &data)
         switch rc {
         case 1:
-            return .frame(CapturedFrame(header!.pointee, data, nanoseconds: nanoseconds))
+            // The kernel's clock, so only a system clock set past 2116 gets here.
+            guard let f = CapturedFrame(header!.pointee, data, nanoseconds: nanoseconds) else {
+                throw CapturedFrame.outOfRange(header!.pointee, "frame captured on \(interface)", nanoseconds: nanoseconds)
+            }
+            return .frame(f)
         case 0:
             var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let n = poll(&p, 1, timeoutMilliseconds)

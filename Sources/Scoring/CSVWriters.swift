@@ -10,20 +10,67 @@ public struct OutputError: Error, CustomStringConvertible {
 
 /// A file written through a 1 MiB buffer: `--verdicts` writes a row for every frame, so a
 /// million-frame capture must not cost a million `write` calls.
+///
+/// An output never follows a symbolic link at its last component (one planted where root writes
+/// a report would make `score` overwrite what it points to), and a regular file is written to a
+/// new file beside it, created 0644 (less the umask) and renamed over the path by `close()`: until
+/// then the path keeps what it had, so a run that fails leaves no truncated output behind, and an
+/// existing file's other names (hard links) keep their contents. An existing device or FIFO
+/// (`/dev/null`) is written in place.
 public final class BufferedFile {
-    private let file: UnsafeMutablePointer<FILE>
+    private let fd: Int32
     private var buffer: [UInt8] = []
     public let path: String
+    /// The file written until `close()` renames it to `path`; nil when writing `path` in place.
+    private var temporary: String?
     /// The first write error, reported at `close()` (rows are written on the packet path).
     private var failure: String?
+    private var closed = false
 
     public init(path: String) throws {
-        guard let f = fopen(path, "wb") else {
-            throw OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        func failed() -> OutputError { OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        let exists = lstat(path, &st) == 0
+        let type = st.st_mode & S_IFMT
+        if exists && type == S_IFLNK {
+            throw OutputError(description: "cannot write \(path): it is a symbolic link, and outputs never follow one "
+                + "(name the file it points to)")
         }
-        file = f
+        if exists && type != S_IFREG {
+            // O_NOFOLLOW: the path may have become a link since lstat; a device is never truncated.
+            fd = open(path, O_WRONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw failed() }
+        } else {
+            let slash = path.lastIndex(of: "/")
+            let directory = slash.map { String(path[...$0]) } ?? ""
+            let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+            var fd: Int32 = -1
+            var candidate = ""
+            // O_EXCL with a fresh random name: never an existing file, never through a link.
+            for _ in 0..<16 {
+                candidate = directory + "." + name + ".reflectguard-" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+                fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+                if fd >= 0 || errno != EEXIST { break }
+            }
+            guard fd >= 0 else { throw failed() }
+            if exists {
+                // The file it replaces keeps its owner, and its mode where that is stricter.
+                _ = fchown(fd, st.st_uid, st.st_gid)
+                _ = fchmod(fd, st.st_mode & 0o644)
+            }
+            self.fd = fd
+            temporary = candidate
+        }
         self.path = path
         buffer.reserveCapacity(1 << 20)
+    }
+
+    /// A file not closed (an error ended the run first) leaves the path as it was.
+    deinit {
+        if !closed {
+            Glibc.close(fd)
+            if let temporary { unlink(temporary) }
+        }
     }
 
     public func write(_ s: String) {
@@ -70,17 +117,36 @@ public final class BufferedFile {
 
     private func flush() {
         guard !buffer.isEmpty else { return }
-        let n = buffer.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, file) }
-        if n != buffer.count && failure == nil {
-            failure = "cannot write \(path): \(String(cString: strerror(errno)))"
+        var failedWith: Int32 = 0
+        buffer.withUnsafeBytes { all in
+            var done = 0
+            while done < all.count {
+                let n = Glibc.write(fd, all.baseAddress! + done, all.count - done)
+                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else {
+                    failedWith = n < 0 ? errno : ENOSPC
+                    break
+                }
+            }
+        }
+        if failedWith != 0 && failure == nil {
+            failure = "cannot write \(path): \(String(cString: strerror(failedWith)))"
         }
         buffer.removeAll(keepingCapacity: true)
     }
 
+    /// Writes what is buffered and, for a regular file, puts it in place; throws the first error,
+    /// and then the path keeps what it had.
     public func close() throws {
         flush()
-        if fclose(file) != 0 && failure == nil {
+        closed = true
+        if Glibc.close(fd) != 0 && failure == nil {
             failure = "cannot write \(path): \(String(cString: strerror(errno)))"
+        }
+        if let temporary {
+            if failure == nil && rename(temporary, path) != 0 {
+                failure = "cannot write \(path): \(String(cString: strerror(errno)))"
+            }
+            if failure != nil { unlink(temporary) }
         }
         if let failure { throw OutputError(description: failure) }
     }
@@ -142,4 +208,34 @@ public final class SessionsCSV {
     }
 
     public func close() throws { try out.close() }
+}
+
+/// Which file a path names, to tell whether an output would overwrite an input or another output,
+/// whatever the spelling (`./x`, a symbolic link, a hard link): an existing file by its device
+/// and inode (links followed, as an input is read), a path not created yet by its directory's
+/// and its last component.
+public struct FileIdentity: Hashable {
+    private let device: UInt64
+    private let inode: UInt64
+    private let name: String?
+    /// A regular file or one not created yet: what two outputs must not share (two outputs to
+    /// `/dev/null` lose nothing).
+    public let isFile: Bool
+
+    /// nil when neither the path nor its directory exists (opening it reports that).
+    public init?(path: String) {
+        var st = stat()
+        if stat(path, &st) == 0 {
+            name = nil
+            isFile = (st.st_mode & S_IFMT) == S_IFREG
+        } else {
+            let slash = path.lastIndex(of: "/")
+            let directory = slash.map { String(path[...$0]) } ?? "."
+            guard stat(directory, &st) == 0 else { return nil }
+            name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+            isFile = true
+        }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
 }

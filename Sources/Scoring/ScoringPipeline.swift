@@ -155,7 +155,7 @@ public final class ScoringPipeline {
 /// The per-frame labels of a labelled scenario (`--labels FILE.csv`, header `frame,label`).
 public struct LabelTable: Sendable {
     /// Label names; index 0 is `unlabelled` for frames the file does not name.
-    public private(set) var names: [String] = ["unlabelled"]
+    public internal(set) var names: [String] = ["unlabelled"]
     private var byFrame: [UInt16] = []
 
     public init() {}
@@ -169,44 +169,13 @@ public struct LabelTable: Sendable {
 
     /// Parses the CSV text. Throws a message naming the line on anything malformed.
     public init(csv text: String) throws {
-        var ids: [String: UInt16] = ["unlabelled": 0]
-        var lineNumber = 0
-        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
-            lineNumber += 1
-            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
-            // The header comes first, exactly: an empty file (or one starting blank) is not a labels file.
-            if lineNumber == 1 {
-                guard line == "frame,label" else {
-                    throw LabelError(line.isEmpty && text.allSatisfy(\.isWhitespace)
-                        ? "empty file: expected header 'frame,label'"
-                        : "line 1: expected header 'frame,label', got '\(line)'")
-                }
-                continue
-            }
-            if line.isEmpty { continue }
-            let parts = line.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, let frame = Int(parts[0]), frame >= 1 else {
-                throw LabelError("line \(lineNumber): expected 'frame,label', got '\(line)'")
-            }
-            guard frame <= Self.maxFrame else {
-                throw LabelError("line \(lineNumber): frame \(frame) is beyond the largest supported frame number \(Self.maxFrame)")
-            }
-            let name = String(parts[1])
-            guard name == "legit" || isAttackLabel(name) else {
-                throw LabelError("line \(lineNumber): label '\(name)' is neither 'legit' nor 'attack-…'")
-            }
-            let id: UInt16
-            if let known = ids[name] { id = known } else {
-                guard names.count < Int(UInt16.max) else { throw LabelError("too many distinct labels") }
-                id = UInt16(names.count)
-                ids[name] = id
-                names.append(name)
-            }
-            set(frame: frame, label: id)
-        }
+        var reader = Reader()
+        var text = text
+        try text.withUTF8 { try reader.read(UnsafeRawBufferPointer($0)) }
+        self = try reader.finish()
     }
 
-    private mutating func set(frame: Int, label: UInt16) {
+    mutating func set(frame: Int, label: UInt16) {
         if byFrame.count < frame { byFrame.append(contentsOf: repeatElement(0, count: frame - byFrame.count)) }
         byFrame[frame - 1] = label
     }
@@ -221,7 +190,7 @@ public struct LabelTable: Sendable {
     @usableFromInline func labelAt(_ i: Int) -> UInt16 { byFrame[i] }
 }
 
-private func isAttackLabel(_ s: String) -> Bool { s.hasPrefix("attack-") && s.count > 7 }
+func isAttackLabel(_ s: String) -> Bool { s.hasPrefix("attack-") && s.count > 7 }
 
 public struct LabelError: Error, CustomStringConvertible {
     public let description: String

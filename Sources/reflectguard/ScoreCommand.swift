@@ -66,15 +66,11 @@ enum ScoreCommand {
 
         var labels: LabelTable? = nil
         if let path = a.value("--labels") {
-            guard let text = readTextFile(path) else { return ExitCode.failure.rawValue }
-            do {
-                labels = try LabelTable(csv: text)
-            } catch {
-                printError("Error: \(path): \(describe(error))")
-                return ExitCode.failure.rawValue
-            }
+            guard let table = readLabels(path) else { return ExitCode.failure.rawValue }
+            labels = table
         }
 
+        refuseOutputsOverwritingFiles(a, capture: capture)
         let pipeline = ScoringPipeline(policy: policy, labels: labels)
         var verdicts: VerdictsCSV? = nil
         var sessions: SessionsCSV? = nil
@@ -146,6 +142,28 @@ enum ScoreCommand {
             fflush(stdout)
         }
         return ExitCode.success.rawValue
+    }
+
+    /// Exits 2 when an output names an input (`score x.pcap --verdicts x.pcap` would replace the
+    /// capture with its verdicts) or the file another output names (one would replace the other):
+    /// the command line names one file twice, however it spells it.
+    static func refuseOutputsOverwritingFiles(_ a: Arguments, capture: String?) {
+        var inputs: [(String, FileIdentity)] = []
+        for (what, path) in [("the capture", capture), ("--labels", a.value("--labels")), ("--rules", a.value("--rules"))] {
+            if let path, path != "-", let id = FileIdentity(path: path) { inputs.append(("\(what) \(path)", id)) }
+        }
+        var outputs: [(String, FileIdentity)] = []
+        for flag in ["--output", "--verdicts", "--sessions"] {
+            guard let path = a.value(flag), let id = FileIdentity(path: path) else { continue }
+            let named = "\(flag) \(path)"
+            if let input = inputs.first(where: { $0.1 == id }) {
+                exitUsage(UsageError(message: "\(named) is \(input.0): an output never overwrites an input"), spec)
+            }
+            if id.isFile, let other = outputs.first(where: { $0.1 == id }) {
+                exitUsage(UsageError(message: "\(named) is the file \(other.0) writes"), spec)
+            }
+            outputs.append((named, id))
+        }
     }
 
     /// The policy from the rules file (default: embedded), `--protect`, `-D` and `--mode`; nil
@@ -248,27 +266,32 @@ enum ScoreCommand {
         if tty { fputs("\r\u{1b}[K", stderr) }
     }
 
-    /// A whole text file, or nil after printing one line that says why.
-    static func readTextFile(_ path: String) -> String? {
-        guard let f = fopen(path, "rb") else {
+    /// The labels file, read in 64 KiB pieces (memory and work stay bounded whatever the path
+    /// names: see `LabelTable.Reader`), or nil after printing one line that says why.
+    static func readLabels(_ path: String) -> LabelTable? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
             printError("Error: cannot read \(path): \(String(cString: strerror(errno)))")
             return nil
         }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
+        defer { close(fd) }
+        var reader = LabelTable.Reader()
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, f) }
-            bytes.append(contentsOf: chunk[0..<n])
-            if n < chunk.count {
-                if ferror(f) != 0 {
+        do {
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 {
+                    if errno == EINTR { continue }
                     printError("Error: cannot read \(path): \(String(cString: strerror(errno)))")
                     return nil
                 }
-                break
+                if n == 0 { return try reader.finish() }
+                try chunk.withUnsafeBytes { try reader.read(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
             }
+        } catch {
+            printError("Error: \(path): \(describe(error))")
+            return nil
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func monotonicSeconds() -> Double {

@@ -161,7 +161,7 @@ import TestSupport
     /// A pcap file from parts: `bigEndian` writes every field swapped, `nano` the nanosecond magic.
     func pcap(_ records: [(caplen: UInt32, len: UInt32, data: [UInt8])], snap: UInt32 = 128, link: UInt32 = 101,
               bigEndian: Bool = false, nano: Bool = false, version: (UInt16, UInt16) = (2, 4),
-              firstSecond: UInt32 = 1_700_000_000) -> [UInt8] {
+              firstSecond: UInt32 = 1_700_000_000, firstFraction: UInt32 = 7) -> [UInt8] {
         func u32(_ v: UInt32) -> [UInt8] {
             let b = [UInt8(v & 0xff), UInt8(v >> 8 & 0xff), UInt8(v >> 16 & 0xff), UInt8(v >> 24)]
             return bigEndian ? b.reversed() : b
@@ -173,7 +173,7 @@ import TestSupport
         var out = u32(nano ? 0xa1b2_3c4d : 0xa1b2_c3d4) + u16(version.0) + u16(version.1) + u32(0) + u32(0)
             + u32(snap) + u32(link)
         for (i, r) in records.enumerated() {
-            out += u32(firstSecond &+ UInt32(i)) + u32(UInt32(1000 * i + 7)) + u32(r.caplen) + u32(r.len) + r.data
+            out += u32(firstSecond &+ UInt32(i)) + u32(firstFraction &+ UInt32(1000 * i)) + u32(r.caplen) + u32(r.len) + r.data
         }
         return out
     }
@@ -263,6 +263,19 @@ import TestSupport
         let (a, direct) = try check(pcap(records, firstSecond: 0x9000_0000), "signed-times.pcap")
         #expect(!direct)
         #expect(a.times.allSatisfy { $0 < 0 }, "signed, as libpcap reads them: \(a.times)")
+    }
+
+    /// libpcap 1.10 reads a byte-swapped file's seconds and fraction as unsigned 32-bit numbers
+    /// and a native file's as signed (found by the file-reader fuzzer): both readers agree in
+    /// either byte order and precision, with seconds past 2^31 and a fraction past 2^31.
+    @Test func swappedTimesReadAsLibpcapReadsThem() throws {
+        let records = (1...3).map { (caplen: UInt32(60), len: UInt32(60), data: frame($0)) }
+        for (be, nano) in [(false, false), (true, false), (false, true), (true, true)] {
+            let bytes = pcap(records, bigEndian: be, nano: nano, firstSecond: 0x9000_0000, firstFraction: 0xffff_ff00)
+            let (a, direct) = try check(bytes, "high-times-\(be)-\(nano).pcap")
+            #expect(direct && a.frames.count == 3)
+            #expect(a.times.allSatisfy { be ? $0 > 0 : $0 < 0 }, "\(be) \(nano): \(a.times)")
+        }
     }
 
     /// A FIFO (or a pipe as /dev/stdin) is libpcap's alone: a second open would take bytes from

@@ -11,20 +11,28 @@ struct CorpusReplayTests {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz/corpus")
 
-    static func inputs() throws -> [URL] {
-        try FileManager.default.contentsOfDirectory(at: corpus, includingPropertiesForKeys: nil)
+    /// The inputs of a corpus directory (default: this fuzzer's), in name order.
+    static func inputs(in directory: URL = corpus) throws -> [URL] {
+        try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
             .filter { !$0.lastPathComponent.hasPrefix(".") }
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
 
     @Test func corpusIsPresentAndSmall() throws {
-        let files = try Self.inputs()
-        // The corpus lives in the repository: an empty one means a broken checkout or path.
-        #expect(files.count >= 20, "only \(files.count) inputs in \(Self.corpus.path)")
-        #expect(files.count <= 200)
+        try Self.expectPresentAndSmall(Self.corpus, maxFiles: 200, maxLength: 512)
+    }
+
+    /// A committed corpus has inputs (an empty one means a broken checkout or path), not too
+    /// many, and none longer than its fuzzer's -max_len.
+    static func expectPresentAndSmall(_ directory: URL, maxFiles: Int, maxLength: Int,
+                                      sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let files = try inputs(in: directory)
+        #expect(files.count >= 20, "only \(files.count) inputs in \(directory.path)", sourceLocation: sourceLocation)
+        #expect(files.count <= maxFiles, sourceLocation: sourceLocation)
         for f in files {
             let size = try Data(contentsOf: f).count
-            #expect(size <= 512, "\(f.lastPathComponent) is \(size) bytes, over the fuzzer's -max_len")
+            #expect(size <= maxLength, "\(f.lastPathComponent) is \(size) bytes, over the fuzzer's -max_len",
+                    sourceLocation: sourceLocation)
         }
     }
 

@@ -338,7 +338,7 @@ struct InlineAgentTests {
         defer { lab.tearDown() }
         let agent = try AgentProcess(lab, Self.protect + Self.agentOnly + Self.metrics)
         // One byte every 0.4 s for about 3 s, never finishing its request head: each byte would
-        // restart a per-call receive timeout; the per-client deadline ends it after 1 s.
+        // restart a per-call receive timeout, and a server busy with it would not see the scrape.
         let connected = lab.tempPath("trickler-connected")
         let trickler = try lab.spawn(lab.router, ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(Self.metricsPort) && printf G >&3 && touch \(connected); for i in 1 2 3 4 5 6 7; do sleep 0.4; printf G >&3; done"])
         defer { if trickler.isRunning { trickler.terminate() }; trickler.waitUntilExit() }
@@ -350,7 +350,7 @@ struct InlineAgentTests {
         let took = Date().timeIntervalSince(t0)
         measured("scrape behind a trickling client: \(String(format: "%.2f", took)) s")
         #expect(m.contains("reflectguard_"), "the scrape is answered: \(m.prefix(200))")
-        #expect(took < 2, "answered within the trickler's 1 s budget: \(took) s")
+        #expect(took < 2, "answered beside the trickler: \(took) s")
         #expect(agent.stop() == 0)
     }
 

@@ -50,24 +50,30 @@ enum NetnsLab {
     }
 
     /// A set of namespaces that exist for one test.
+    /// Tests name namespaces by role (`rgt-rules-probe`); the kernel's names carry this process's
+    /// id as well, so two test runs on one machine (CI beside a developer's run) never meet in,
+    /// or delete, each other's namespaces.
     final class Namespaces {
         let names: [String]
 
         init(_ names: [String]) throws {
             self.names = names
             for n in names {
-                run(["ip", "netns", "del", n])   // a leftover of an interrupted run
-                let r = run(["ip", "netns", "add", n])
-                guard r.status == 0 else { throw LabError("ip netns add \(n): \(r.stderr)") }
-                run(["ip", "netns", "exec", n, "ip", "link", "set", "lo", "up"])
+                let k = Self.kernelName(n)
+                run(["ip", "netns", "del", k])   // a leftover of an interrupted run
+                let r = run(["ip", "netns", "add", k])
+                guard r.status == 0 else { throw LabError("ip netns add \(k): \(r.stderr)") }
+                run(["ip", "netns", "exec", k, "ip", "link", "set", "lo", "up"])
             }
         }
 
-        deinit { for n in names { run(["ip", "netns", "del", n]) } }
+        deinit { for n in names { run(["ip", "netns", "del", Self.kernelName(n)]) } }
+
+        static func kernelName(_ name: String) -> String { "\(name)-\(getpid())" }
 
         @discardableResult
         func exec(_ ns: String, _ argv: [String], timeout: Double = 60) -> Output {
-            run(["ip", "netns", "exec", ns] + argv, timeout: timeout)
+            run(["ip", "netns", "exec", Self.kernelName(ns)] + argv, timeout: timeout)
         }
 
         /// Runs and requires success.
@@ -91,8 +97,8 @@ enum NetnsLab {
             _ = run(["ip", "link", "del", tmpA])
             let r = run(["ip", "link", "add", tmpA, "type", "veth", "peer", "name", String(tmpB)])
             guard r.status == 0 else { throw LabError("veth: \(r.stderr)") }
-            guard run(["ip", "link", "set", tmpA, "netns", a]).status == 0,
-                  run(["ip", "link", "set", String(tmpB), "netns", b]).status == 0 else {
+            guard run(["ip", "link", "set", tmpA, "netns", Self.kernelName(a)]).status == 0,
+                  run(["ip", "link", "set", String(tmpB), "netns", Self.kernelName(b)]).status == 0 else {
                 _ = run(["ip", "link", "del", tmpA])
                 throw LabError("moving veth into namespaces failed")
             }
@@ -167,7 +173,7 @@ enum NetnsLab {
         """#
 
     static func script(_ name: String, _ text: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-\(name).py").path
+        let path = TestEnvironment.temporaryPath("rgt-rules-\(name).py")
         try text.write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }

@@ -42,7 +42,7 @@ import TestSupport
     }
 
     @Test func aBadRulesFileExits3WithItsPosition() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-cmd.nft").path
+        let path = TestEnvironment.temporaryPath("rgt-rules-cmd.nft")
         try "# x\ndefine mode = sideways\n".write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         guard let r = Self.run(["nft", "generate", "--backend", "xt", "--rules", path]) else {

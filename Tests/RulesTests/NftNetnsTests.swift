@@ -66,7 +66,7 @@ import TestSupport
         #expect(gen.status == 0, "\(gen.stderr)")
         #expect(gen.stdout.contains("queue num 0-3 bypass"))
         let swapped = gen.stdout.replacingOccurrences(of: "queue num 0-3 bypass", with: "accept")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-nftb.nft").path
+        let path = TestEnvironment.temporaryPath("rgt-rules-nftb.nft")
         try swapped.write(toFile: path, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let load = n.exec(ns, ["nft", "-f", path])
@@ -116,7 +116,7 @@ import TestSupport
         for (name, from, to, line, says) in cases {
             let text = base.replacingOccurrences(of: from, with: to)
             #expect(text != base)
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-\(name).nft").path
+            let path = TestEnvironment.temporaryPath("rgt-rules-\(name).nft")
             try text.write(toFile: path, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(atPath: path) }
             for action in ["check", "apply"] {
@@ -304,7 +304,7 @@ import TestSupport
         if !conntrack {
             let gen = n.reflectguard(router, ["nft", "generate", "--kernel-only"] + Self.protect)
             #expect(gen.status == 0, "\(gen.stderr)")
-            path = FileManager.default.temporaryDirectory.appendingPathComponent("rgt-rules-ko.nft").path
+            path = TestEnvironment.temporaryPath("rgt-rules-ko.nft")
             try gen.stdout.write(toFile: path, atomically: true, encoding: .utf8)
         }
         defer { if !conntrack { try? FileManager.default.removeItem(atPath: path) } }
