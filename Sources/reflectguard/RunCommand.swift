@@ -173,6 +173,12 @@ enum RunCommand {
                 // Dry-run changes no verdict anywhere, the kernel's included: report only.
                 if dry { return }
                 try armer.arm(prefix, timeout: timeout, renew: renew)
+            },
+            missing: {
+                do throws(NftError) { return try table.missing() } catch { throw RunError(error) }
+            },
+            reapply: {
+                do throws(NftError) { try table.reapply() } catch { throw RunError(error) }
             })
 
         let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
