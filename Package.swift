@@ -67,9 +67,10 @@ let package = Package(
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
-        // Replays Fuzz/corpus and Fuzz/corpus-captures through the fuzz targets' checks
-        // (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
-        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring"]),
+        // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
+        // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",
+                                                                "Rules"]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.

@@ -2,6 +2,7 @@
 # Builds the libFuzzer target over PacketParser + VerdictEngine and runs it.
 #
 #   scripts/fuzz.sh [seconds]        (default 60)
+#   scripts/fuzz.sh rules [seconds]  the rules scanner and resolver instead
 #   scripts/fuzz.sh captures [...]   the file readers' fuzzer: scripts/fuzz-captures.sh
 #
 # The package's `swift build` does not take -sanitize=fuzzer, so the two pure-Swift modules are
@@ -23,17 +24,51 @@ if [[ "${1:-}" == "captures" ]]; then exec "$repo/scripts/fuzz-captures.sh" "${@
 
 mkdir -p "$build" "$work/corpus" "$work/artifacts"
 
-build_fuzzer() {
+build_modules() {
     # Each module gets coverage; only the final link pulls in libFuzzer's main.
     swiftc "${flags[@]}" -module-name PacketParser -emit-module -emit-module-path "$build/PacketParser.swiftmodule" \
         -emit-library -static -o "$build/libPacketParser.a" "$repo"/Sources/PacketParser/*.swift
     swiftc "${flags[@]}" -module-name VerdictEngine -I "$build" -emit-module \
         -emit-module-path "$build/VerdictEngine.swiftmodule" \
         -emit-library -static -o "$build/libVerdictEngine.a" "$repo"/Sources/VerdictEngine/*.swift
+}
+
+build_fuzzer() {
+    build_modules
     swiftc "${flags[@]}" -module-name ParserEngineFuzz -I "$build" \
         "$repo/Fuzz/ParserEngineFuzz.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
         "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/parser-engine-fuzz"
 }
+
+if [[ "${1:-}" == "rules" ]]; then
+    # The rules scanner and resolver: scripts/fuzz.sh rules [seconds|merge], corpus Fuzz/corpus-rules
+    # (inputs are rules files; checks in Tests/FuzzRegressionTests/RulesFuzzInvariants.swift).
+    build_modules
+    swiftc "${flags[@]}" -module-name Rules -I "$build" -emit-module -emit-module-path "$build/Rules.swiftmodule" \
+        -emit-library -static -o "$build/libRules.a" "$repo"/Sources/Rules/*.swift
+    swiftc "${flags[@]}" -module-name RulesFuzz -I "$build" \
+        "$repo/Fuzz/RulesFuzz.swift" "$repo/Tests/FuzzRegressionTests/RulesFuzzInvariants.swift" \
+        "$build/libRules.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/rules-fuzz"
+    rwork=$work/rules
+    mkdir -p "$rwork/corpus" "$rwork/artifacts"
+    if [[ "${2:-}" == "merge" ]]; then
+        fresh=$(mktemp -d /tmp/rg-fuzz-merge.XXXXXX)
+        "$build/rules-fuzz" -set_cover_merge=1 -use_counters=0 -max_len=16384 "$fresh" "$repo/Fuzz/corpus-rules" "$rwork/corpus"
+        rm -f "$repo"/Fuzz/corpus-rules/*
+        cp "$fresh"/* "$repo/Fuzz/corpus-rules/"
+        rm -rf "$fresh"
+        echo "Fuzz/corpus-rules: $(ls "$repo/Fuzz/corpus-rules" | wc -l) files"
+        exit 0
+    fi
+    cp -n "$repo"/Fuzz/corpus-rules/* "$rwork/corpus/" 2>/dev/null || true
+    set +e
+    # -max_len 16384: the embedded ruleset (12 KiB) fits whole.
+    "$build/rules-fuzz" "$rwork/corpus" -max_total_time="${2:-60}" -max_len=16384 -print_final_stats=1 \
+        -artifact_prefix="$rwork/artifacts/" -timeout=10 -rss_limit_mb=2048
+    rc=$?
+    echo "exit $rc; corpus now $(ls "$rwork/corpus" | wc -l) inputs; findings in $rwork/artifacts: $(ls "$rwork/artifacts" | wc -l)"
+    exit $rc
+fi
 
 if [[ "${1:-}" == "reasons" ]]; then
     # Which verdict reasons the inputs of a directory reach (default: the committed corpus).

@@ -35,6 +35,14 @@ public final class Agent {
         guard ReasonIndex.verify() else {
             throw AgentStartError(message: "internal: reason counter layout changed", exitCode: 1)
         }
+        // A log reader that goes away (a pipe, a terminal closed) must not kill the agent before
+        // its shutdown has removed the rules: writes then fail with EPIPE, which the logger drops.
+        signal(SIGPIPE, SIG_IGN)
+        // With fd 2 closed at start, the next socket would get it and receive the log lines.
+        if fcntl(2, F_GETFD) < 0 {
+            let null = open("/dev/null", O_WRONLY)
+            if null >= 0, null != 2 { dup2(null, 2); close(null) }
+        }
         // Signals are taken synchronously by this thread (sigtimedwait), so every thread started
         // below must inherit them blocked.
         var signals = sigset_t()
@@ -94,7 +102,9 @@ public final class Agent {
             workers.append((Worker(queue: s.queue, shared: shared, seed: seed), s))
         }
 
-        let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, dryRun: settings.dryRun)
+        let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply)
+        let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
+                                       dryRun: settings.dryRun)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
@@ -122,6 +132,7 @@ public final class Agent {
         for k in kept { logger.warning("privileges-kept", [("detail", .string(k))]) }
 
         enforcement.start()
+        watchdog.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
@@ -152,8 +163,10 @@ public final class Agent {
             }
         }
 
-        // Arm calls write into the ruleset: the pending ones finish before it goes.
+        // Arm calls write into the ruleset, and a re-apply would put it back: the pending ones
+        // finish before it goes.
         enforcement.cancel()
+        watchdog.cancel()
         var exitCode: Int32 = 0
         var left: String? = "--no-apply"
         if applyRules {

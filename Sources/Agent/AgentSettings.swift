@@ -48,15 +48,24 @@ public struct RulesHooks: Sendable {
     /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
     /// the flag asks to renew the timeout of an element already there.
     public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
+    /// nil while the rules are in the kernel, else what went (the rules watchdog asks twice a
+    /// second, from its own thread).
+    public var missing: @Sendable () throws -> String?
+    /// Applies the rules of the last successful apply or reload again.
+    public var reapply: @Sendable () throws -> Void
 
     public init(apply: @escaping @Sendable () throws -> String?,
                 reload: @escaping @Sendable () throws -> ReloadPlan,
                 release: @escaping @Sendable (Bool) throws -> String?,
-                arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
+                arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
+                missing: @escaping @Sendable () throws -> String? = { nil },
+                reapply: @escaping @Sendable () throws -> Void = {}) {
         self.apply = apply
         self.reload = reload
         self.release = release
         self.arm = arm
+        self.missing = missing
+        self.reapply = reapply
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Scoring
 
 /// Structured log lines: one JSON object per event on stderr (journald and `jq` read them as they
@@ -33,9 +34,18 @@ public struct Logger: Sendable {
         var line = "{\"ts\":\(Logger.timestamp()),\"level\":\"\(l.name)\",\"event\":\(LogValue.string(event).json)"
         for (k, v) in fields() { line += ",\(LogValue.string(k).json):\(v.json)" }
         line += "}\n"
-        // One write per line: concurrent workers never interleave inside a line.
-        line.withCString { p in _ = fputs(p, stderr) }
+        // One write per line: concurrent workers never interleave inside a line. A reader that
+        // went away (EPIPE, with SIGPIPE ignored) or a closed stderr (EBADF) loses the line, never
+        // the process: the shutdown that removes the rules still has to run.
+        let written = line.withCString { p in fputs(p, stderr) }
+        if written == EOF {
+            Logger.droppedLines.add(1, ordering: .relaxed)
+            clearerr(stderr)
+        }
     }
+
+    /// Lines that could not be written to stderr.
+    public static let droppedLines = Atomic<UInt64>(0)
 
     static func timestamp() -> String {
         var ts = timespec()

@@ -6,11 +6,13 @@ import VerdictEngine
 final class MetricsRegistry: @unchecked Sendable {
     private let workers: [Worker]
     private let enforcement: KernelEnforcement
+    private let watchdog: RulesWatchdog
     private let dryRun: Bool
 
-    init(workers: [Worker], enforcement: KernelEnforcement, dryRun: Bool) {
+    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool) {
         self.workers = workers
         self.enforcement = enforcement
+        self.watchdog = watchdog
         self.dryRun = dryRun
     }
 
@@ -88,6 +90,20 @@ final class MetricsRegistry: @unchecked Sendable {
         out += "reflectguard_arm_failures_total \(enforcement.armFailures.load(ordering: .relaxed))\n"
         family("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.")
         out += "reflectguard_arm_latency_seconds \(Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)\n"
+        func one(_ name: String, _ type: String, _ help: String, _ value: UInt64) {
+            family(name, type, help)
+            out += "\(name) \(value)\n"
+        }
+        one("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
+            watchdog.present.load(ordering: .relaxed))
+        one("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
+            watchdog.checks.load(ordering: .relaxed))
+        one("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
+            watchdog.reapplied.load(ordering: .relaxed))
+        one("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
+            watchdog.reapplyFailures.load(ordering: .relaxed))
+        one("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
+            Logger.droppedLines.load(ordering: .relaxed))
         family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
         out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
         return out

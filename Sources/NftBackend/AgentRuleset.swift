@@ -1,21 +1,34 @@
 import Rules
+import Synchronization
 
 /// ReflectGuard's table as one `reflectguard run` holds it: every apply records this agent as
 /// the owner, and at exit the table goes only when this agent made it or took it over from an
 /// agent that died (which would have removed it). A table that `nft apply` made, or one with no
 /// record, was there for somebody else's reasons: it stays, with its record given back.
 ///
-/// Called from the agent's main thread only (start, SIGHUP reloads, exit).
+/// Called from the agent's main thread (start, SIGHUP reloads, exit) and its rules watchdog;
+/// one call at a time (`serial`), so a check never sees half of a reload.
 public final class AgentRuleset: @unchecked Sendable {
     public let owner: TableOwner
     /// What the first apply found in the kernel: `.some(nil)` for no table; nil before it.
     private var found: TableOwner??
+    /// The last successful apply (the watchdog re-applies exactly this) and what it left.
+    private var last: (rules: ResolvedRules, hook: Hook, backend: Backend)?
+    private var snapshot: RulesSnapshot?
+    /// The generation id at the last check that found everything in place.
+    private var verified: UInt32?
+    private var generation: NftGeneration?
+    private let serial = Mutex(())
 
     public init() { owner = .thisAgent() }
 
     /// Applies `rules` with this agent as the owner. The first call returns a sentence about the
     /// table it adopted, when there was one.
     public func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) -> String? {
+        try serial.withLock { _ throws(NftError) in try applyAlone(rules, hook: hook, backend: backend) }
+    }
+
+    private func applyAlone(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) -> String? {
         var note: String? = nil
         if found == nil {
             let current = try NftRuleset.owner()
@@ -31,12 +44,54 @@ public final class AgentRuleset: @unchecked Sendable {
             }
         }
         try NftRuleset.apply(rules, hook: hook, backend: backend, owner: owner)
+        last = (rules, hook, backend)
+        snapshot = try RulesSnapshot.take(try NftContext())
+        verified = nil
         return note
+    }
+
+    /// nil while the rules of the last apply are all in the kernel, else what went (see
+    /// `RulesSnapshot` for how it is told). Without an apply (`run --no-apply`) the table is what
+    /// must be there. A table `nft apply --force` re-recorded as its own keeps our chains: present.
+    public func missing() throws(NftError) -> String? {
+        try serial.withLock { _ throws(NftError) -> String? in
+            if generation == nil { generation = try NftGeneration() }
+            let now = try generation!.current()
+            if now == verified { return nil }
+            let ctx = try NftContext()
+            guard let chains = try RulesSnapshot.take(ctx).chains else {
+                return "table \(NftRuleset.family) \(NftRuleset.table) is gone"
+            }
+            if let last, let snapshot {
+                if chains != snapshot.chains { return "the chains of table \(NftRuleset.family) \(NftRuleset.table) changed" }
+                if last.backend == .xt {
+                    let wanted = last.rules.xtablesRules(hook: last.hook)
+                    let present = try Xtables.tagged(near: wanted)
+                    let gone = wanted.filter { !present.contains($0) }
+                    if !gone.isEmpty { return "xtables rules gone: " + gone.map { $0.commandLine }.joined(separator: "; ") }
+                }
+            }
+            verified = now
+            return nil
+        }
+    }
+
+    /// Applies the rules of the last successful apply or reload again. Sets that survived keep
+    /// their contents (an apply only declares them); a table that went comes back empty.
+    public func reapply() throws(NftError) {
+        try serial.withLock { _ throws(NftError) in
+            guard let last else { throw NftError("no rules applied yet", rulesError: false) }
+            _ = try applyAlone(last.rules, hook: last.hook, backend: last.backend)
+        }
     }
 
     /// At exit: removes what this agent owns (unless `keep`, --keep-rules), and returns nil when
     /// it removed the rules, else why they stay.
     public func release(keep: Bool) throws(NftError) -> String? {
+        try serial.withLock { _ throws(NftError) -> String? in try releaseAlone(keep: keep) }
+    }
+
+    private func releaseAlone(keep: Bool) throws(NftError) -> String? {
         guard let found else { return "never applied" }
         let current = try NftRuleset.owner()
         if let current, current != owner {
@@ -51,7 +106,7 @@ public final class AgentRuleset: @unchecked Sendable {
             if keep { return "--keep-rules" }
             // Also when the table went already (`nft delete table`): our xtables rules may not have.
             try NftRuleset.remove()
-            return nil
+            return current == nil ? "the table was gone already" : nil
         }
     }
 }

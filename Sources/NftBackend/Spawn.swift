@@ -49,8 +49,20 @@ enum Spawn {
         var cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
         cEnv.append(nil)
         defer { for p in cArgs + cEnv { free(p) } }
+        // The agent ignores SIGPIPE and blocks its lifecycle signals; an ignored or blocked
+        // signal survives exec, and iptables-nft should get neither.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t(), unblocked = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGPIPE)
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, nil, cArgs, cEnv)
+        let rc = posix_spawn(&pid, path, &actions, &attributes, cArgs, cEnv)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])

@@ -10,14 +10,15 @@ enum Xtables {
 
     static var available: Bool { Spawn.find("iptables-nft") != nil && Spawn.find("ip6tables-nft") != nil }
 
-    /// The tagged rules present now, as `iptables -S` prints them.
-    static func tagged() throws(NftError) -> [XtablesRule] {
+    /// The tagged rules present now, as `iptables -S` prints them; `near` given, only those in
+    /// the chains its rules are in (two children instead of twelve).
+    static func tagged(near: [XtablesRule]? = nil) throws(NftError) -> [XtablesRule] {
         var out: [XtablesRule] = []
         for v6 in [false, true] {
             let tool = v6 ? "ip6tables-nft" : "iptables-nft"
             guard Spawn.find(tool) != nil else { continue }
             for table in tables {
-                for chain in chains {
+                for chain in chains where near?.contains(where: { $0.ipv6 == v6 && $0.table == table && $0.chain == chain }) ?? true {
                     let r = try Spawn.run([tool, "-t", table, "-S", chain])
                     guard r.status == 0 else {
                         throw NftError("\(tool) -t \(table) -S \(chain) failed: \(r.output.trimmedLine)", rulesError: false)

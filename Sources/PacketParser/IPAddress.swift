@@ -31,55 +31,88 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15])
     }
 
-    /// Parses dotted-quad IPv4 or RFC 5952 / RFC 4291 IPv6 text. Returns nil on anything else.
+    /// Parses dotted-quad IPv4 or RFC 5952 / RFC 4291 IPv6 text. Returns nil on anything else,
+    /// `init(parsing:)` says why.
     public init?(_ text: Substring) {
-        if text.contains(":") {
-            guard let b = IPAddress.parseIPv6(text) else { return nil }
-            self.init(bytes: b)
-        } else {
-            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-            guard parts.count == 4 else { return nil }
-            var out = [UInt8]()
-            for p in parts {
-                guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }),
-                      let v = UInt8(p) else { return nil }
-                out.append(v)
-            }
-            self.init(v4: out[0], out[1], out[2], out[3])
-        }
+        guard let a = try? IPAddress(parsing: text) else { return nil }
+        self = a
     }
 
     public init?(_ text: String) { self.init(Substring(text)) }
 
-    private static func parseIPv6(_ text: Substring) -> SIMD16<UInt8>? {
+    /// Parses an address the way nft reads it, or refuses what nft would read otherwise.
+    ///
+    /// nft 1.0.6 hands IPv4 text to getaddrinfo(), which takes inet_aton's legacy forms: an octet
+    /// with a leading zero is octal (`198.18.2.010` loads as 198.18.2.8), `08` is not a number and
+    /// is looked up as a host name, and a bare number (`3323068938`, `0x0a000001`) is a whole
+    /// address. Checked with `nft -f` and `nft list` on Linux 6.18. Guessing either reading would
+    /// leave the agent and the kernel protecting different hosts, so every multi-digit octet that
+    /// starts with `0` is refused ("0" alone is fine), as are the bare-number forms. In IPv6 text
+    /// nft uses inet_pton(): hex groups mean the same to both, a zone index (`%eth0`) is a syntax
+    /// error there, and an embedded IPv4 part with a leading zero fails, so it is refused here too.
+    public init(parsing text: Substring) throws(AddressSyntaxError) {
+        if text.contains(":") {
+            self.init(bytes: try IPAddress.parseIPv6(text))
+        } else {
+            let v = try IPAddress.parseIPv4(text)
+            self.init(v4: v[0], v[1], v[2], v[3])
+        }
+    }
+
+    private static func parseIPv4(_ text: Substring) throws(AddressSyntaxError) -> [UInt8] {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else {
+            throw AddressSyntaxError("'\(text)' is not an IPv4 address (four decimal octets a.b.c.d)")
+        }
+        var out = [UInt8]()
+        for p in parts {
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let v = UInt8(p) else {
+                throw AddressSyntaxError("'\(text)' is not an IPv4 address: octet '\(p)' is not a number from 0 to 255")
+            }
+            guard p.count == 1 || p.first != "0" else {
+                throw AddressSyntaxError("'\(text)': octet '\(p)' has a leading zero, which nft reads as octal")
+            }
+            out.append(v)
+        }
+        return out
+    }
+
+    private static func parseIPv6(_ text: Substring) throws(AddressSyntaxError) -> SIMD16<UInt8> {
+        if let zone = text.firstIndex(of: "%") {
+            throw AddressSyntaxError("'\(text)': nft takes no zone index ('\(text[zone...])')")
+        }
+        let bad = AddressSyntaxError("'\(text)' is not an IPv6 address")
         // Split on "::" at most once; each side is a list of 16-bit groups, the last of which
         // may be an embedded dotted-quad IPv4 address.
         let halves = text.split(separator: "::", omittingEmptySubsequences: false).map(String.init)
-        guard halves.count <= 2 else { return nil }
-        func groups(_ s: String) -> [UInt16]? {
+        guard halves.count <= 2 else { throw bad }
+        func groups(_ s: String) throws(AddressSyntaxError) -> [UInt16] {
             if s.isEmpty { return [] }
             var out: [UInt16] = []
             let parts = s.split(separator: ":", omittingEmptySubsequences: false)
             for (i, p) in parts.enumerated() {
                 if i == parts.count - 1, p.contains(".") {
-                    guard let v4 = IPAddress(p), v4.isIPv4Mapped else { return nil }
-                    let v = v4.v4Value
-                    out.append(UInt16(truncatingIfNeeded: v >> 16))
-                    out.append(UInt16(truncatingIfNeeded: v))
+                    let v4 = try parseIPv4(p)
+                    out.append(UInt16(v4[0]) << 8 | UInt16(v4[1]))
+                    out.append(UInt16(v4[2]) << 8 | UInt16(v4[3]))
                     continue
                 }
-                guard !p.isEmpty, p.count <= 4, let g = UInt16(p, radix: 16) else { return nil }
+                // Hex digits only: UInt16(_:radix:) would also take a sign ("+1"), inet_pton none.
+                guard !p.isEmpty, p.count <= 4, p.allSatisfy({ $0.isHexDigit && $0.isASCII }),
+                      let g = UInt16(p, radix: 16) else { throw bad }
                 out.append(g)
             }
             return out
         }
-        guard let head = groups(halves[0]) else { return nil }
+        let head = try groups(halves[0])
         var all: [UInt16]
         if halves.count == 2 {
-            guard let tail = groups(halves[1]), head.count + tail.count <= 7 else { return nil }
+            let tail = try groups(halves[1])
+            guard head.count + tail.count <= 7 else { throw bad }
             all = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
         } else {
-            guard head.count == 8 else { return nil }
+            guard head.count == 8 else { throw bad }
             all = head
         }
         var v = SIMD16<UInt8>()
@@ -110,4 +143,10 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
         if bestStart < 0 { return hex(groups[...]) }
         return hex(groups[0..<bestStart]) + "::" + hex(groups[(bestStart + bestLen)...])
     }
+}
+
+/// Why a text is not an address (or prefix) ReflectGuard and nft read alike.
+public struct AddressSyntaxError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -10,6 +10,8 @@ struct PolicyBuilder {
     let values: [String: String]
     private(set) var queues = QueueRange(first: 0, last: 0)
     private(set) var queueMark: UInt32 = 0x1000_0000
+    /// Seconds an armed victim prefix stays armed (`armed_timeout`).
+    private(set) var armedTimeout: Double = 60
 
     init(file: String, defines: [String: RulesScanner.Define], overridden: Set<String>, values: [String: String]) {
         self.file = file
@@ -19,169 +21,93 @@ struct PolicyBuilder {
     }
 
     mutating func build() throws(RulesError) -> Policy {
+        // Every define the table knows, in file order, so the first bad value is the one reported.
+        for d in defines.values.sorted(by: { $0.line < $1.line }) {
+            guard let v = values[d.name] else { continue }
+            do throws(ValueError) { try DefineTable.check(d.name, v) } catch {
+                throw self.error(d.name, error.message, offset: error.offset)
+            }
+        }
         var p = Policy()
-        p.protected = try prefixes("protected_v4", ipv6: false, into: PrefixSet())
-        p.protected = try prefixes("protected_v6", ipv6: true, into: p.protected)
-        p.allowlist = try prefixes("allowlist_v4", ipv6: false, into: PrefixSet())
-        p.allowlist = try prefixes("allowlist_v6", ipv6: true, into: p.allowlist)
-        p.trackFullHosts = try prefixes("track_full_hosts_v4", ipv6: false, into: PrefixSet())
-        p.trackFullHosts = try prefixes("track_full_hosts_v6", ipv6: true, into: p.trackFullHosts)
-        p.trackFullPorts = try ports("track_full_ports")
-        p.insideInterfaces = try interfaces("inside_ifaces")
-        p.outsideInterfaces = try interfaces("outside_ifaces")
-        if let v = values["queues"] {
-            guard let q = QueueRange(v) else { throw error("queues", "'\(v)' is not a queue number N or range N-M") }
-            queues = q
-        }
+        p.protected = try prefixSet("protected_v4", "protected_v6")
+        p.allowlist = try prefixSet("allowlist_v4", "allowlist_v6")
+        p.trackFullHosts = try prefixSet("track_full_hosts_v4", "track_full_hosts_v6")
+        p.trackFullPorts = try read("track_full_ports", NftValue.portSet) ?? []
+        p.insideInterfaces = try read("inside_ifaces", NftValue.interfaces) ?? []
+        p.outsideInterfaces = try read("outside_ifaces", NftValue.interfaces) ?? []
+        queues = try read("queues", NftValue.queues) ?? queues
         p.queueCount = queues.count
-        if let v = values["queue_mark"] {
-            let digits = v.hasPrefix("0x") ? String(v.dropFirst(2)) : v
-            guard let m = UInt32(digits, radix: v.hasPrefix("0x") ? 16 : 10), m != 0 else {
-                throw error("queue_mark", "'\(v)' is not a non-zero 32-bit mark")
-            }
-            queueMark = m
-        }
-        if let v = values["mode"] {
-            guard let m = Mode(rawValue: v) else { throw error("mode", "'\(v)' is not a mode (symmetric, ingress-only)") }
-            p.mode = m
-        }
-        if let v = values["track"] {
-            guard let t = Track(rawValue: v) else { throw error("track", "'\(v)' is not handshake or full") }
-            p.track = t
-        }
-        if let v = values["kernel_enforce"], !["armed", "always", "off"].contains(v) {
-            throw error("kernel_enforce", "'\(v)' is not armed, always or off")
-        }
-        if let v = values["ephemeral_ports"] {
-            let parts = v.split(separator: "-", omittingEmptySubsequences: false)
-            guard parts.count == 2, let a = UInt16(parts[0].trimmingBlanksSub()), let b = UInt16(parts[1].trimmingBlanksSub()),
-                  a <= b else { throw error("ephemeral_ports", "'\(v)' is not a port range LOW-HIGH") }
-            p.ephemeralPorts = a...b
-        }
-        p.rstRate = try count("rst_rate", default: p.rstRate)
-        p.rstBurst = try count("rst_burst", default: p.rstBurst)
-        p.rstPrefixRate = try count("rst_prefix_rate", default: p.rstPrefixRate)
-        p.rstPrefixBurst = try count("rst_prefix_burst", default: p.rstPrefixBurst)
-        p.rstNetworkRate = try count("rst_network_rate", default: p.rstNetworkRate)
-        p.rstNetworkBurst = try count("rst_network_burst", default: p.rstNetworkBurst)
-        p.rstAttackFactor = try count("rst_attack_factor", default: p.rstAttackFactor)
-        p.rstAttackFloor = try count("rst_attack_floor", default: p.rstAttackFloor)
-        p.rstNetworkAttackFloor = try count("rst_network_attack_floor", default: p.rstNetworkAttackFloor)
-        p.rstHoldRate = try count("rst_hold_rate", default: p.rstHoldRate)
-        p.rstWarmup = try duration("rst_warmup", default: p.rstWarmup)
-        p.establishedHorizon = try duration("established_horizon", default: p.establishedHorizon)
-        p.backscatterRate = try count("backscatter_rate", default: p.backscatterRate)
-        p.backscatterBurst = try count("backscatter_burst", default: p.backscatterBurst)
-        p.attackRate = try count("attack_rate", default: p.attackRate)
-        p.synTableCapacity = Int(try count("syn_table_size", default: Double(p.synTableCapacity)))
-        p.synHorizon = try duration("syn_horizon", default: p.synHorizon)
-        p.synackHorizon = try duration("synack_horizon", default: p.synackHorizon)
-        _ = try duration("armed_timeout", default: 60)
-        if let v = values["score_threshold"] {
-            guard let n = Int(v), (0...100).contains(n) else {
-                throw error("score_threshold", "'\(v)' is not a score from 0 to 100")
-            }
-            p.scoreThreshold = n
-        }
+        queueMark = try read("queue_mark", NftValue.mark) ?? queueMark
+        if let m = values["mode"].flatMap(Mode.init(rawValue:)) { p.mode = m }
+        if let t = values["track"].flatMap(Track.init(rawValue:)) { p.track = t }
+        p.ephemeralPorts = try read("ephemeral_ports", NftValue.ports) ?? p.ephemeralPorts
+        p.rstRate = try rate("rst_rate") ?? p.rstRate
+        p.rstBurst = try rate("rst_burst") ?? p.rstBurst
+        p.rstPrefixRate = try rate("rst_prefix_rate") ?? p.rstPrefixRate
+        p.rstPrefixBurst = try rate("rst_prefix_burst") ?? p.rstPrefixBurst
+        p.rstNetworkRate = try rate("rst_network_rate") ?? p.rstNetworkRate
+        p.rstNetworkBurst = try rate("rst_network_burst") ?? p.rstNetworkBurst
+        p.rstAttackFactor = try rate("rst_attack_factor") ?? p.rstAttackFactor
+        p.rstAttackFloor = try rate("rst_attack_floor") ?? p.rstAttackFloor
+        p.rstNetworkAttackFloor = try rate("rst_network_attack_floor") ?? p.rstNetworkAttackFloor
+        p.rstHoldRate = try rate("rst_hold_rate") ?? p.rstHoldRate
+        p.rstWarmup = try seconds("rst_warmup") ?? p.rstWarmup
+        p.establishedHorizon = try seconds("established_horizon") ?? p.establishedHorizon
+        p.backscatterRate = try rate("backscatter_rate") ?? p.backscatterRate
+        p.backscatterBurst = try rate("backscatter_burst") ?? p.backscatterBurst
+        p.attackRate = try rate("attack_rate") ?? p.attackRate
+        // Bounded by the table (DefineTable.synTableSizes), so the conversion cannot trap.
+        p.synTableCapacity = try rate("syn_table_size").map { Int($0) } ?? p.synTableCapacity
+        p.synHorizon = try seconds("syn_horizon") ?? p.synHorizon
+        p.synackHorizon = try seconds("synack_horizon") ?? p.synackHorizon
+        armedTimeout = try seconds("armed_timeout") ?? armedTimeout
+        p.scoreThreshold = try read("score_threshold") { v throws(ValueError) in Int(try NftValue.count(v, in: 0...100)) }
+            ?? p.scoreThreshold
         return p
     }
 
-    private func location(_ name: String, offset: Int = 0) -> SourceLocation? {
-        guard !overridden.contains(name), let d = defines[name] else { return nil }
-        // Offsets inside a value are exact only on a one-line value.
-        return SourceLocation(file: file, line: d.line, column: d.column + (d.lineCount == 1 ? offset : 0))
+    /// The define's value parsed, nil when the file has no such define.
+    private func read<T>(_ name: String, _ parse: (String) throws(ValueError) -> T) throws(RulesError) -> T? {
+        guard let v = values[name] else { return nil }
+        do throws(ValueError) { return try parse(v) } catch { throw self.error(name, error.message, offset: error.offset) }
     }
 
-    private func error(_ name: String, _ message: String, offset: Int = 0) -> RulesError {
-        if overridden.contains(name) {
-            return RulesError("\(name) (from the command line): \(message)", at: nil, fromCommandLine: true)
-        }
-        return RulesError("\(name): \(message)", at: location(name, offset: offset))
-    }
-
-    private func prefixes(_ name: String, ipv6: Bool, into set: PrefixSet) throws(RulesError) -> PrefixSet {
-        var set = set
-        guard let v = values[name] else { return set }
-        for (text, offset) in RulesConfig.elements(of: v) {
-            guard let c = CIDR(text) else {
-                throw error(name, "'\(text)' is not an \(ipv6 ? "IPv6" : "IPv4") address or prefix", offset: offset)
-            }
-            guard text.contains(":") == ipv6 else {
-                throw error(name, "'\(text)' is \(ipv6 ? "IPv4" : "IPv6"), this set takes \(ipv6 ? "IPv6" : "IPv4")",
-                            offset: offset)
-            }
-            set.insert(c)
+    /// The prefixes of an IPv4 and an IPv6 set define, each once.
+    private func prefixSet(_ v4: String, _ v6: String) throws(RulesError) -> PrefixSet {
+        var set = PrefixSet()
+        for (name, ipv6) in [(v4, false), (v6, true)] {
+            for c in try read(name, { v throws(ValueError) in try NftValue.prefixes(v, ipv6: ipv6) }) ?? [] { set.insert(c) }
         }
         return set
     }
 
-    /// A set of ports and port ranges, `{ 179, 5432-5433 }`.
-    private func ports(_ name: String) throws(RulesError) -> [ClosedRange<UInt16>] {
-        guard let v = values[name] else { return [] }
-        var out: [ClosedRange<UInt16>] = []
-        for (text, offset) in RulesConfig.elements(of: v) {
-            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-            guard parts.count <= 2, let a = UInt16(parts[0].trimmingBlanksSub()), a > 0,
-                  let b = parts.count == 2 ? UInt16(parts[1].trimmingBlanksSub()) : a, a <= b else {
-                throw error(name, "'\(text)' is not a port or port range LOW-HIGH (1-65535)", offset: offset)
-            }
-            out.append(a...b)
-        }
-        return out
+    /// A count of the table's range (rates, bursts, sizes) as the engine's Double.
+    private func rate(_ name: String) throws(RulesError) -> Double? {
+        guard case .count(let range)? = DefineTable.kinds[name] else { return nil }
+        return try read(name) { v throws(ValueError) in Double(try NftValue.count(v, in: range)) }
     }
 
-    private func interfaces(_ name: String) throws(RulesError) -> [String] {
-        guard let v = values[name] else { return [] }
-        var out: [String] = []
-        for (text, offset) in RulesConfig.elements(of: v) {
-            var n = Substring(text)
-            if n.hasPrefix("\""), n.hasSuffix("\""), n.count >= 2 { n = n.dropFirst().dropLast() }
-            // IFNAMSIZ is 16 with the terminating NUL.
-            guard !n.isEmpty, n.utf8.count < 16, !n.contains(" ") else {
-                throw error(name, "'\(text)' is not an interface name", offset: offset)
-            }
-            out.append(String(n))
-        }
-        return out
+    private func seconds(_ name: String) throws(RulesError) -> Double? {
+        guard case .time(let range)? = DefineTable.kinds[name] else { return nil }
+        return try read(name) { v throws(ValueError) in Double(try NftValue.milliseconds(v, in: range)) / 1000 }
     }
 
-    /// A positive whole number: nft's `limit rate` and `burst` take integers only.
-    private func count(_ name: String, default value: Double) throws(RulesError) -> Double {
-        guard let v = values[name] else { return value }
-        guard let n = UInt32(v), n > 0 else { throw error(name, "'\(v)' is not a positive whole number") }
-        return Double(n)
+    private func location(_ name: String, offset: Int = 0) -> SourceLocation? {
+        guard !overridden.contains(name), let d = defines[name] else { return nil }
+        // Offsets inside a value are exact only on a one-line value written out (no `$name` in it).
+        let exact = d.lineCount == 1 && values[name] == d.value
+        return SourceLocation(file: file, line: d.line, column: d.column + (exact ? offset : 0))
     }
 
-    /// An nft time value: `131s`, `2m11s`, `1h`, `500ms`, or plain seconds.
-    private func duration(_ name: String, default value: Double) throws(RulesError) -> Double {
-        guard let v = values[name] else { return value }
-        guard let s = PolicyBuilder.seconds(v), s > 0 else {
-            throw error(name, "'\(v)' is not a duration such as 131s, 2m11s or 500ms")
+    /// A value the table refuses is a rules error (exit 3) wherever it came from: from `-D` it
+    /// names the define it would replace, so every command refuses it as `nft` would, at the same
+    /// place, before anything is loaded.
+    private func error(_ name: String, _ message: String, offset: Int = 0) -> RulesError {
+        if overridden.contains(name) {
+            let at = defines[name].map { SourceLocation(file: file, line: $0.line, column: $0.column) }
+            return RulesError("\(name) (from -D \(name)=\(values[name] ?? "")): \(message)", at: at)
         }
-        return s
-    }
-
-    static func seconds(_ text: String) -> Double? {
-        if let n = UInt64(text) { return Double(n) }
-        var total = 0.0
-        var digits = ""
-        var chars = Array(text)
-        var i = 0
-        guard !chars.isEmpty else { return nil }
-        chars.append(" ")
-        while i < chars.count - 1 {
-            let c = chars[i]
-            if c.isASCII, c.isNumber { digits.append(c); i += 1; continue }
-            guard let n = Double(digits) else { return nil }
-            digits = ""
-            let unit: Double
-            if c == "m", chars[i + 1] == "s" { unit = 0.001; i += 1 }
-            else if c == "d" { unit = 86400 } else if c == "h" { unit = 3600 }
-            else if c == "m" { unit = 60 } else if c == "s" { unit = 1 } else { return nil }
-            total += n * unit
-            i += 1
-        }
-        return digits.isEmpty ? total : nil
+        return RulesError("\(name): \(message)", at: location(name, offset: offset))
     }
 }
 

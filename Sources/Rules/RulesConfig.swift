@@ -24,13 +24,10 @@ public struct QueueRange: Equatable, Sendable, CustomStringConvertible {
         self.last = last
     }
 
-    /// `N`, `N:M` or `N-M` with N ≤ M.
+    /// `N`, `N:M` or `N-M` with N ≤ M, decimal without a leading zero (nft's `queue num 010` is 8).
     public init?(_ text: String) {
-        let parts = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == ":" || $0 == "-" })
-        guard parts.count == 1 || parts.count == 2,
-              parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }),
-              let a = UInt16(parts[0]), let b = UInt16(parts[parts.count - 1]), a <= b else { return nil }
-        self.init(first: a, last: b)
+        guard let q = try? NftValue.queues(text) else { return nil }
+        self = q
     }
 
     public var count: Int { Int(last) - Int(first) + 1 }
@@ -71,6 +68,8 @@ public struct ResolvedRules: Sendable {
     public let policy: Policy
     public let queues: QueueRange
     public let queueMark: UInt32
+    /// Seconds an armed victim prefix stays armed (`armed_timeout`, default 60).
+    public let armedTimeout: Double
     /// The file's text with overridden define values substituted in place, line for line.
     public let text: String
     /// Every define's effective value, after overrides.
@@ -106,24 +105,7 @@ public struct ResolvedRules: Sendable {
             let keep = v.key == "hook" ? v.value == hook.rawValue : v.value == backend.rawValue
             if !keep { for l in c.firstLine...c.lastLine { blank.insert(l) } }
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
-        var expansions: [Int: [RenderedRules.Expansion]] = [:]
-        let lines = RulesScanner.splitLines(bytes)
-        for (idx, (start, end)) in lines.enumerated() {
-            let lineNo = idx + 1
-            if !blank.contains(lineNo) {
-                if scan.defineLines.contains(lineNo) {
-                    out.append(contentsOf: bytes[start..<end])
-                } else {
-                    var found: [RenderedRules.Expansion] = []
-                    RulesConfig.expand(bytes[start..<end], values, scalarsOnly: true, into: &out, expansions: &found)
-                    if !found.isEmpty { expansions[lineNo] = found }
-                }
-            }
-            if end < bytes.count { out.append(0x0a) }
-        }
-        return RenderedRules(text: String(decoding: out, as: UTF8.self), expansions: expansions)
+        return RulesConfig.render(bytes, scan, values, blank: blank)
     }
 
     /// Sets the file fills with `elements` (protected networks, allowlist): a reload flushes and
@@ -203,6 +185,12 @@ public enum RulesConfig {
         }
         var overrides: [String: String] = [:]
         for item in defines {
+            // Scalars, not Characters: Swift reads "\r\n" as one Character, which is neither "\r"
+            // nor "\n", so a CRLF slipped past a Character check into nft's text as a line break.
+            if let c = item.unicodeScalars.first(where: isControl) {
+                throw RulesError("-D \(item.debugDescription): control character U+\(hex4(c)) in it; "
+                                 + "give NAME=VALUE on one line", at: nil, fromCommandLine: true)
+            }
             guard let eq = item.firstIndex(of: "="), eq != item.startIndex else {
                 throw RulesError("-D '\(item)': expected NAME=VALUE", at: nil, fromCommandLine: true)
             }
@@ -212,7 +200,7 @@ public enum RulesConfig {
             guard byName[name] != nil else {
                 throw RulesError("-D \(name): \(rules.name) has no 'define \(name)'", at: nil, fromCommandLine: true)
             }
-            guard !value.isEmpty, !value.contains("\n"), !value.contains("#"), !value.contains(";") else {
+            guard !value.isEmpty, !value.contains("#"), !value.contains(";") else {
                 throw RulesError("-D \(name): the value must be one non-empty line without '#' or ';'",
                                  at: nil, fromCommandLine: true)
             }
@@ -225,8 +213,9 @@ public enum RulesConfig {
         if !protect.isEmpty {
             var add4: [String] = [], add6: [String] = []
             for p in protect {
-                guard let c = CIDR(p) else {
-                    throw RulesError("--protect '\(p)': not an IPv4 or IPv6 address or prefix", at: nil,
+                let c: CIDR
+                do { c = try CIDR(parsing: p) } catch {
+                    throw RulesError("--protect: \(error) (an IPv4 or IPv6 address or prefix)", at: nil,
                                      fromCommandLine: true)
                 }
                 if c.isIPv4 && !p.contains(":") { add4.append(p) } else { add6.append(p) }
@@ -242,36 +231,133 @@ public enum RulesConfig {
         }
         var values: [String: String] = [:]
         for d in scanner.defines { values[d.name] = overrides[d.name] ?? d.value }
-        let resolved = try resolveReferences(values, scanner, rules.name)
+        let resolved = try resolveReferences(values, scanner, rules.name, overridden: Set(overrides.keys))
         var builder = PolicyBuilder(file: rules.name, defines: byName, overridden: Set(overrides.keys),
                                     values: resolved)
         let policy = try builder.build()
         let substituted = substitute(rules.text, scanner, overrides)
+        try checkRenderedSize(substituted, scanner, resolved, rules.name)
+        try checkExpanded(substituted, scanner, resolved, rules.name)
         return ResolvedRules(file: rules, policy: policy, queues: builder.queues, queueMark: builder.queueMark,
+                             armedTimeout: builder.armedTimeout,
                              text: String(decoding: substituted, as: UTF8.self), values: resolved,
                              scanner: scanner, substituted: substituted, overrides: overrides)
     }
 
-    /// Values with `$name` references to other defines resolved, as nft would.
-    static func resolveReferences(_ values: [String: String], _ scanner: RulesScanner,
-                                  _ file: String) throws(RulesError) -> [String: String] {
-        var out: [String: String] = [:]
-        for d in scanner.defines {
-            var v = values[d.name]!
-            var rounds = 0
-            while v.contains("$") {
-                rounds += 1
-                if rounds > 8 {
-                    throw RulesError("'\(d.name)' refers to itself through other defines",
-                                     at: SourceLocation(file: file, line: d.line, column: d.column))
+    /// The text for nft: scalar defines expanded in every line outside the defines, the lines of
+    /// `blank` left empty.
+    static func render(_ bytes: [UInt8], _ scan: RulesScanner, _ values: [String: String],
+                       blank: Set<Int>) -> RenderedRules {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var expansions: [Int: [RenderedRules.Expansion]] = [:]
+        let lines = RulesScanner.splitLines(bytes)
+        for (idx, (start, end)) in lines.enumerated() {
+            let lineNo = idx + 1
+            if !blank.contains(lineNo) {
+                if scan.defineLines.contains(lineNo) {
+                    out.append(contentsOf: bytes[start..<end])
+                } else {
+                    var found: [RenderedRules.Expansion] = []
+                    expand(bytes[start..<end], values, scalarsOnly: true, into: &out, expansions: &found)
+                    if !found.isEmpty { expansions[lineNo] = found }
                 }
-                var bytes: [UInt8] = []
-                expandAll(Array(v.utf8)[...], values, into: &bytes)
-                v = String(decoding: bytes, as: UTF8.self)
             }
-            out[d.name] = v
+            if end < bytes.count { out.append(0x0a) }
+        }
+        return RenderedRules(text: String(decoding: out, as: UTF8.self), expansions: expansions)
+    }
+
+    /// The statement checks again on what nft gets: a scalar value is pasted into the rules as
+    /// text, so `define x = } ; flush ruleset` (or a `-D` value like it) used as `$x` inside the
+    /// table would close it and flush everything, though the file as written passed.
+    static func checkExpanded(_ bytes: [UInt8], _ scanner: RulesScanner, _ values: [String: String],
+                              _ file: String) throws(RulesError) {
+        let whole = render(bytes, scanner, values, blank: [])
+        do { _ = try RulesScanner(bytes: Array(whole.text.utf8), file: file) } catch {
+            var e = error
+            if let l = e.location { e.location?.column = whole.originalColumn(line: l.line, column: l.column) }
+            // The text as written passed these checks: the expansion is what broke it.
+            e.message = "with its defines expanded: " + e.message
+            throw e
+        }
+    }
+
+    /// How much expanding `$name` references may add: to the defines' values in all, and again
+    /// to the text for nft. A real ruleset adds a few hundred bytes; chained defines that each
+    /// repeat the one before (`define b = { $a, $a, … }`, the "billion laughs") double per link
+    /// and reached gigabytes before this bound.
+    public static let expansionLimit = 1 << 20
+    /// How deep defines may refer to defines.
+    public static let referenceDepthLimit = 16
+
+    /// Values with `$name` references to other defines resolved, as nft does: in file order, each
+    /// to a define above it (nft 1.0.6 says "unknown identifier" for one below or none).
+    static func resolveReferences(_ values: [String: String], _ scanner: RulesScanner, _ file: String,
+                                  overridden: Set<String>) throws(RulesError) -> [String: String] {
+        var out: [String: String] = [:]
+        var depth: [String: Int] = [:]
+        var added = 0
+        let defined = Set(scanner.defines.map(\.name))
+        for d in scanner.defines {
+            let raw = values[d.name]!
+            let bytes = Array(raw.utf8)
+            var problem: String?
+            var deepest = -1
+            var growth = 0
+            references(in: bytes[...]) { range, name in
+                guard problem == nil else { return }
+                guard let v = out[name] else {
+                    problem = name == d.name ? "'$\(name)' refers to itself"
+                        : defined.contains(name) ? "'$\(name)' is defined below '\(d.name)' (nft reads defines in order)"
+                        : "'$\(name)': no such define"
+                    return
+                }
+                deepest = max(deepest, depth[name]!)
+                growth += v.utf8.count - range.count   // each value ≤ expansionLimit: no overflow
+                if growth > expansionLimit { problem = "expanding its references adds more than \(expansionLimit) bytes" }
+            }
+            func fail(_ message: String) -> RulesError {
+                // From -D too a rules error at the define it replaces (see PolicyBuilder.error).
+                RulesError(overridden.contains(d.name) ? "-D \(d.name): \(message)" : "'\(d.name)': \(message)",
+                           at: SourceLocation(file: file, line: d.line, column: d.column))
+            }
+            if let problem { throw fail(problem) }
+            depth[d.name] = deepest + 1
+            guard deepest < referenceDepthLimit else {
+                throw fail("defines refer to defines more than \(referenceDepthLimit) deep")
+            }
+            added += max(0, growth)
+            guard added <= expansionLimit else {
+                throw fail("expanding the defines' references adds more than \(expansionLimit) bytes in all")
+            }
+            if deepest < 0 { out[d.name] = raw; continue }
+            var expanded: [UInt8] = []
+            expanded.reserveCapacity(bytes.count + max(0, growth))
+            var ignored: [RenderedRules.Expansion] = []
+            expand(bytes[...], out, scalarsOnly: false, into: &expanded, expansions: &ignored)
+            out[d.name] = String(decoding: expanded, as: UTF8.self)
         }
         return out
+    }
+
+    /// The text for nft expands scalar defines in every rule line: bounded like the defines
+    /// (`expansionLimit`), checked before anything is built.
+    static func checkRenderedSize(_ bytes: [UInt8], _ scanner: RulesScanner, _ values: [String: String],
+                                  _ file: String) throws(RulesError) {
+        var added = 0
+        var over: SourceLocation?
+        for (idx, (start, end)) in RulesScanner.splitLines(bytes).enumerated()
+        where !scanner.defineLines.contains(idx + 1) && over == nil {
+            references(in: bytes[start..<end]) { range, name in
+                guard over == nil, let v = values[name], !v.contains("{") else { return }
+                added += v.utf8.count - range.count
+                if added > expansionLimit { over = SourceLocation(file: file, line: idx + 1, column: range.lowerBound - start + 1) }
+            }
+        }
+        if let over {
+            throw RulesError("expanding the defines in the rules adds more than \(expansionLimit) bytes", at: over)
+        }
     }
 
     /// The file with each overridden define's value replaced in place; a value that spanned
@@ -295,39 +381,49 @@ public enum RulesConfig {
     /// Copies a line, replacing `$name` of scalar defines (values without `{`) with the value.
     /// Set-valued defines stay nft variables: nft accepts those, even empty (`elements = $x`
     /// with `x = { }` loads, a literal `elements = { }` does not).
-    static func expandAll(_ line: ArraySlice<UInt8>, _ values: [String: String], into out: inout [UInt8]) {
-        var ignored: [RenderedRules.Expansion] = []
-        expand(line, values, scalarsOnly: false, into: &out, expansions: &ignored)
-    }
-
     static func expand(_ line: ArraySlice<UInt8>, _ values: [String: String], scalarsOnly: Bool,
                        into out: inout [UInt8], expansions: inout [RenderedRules.Expansion]) {
         let outLineStart = out.count
+        var pos = line.startIndex
+        references(in: line) { range, name in
+            guard let v = values[name], !(scalarsOnly && v.contains("{")) else { return }
+            out.append(contentsOf: line[pos..<range.lowerBound])
+            expansions.append(RenderedRules.Expansion(
+                column: out.count - outLineStart + 1, length: v.utf8.count,
+                originalColumn: range.lowerBound - line.startIndex + 1, originalLength: range.count))
+            out.append(contentsOf: v.utf8)
+            pos = range.upperBound
+        }
+        out.append(contentsOf: line[pos...])
+    }
+
+    /// Each `$name` of a line outside quotes and comments: its byte range (with the `$`) and name.
+    static func references(in line: ArraySlice<UInt8>, _ visit: (Range<Int>, String) -> Void) {
         var i = line.startIndex
         var quoted = false
         while i < line.endIndex {
             let b = line[i]
             if b == 0x22 { quoted.toggle() }
-            if b == 0x23, !quoted {   // comments are copied as they are
-                out.append(contentsOf: line[i...])
-                return
-            }
+            if b == 0x23, !quoted { return }
             if b == 0x24, !quoted {
                 var j = i + 1
                 while j < line.endIndex, RulesScanner.isIdentByte(line[j]) { j += 1 }
-                let name = String(decoding: line[(i + 1)..<j], as: UTF8.self)
-                if let v = values[name], !(scalarsOnly && v.contains("{")) {
-                    expansions.append(RenderedRules.Expansion(
-                        column: out.count - outLineStart + 1, length: v.utf8.count,
-                        originalColumn: i - line.startIndex + 1, originalLength: j - i))
-                    out.append(contentsOf: Array(v.utf8))
-                    i = j
-                    continue
-                }
+                if j > i + 1 { visit(i..<j, String(decoding: line[(i + 1)..<j], as: UTF8.self)) }
+                i = j
+                continue
             }
-            out.append(b)
             i += 1
         }
+    }
+
+    static func isControl(_ s: Unicode.Scalar) -> Bool {
+        s.properties.generalCategory == .control || s.properties.generalCategory == .lineSeparator
+            || s.properties.generalCategory == .paragraphSeparator
+    }
+
+    static func hex4(_ s: Unicode.Scalar) -> String {
+        let h = String(s.value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - h.count)) + h
     }
 
     /// The elements of a set literal `{ a, b }` (or a single value), with byte offsets into `value`.

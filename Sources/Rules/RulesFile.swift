@@ -20,30 +20,58 @@ public struct RulesFile: Sendable, Equatable {
     public static let embeddedName = "embedded:reflectguard.nft"
     public static let embedded = RulesFile(name: embeddedName, text: embeddedRulesetText, isEmbedded: true)
 
+    /// The largest rules file read: the embedded ruleset is 12 KiB; a file of protected networks
+    /// and allowlists at 1 MiB holds some 40,000 prefixes.
+    public static let sizeLimit = 1 << 20
+
     /// Reads a rules file. A missing or unreadable file throws an error marked `isUnreadableFile`
-    /// (a runtime failure, exit 1) naming the path and the system's reason.
+    /// (a runtime failure, exit 1) naming the path and the system's reason. Only a regular file of
+    /// at most `sizeLimit` bytes is read: a device (`/dev/zero`) or a pipe that never ends was
+    /// read until memory ran out (a SIGHUP onto one aborted the agent, rules left behind), and a
+    /// FIFO nobody writes would block the reload forever; O_NONBLOCK keeps the open itself from
+    /// waiting for a writer.
     public static func load(path: String) throws(RulesError) -> RulesFile {
-        guard let f = fopen(path, "rb") else {
-            throw unreadable(path, errno)
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw unreadable(path, errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw unreadable(path, errno) }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw unreadable(path, EISDIR)
+        case S_IFCHR: throw unreadable(path, "a character device, not a regular file")
+        case S_IFBLK: throw unreadable(path, "a block device, not a regular file")
+        case S_IFIFO: throw unreadable(path, "a pipe, not a regular file")
+        case S_IFSOCK: throw unreadable(path, "a socket, not a regular file")
+        default: throw unreadable(path, "not a regular file")
         }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, f)
-            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count {
-                if ferror(f) != 0 {
-                    throw unreadable(path, errno)
-                }
-                break
+        guard st.st_size <= sizeLimit else { throw tooLarge(path) }
+        // Read to the end, one byte past the limit at most: the file may grow while it is read.
+        var bytes = [UInt8](repeating: 0, count: sizeLimit + 1)
+        var count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            if n == 0 { break }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw unreadable(path, errno)
             }
+            count += n
         }
-        return RulesFile(name: path, text: String(decoding: bytes, as: UTF8.self))
+        guard count <= sizeLimit else { throw tooLarge(path) }
+        return RulesFile(name: path, text: String(decoding: bytes[0..<count], as: UTF8.self))
+    }
+
+    private static func tooLarge(_ path: String) -> RulesError {
+        unreadable(path, "larger than \(sizeLimit) bytes")
     }
 
     private static func unreadable(_ path: String, _ errnoValue: Int32) -> RulesError {
-        var e = RulesError("cannot read rules file \(path): \(String(cString: strerror(errnoValue)))", at: nil)
+        unreadable(path, String(cString: strerror(errnoValue)))
+    }
+
+    private static func unreadable(_ path: String, _ why: String) -> RulesError {
+        var e = RulesError("cannot read rules file \(path): \(why)", at: nil)
         e.isUnreadableFile = true
         return e
     }

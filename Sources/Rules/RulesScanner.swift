@@ -89,6 +89,68 @@ struct RulesScanner {
             }
             lineIndex += 1
         }
+        try RulesScanner.checkStatements(bytes, lines: lines, defineLines: defineLines, file: file)
+    }
+
+    /// Refuses what would act outside `table inet reflectguard` or out of ReflectGuard's sight.
+    /// nft runs every command of the file in one transaction, so `flush ruleset` in a rules file
+    /// empties the whole ruleset, ReflectGuard's table included, and the apply still succeeds
+    /// (exit 0 and nothing loaded, the table then built from only what follows). Other tables and
+    /// commands (`delete`, `flush`, `reset`, `add`, …) would change what ReflectGuard does not own
+    /// and `nft remove` would never take back; `include` reads files ReflectGuard never sees (its
+    /// policy would not be the kernel's), as do `redefine`/`undefine` and a `define` inside a
+    /// block (nft allows all four in any block); a table `flags dormant` switches the table off.
+    static func checkStatements(_ bytes: [UInt8], lines: [(Int, Int)], defineLines: Set<Int>,
+                                file: String) throws(RulesError) {
+        var depth = 0
+        for (idx, (start, end)) in lines.enumerated() where !defineLines.contains(idx + 1) {
+            var i = start
+            var atStart = true
+            var quoted = false
+            while i < end {
+                let b = bytes[i]
+                if quoted {
+                    if b == 0x22 { quoted = false }
+                    i += 1
+                    continue
+                }
+                switch b {
+                case 0x23: i = end; continue                         // comment
+                case 0x22: quoted = true; atStart = false
+                case 0x3b: atStart = true
+                case 0x7b: depth += 1; atStart = true
+                case 0x7d: depth -= 1; atStart = true
+                case 0x20, 0x09, 0x0d: break
+                default:
+                    guard atStart else { break }
+                    atStart = false
+                    var j = i
+                    while j < end, !(bytes[j] == 0x3b || bytes[j] == 0x7b || bytes[j] == 0x7d || bytes[j] == 0x23) { j += 1 }
+                    let words = String(decoding: bytes[i..<j], as: UTF8.self)
+                        .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+                    let at = SourceLocation(file: file, line: idx + 1, column: i - start + 1)
+                    let statement = words.joined(separator: " ")
+                    switch words.first ?? "" {
+                    case "include", "redefine", "undefine":
+                        throw RulesError("'\(statement)': \(words[0]) is not allowed in a rules file (ReflectGuard must read all of it)", at: at)
+                    case "define" where depth > 0:
+                        throw RulesError("'\(statement)': a define inside a block is not allowed (ReflectGuard reads top-level defines only)", at: at)
+                    case "define":
+                        throw RulesError("'\(statement)': a define must begin its own line", at: at)
+                    case "flags" where depth == 1:
+                        throw RulesError("'\(statement)': table flags are not allowed ('dormant' switches the table off)", at: at)
+                    case "table" where depth == 0 && words.count >= 3 && words[1] == "inet" && words[2] == "reflectguard":
+                        break
+                    default:
+                        guard depth > 0 else {
+                            throw RulesError("'\(statement)': only 'define' and 'table inet reflectguard' may stand at the top of a "
+                                             + "rules file (this would act outside ReflectGuard's table)", at: at)
+                        }
+                    }
+                }
+                i += 1
+            }
+        }
     }
 
     /// Line ranges (without the newline) of the text.
@@ -168,7 +230,16 @@ struct RulesScanner {
                 if b == 0x22 { quoted.toggle() }
                 if !quoted {
                     if b == 0x23 { break }          // comment to the end of the line
-                    if b == 0x3b, depth == 0 { break scan }
+                    if b == 0x3b, depth == 0 {
+                        // What follows would be a second statement the scanner never checks.
+                        var k = i + 1
+                        while k < lineEnd, bytes[k] == 0x20 || bytes[k] == 0x09 || bytes[k] == 0x0d || bytes[k] == 0x3b { k += 1 }
+                        guard k == lineEnd || bytes[k] == 0x23 else {
+                            throw RulesError("only a comment may follow ';' on a define line",
+                                             at: SourceLocation(file: file, line: li + 1, column: k - lines[li].0 + 1))
+                        }
+                        break scan
+                    }
                     if b == 0x7b { depth += 1 }
                     if b == 0x7d { depth -= 1 }
                 }

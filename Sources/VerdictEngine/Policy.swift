@@ -13,14 +13,33 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses `a.b.c.d/n`, `a.b.c.d`, `x::y/n` or `x::y`. Nil on anything else.
     public init?(_ text: String) {
+        guard let c = try? CIDR(parsing: text) else { return nil }
+        self = c
+    }
+
+    /// Parses a prefix as nft reads it, or says why not. nft reads the prefix length with
+    /// strtoull base 0: `/024` is octal (/20), `/064` is /52, `/0x18` is /24 and `/08` a syntax
+    /// error (checked with `nft -f` on Linux 6.18). So the length is plain decimal without a
+    /// leading zero here ("0" alone is fine), like the address (`IPAddress.init(parsing:)`).
+    public init(parsing text: String) throws(AddressSyntaxError) {
         let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let addr = IPAddress(parts[0]) else { return nil }
+        guard parts.count <= 2 else { throw AddressSyntaxError("'\(text)' has more than one '/'") }
+        let addr: IPAddress
+        do { addr = try IPAddress(parsing: parts[0]) } catch {
+            throw parts.count == 2 ? AddressSyntaxError("'\(text)': \(error)") : error
+        }
         let v4 = addr.isIPv4Mapped && !parts[0].contains(":")
         let maxLen = v4 ? 32 : 128
         var len = maxLen
         if parts.count == 2 {
-            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }),
-                  let n = Int(parts[1]), n <= maxLen else { return nil }
+            let p = parts[1]
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy({ $0.isASCII && $0.isNumber }),
+                  let n = Int(p), n <= maxLen else {
+                throw AddressSyntaxError("'\(text)': prefix length '/\(p)' is not a number from 0 to \(maxLen)")
+            }
+            guard p.count == 1 || p.first != "0" else {
+                throw AddressSyntaxError("'\(text)': prefix length '/\(p)' has a leading zero, which nft reads as octal")
+            }
             len = n
         }
         self.init(address: addr, length: UInt8(v4 ? len + 96 : len))

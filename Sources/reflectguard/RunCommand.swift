@@ -41,7 +41,6 @@ enum RunCommand {
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)
         var settings = AgentSettings()
-        let defaultArmedTimeout = settings.armedTimeout
         settings.dryRun = a.flag("--dry-run")
 
         var defines = a.all("-D")
@@ -124,7 +123,7 @@ enum RunCommand {
             return ExitCode.failure.rawValue
         }
         settings.queues = resolved.queues.first...resolved.queues.last
-        if let t = resolved.values["armed_timeout"], let s = parseSeconds(t) { settings.armedTimeout = s }
+        settings.armedTimeout = resolved.armedTimeout
         settings.logLevel = logger.level
 
         let applyRules = !a.flag("--no-apply")
@@ -160,7 +159,7 @@ enum RunCommand {
                 // Pure: resolving reads the file only; the agent applies the plan after checking it.
                 let fresh: ResolvedRules
                 do { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: 3) }
-                let timeout = fresh.values["armed_timeout"].flatMap { parseSeconds($0) } ?? defaultArmedTimeout
+                let timeout = fresh.armedTimeout
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
                                   armedTimeout: timeout, apply: {
                     guard applyRules else { return }
@@ -174,6 +173,12 @@ enum RunCommand {
                 // Dry-run changes no verdict anywhere, the kernel's included: report only.
                 if dry { return }
                 try armer.arm(prefix, timeout: timeout, renew: renew)
+            },
+            missing: {
+                do throws(NftError) { return try table.missing() } catch { throw RunError(error) }
+            },
+            reapply: {
+                do throws(NftError) { try table.reapply() } catch { throw RunError(error) }
             })
 
         let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
@@ -202,16 +207,6 @@ enum RunCommand {
         return (host, p)
     }
 
-    /// nft time values the rules use: `60s`, `2m`, `1h`, or plain seconds.
-    static func parseSeconds(_ s: String) -> Double? {
-        let t = s.trimmingCharacters()
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-        for (u, f) in units where t.hasSuffix(u) {
-            if let v = Double(t.dropLast(u.count)) { return v * f }
-        }
-        return Double(t)
-    }
-
     /// CAP_NET_ADMIN in this process's effective set.
     static func hasNetAdmin() -> Bool { Capabilities.effective(Capabilities.netAdmin) }
 }
@@ -235,17 +230,4 @@ final class ArmerBox: @unchecked Sendable {
         if victims == nil { victims = try ArmedVictims() }
         try victims!.arm(prefix, timeout: timeout, renew: renew)
     }
-}
-
-extension String {
-    func trimmingCharacters() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }
-        return String(s)
-    }
-}
-
-extension Substring {
-    func trimmingCharacters() -> String { String(self).trimmingCharacters() }
 }

@@ -13,7 +13,6 @@ import TestSupport
     @Test(arguments: [
         ["nft", "generate", "--backend", "xt", "-D", "nosuch=1"],
         ["nft", "generate", "--backend", "xt", "--protect", "198.18.2.0/40"],
-        ["nft", "generate", "--backend", "xt", "-D", "mode=sideways"],
         ["nft", "generate", "--backend", "sideways"],
         ["nft", "generate", "--hook", "bridge"],
         ["nft", "generate", "--queue", "3:1"],

@@ -153,7 +153,6 @@ import VerdictEngine
     @Test(arguments: [
         ([], ["nosuch=1"]),
         ([], ["novalue"]),
-        ([], ["mode=sideways"]),
         (["198.18.2.0/99"], []),
         ([], ["rst_rate=1;flush ruleset"]),
     ])
@@ -184,11 +183,11 @@ import VerdictEngine
     }
 
     @Test func columnsMapBackAcrossExpandedDefines() throws {
-        let text = "define r = 12345\ndefine s = 7\ntable inet t { chain c { limit rate over $r/second burst $s packets x; } }\n"
+        let text = "define r = 12345\ndefine s = 7\ntable inet reflectguard { chain c { limit rate over $r/second burst $s packets x; } }\n"
         let r = try RulesConfig.resolve(rules: RulesFile(name: "c.nft", text: text))
         let rendered = r.renderMapped(hook: .router, backend: .xt)
         let line = String(rendered.text.split(separator: "\n")[2])
-        #expect(line == "table inet t { chain c { limit rate over 12345/second burst 7 packets x; } }")
+        #expect(line == "table inet reflectguard { chain c { limit rate over 12345/second burst 7 packets x; } }")
         let original = String(text.split(separator: "\n")[2])
         func col(_ s: String, _ needle: String) -> Int {
             s.utf8.distance(from: s.startIndex, to: s.range(of: needle)!.lowerBound) + 1
@@ -201,14 +200,39 @@ import VerdictEngine
         #expect(rendered.originalColumn(line: 1, column: 5) == 5)
     }
 
-    @Test func durations() {
-        #expect(PolicyBuilder.seconds("131s") == 131)
-        #expect(PolicyBuilder.seconds("2m11s") == 131)
-        #expect(PolicyBuilder.seconds("1h") == 3600)
-        #expect(PolicyBuilder.seconds("250ms") == 0.25)
-        #expect(PolicyBuilder.seconds("60") == 60)
-        #expect(PolicyBuilder.seconds("s") == nil)
-        #expect(PolicyBuilder.seconds("5x") == nil)
-        #expect(PolicyBuilder.seconds("5") == 5)
+    @Test func durations() throws {
+        let any: ClosedRange<UInt64> = 0...UInt64.max
+        #expect(try NftValue.milliseconds("131s", in: any) == 131_000)
+        #expect(try NftValue.milliseconds("2m11s", in: any) == 131_000)
+        #expect(try NftValue.milliseconds("1h", in: any) == 3_600_000)
+        #expect(try NftValue.milliseconds("250ms", in: any) == 250)
+        #expect(try NftValue.milliseconds("1d1h1m1s1ms", in: any) == 90_061_001)
+        // nft's time syntax: a unit on every number, d h m s ms in that order, each once.
+        for bad in ["s", "5x", "60", "5", "1s1m", "1s1s", "1.5s", "1S", "", "-1s", "+1s", "1m 1s"] {
+            #expect(throws: ValueError.self, "\(bad)") { try NftValue.milliseconds(bad, in: any) }
+        }
+    }
+
+    /// Guarded flows and the learnt RST budgets: read into the policy, and refused out of range
+    /// as a rules error like every define of the table.
+    @Test func guardedFlowsAndRSTBudgets() throws {
+        let r = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24"],
+                                        defines: ["track_full_ports={ 179, 5432-5433 }", "track_full_hosts_v4={ 203.0.113.0/28 }",
+                                                  "track_full_hosts_v6={ 2001:db8:1::9 }", "rst_attack_floor=80",
+                                                  "rst_warmup=5s", "established_horizon=2h"])
+        #expect(r.policy.trackFullPorts == [179...179, 5432...5433])
+        #expect(r.policy.trackFullHosts.contains(CIDR("203.0.113.7")!.address))
+        #expect(r.policy.trackFullHosts.contains(CIDR("2001:db8:1::9")!.address))
+        #expect(r.policy.rstAttackFloor == 80 && r.policy.rstWarmup == 5 && r.policy.establishedHorizon == 7200)
+        #expect(try NftValue.portSet("{ }") == [])
+        for bad in ["{ 0 }", "{ 65536 }", "{ 179, 99-80 }", "{ 0179 }", "{ http }"] {
+            #expect(throws: ValueError.self, "\(bad)") { try NftValue.portSet(bad) }
+            #expect(throws: RulesError.self, "\(bad)") {
+                try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24"], defines: ["track_full_ports=\(bad)"])
+            }
+        }
+        #expect(throws: RulesError.self) {
+            try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24"], defines: ["rst_attack_factor=0"])
+        }
     }
 }

@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Rules that stay in place (issue 14, items 2 and 3), in labs named `rgt-watch-*`: the agent's
+/// table and xtables queue rules taken away behind its back (`nft flush ruleset`, as Debian's
+/// nftables.service does on every start) come back within the watchdog's period, with events and
+/// metrics saying so; a log reader that goes away never stops the clean shutdown.
+@Suite(.serialized, .enabled(if: Env.enabled, Comment(rawValue: Env.missing ?? "")))
+struct WatchdogTests {
+    static let protect = InlineAgentTests.protect
+    static let metricsPort = InlineAgentTests.metricsPort
+
+    /// Whether the table and the xtables NFQUEUE rule are both in the router's kernel.
+    static func rulesPresent(_ lab: LabNet) throws -> Bool {
+        let table = try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0
+        let xt = try lab.exec(lab.router, "iptables-nft -t mangle -S FORWARD", check: false).stdout.contains("--comment reflectguard")
+        return table && xt
+    }
+
+    /// CPU ticks (user + system) the process has used, from /proc/PID/stat.
+    static func cpuTicks(_ pid: Int32) -> Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+    }
+
+    /// `nft flush ruleset` inside the router while a spoofed SYN-ACK flood runs: the rules are
+    /// back within 2 s, `rules-missing` and `rules-reapplied` say so, the metrics count it, every
+    /// legitimate connection succeeds, and a second flood after the repair is stopped entirely.
+    @Test func flushRulesetUnderFloodIsRepairedWithinTwoSeconds() throws {
+        try Env.requireReady()
+        let lab = try LabNet("flush", family: "rgt-watch")
+        defer { lab.tearDown() }
+        try InlineAgentTests.servers(lab)
+        let agent = try AgentProcess(lab, Self.protect + InlineAgentTests.agentOnly + InlineAgentTests.metrics)
+        try #require(try Self.rulesPresent(lab))
+
+        // The check's cost: the idle agent's CPU over 5 s, nearly all of it the watchdog's ticks.
+        let idleBefore = Self.cpuTicks(agent.process.processIdentifier)
+        let checksBefore = AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_checks_total")
+        usleep(5_000_000)
+        let idleTicks = Self.cpuTicks(agent.process.processIdentifier) - idleBefore
+        let checks = AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_checks_total") - checksBefore
+        measured("rules watchdog, idle agent: \(idleTicks * 10) ms CPU in 5 s for \(Int(checks)) checks")
+
+        try lab.resetCounters()
+        let sent = 150_000
+        var recoverySeconds = -1.0
+        try InlineAgentTests.underFlood(lab, [(.synack, sent, "20us")], legit: 30, legitAfter: 300_000,
+                                        "around nft flush ruleset") {
+            usleep(500_000)
+            try lab.exec(lab.router, "nft flush ruleset")
+            let flushed = Date()
+            #expect(try !Self.rulesPresent(lab), "the flush took the rules")
+            while Date().timeIntervalSince(flushed) < 10 {
+                if try Self.rulesPresent(lab) { recoverySeconds = Date().timeIntervalSince(flushed); break }
+                usleep(20_000)
+            }
+        }
+        let passed = try lab.protectedCount("synack")
+        measured("nft flush ruleset under a \(sent)-packet SYN-ACK flood: rules back after \(String(format: "%.3f", recoverySeconds)) s; \(passed) spoofed SYN-ACKs reached the protected host meanwhile")
+        #expect(recoverySeconds >= 0 && recoverySeconds < 2, "rules back within 2 s: \(recoverySeconds) s")
+        try agent.waitForLog("\"event\":\"rules-reapplied\"", seconds: 5)
+        #expect(agent.log.contains("\"event\":\"rules-missing\",\"detail\":\"table inet reflectguard is gone\""), "\(agent.log)")
+        let m = try agent.metrics(port: Self.metricsPort)
+        #expect(AgentProcess.value(m, "reflectguard_rules_present") == 1)
+        #expect(AgentProcess.value(m, "reflectguard_rules_reapplied_total") == 1)
+        // The gap is the only way through: at most what the flood sends in 2 s (50 000 pps at most).
+        #expect(passed < 100_000, "\(passed) of \(sent)")
+
+        try lab.resetCounters()
+        let after = 10_000
+        try InlineAgentTests.underFlood(lab, [(.synack, after, "20us")], legit: 5, "after the repair")
+        #expect(try lab.protectedCount("synack") == 0, "the repaired rules stop the flood again")
+
+        #expect(agent.stop() == 0)
+        #expect(agent.log.contains("\"rules_removed\":true"), "\(agent.log)")
+        #expect(try !Self.rulesPresent(lab) && lab.exec(lab.router, "nft list table inet reflectguard", check: false).status != 0)
+    }
+
+    /// `run --no-apply`: the rules are somebody else's (`nft apply`), so the agent reports them
+    /// gone (event, gauge 0) and leaves the kernel alone.
+    @Test func noApplyReportsMissingRulesWithoutReapplying() throws {
+        try Env.requireReady()
+        let lab = try LabNet("noapply", family: "rgt-watch")
+        defer { lab.tearDown() }
+        try lab.exec(lab.router, "'\(Env.binary)' nft apply " + Self.protect.joined(separator: " "))
+        let agent = try AgentProcess(lab, Self.protect + ["--no-apply"] + InlineAgentTests.metrics)
+        #expect(AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_present") == 1)
+        try lab.exec(lab.router, "nft flush ruleset")
+        try agent.waitForLog("\"event\":\"rules-missing\"", seconds: 5)
+        usleep(1_500_000)
+        let m = try agent.metrics(port: Self.metricsPort)
+        #expect(AgentProcess.value(m, "reflectguard_rules_present") == 0)
+        #expect(AgentProcess.value(m, "reflectguard_rules_reapplied_total") == 0)
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status != 0, "not re-applied")
+        #expect(agent.stop() == 0)
+    }
+
+    /// The agent's stderr is a pipe whose reader exits (a journal or terminal gone): SIGTERM still
+    /// ends in exit 0 with the table and the xtables rule removed. It used to die of SIGPIPE on
+    /// the `stopping` line and leave both behind.
+    @Test func aGoneLogReaderDoesNotStopTheCleanShutdown() throws {
+        try Env.requireReady()
+        let lab = try LabNet("sigpipe", family: "rgt-watch")
+        defer { lab.tearDown() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: TestEnvironment.which("ip") ?? "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", lab.router, Env.binary, "run"] + Self.protect
+        let pipe = Pipe()
+        p.standardError = pipe
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+
+        var seen = Data()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !(String(decoding: seen, as: UTF8.self).contains("\"event\":\"start\"")) {
+            let chunk = pipe.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen.append(chunk)
+        }
+        try #require(String(decoding: seen, as: UTF8.self).contains("\"event\":\"start\""), "\(String(decoding: seen, as: UTF8.self))")
+        try #require(try Self.rulesPresent(lab))
+        // The reader goes: the agent's next log line meets a pipe with no reader.
+        try pipe.fileHandleForReading.close()
+        try pipe.fileHandleForWriting.close()
+
+        kill(p.processIdentifier, SIGTERM)
+        let stopBy = Date().addingTimeInterval(15)
+        while p.isRunning, Date() < stopBy { usleep(50_000) }
+        #expect(!p.isRunning, "the agent stopped")
+        if !p.isRunning {
+            #expect(p.terminationReason == .exit && p.terminationStatus == 0,
+                    "clean exit: \(p.terminationReason == .exit ? "status" : "signal") \(p.terminationStatus)")
+        }
+        #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status != 0, "table removed")
+        #expect(!(try lab.exec(lab.router, "iptables-nft -t mangle -S FORWARD", check: false).stdout.contains("reflectguard")),
+                "xtables rule removed")
+    }
+}
