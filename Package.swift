@@ -40,7 +40,7 @@ let package = Package(
 
         // MARK: thin I/O
         .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "Rules"]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
 
         // MARK: wiring

@@ -29,4 +29,17 @@ static inline int rg_capset(const rg_cap_sets *sets) {
     return (int)syscall(SYS_capset, &header, sets->words);
 }
 
+/* Children (iptables-nft) must inherit no descriptor of the agent's: a metrics client accepted
+ * on another thread gets FD_CLOEXEC one call after accept(2) (accept4 does not import into Swift
+ * here), and a child spawned in between would hold that connection open until it exits. glibc
+ * 2.34+ closes every descriptor from `from` up in the child, but declares the function only
+ * under _GNU_SOURCE, which Swift's Glibc module is not built with: the declaration is repeated
+ * here, as glibc has it. */
+#include <spawn.h>
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
+
+static inline int rg_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+
 #endif

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CProcessControl
 
 /// Runs a program with an argv array through posix_spawn (never a shell: no argument is ever
 /// parsed as shell text), stdin from /dev/null, stdout and stderr captured together.
@@ -44,6 +45,8 @@ enum Spawn {
         // The child must not keep the pipe's own ends open, or the read below never sees EOF.
         posix_spawn_file_actions_addclose(&actions, fds[0])
         posix_spawn_file_actions_addclose(&actions, fds[1])
+        // Nor any other descriptor of the agent's (queue sockets, metrics clients, lock socket).
+        rg_spawn_close_from(&actions, 3)
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
         cArgs.append(nil)
         var cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
