@@ -48,9 +48,9 @@ public struct RulesHooks: Sendable {
     /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
     /// the flag asks to renew the timeout of an element already there.
     public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
-    /// nil while the rules are in the kernel, else what went (the rules watchdog asks twice a
-    /// second, from its own thread).
-    public var missing: @Sendable () throws -> String?
+    /// Whether the rules are in the kernel (the rules watchdog asks twice a second, from its own
+    /// thread).
+    public var missing: @Sendable () throws -> RulesPresence
     /// Applies the rules of the last successful apply or reload again.
     public var reapply: @Sendable () throws -> Void
 
@@ -58,7 +58,7 @@ public struct RulesHooks: Sendable {
                 reload: @escaping @Sendable () throws -> ReloadPlan,
                 release: @escaping @Sendable (Bool) throws -> String?,
                 arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
-                missing: @escaping @Sendable () throws -> String? = { nil },
+                missing: @escaping @Sendable () throws -> RulesPresence = { .present },
                 reapply: @escaping @Sendable () throws -> Void = {}) {
         self.apply = apply
         self.reload = reload
@@ -84,4 +84,15 @@ public struct ReloadPlan: Sendable {
         self.armedTimeout = armedTimeout
         self.apply = apply
     }
+}
+
+/// What the rules watchdog finds.
+public enum RulesPresence: Sendable, Equatable {
+    /// The rules of the last apply are all in the kernel.
+    case present
+    /// Something of them went (the detail says what): put them back.
+    case missing(String)
+    /// The table is recorded as somebody else's now (`nft apply --force`): their rules are in
+    /// place and are left alone.
+    case takenOver(by: String)
 }

@@ -24,7 +24,7 @@ final class RulesWatchdog: @unchecked Sendable {
     private let period: Double
     /// false with `--no-apply`: the rules are somebody else's, so missing ones are only reported.
     private let repair: Bool
-    private let missing: @Sendable () throws -> String?
+    private let missing: @Sendable () throws -> RulesPresence
     private let reapply: @Sendable () throws -> Void
     private var timer: DispatchSourceTimer?
 
@@ -32,6 +32,8 @@ final class RulesWatchdog: @unchecked Sendable {
     /// many re-applies it took so far, and the last check error reported.
     private var gone: (why: String, since: Int64, attempts: Int)?
     private var lastCheckError: String?
+    /// Who took the table over, once reported.
+    private var takenOverBy: String?
 
     let present = Atomic<UInt64>(1)
     let reapplied = Atomic<UInt64>(0)
@@ -39,7 +41,7 @@ final class RulesWatchdog: @unchecked Sendable {
     let checks = Atomic<UInt64>(0)
 
     init(logger: Logger, period: Double = 0.5, repair: Bool,
-         missing: @escaping @Sendable () throws -> String?, reapply: @escaping @Sendable () throws -> Void) {
+         missing: @escaping @Sendable () throws -> RulesPresence, reapply: @escaping @Sendable () throws -> Void) {
         self.logger = logger
         self.period = period
         self.repair = repair
@@ -69,7 +71,18 @@ final class RulesWatchdog: @unchecked Sendable {
         checks.add(1, ordering: .relaxed)
         let why: String?
         do {
-            why = try missing()
+            switch try missing() {
+            case .present: why = nil
+            case .missing(let detail): why = detail
+            case .takenOver(let owner):
+                // Protection is on, by rules that are no longer this agent's to repair or remove.
+                if owner != takenOverBy {
+                    logger.warning("rules-taken-over", [("owner", .string(owner)),
+                                                       ("detail", .string("left as they are; not re-applied, not removed at exit"))])
+                    takenOverBy = owner
+                }
+                why = nil
+            }
             lastCheckError = nil
         } catch {
             // Not knowing is not "missing": report it once, and keep the gauge as it was.

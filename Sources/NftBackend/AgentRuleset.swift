@@ -54,25 +54,35 @@ public final class AgentRuleset: @unchecked Sendable {
     /// `RulesSnapshot` for how it is told). Without an apply (`run --no-apply`) the table is what
     /// must be there. A table `nft apply --force` re-recorded as its own keeps our chains: present.
     public func missing() throws(NftError) -> String? {
-        try serial.withLock { _ throws(NftError) -> String? in
+        try check().missing
+    }
+
+    /// `missing` (nil while our rules are in place), or the owner the table is recorded as now
+    /// when somebody took it over (`nft apply --force`): then the rules are theirs, in place as
+    /// they applied them, and putting ours back would undo what the operator forced.
+    public func check() throws(NftError) -> (missing: String?, takenOverBy: TableOwner?) {
+        try serial.withLock { _ throws(NftError) -> (missing: String?, takenOverBy: TableOwner?) in
             if generation == nil { generation = try NftGeneration() }
             let now = try generation!.current()
-            if now == verified { return nil }
+            if now == verified { return (nil, nil) }
             let ctx = try NftContext()
             guard let chains = try RulesSnapshot.take(ctx).chains else {
-                return "table \(NftRuleset.family) \(NftRuleset.table) is gone"
+                return ("table \(NftRuleset.family) \(NftRuleset.table) is gone", nil)
+            }
+            if last != nil, let current = try NftRuleset.owner(), current != owner {
+                return (nil, current)
             }
             if let last, let snapshot {
-                if chains != snapshot.chains { return "the chains of table \(NftRuleset.family) \(NftRuleset.table) changed" }
+                if chains != snapshot.chains { return ("the chains of table \(NftRuleset.family) \(NftRuleset.table) changed", nil) }
                 if last.backend == .xt {
                     let wanted = last.rules.xtablesRules(hook: last.hook)
                     let present = try Xtables.tagged(near: wanted)
                     let gone = wanted.filter { !present.contains($0) }
-                    if !gone.isEmpty { return "xtables rules gone: " + gone.map { $0.commandLine }.joined(separator: "; ") }
+                    if !gone.isEmpty { return ("xtables rules gone: " + gone.map { $0.commandLine }.joined(separator: "; "), nil) }
                 }
             }
             verified = now
-            return nil
+            return (nil, nil)
         }
     }
 

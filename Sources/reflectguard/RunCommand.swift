@@ -175,7 +175,11 @@ enum RunCommand {
                 try armer.arm(prefix, timeout: timeout, renew: renew)
             },
             missing: {
-                do throws(NftError) { return try table.missing() } catch { throw RunError(error) }
+                do throws(NftError) {
+                    let c = try table.check()
+                    if let other = c.takenOverBy { return .takenOver(by: other.description) }
+                    return c.missing.map { .missing($0) } ?? .present
+                } catch { throw RunError(error) }
             },
             reapply: {
                 do throws(NftError) { try table.reapply() } catch { throw RunError(error) }

@@ -124,6 +124,12 @@ struct OwnershipTests {
         let forced = try Self.reflectguard(lab, "nft apply --force " + Self.protect.joined(separator: " "))
         #expect(forced.status == 0 && forced.stderr.contains("warning"), "\(forced.stderr)")
         #expect(try Self.ownerRecord(lab).contains("reflectguard nft apply"))
+        // The rules watchdog (twice a second) sees the take-over and leaves the forced rules be:
+        // it once re-applied the agent's own over them, and the agent then removed them at exit.
+        try agent.waitForLog("\"event\":\"rules-taken-over\"", seconds: 10)
+        usleep(1_200_000)
+        #expect(!agent.log.contains("\"event\":\"rules-reapplied\""), "\(agent.log)")
+        #expect(try Self.ownerRecord(lab).contains("reflectguard nft apply"))
         #expect(agent.stop() == 0, "\(agent.log)")
         #expect(agent.log.contains("\"event\":\"rules-left\""), "the forced rules are no longer the agent's: \(agent.log)")
         #expect(try lab.exec(lab.router, "nft list table inet reflectguard", check: false).status == 0)
