@@ -9,12 +9,5 @@ import Glibc
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
-    let input = UnsafeRawBufferPointer(start: start, count: start == nil ? 0 : count)
-    let failures = RulesFuzzInvariants.check(input)
-    if !failures.isEmpty {
-        // abort() makes libFuzzer save the input as a crash-* reproducer.
-        for f in failures.prefix(8) { print("INVARIANT FAILED: \(f)") }
-        abort()
-    }
-    return 0
+    fuzzInput(start, count) { RulesFuzzInvariants.check($0) }
 }

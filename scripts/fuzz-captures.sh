@@ -32,7 +32,7 @@ module VerdictEngine "$repo"/Sources/VerdictEngine/*.swift
 module Captures -I "$repo/Sources/CPcap" "$repo"/Sources/Captures/*.swift
 module Scoring -I "$repo/Sources/CPrefetch" "$repo"/Sources/Scoring/*.swift
 swiftc "${flags[@]}" -module-name CaptureFuzz -I "$build" -I "$repo/Sources/CPcap" -I "$repo/Sources/CPrefetch" \
-    "$repo/Fuzz/CaptureFuzz.swift" "$repo/Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift" \
+    "$repo/Fuzz/CaptureFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift" \
     "$build/libScoring.a" "$build/libCaptures.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -lpcap \
     -o "$build/capture-fuzz"
 

@@ -36,7 +36,7 @@ build_modules() {
 build_fuzzer() {
     build_modules
     swiftc "${flags[@]}" -module-name ParserEngineFuzz -I "$build" \
-        "$repo/Fuzz/ParserEngineFuzz.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
+        "$repo/Fuzz/ParserEngineFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/FuzzInvariants.swift" \
         "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/parser-engine-fuzz"
 }
 
@@ -47,7 +47,7 @@ if [[ "${1:-}" == "rules" ]]; then
     swiftc "${flags[@]}" -module-name Rules -I "$build" -emit-module -emit-module-path "$build/Rules.swiftmodule" \
         -emit-library -static -o "$build/libRules.a" "$repo"/Sources/Rules/*.swift
     swiftc "${flags[@]}" -module-name RulesFuzz -I "$build" \
-        "$repo/Fuzz/RulesFuzz.swift" "$repo/Tests/FuzzRegressionTests/RulesFuzzInvariants.swift" \
+        "$repo/Fuzz/RulesFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/RulesFuzzInvariants.swift" \
         "$build/libRules.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/rules-fuzz"
     rwork=$work/rules
     mkdir -p "$rwork/corpus" "$rwork/artifacts"
