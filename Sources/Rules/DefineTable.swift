@@ -217,10 +217,51 @@ enum NftValue {
         }
     }
 
+    /// The elements of a set value: one `{ a, b }` (sets inside it, as a `$name` reference
+    /// expands, are flattened) or a bare `a, b`. `RulesConfig.elements(of:)` splits at every brace
+    /// and comma, so without this `{ 198.18.2.0/24 } 10.0.0.0/8` or `{ a } }` was read as a set
+    /// of what came before the stray part while nft refused the text (or, from `-D`, `score`
+    /// protected less than `run` would have loaded). A quote left open would end where nft and the
+    /// agent disagree, so it is refused too.
+    static func setElements(_ value: String) throws(ValueError) -> [(text: String, offset: Int)] {
+        let b = Array(value.utf8)
+        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d }
+        guard let first = b.firstIndex(where: { !blank($0) }) else { return [] }
+        let last = b.lastIndex(where: { !blank($0) })!
+        if let q = b.firstIndex(of: 0x22), b.count(where: { $0 == 0x22 }) % 2 == 1 {
+            throw ValueError(message: "a quote is left open", offset: q)
+        }
+        var depth = 0
+        var previous: UInt8 = 0x2c   // as if after a comma: a value may start with `{`
+        for i in first...last where !blank(b[i]) {
+            let c = b[i]
+            if c == 0x7b {
+                guard previous == 0x7b || previous == 0x2c, depth > 0 || i == first, b[first] == 0x7b else {
+                    throw ValueError(message: "this '{' starts no set or element of one (a set is one '{ a, b }')", offset: i)
+                }
+                depth += 1
+            } else if c == 0x7d {
+                guard depth > 0 else {
+                    throw ValueError(message: "this '}' closes no set", offset: i)
+                }
+                depth -= 1
+                if depth == 0, i != last {
+                    throw ValueError(message: "text after the set's closing '}' (a set is one '{ a, b }')",
+                                     offset: b[(i + 1)...].firstIndex(where: { !blank($0) })!)
+                }
+            } else if previous == 0x7d, c != 0x2c {
+                throw ValueError(message: "no comma after this '}'", offset: i)
+            }
+            previous = c
+        }
+        guard depth == 0 else { throw ValueError(message: "a '{' is left open", offset: first) }
+        return RulesConfig.elements(of: value)
+    }
+
     /// The elements of a port set (`{ 179, 5432-5433 }`), each a port or a range.
     static func portSet(_ value: String) throws(ValueError) -> [ClosedRange<UInt16>] {
         var out: [ClosedRange<UInt16>] = []
-        for (text, offset) in RulesConfig.elements(of: value) {
+        for (text, offset) in try setElements(value) {
             do throws(ValueError) {
                 if text.contains("-") {
                     out.append(try ports(text))
@@ -238,7 +279,7 @@ enum NftValue {
     /// The elements of an address set, each a prefix of the family.
     static func prefixes(_ value: String, ipv6: Bool) throws(ValueError) -> [CIDR] {
         var out: [CIDR] = []
-        for (text, offset) in RulesConfig.elements(of: value) {
+        for (text, offset) in try setElements(value) {
             let c: CIDR
             do { c = try CIDR(parsing: text) } catch {
                 throw ValueError(message: "\(error.description) (an \(ipv6 ? "IPv6" : "IPv4") address or prefix)", offset: offset)
@@ -257,7 +298,7 @@ enum NftValue {
     /// end the name in nft's text (quotes, braces, commas, `;`, `#`).
     static func interfaces(_ value: String) throws(ValueError) -> [String] {
         var out: [String] = []
-        for (text, offset) in RulesConfig.elements(of: value) {
+        for (text, offset) in try setElements(value) {
             var n = Substring(text)
             if n.hasPrefix("\""), n.hasSuffix("\""), n.count >= 2 { n = n.dropFirst().dropLast() }
             let refused = Set("/: \t\"\\{},;#".utf8)

@@ -225,7 +225,9 @@ public enum RulesConfig {
                     throw RulesError("--protect: \(rules.name) has no 'define \(name)' to add to", at: nil,
                                      fromCommandLine: true)
                 }
-                let base = elements(of: overrides[name] ?? d.value).map(\.text)
+                // A malformed set is left for PolicyBuilder to refuse where it stands: merged
+                // here, its stray parts would be smoothed into a valid set.
+                guard let base = try? NftValue.setElements(overrides[name] ?? d.value).map(\.text) else { continue }
                 overrides[name] = "{ " + (base + added).joined(separator: ", ") + " }"
             }
         }

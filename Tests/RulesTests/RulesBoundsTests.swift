@@ -145,6 +145,17 @@ import VerdictEngine
         ("ephemeral_ports", "2000-1000", "above"),
         ("inside_ifaces", "{ \"a/b\" }", "interface name"), ("outside_ifaces", "{ 0123456789abcdef }", "interface name"),
         ("kernel_enforce", "sometimes", "not one of armed, always, off"),
+        // One set and nothing else: nft refuses the stray part, so the agent must not read a
+        // set out of what comes before it.
+        ("protected_v4", "{ 198.18.2.0/24 } 10.0.0.0/8", "after the set's closing '}'"),
+        ("protected_v4", "{ 198.18.2.0/24 } }", "after the set's closing '}'"),
+        ("protected_v4", "{ 198.18.2.0/24 }}}}", "after the set's closing '}'"),
+        ("protected_v4", "{ 198.18.2.0/24 }, { 10.0.0.0/8 }", "after the set's closing '}'"),
+        ("protected_v4", "{ { 198.18.2.0/24 } 10.0.0.0/8 }", "no comma after"),
+        ("protected_v4", "{ 198.18.2.0/24 { 10.0.0.0/8 } }", "starts no set"),
+        ("protected_v6", "{ 2001:db8::/32 } 2001:db8:1::/48", "after the set's closing '}'"),
+        ("track_full_ports", "{ 179 } 22", "after the set's closing '}'"),
+        ("inside_ifaces", "{ \"veth0\" } }", "after the set's closing '}'"),
     ])
     func outOfRangeValuesAreRefusedNotClamped(name: String, value: String, says: String) throws {
         let base = RulesFile.embedded.text
@@ -162,6 +173,40 @@ import VerdictEngine
         }
         // The same value from -D: the same rules error, at the define it replaces.
         Self.expectDefineError("\(name)=\(value)", says)
+    }
+
+    /// A set inside the set (what `$name` of a set define expands to) is flattened, as nft does.
+    @Test func nestedSetsAndMultiLineSetsAreStillRead() throws {
+        let r = try Self.resolve("define a = { 10.0.0.0/8 }\ndefine protected_v4 = { $a, 198.18.2.0/24, { 192.0.2.0/24 } }\n"
+                                 + "define inside_ifaces = { \"veth0\", veth1 }\n")
+        #expect(r.policy.protected.prefixes.count == 3)
+        #expect(r.policy.insideInterfaces.count == 2)
+        let s = try RulesConfig.resolve(rules: .embedded, protect: ["203.0.113.0/24"],
+                                        defines: ["protected_v4=198.18.2.0/24, 192.0.2.0/24"])
+        #expect(s.policy.protected.prefixes.count == 3)
+    }
+
+    /// In a file the scanner already refuses a brace or quote left open (it would swallow the
+    /// lines below); from `-D`, one line, the set's own check must.
+    @Test func unbalancedBracesAndQuotesFromTheCommandLineAreRulesErrors() {
+        Self.expectDefineError("protected_v4={ 198.18.2.0/24", "left open")
+        Self.expectDefineError("protected_v4=198.18.2.0/24 }", "'}'")
+        Self.expectDefineError("allowlist_v4={ 198.18.2.0/24 } {", "after the set's closing '}'")
+        Self.expectDefineError("inside_ifaces={ \"veth0 }", "quote is left open")
+        Self.expectDefineError("outside_ifaces=veth0, \"veth1", "quote is left open")
+        Self.expectDefineError("outside_ifaces={ veth0 }, { veth1 }", "after the set's closing '}'")
+    }
+
+    /// `--protect` merges into the set: a malformed `-D` set must still be refused, not merged
+    /// into a valid one.
+    @Test func protectDoesNotSmoothAMalformedSet() {
+        do {
+            _ = try RulesConfig.resolve(rules: .embedded, protect: ["203.0.113.0/24"],
+                                        defines: ["protected_v4={ 198.18.2.0/24 } 10.0.0.0/8"])
+            Issue.record("accepted")
+        } catch {
+            #expect(!error.fromCommandLine && error.message.contains("after the set's closing '}'"), "\(error)")
+        }
     }
 
     @Test func boundsThemselvesAreAccepted() throws {
