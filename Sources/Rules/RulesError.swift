@@ -26,7 +26,7 @@ public struct RulesError: Error, Equatable, Sendable, CustomStringConvertible {
     public var isUnreadableFile = false
 
     public init(_ message: String, at location: SourceLocation?, fromCommandLine: Bool = false) {
-        self.message = message
+        self.message = Self.printable(message)
         self.location = location
         self.fromCommandLine = fromCommandLine
     }
@@ -34,5 +34,22 @@ public struct RulesError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         if let location { return "\(location): error: \(message)" }
         return message
+    }
+
+    /// Messages quote what they refuse, and that text goes to a terminal and the log: a control
+    /// character in it is written `\u{…}` (an escape sequence could rewrite the operator's
+    /// terminal, a NUL cuts a C log reader's line), and a message is cut at `messageLimit`
+    /// characters, since one quoted line of a 1 MiB file would otherwise go into the log whole.
+    static let messageLimit = 512
+
+    static func printable(_ message: String) -> String {
+        var out = ""
+        var count = 0
+        for s in message.unicodeScalars {
+            guard count < messageLimit else { return out + "…" }
+            if RulesConfig.isControl(s) { out += "\\u{\(String(s.value, radix: 16))}" } else { out.unicodeScalars.append(s) }
+            count += 1
+        }
+        return out
     }
 }

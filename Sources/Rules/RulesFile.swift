@@ -59,7 +59,23 @@ public struct RulesFile: Sendable, Equatable {
             count += n
         }
         guard count <= sizeLimit else { throw tooLarge(path) }
+        try refuseBinary(bytes[0..<count], path)
         return RulesFile(name: path, text: String(decoding: bytes[0..<count], as: UTF8.self))
+    }
+
+    /// nft's rules are text: a control byte other than tab, newline and carriage return means the
+    /// path is not a rules file (a link to `/proc/self/environ` passes the regular-file check, and
+    /// /proc reports size 0). Refused before the scanner quotes a line of it, which put the
+    /// agent's environment, NULs and all, into the log. The message names the byte, not the text.
+    static func refuseBinary(_ bytes: ArraySlice<UInt8>, _ path: String) throws(RulesError) {
+        guard let i = bytes.firstIndex(where: { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0a && $0 != 0x0d) || $0 == 0x7f })
+        else { return }
+        let before = bytes[..<i]
+        let line = before.count(where: { $0 == 0x0a }) + 1
+        let column = i - (before.lastIndex(of: 0x0a).map { $0 + 1 } ?? bytes.startIndex) + 1
+        let hex = String(bytes[i], radix: 16, uppercase: true)
+        throw RulesError("control byte 0x\(hex.count < 2 ? "0" : "")\(hex) in the file: a rules file is text (tab, newline and carriage return are its only control bytes)",
+                         at: SourceLocation(file: path, line: line, column: column))
     }
 
     private static func tooLarge(_ path: String) -> RulesError {

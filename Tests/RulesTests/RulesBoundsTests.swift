@@ -318,6 +318,49 @@ import VerdictEngine
 
     // MARK: reading the file
 
+    /// A link to /proc/self/environ is a regular file of size 0 that reads as the agent's
+    /// environment: it, and any file with a NUL or other control byte, is refused as not text,
+    /// at the byte, without a word of its content in the message.
+    @Test func aFileWithControlBytesIsRefusedWithoutQuotingIt() throws {
+        let path = TestEnvironment.temporaryPath("rules-nul.nft")
+        defer { unlink(path) }
+        let secret = "SECRET_TOKEN_VALUE"
+        try Data("define mode = inline\ndefine x = \(secret)\0OTHER=\(secret)\n".utf8).write(to: URL(fileURLWithPath: path))
+        let link = TestEnvironment.temporaryPath("rules-environ.nft")
+        unlink(link)
+        #expect(symlink("/proc/self/environ", link) == 0)
+        defer { unlink(link) }
+        for (p, line, column) in [(path, 2, 30), (link, 1, 0)] {
+            do {
+                _ = try RulesFile.load(path: p)
+                Issue.record("read \(p)")
+            } catch {
+                #expect(!error.isUnreadableFile && !error.fromCommandLine, "\(error)")
+                #expect(error.location?.file == p && error.location?.line == line, "\(error)")
+                if column > 0 { #expect(error.location?.column == column, "\(error)") }
+                #expect(error.message.contains("control byte 0x00"), "\(error)")
+                #expect(!error.description.contains(secret) && !error.description.contains("PATH="), "\(error)")
+                #expect(!error.description.unicodeScalars.contains(where: RulesConfig.isControl), "\(error)")
+                #expect(error.description.utf8.count < 300, "\(error)")
+            }
+        }
+    }
+
+    /// What a message quotes of the file is escaped and bounded: a C1 control (valid UTF-8, so
+    /// not a control byte) and a 100 kB line do not reach the log raw or whole.
+    @Test func quotedFileContentIsEscapedAndBounded() {
+        for text in ["define mode = in\u{85}line\n", "define mode = " + String(repeating: "x", count: 100_000) + "\n",
+                     String(repeating: "y", count: 100_000) + "\n"] {
+            do {
+                _ = try Self.resolve(text)
+                Issue.record("accepted")
+            } catch {
+                #expect(!error.description.unicodeScalars.contains(where: RulesConfig.isControl), "\(error)")
+                #expect(error.message.unicodeScalars.count <= RulesError.messageLimit + 1, "\(error.message.prefix(100))")
+            }
+        }
+    }
+
     @Test func onlyABoundedRegularFileIsRead() throws {
         for (path, says) in [("/dev/zero", "a character device, not a regular file"), ("/dev/urandom", "a character device, not a regular file"), ("/", "Is a directory")] {
             do {
