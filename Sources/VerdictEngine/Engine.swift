@@ -320,6 +320,13 @@ public final class Engine {
     /// its flags made the rules queue the packet, and accepting it would let a spoofer pass every
     /// check with a long enough header chain (`unreadable`). In a capture such a cut hides the
     /// flags, so whether the kernel queued the packet cannot be told: `malformed`.
+    ///
+    /// A data offset below 5 is the same inline: nft reads the flags at byte 13 whatever the data
+    /// offset says, so a SYN-ACK or RST with data offset 0 is queued, and the Linux host drops it
+    /// (tcp_v4_rcv refuses doff < 5) only after it reached the host, where it passed unjudged and
+    /// never counted towards arming. `score` keeps `malformed` for it, as for a snap-length cut:
+    /// the parser reads no TCP field of a header whose length it cannot trust (the packet counts
+    /// follow tshark, which does the same), so the flags that made the kernel queue it are unknown.
     @inline(never)
     private func unjudged(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
         if p.malformed == nil { return Decision(.accept, .notTCP) }
@@ -328,11 +335,13 @@ public final class Engine {
     }
 
     /// The walk stopped before the fixed TCP header for want of bytes or of steps (more
-    /// extension headers than the parser follows), after the addresses were read.
+    /// extension headers than the parser follows), after the addresses were read; or the header
+    /// is there but its data offset is below 5 (`hasTCP` is then false, see `unjudged`).
     @inline(__always)
     static func headerOutOfReach(_ p: ParsedPacket) -> Bool {
-        guard p.network != .none, let m = p.malformed else { return false }
+        guard p.network != .none, !p.hasTCP, let m = p.malformed else { return false }
         return m == .truncatedExtensionHeader || m == .extensionHeaderChainTooLong || m == .truncatedTCP
+            || m == .badDataOffset
     }
 
     /// A queued packet whose TCP header the agent cannot read. The rules queue TCP by its flags

@@ -134,4 +134,36 @@ import Testing
         #expect(full.hasTCP)
         #expect(e.decideObserved(full, at: t(1)) == Decision(.drop, .unreadableHeader))
     }
+
+    /// A SYN-ACK or RST with a data offset below 5: the kernel queues it by the flags at byte 13
+    /// (nft does not check the data offset), the parser reads no TCP header of it. Inline it is
+    /// dropped and counted towards arming like a header past the copy; `score` cannot see its
+    /// flags and keeps `malformed`; the packet counts are unchanged (still no TCP header).
+    @Test(arguments: [(TCPFlags.syn.union(.ack), 0), (.rst, 0), ([.rst, .ack], 4), ([.syn, .ack], 1)] as [(TCPFlags, UInt8)])
+    func dataOffsetBelowFiveIsDroppedInline(flags: TCPFlags, dataOffset: UInt8) {
+        for (src, dst) in [("198.51.100.7", "198.18.2.2"), (Self.reflector, Self.victim)] {
+            var bytes = Self.packet(flags, from: src, to: dst)
+            let tcp = src.contains(":") ? 40 : 20
+            bytes[tcp + 12] = dataOffset << 4 | (bytes[tcp + 12] & 0x0f)
+            let p = PacketParser.parse(bytes, link: .raw)
+            #expect(!p.hasTCP && p.malformed == .badDataOffset && p.network != .none)
+            let e = Engine(policy: policy(), seed: 1)
+            #expect(e.decide(p, at: t(1)) == Decision(.drop, .unreadableHeader), "\(src) \(flags) doff \(dataOffset)")
+            #expect(e.decideObserved(p, at: t(1)) == Decision(.accept, .malformed))
+            // The protected host's own: accepted, it cannot be tracked.
+            var own = Self.packet(flags, from: dst, to: src)
+            own[tcp + 12] = dataOffset << 4
+            #expect(e.decide(PacketParser.parse(own, link: .raw), at: t(1)) == Decision(.accept, .malformed))
+        }
+    }
+
+    @Test func dataOffsetZeroFloodStartsAnAttack() {
+        let e = Engine(policy: policy { $0.attackRate = 100 }, seed: 1)
+        for k in 0..<300 {
+            var bytes = Self.packet(k % 2 == 0 ? [.syn, .ack] : .rst, from: "2001:db8:ff::\(k + 1)")
+            bytes[40 + 12] = 0
+            _ = e.decide(PacketParser.parse(bytes, link: .raw), at: t(10 + Double(k) * 0.001))
+        }
+        #expect(e.drainAttackEvents().map(\.kind) == [.started])
+    }
 }
