@@ -199,11 +199,13 @@ struct FaultTests {
     /// agrees): such a SYN-ACK is judged as any other, so it is not here.
     ///
     /// Two groups, because the engine treats them apart. A packet with no TCP header in it (the
-    /// IP length leaves fewer than 20 bytes, data offset < 5) cannot be judged and passes: the
-    /// end host drops it itself. With the ports and flags read but the lengths inconsistent (data
-    /// offset beyond the segment; options cut by the copy range) or behind a long chain,
-    /// `Engine.decide` judges the header fields like any SYN-ACK, here unsolicited. (A header the
-    /// copy does not reach at all is BypassTests' case.)
+    /// IP length leaves fewer than 20 bytes) cannot be judged and passes: the end host drops it
+    /// itself. With the ports and flags read but the lengths inconsistent (data offset beyond the
+    /// segment; options cut by the copy range) or behind a long chain, `Engine.decide` judges the
+    /// header fields like any SYN-ACK, here unsolicited. A data offset below 5 is dropped as
+    /// `unreadable-header`: nft queued it by its flags, which the agent does not read from a
+    /// header whose length it cannot trust. (A header the copy does not reach at all is
+    /// BypassTests' case.)
     @Test func malformedFloodIsJudgedOnceAndCountedWithoutACrash() throws {
         try Env.requireReady()
         let lab = try LabNet("malformed", family: "rgt-fault")
@@ -212,8 +214,8 @@ struct FaultTests {
         let crafter = try Crafter(lab)
         try lab.resetCounters()
 
-        let unreadable = ["trunc-tcp4", "doff-low4", "trunc-tcp6"]
-        let readable = ["doff-high4", "cut-options6", "ext-chain6"]
+        let unreadable = ["trunc-tcp4", "trunc-tcp6"]
+        let readable = ["doff-low4", "doff-high4", "cut-options6", "ext-chain6"]
         let each = 3_000
         let metricsBefore = try agent.metrics(port: Self.metricsPort)
         for kind in unreadable { try crafter.send(from: lab.inet, kind, count: each) }
@@ -229,6 +231,7 @@ struct FaultTests {
         let accepted = delta("reflectguard_verdict_accept_total")
         let dropped = delta("reflectguard_verdict_drop_total")
         let malformed = AgentProcess.value(m, "reflectguard_packets_total{queue=\"0\",verdict=\"accept\",reason=\"malformed\"}")
+        let unreadableHeader = AgentProcess.value(m, "reflectguard_packets_total{queue=\"0\",verdict=\"drop\",reason=\"unreadable-header\"}")
         let arrived = try lab.protectedCount("synack") + lab.protectedCount("synack6")
         let reasons = m.split(separator: "\n").filter { $0.hasPrefix("reflectguard_packets_total{") }.joined(separator: "; ")
         measured("malformed flood: \(total) sent (\(unreadable.count + readable.count) kinds × \(each)); agent received \(Int(received)), accepted \(Int(accepted)), dropped \(Int(dropped)); \(arrived) reached the protected host; \(reasons)")
@@ -239,6 +242,7 @@ struct FaultTests {
         #expect(Double(arrived) == accepted, "what the agent accepted is what arrived")
         #expect(malformed == Double(each * unreadable.count),
                 "no readable TCP header: accepted with the reason malformed: \(malformed) of \(each * unreadable.count)")
+        #expect(unreadableHeader == Double(each), "data offset below 5: \(unreadableHeader) of \(each) unreadable-header")
         #expect(dropped == Double(each * readable.count),
                 "a readable fixed header is judged even when its lengths are inconsistent (spoofed SYN-ACKs dropped): \(dropped) of \(each * readable.count)")
 
