@@ -43,7 +43,10 @@ public final class AgentRuleset: @unchecked Sendable {
                 note = "adopted a table with no owner record; left in place at exit"
             }
         }
-        try NftRuleset.apply(rules, hook: hook, backend: backend, owner: owner)
+        if try NftRuleset.apply(rules, hook: hook, backend: backend, owner: owner) {
+            let woke = "woke the table, which was dormant (its chains hooked nothing)"
+            note = note.map { $0 + "; " + woke } ?? woke
+        }
         last = (rules, hook, backend)
         snapshot = try RulesSnapshot.take(try NftContext())
         verified = nil
@@ -65,6 +68,9 @@ public final class AgentRuleset: @unchecked Sendable {
             if generation == nil { generation = try NftGeneration() }
             let now = try generation!.current()
             if now == verified { return (nil, nil) }
+            if let flags = try generation!.tableFlags(NftRuleset.table), flags & NftGeneration.tableDormant != 0 {
+                return ("table \(NftRuleset.family) \(NftRuleset.table) is dormant: none of its chains sees a packet", nil)
+            }
             let ctx = try NftContext()
             guard let chains = try RulesSnapshot.take(ctx).chains else {
                 return ("table \(NftRuleset.family) \(NftRuleset.table) is gone", nil)

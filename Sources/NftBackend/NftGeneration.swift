@@ -15,6 +15,12 @@ final class NftGeneration {
     private static let msgGetGen: UInt16 = 16           // NFT_MSG_GETGEN
     private static let msgNewGen: UInt16 = 15           // NFT_MSG_NEWGEN, the answer
     private static let attrGenId: UInt16 = 1            // NFTA_GEN_ID, u32, network order
+    private static let msgGetTable: UInt16 = 1          // NFT_MSG_GETTABLE
+    private static let msgNewTable: UInt16 = 0          // NFT_MSG_NEWTABLE, the answer
+    private static let attrTableName: UInt16 = 1        // NFTA_TABLE_NAME, string
+    private static let attrTableFlags: UInt16 = 2       // NFTA_TABLE_FLAGS, u32, network order
+    static let tableDormant: UInt32 = 1                 // NFT_TABLE_F_DORMANT
+    private static let familyInet: UInt8 = 1            // NFPROTO_INET
     private static let nlmsgError: UInt16 = 2           // NLMSG_ERROR
     private static let requestFlag: UInt16 = 1          // NLM_F_REQUEST
 
@@ -33,17 +39,42 @@ final class NftGeneration {
 
     /// The current generation id.
     func current() throws(NftError) -> UInt32 {
+        let answer = try request(Self.msgGetGen, family: 0, attributes: [], expect: Self.msgNewGen, what: "NFT_MSG_GETGEN")
+        guard let id = answer?[Self.attrGenId], id.count >= 4 else {
+            throw NftError("NFT_MSG_GETGEN: no generation id in the answer", rulesError: false)
+        }
+        return Self.bigEndian32(id)
+    }
+
+    /// The flags of table `inet NAME` (NFT_MSG_GETTABLE), nil when there is no such table: one
+    /// round trip on the same socket, no listing (`list table` would fetch every set element).
+    /// `nft add table inet NAME '{ flags dormant; }'` unhooks every chain of the table while the
+    /// listing of its chains stays the same, so the flags are read on their own.
+    func tableFlags(_ name: String) throws(NftError) -> UInt32? {
+        var attribute = Array(name.utf8) + [0]
+        attribute = Self.attribute(Self.attrTableName, attribute)
+        guard let answer = try request(Self.msgGetTable, family: Self.familyInet, attributes: attribute,
+                                       expect: Self.msgNewTable, what: "NFT_MSG_GETTABLE") else { return nil }
+        guard let flags = answer[Self.attrTableFlags], flags.count >= 4 else { return 0 }
+        return Self.bigEndian32(flags)
+    }
+
+    /// Sends one request and returns the answer's attributes by type; nil when the kernel
+    /// answers ENOENT (no such object).
+    private func request(_ type: UInt16, family: UInt8, attributes: [UInt8], expect: UInt16,
+                         what: String) throws(NftError) -> [UInt16: ArraySlice<UInt8>]? {
         sequence &+= 1
-        // nlmsghdr (len, type, flags, seq, pid) then nfgenmsg (family AF_UNSPEC, version 0, res_id 0).
+        // nlmsghdr (len, type, flags, seq, pid) then nfgenmsg (family, version 0, res_id 0).
         var request = [UInt8]()
         func put16(_ v: UInt16) { withUnsafeBytes(of: v) { request += $0 } }
         func put32(_ v: UInt32) { withUnsafeBytes(of: v) { request += $0 } }
-        put32(20)
-        put16(Self.subsysNftables << 8 | Self.msgGetGen)
+        put32(UInt32(20 + attributes.count))
+        put16(Self.subsysNftables << 8 | type)
         put16(Self.requestFlag)
         put32(sequence)
         put32(0)
-        request += [0, 0, 0, 0]
+        request += [family, 0, 0, 0]
+        request += attributes
         // Unconnected netlink sockets send to the kernel (port id 0).
         let sent = send(fd, request, request.count, 0)
         guard sent == request.count else { throw Self.failure("sendto") }
@@ -52,33 +83,45 @@ final class NftGeneration {
         while true {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n < 0, errno == EINTR { continue }
-            guard n >= 20 else { throw n < 0 ? Self.failure("recv") : NftError("NFT_MSG_GETGEN: short answer", rulesError: false) }
-            return try parse(buffer[0..<n])
+            guard n >= 20 else { throw n < 0 ? Self.failure("recv") : NftError("\(what): short answer", rulesError: false) }
+            let message = buffer[0..<n]
+            func u16(_ at: Int) -> UInt16 { UInt16(message[at]) | UInt16(message[at + 1]) << 8 }
+            func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
+            let length = Int(u32(0)), answerType = u16(4), answerSequence = u32(8)
+            // An answer to an earlier request that timed out: skip it.
+            if answerSequence != sequence { continue }
+            guard length <= n else { throw NftError("\(what): answer of \(length) bytes cut to \(n)", rulesError: false) }
+            if answerType == Self.nlmsgError {
+                let code = Int32(bitPattern: u32(16))
+                if -code == ENOENT { return nil }
+                throw NftError("\(what): \(String(cString: strerror(-code)))", rulesError: false)
+            }
+            guard answerType == Self.subsysNftables << 8 | expect else {
+                throw NftError("\(what): unexpected answer type \(answerType)", rulesError: false)
+            }
+            var found: [UInt16: ArraySlice<UInt8>] = [:]
+            var at = 20
+            while at + 4 <= length {
+                let attrLength = Int(u16(at)), attrType = u16(at + 2) & 0x3fff
+                guard attrLength >= 4, at + attrLength <= length else { break }
+                found[attrType] = message[(at + 4)..<(at + attrLength)]
+                at += (attrLength + 3) & ~3
+            }
+            return found
         }
     }
 
-    private func parse(_ message: ArraySlice<UInt8>) throws(NftError) -> UInt32 {
-        func u16(_ at: Int) -> UInt16 { UInt16(message[message.startIndex + at]) | UInt16(message[message.startIndex + at + 1]) << 8 }
-        func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-        let length = Int(u32(0)), type = u16(4)
-        guard length <= message.count else { throw NftError("NFT_MSG_GETGEN: answer of \(length) bytes cut to \(message.count)", rulesError: false) }
-        if type == Self.nlmsgError {
-            let code = Int32(bitPattern: u32(16))
-            throw NftError("NFT_MSG_GETGEN: \(String(cString: strerror(-code)))", rulesError: false)
-        }
-        guard type == Self.subsysNftables << 8 | Self.msgNewGen else {
-            throw NftError("NFT_MSG_GETGEN: unexpected answer type \(type)", rulesError: false)
-        }
-        var at = 20
-        while at + 4 <= length {
-            let attrLength = Int(u16(at)), attrType = u16(at + 2) & 0x3fff
-            guard attrLength >= 4 else { break }
-            if attrType == Self.attrGenId, attrLength >= 8 {
-                return UInt32(bigEndian: u32(at + 4))
-            }
-            at += (attrLength + 3) & ~3
-        }
-        throw NftError("NFT_MSG_GETGEN: no generation id in the answer", rulesError: false)
+    private static func attribute(_ type: UInt16, _ payload: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        withUnsafeBytes(of: UInt16(4 + payload.count)) { out += $0 }
+        withUnsafeBytes(of: type) { out += $0 }
+        out += payload
+        while out.count % 4 != 0 { out.append(0) }
+        return out
+    }
+
+    private static func bigEndian32(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        bytes.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     private static func failure(_ call: String) -> NftError {
