@@ -48,7 +48,8 @@ public final class AgentRuleset: @unchecked Sendable {
             note = note.map { $0 + "; " + woke } ?? woke
         }
         last = (rules, hook, backend)
-        snapshot = try RulesSnapshot.take(try NftContext())
+        if generation == nil { generation = try NftGeneration() }
+        snapshot = try RulesSnapshot.take(try NftContext(), generation!, sets: rules.configuredSets)
         verified = nil
         return note
     }
@@ -80,6 +81,9 @@ public final class AgentRuleset: @unchecked Sendable {
             }
             if let last, let snapshot {
                 if chains != snapshot.chains { return ("the chains of table \(NftRuleset.family) \(NftRuleset.table) changed", nil) }
+                if try generation!.contents(NftRuleset.table, sets: last.rules.configuredSets) != snapshot.contents {
+                    return ("the rules or the configured sets (\(last.rules.configuredSets.joined(separator: ", "))) of table \(NftRuleset.family) \(NftRuleset.table) changed", nil)
+                }
                 if last.backend == .xt {
                     let wanted = last.rules.xtablesRules(hook: last.hook)
                     let present = try Xtables.tagged(near: wanted)

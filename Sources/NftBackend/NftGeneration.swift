@@ -21,8 +21,23 @@ final class NftGeneration {
     private static let attrTableFlags: UInt16 = 2       // NFTA_TABLE_FLAGS, u32, network order
     static let tableDormant: UInt32 = 1                 // NFT_TABLE_F_DORMANT
     private static let familyInet: UInt8 = 1            // NFPROTO_INET
+    private static let msgGetRule: UInt16 = 7           // NFT_MSG_GETRULE
+    private static let msgNewRule: UInt16 = 6           // NFT_MSG_NEWRULE, the answer
+    private static let attrRuleTable: UInt16 = 1        // NFTA_RULE_TABLE
+    private static let attrRuleChain: UInt16 = 2        // NFTA_RULE_CHAIN
+    private static let attrRuleHandle: UInt16 = 3       // NFTA_RULE_HANDLE
+    private static let attrRuleExpressions: UInt16 = 4  // NFTA_RULE_EXPRESSIONS, NFTA_LIST_ELEMs
+    private static let attrRuleUserdata: UInt16 = 7     // NFTA_RULE_USERDATA (comments)
+    private static let attrExprName: UInt16 = 1         // NFTA_EXPR_NAME
+    private static let msgGetSetElem: UInt16 = 13       // NFT_MSG_GETSETELEM
+    private static let msgNewSetElem: UInt16 = 12       // NFT_MSG_NEWSETELEM, the answer
+    private static let attrSetElemListTable: UInt16 = 1 // NFTA_SET_ELEM_LIST_TABLE
+    private static let attrSetElemListSet: UInt16 = 2   // NFTA_SET_ELEM_LIST_SET
+    private static let attrSetElemListElements: UInt16 = 3 // NFTA_SET_ELEM_LIST_ELEMENTS
     private static let nlmsgError: UInt16 = 2           // NLMSG_ERROR
+    private static let nlmsgDone: UInt16 = 3            // NLMSG_DONE
     private static let requestFlag: UInt16 = 1          // NLM_F_REQUEST
+    private static let dumpFlags: UInt16 = 0x300        // NLM_F_DUMP (ROOT | MATCH)
 
     private let fd: Int32
     private var sequence: UInt32 = 0
@@ -59,10 +74,67 @@ final class NftGeneration {
         return Self.bigEndian32(flags)
     }
 
+    /// A fingerprint of the rules of table `inet NAME` and of the elements of its sets `sets`
+    /// (NFT_MSG_GETRULE and NFT_MSG_GETSETELEM dumps filtered to that table and those sets): it
+    /// changes with every rule added, removed or replaced in any of the table's chains and with
+    /// every element of those sets, and with nothing else. Counter and quota values are left
+    /// out (traffic moves them). Only for sets whose elements change by hand: a dump of the
+    /// pending sets would cost what a listing does. nil when the table is gone.
+    func contents(_ name: String, sets: [String]) throws(NftError) -> Int? {
+        var hasher = Hasher()
+        let table = Array(name.utf8) + [0]
+        guard let rules = try dump(Self.msgGetRule, attributes: Self.attribute(Self.attrRuleTable, table),
+                                   expect: Self.msgNewRule, what: "NFT_MSG_GETRULE") else { return nil }
+        for rule in rules {
+            for type in [Self.attrRuleChain, Self.attrRuleHandle, Self.attrRuleUserdata] {
+                hasher.combine(type)
+                rule[type].map { Self.combine(&hasher, $0) }
+            }
+            guard let expressions = rule[Self.attrRuleExpressions] else { continue }
+            for expression in Self.attributes(expressions).lazy.map(\.payload) {
+                let parts = Self.attributes(expression)
+                let kind = parts.first { $0.type == Self.attrExprName }?.payload
+                if let kind, Self.stateful.contains(Array(kind)) { Self.combine(&hasher, kind); continue }
+                Self.combine(&hasher, expression)
+            }
+        }
+        for set in sets {
+            let request = Self.attribute(Self.attrSetElemListTable, table) + Self.attribute(Self.attrSetElemListSet, Array(set.utf8) + [0])
+            hasher.combine(set)
+            guard let batches = try dump(Self.msgGetSetElem, attributes: request, expect: Self.msgNewSetElem,
+                                         what: "NFT_MSG_GETSETELEM \(set)") else {
+                hasher.combine(-1)
+                continue
+            }
+            for b in batches { b[Self.attrSetElemListElements].map { Self.combine(&hasher, $0) } }
+        }
+        return hasher.finalize()
+    }
+
+    /// Expressions whose dumped data moves with traffic; name attributes, NUL included.
+    private static let stateful: [[UInt8]] = ["counter", "quota"].map { Array($0.utf8) + [0] }
+
+    private static func combine(_ hasher: inout Hasher, _ bytes: ArraySlice<UInt8>) {
+        hasher.combine(bytes.count)
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
     /// Sends one request and returns the answer's attributes by type; nil when the kernel
     /// answers ENOENT (no such object).
     private func request(_ type: UInt16, family: UInt8, attributes: [UInt8], expect: UInt16,
                          what: String) throws(NftError) -> [UInt16: ArraySlice<UInt8>]? {
+        try exchange(type, flags: Self.requestFlag, family: family, attributes: attributes, expect: expect, what: what)?.first
+    }
+
+    /// A dump (NLM_F_DUMP) in family inet: every answer message's attributes; nil on ENOENT.
+    private func dump(_ type: UInt16, attributes: [UInt8], expect: UInt16,
+                      what: String) throws(NftError) -> [[UInt16: ArraySlice<UInt8>]]? {
+        try exchange(type, flags: Self.requestFlag | Self.dumpFlags, family: Self.familyInet, attributes: attributes,
+                     expect: expect, what: what)
+    }
+
+    private func exchange(_ type: UInt16, flags: UInt16, family: UInt8, attributes: [UInt8], expect: UInt16,
+                          what: String) throws(NftError) -> [[UInt16: ArraySlice<UInt8>]]? {
         sequence &+= 1
         // nlmsghdr (len, type, flags, seq, pid) then nfgenmsg (family, version 0, res_id 0).
         var request = [UInt8]()
@@ -70,7 +142,7 @@ final class NftGeneration {
         func put32(_ v: UInt32) { withUnsafeBytes(of: v) { request += $0 } }
         put32(UInt32(20 + attributes.count))
         put16(Self.subsysNftables << 8 | type)
-        put16(Self.requestFlag)
+        put16(flags)
         put32(sequence)
         put32(0)
         request += [family, 0, 0, 0]
@@ -79,36 +151,56 @@ final class NftGeneration {
         let sent = send(fd, request, request.count, 0)
         guard sent == request.count else { throw Self.failure("sendto") }
 
-        var buffer = [UInt8](repeating: 0, count: 8192)
+        let dumping = flags & Self.dumpFlags != 0
+        var answers: [[UInt16: ArraySlice<UInt8>]] = []
+        // A dump's skbs are at most 32 KiB here (netlink's default); one more page for the header.
+        var buffer = [UInt8](repeating: 0, count: 36_864)
         while true {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n < 0, errno == EINTR { continue }
-            guard n >= 20 else { throw n < 0 ? Self.failure("recv") : NftError("\(what): short answer", rulesError: false) }
-            let message = buffer[0..<n]
-            func u16(_ at: Int) -> UInt16 { UInt16(message[at]) | UInt16(message[at + 1]) << 8 }
+            guard n >= 16 else { throw n < 0 ? Self.failure("recv") : NftError("\(what): short answer", rulesError: false) }
+            let received = Array(buffer[0..<n])
+            func u16(_ at: Int) -> UInt16 { UInt16(received[at]) | UInt16(received[at + 1]) << 8 }
             func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-            let length = Int(u32(0)), answerType = u16(4), answerSequence = u32(8)
-            // An answer to an earlier request that timed out: skip it.
-            if answerSequence != sequence { continue }
-            guard length <= n else { throw NftError("\(what): answer of \(length) bytes cut to \(n)", rulesError: false) }
-            if answerType == Self.nlmsgError {
-                let code = Int32(bitPattern: u32(16))
-                if -code == ENOENT { return nil }
-                throw NftError("\(what): \(String(cString: strerror(-code)))", rulesError: false)
+            var at = 0
+            while at + 16 <= n {
+                let length = Int(u32(at)), answerType = u16(at + 4), answerSequence = u32(at + 8)
+                guard length >= 16, at + length <= n else {
+                    throw NftError("\(what): answer of \(length) bytes cut to \(n - at)", rulesError: false)
+                }
+                defer { at += (length + 3) & ~3 }
+                // An answer to an earlier request that timed out: skip it.
+                if answerSequence != sequence { continue }
+                if answerType == Self.nlmsgDone { return answers }
+                if answerType == Self.nlmsgError {
+                    let code = Int32(bitPattern: u32(at + 16))
+                    if code == 0 { return answers }
+                    if -code == ENOENT { return nil }
+                    throw NftError("\(what): \(String(cString: strerror(-code)))", rulesError: false)
+                }
+                guard answerType == Self.subsysNftables << 8 | expect else {
+                    throw NftError("\(what): unexpected answer type \(answerType)", rulesError: false)
+                }
+                var found: [UInt16: ArraySlice<UInt8>] = [:]
+                for a in Self.attributes(received[(at + 20)..<(at + length)]) { found[a.type] = a.payload }
+                answers.append(found)
+                if !dumping { return answers }
             }
-            guard answerType == Self.subsysNftables << 8 | expect else {
-                throw NftError("\(what): unexpected answer type \(answerType)", rulesError: false)
-            }
-            var found: [UInt16: ArraySlice<UInt8>] = [:]
-            var at = 20
-            while at + 4 <= length {
-                let attrLength = Int(u16(at)), attrType = u16(at + 2) & 0x3fff
-                guard attrLength >= 4, at + attrLength <= length else { break }
-                found[attrType] = message[(at + 4)..<(at + attrLength)]
-                at += (attrLength + 3) & ~3
-            }
-            return found
         }
+    }
+
+    /// The netlink attributes (type without the nested/byte-order bits, payload) in `bytes`.
+    private static func attributes(_ bytes: ArraySlice<UInt8>) -> [(type: UInt16, payload: ArraySlice<UInt8>)] {
+        var out: [(type: UInt16, payload: ArraySlice<UInt8>)] = []
+        var at = bytes.startIndex
+        while at + 4 <= bytes.endIndex {
+            let length = Int(UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8)
+            let type = (UInt16(bytes[at + 2]) | UInt16(bytes[at + 3]) << 8) & 0x3fff
+            guard length >= 4, at + length <= bytes.endIndex else { break }
+            out.append((type, bytes[(at + 4)..<(at + length)]))
+            at += (length + 3) & ~3
+        }
+        return out
     }
 
     private static func attribute(_ type: UInt16, _ payload: [UInt8]) -> [UInt8] {

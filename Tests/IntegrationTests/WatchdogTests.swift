@@ -234,4 +234,46 @@ struct WatchdogTests {
         #expect(AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_victims_armed") == 1)
         #expect(agent.stop() == 0)
     }
+    /// Edits inside the table, each of which let every forged SYN-ACK through while
+    /// rules_present stayed 1: the watchdog now fingerprints the table's rules and its
+    /// configured sets, re-applies within 2 s, and the flood is stopped again.
+    @Test(arguments: ["nft flush chain inet reflectguard router_forward",
+                      "nft insert rule inet reflectguard classify accept",
+                      "nft flush set inet reflectguard protected4"])
+    func anEditInsideTheTableIsRepairedWithinTwoSeconds(_ tamper: String) throws {
+        try Env.requireReady()
+        let lab = try LabNet("edit", family: "rgt-wd2")
+        defer { lab.tearDown() }
+        try InlineAgentTests.servers(lab)
+        let agent = try AgentProcess(lab, Self.protect + InlineAgentTests.agentOnly + InlineAgentTests.metrics)
+        try #require(try Self.rulesPresent(lab))
+        let pid = agent.process.processIdentifier
+
+        if tamper.contains("flush chain") {
+            // The check's cost once the generation moved (it does with every arming): a table
+            // of somebody else's made and deleted 20 times, 0.6 s apart, so each is checked.
+            let checksBefore = AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_checks_total")
+            let before = Self.cpuTicks(pid)
+            for _ in 0..<20 {
+                try lab.exec(lab.router, "nft add table inet rgt_bump")
+                try lab.exec(lab.router, "nft delete table inet rgt_bump")
+                usleep(600_000)
+            }
+            let ticks = Self.cpuTicks(pid) - before
+            let checks = AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_checks_total") - checksBefore
+            measured("rules watchdog after the generation moved: \(ticks * 10) ms agent CPU for \(Int(checks)) checks (20 of them full), \(String(format: "%.1f", Double(ticks * 10) / 20)) ms per full check")
+            #expect(AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_reapplied_total") == 0,
+                    "another table's changes are no reason to re-apply")
+        }
+
+        try lab.exec(lab.router, tamper)
+        let repaired = Self.within(5) { agent.log.contains("\"event\":\"rules-reapplied\"") }
+        measured("\(tamper): repaired after \(repaired.map { String(format: "%.3f", $0) } ?? "never") s")
+        #expect(repaired.map { $0 < 2 } == true, "repaired within 2 s: \(String(describing: repaired)); \(agent.log)")
+        #expect(AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_reapplied_total") == 1)
+        try Self.expectFloodStopped(lab, "after \(tamper)")
+        #expect(AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_rules_reapplied_total") == 1,
+                "the flood moved counters, which the fingerprint leaves out")
+        #expect(agent.stop() == 0)
+    }
 }
