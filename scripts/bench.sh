@@ -36,7 +36,7 @@ machine() {
 
 # The fast path relies on vector compares in its SIMD-specialised functions (FastPath.parse and
 # whatever the compiler specialised for SIMDClassifier); Swift silently falls back to scalar loops
-# for some SIMD spellings (STYLE.md), so check the binary itself, and that no lane is spilled to
+# for some SIMD spellings, so check the binary itself, and that no lane is spilled to
 # the stack and masked one byte at a time (the pattern 6.3 produced for a 16-lane AND).
 check_parser_simd() {
     command -v objdump >/dev/null || { echo "bench: objdump missing (apt-get install binutils); SIMD check skipped"; return 0; }

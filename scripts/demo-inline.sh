@@ -3,7 +3,7 @@
 # router, a spoofed SYN-ACK flood from forged reflectors (198.19.0.0/16) while the protected host
 # opens real TCP connections to a server on the internet side. Prints how many connections
 # succeeded, how many spoofed SYN-ACKs reached the protected host, and the agent's counters.
-# Everything stays inside lab namespaces (DOMAIN.md's address plan); the flood is bounded.
+# Everything stays inside lab namespaces (the lab address plan: benchmark and documentation ranges); the flood is bounded.
 #
 #   scripts/demo-inline.sh [BINARY]
 set -euo pipefail

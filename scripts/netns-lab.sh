@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The three-namespace lab of DOMAIN.md: internet — router — protected, IPv4 and IPv6, addresses
+# The three-namespace lab: internet — router — protected, IPv4 and IPv6, addresses
 # only from the benchmark/documentation ranges, and no route out of the lab (the namespaces' only
 # links are their veths to each other).
 #

@@ -5,7 +5,7 @@ import NFQueue
 import VerdictEngine
 import Scoring
 
-/// Why the agent could not start, with the exit code CONTRACT.md gives it.
+/// Why the agent could not start, with its documented exit code (1 runtime, 2 usage, 3 rules).
 public struct AgentStartError: Error, CustomStringConvertible {
     public var message: String
     public var exitCode: Int32
@@ -270,7 +270,7 @@ public final class Agent {
     }
 }
 
-/// Errors that know their CONTRACT.md exit code (rules errors are 3).
+/// Errors that know their documented exit code (rules errors are 3).
 public protocol ExitCoded {
     var exitCode: Int32 { get }
 }

@@ -54,7 +54,7 @@ public final class CaptureReader {
     private let handle: OpaquePointer
     public let path: String
     public let linkType: LinkType
-    /// libpcap's DLT name, e.g. `EN10MB` (CONTRACT.md `input.link_type`).
+    /// libpcap's DLT name, e.g. `EN10MB` (docs/output.md `input.link_type`).
     public let linkTypeName: String
     /// libpcap's DLT number.
     public let dlt: Int32
@@ -359,7 +359,7 @@ public final class LiveCapture {
     }
 }
 
-/// The link type of an open handle, with libpcap's DLT name (CONTRACT.md `input.link_type`) and
+/// The link type of an open handle, with libpcap's DLT name (docs/output.md `input.link_type`) and
 /// number; closes the handle and throws when ReflectGuard cannot parse that link type.
 private func linkTypeOf(_ h: OpaquePointer, closingOnError context: String) throws -> (LinkType, String, Int32) {
     let dlt = pcap_datalink(h)

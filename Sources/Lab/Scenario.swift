@@ -1,6 +1,6 @@
 import PacketParser
 
-/// What a generated frame is, for `--labels` (CONTRACT.md: `legit` or `attack-…`).
+/// What a generated frame is, for `--labels` (docs/output.md: `legit` or `attack-…`).
 public enum FrameLabel: UInt8, CaseIterable, Sendable {
     /// Part of a real conversation: must never be dropped.
     case legit
@@ -13,7 +13,7 @@ public enum FrameLabel: UInt8, CaseIterable, Sendable {
     case attackBlindReset
     /// A protected host's own RST answering a reflected SYN-ACK. The host is honest, but the
     /// packet exists only because of the attack and carries no conversation anyone needs: it is
-    /// the uplink waste DOMAIN.md describes, which the engine rate-limits
+    /// the uplink waste of answering unsolicited SYN-ACKs, which the engine rate-limits
     /// (`backscatter-rate-limit`). Labelled as attack so that dropping it is not counted as a
     /// false drop; the scoring report lists it as its own label so it can be judged apart.
     case attackBackscatter
@@ -89,7 +89,7 @@ public struct Scenario: Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The lab address plan (DOMAIN.md).
+/// The lab address plan (README, "Lab scenarios"): ranges reserved for benchmarks and documentation.
 public enum LabAddresses {
     public static let protectedV4 = "198.18.2.0/24"
     public static let protectedV6 = "2001:db8:2::/64"

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import PacketParser
 
-/// Writes a scenario as a pcap file plus its `frame,label` CSV (CONTRACT.md `--labels`),
+/// Writes a scenario as a pcap file plus its `frame,label` CSV (docs/output.md `--labels`),
 /// streaming both: the frame number of a label row is its frame's position in the pcap,
 /// counted from 1 as Wireshark does.
 public enum ScenarioFiles {

@@ -1,4 +1,4 @@
-/// The `packets` object of CONTRACT.md's score report, counted exactly as its counting rules say
+/// The `packets` object of the score report (docs/output.md), counted exactly as its counting rules say
 /// (which are tshark's, with reassembly off): every frame is judged on its own.
 public struct PacketCounts: Equatable, Sendable {
     public var frames = 0
@@ -41,7 +41,7 @@ public struct PacketCounts: Equatable, Sendable {
         if p.malformed != nil { malformed += 1 }
     }
 
-    /// The counts in CONTRACT.md's key order, for reports and test messages.
+    /// The counts in docs/output.md's key order, for reports and test messages.
     public var fields: [(String, Int)] {
         [("frames", frames), ("ipv4", ipv4), ("ipv6", ipv6), ("tcp", tcp), ("syn", syn),
          ("synack", synack), ("rst", rst), ("fin", fin), ("malformed", malformed)]

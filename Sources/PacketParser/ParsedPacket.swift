@@ -4,10 +4,10 @@
 /// are stored IPv4-mapped (`::ffff:a.b.c.d`) so that one 16-byte vector serves both families;
 /// `network` says which family the header really was.
 public struct ParsedPacket: Equatable, Sendable {
-    /// The outermost network header, when it parsed (CONTRACT.md `ipv4` / `ipv6` counts).
+    /// The outermost network header, when it parsed (docs/output.md `ipv4` / `ipv6` counts).
     public var network: NetworkLayer = .none
     /// A TCP header of at least the fixed 20 bytes is present directly over that IP header
-    /// (CONTRACT.md `tcp` count). Flags, ports, seq and ack are valid only when this is true.
+    /// (docs/output.md `tcp` count). Flags, ports, seq and ack are valid only when this is true.
     public var hasTCP: Bool = false
     /// Why the frame is malformed, if it is: an IP or TCP header cut or inconsistent. A frame can
     /// be both `hasTCP` and malformed (TCP options cut by the snap length).
@@ -92,9 +92,9 @@ public struct TCPFlags: OptionSet, Sendable, Hashable {
     public static let ece = TCPFlags(rawValue: 0x40)
     public static let cwr = TCPFlags(rawValue: 0x80)
 
-    /// SYN set and ACK clear (CONTRACT.md `syn`).
+    /// SYN set and ACK clear (docs/output.md `syn`).
     public var isSYN: Bool { rawValue & 0x12 == 0x02 }
-    /// SYN and ACK set (CONTRACT.md `synack`).
+    /// SYN and ACK set (docs/output.md `synack`).
     public var isSYNACK: Bool { rawValue & 0x12 == 0x12 }
     public var isRST: Bool { rawValue & 0x04 != 0 }
     public var isFIN: Bool { rawValue & 0x01 != 0 }

@@ -2,7 +2,7 @@
 /// out, with a length check before every read. It is the oracle the SIMD fast path is tested
 /// against, so it is written for clarity first; it still allocates nothing and never traps.
 ///
-/// What counts as what follows CONTRACT.md's counting rules, which follow tshark: `network` is set
+/// What counts as what follows docs/output.md's counting rules, which follow tshark: `network` is set
 /// once the IP header's fixed part is there and self-consistent (tshark shows `ip.src`), `hasTCP`
 /// once the 20 fixed TCP bytes are there with a data offset of at least 5 (tshark shows
 /// `tcp.flags`).
@@ -236,7 +236,7 @@ public enum ScalarParser {
         let headerLength = dataOffset * 4
         if headerLength > 20 {
             // An option whose length runs past the header only ends the walk: tshark notes it but
-            // does not call the frame malformed, and CONTRACT.md counts as tshark does.
+            // does not call the frame malformed, and docs/output.md counts as tshark does.
             packet.optionSignature = TCPOptionWalk.signature(p + t + 20, count: min(headerLength, captured) - 20).0
         }
         if headerLength > declared {

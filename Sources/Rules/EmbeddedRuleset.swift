@@ -145,7 +145,7 @@ table inet reflectguard {
 		type ipv6_addr
 		flags interval, timeout
 	}
-	# The protected side's outbound SYNs (DOMAIN.md): a SYN-ACK is legitimate only when its
+	# The protected side's outbound SYNs: a SYN-ACK is legitimate only when its
 	# reversed 4-tuple is here. No conntrack needed. Each retransmitted SYN refreshes the entry.
 	set pending4 {
 		type ipv4_addr . inet_service . ipv4_addr . inet_service
@@ -303,7 +303,7 @@ table inet reflectguard {
 	chain enqueue {
 	}
 
-	# The conntrack-free kernel check of DOMAIN.md. Outbound SYNs are always recorded, so an armed
+	# The conntrack-free kernel check. Outbound SYNs are always recorded, so an armed
 	# victim's legitimate handshakes keep working the moment it is armed.
 	chain kernel_check {
 		ip saddr @protected4 tcp flags & (syn | ack) == syn update @pending4 { ip saddr . tcp sport . ip daddr . tcp dport }

@@ -22,7 +22,7 @@ public struct RulesError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The bad value came from `--protect` or `-D`, not from the file.
     public var fromCommandLine: Bool
     /// The file could not be read at all: a runtime failure (exit 1, `Error: …`), not a rules
-    /// error, since there is no file:line:column to name (CONTRACT.md exit codes).
+    /// error, since there is no file:line:column to name (the documented exit codes).
     public var isUnreadableFile = false
 
     public init(_ message: String, at location: SourceLocation?, fromCommandLine: Bool = false) {

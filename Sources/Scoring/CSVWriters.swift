@@ -152,7 +152,7 @@ public final class BufferedFile {
     }
 }
 
-/// `--verdicts FILE.csv`: `frame,verdict,reason`, one row for every frame (CONTRACT.md).
+/// `--verdicts FILE.csv`: `frame,verdict,reason`, one row for every frame (docs/output.md).
 public final class VerdictsCSV {
     private let out: BufferedFile
 

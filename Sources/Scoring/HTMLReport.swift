@@ -73,7 +73,7 @@ public enum HTMLReport {
             h += "<p>precision \(String(format: "%.4f", l.precision)) · recall \(String(format: "%.4f", l.recall)) (drop vs attack-*)</p>\n"
             h += table(["label", "accept", "drop"], l.perLabel.map { [$0.0, String($0.accept), String($0.drop)] })
         }
-        h += "<p class=\"sub\">Counts follow CONTRACT.md (schema reflectguard.score/1). Time is packet time.</p>\n"
+        h += "<p class=\"sub\">Counts follow docs/output.md's counting rules (schema reflectguard.score/1). Time is packet time.</p>\n"
         h += "</body></html>\n"
         return h
     }

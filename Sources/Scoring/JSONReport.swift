@@ -2,7 +2,7 @@ import Foundation
 import PacketParser
 import VerdictEngine
 
-/// `--format json`: schema `reflectguard.score/1` of CONTRACT.md, written by hand so the keys come
+/// `--format json`: schema `reflectguard.score/1` of docs/output.md, written by hand so the keys come
 /// out in the contract's order every time (JSONSerialization sorts or scrambles them).
 public enum JSONReport {
     public static func render(_ r: ScoreReport) -> String {

@@ -2,7 +2,7 @@ import CPrefetch
 import PacketParser
 import VerdictEngine
 
-/// Why a session ended, as a PAN-OS traffic log names it (DOMAIN.md "Session end reasons").
+/// Why a session ended, as a PAN-OS traffic log names it (Zeek and PAN-OS name them the same way).
 public enum EndReason: String, CaseIterable, Sendable {
     /// A host sent a FIN (one side or both), and no RST came before the close completed.
     case tcpFin = "tcp-fin"

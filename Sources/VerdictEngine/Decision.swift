@@ -8,7 +8,7 @@ public enum Verdict: UInt8, Sendable {
 }
 
 /// Why a packet got its verdict. Every decision carries exactly one reason; the raw value is the
-/// kebab-case token of CONTRACT.md, and the README lists them all with their meaning.
+/// kebab-case token the reports and `--verdicts` use, and the README lists them all with their meaning.
 public enum Reason: String, Sendable, CaseIterable {
     // SYN-ACKs
     case solicitedSynack = "solicited-synack"

@@ -4,7 +4,7 @@ import Glibc
 
 /// A hand-written command line in the manner of swift-argument-parser: each command declares its
 /// options in a table, help goes to stdout with exit 0, usage errors go to stderr as
-/// `Error: …` / `Usage: …` / `See '… --help' …` with exit 2 (CONTRACT.md).
+/// `Error: …` / `Usage: …` / `See '… --help' …` with exit 2 (docs/output.md).
 struct OptionSpec {
     /// Long name with dashes (`--rules`), or a short one (`-D`).
     let name: String
@@ -146,7 +146,7 @@ extension CommandSpec {
     }
 }
 
-/// Exit codes of CONTRACT.md.
+/// The exit codes of docs/output.md.
 enum ExitCode: Int32 {
     case success = 0
     case failure = 1

@@ -215,7 +215,7 @@ enum RunCommand {
     static func hasNetAdmin() -> Bool { Capabilities.effective(Capabilities.netAdmin) }
 }
 
-/// A rules or nft failure with its CONTRACT.md exit code (3: nft rejected the rules).
+/// A rules or nft failure with its documented exit code (3: nft rejected the rules).
 struct RunError: Error, ExitCoded, CustomStringConvertible {
     var message: String
     var exitCode: Int32

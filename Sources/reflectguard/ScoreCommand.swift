@@ -93,7 +93,7 @@ enum ScoreCommand {
             return ExitCode.failure.rawValue
         }
 
-        // Same seed every run: a capture must always give the same verdicts (CONTRACT.md).
+        // Same seed every run: a capture must always give the same verdicts (docs/output.md).
         let engine = Engine(policy: policy, seed: 0)
         let source: String
         let linkName: String

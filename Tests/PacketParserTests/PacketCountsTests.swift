@@ -1,7 +1,7 @@
 import PacketParser
 import Testing
 
-/// CONTRACT.md's counting rules on single frames: flags are counted independently (a SYN+RST
+/// docs/output.md's counting rules on single frames: flags are counted independently (a SYN+RST
 /// counts as a SYN and as an RST), only over TCP headers that parsed, and a frame can be TCP and
 /// malformed at once.
 @Suite struct PacketCountsTests {

@@ -9,7 +9,7 @@ import TestSupport
 /// the foundation issue says) and by ReflectGuard: every count must agree. Per-frame verdicts are
 /// compared too, so a failure names the frame.
 ///
-/// How tshark's output maps to CONTRACT.md's counts: `ipv4`/`ipv6` = the outermost of `ip`/`ipv6`
+/// How tshark's output maps to docs/output.md's counts: `ipv4`/`ipv6` = the outermost of `ip`/`ipv6`
 /// in `frame.protocols` and its `ip.src`/`ipv6.src` shown (the fixed header parsed); `tcp` = a
 /// `tcp.flags` shown with `tcp` next after that IP layer (past IPv6 extension headers and AH),
 /// which leaves out TCP quoted in ICMP errors; `malformed` = tshark reports a malformed or
@@ -18,7 +18,7 @@ import TestSupport
 /// Left out on purpose, because ReflectGuard differs from tshark there by design: an IPv6 chain of
 /// more than `ScalarParser.maxExtensionHeaders` extension headers (tshark walks on; we stop and
 /// call it malformed), and a TCP header cut between 14 and 20 bytes (tshark already shows the
-/// flags; CONTRACT.md requires the whole fixed header, which the `tcp.urgent_pointer` rule above
+/// flags; docs/output.md requires the whole fixed header, which the `tcp.urgent_pointer` rule above
 /// mirrors).
 @Suite struct TsharkCrossCheckTests {
     struct Case {
@@ -204,7 +204,7 @@ import TestSupport
                 if layers[ipIndex] == "ipv6", !col[2].isEmpty { c.ipv6 = 1 }
                 let skipped: Set<String> = ["ah", "ipv6.hopopts", "ipv6.routing", "ipv6.fraghdr", "ipv6.dstopts"]
                 let next = layers[(ipIndex + 1)...].first { !skipped.contains($0) }
-                // CONTRACT.md asks for the whole fixed header (tshark shows the flags from 14
+                // docs/output.md asks for the whole fixed header (tshark shows the flags from 14
                 // bytes on): the urgent pointer is its last field.
                 if next == "tcp", !col[4].isEmpty, let flagsText = col[3].split(separator: ",").first,
                    let flags = UInt8(flagsText.dropFirst(2), radix: 16) {

@@ -118,7 +118,7 @@ enum NetnsLab {
         }
     }
 
-    /// Three namespaces of DOMAIN.md's lab plan: internet — router — protected, forwarding on, the
+    /// Three namespaces of the lab plan: internet — router — protected, forwarding on, the
     /// forged reflector ranges routed to the internet side. rp_filter off: the point is to see
     /// what the router's rules do with spoofed sources.
     static func threeNamespaces(_ tag: String) throws -> Namespaces {

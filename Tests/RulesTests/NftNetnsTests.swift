@@ -295,7 +295,7 @@ import TestSupport
         }
     }
 
-    /// DOMAIN.md's bar for the kernel-only ruleset: a spoofed SYN-ACK flood from forged reflectors
+    /// The bar for the kernel-only ruleset: a spoofed SYN-ACK flood from forged reflectors
     /// never reaches the protected host, while all its outbound connections succeed, IPv4 and IPv6.
     @Test(arguments: ["4", "6"], [false, true])
     func kernelOnlyRulesetStopsSpoofedSynAckFlood(family: String, conntrack: Bool) throws {

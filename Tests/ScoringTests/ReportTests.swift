@@ -6,7 +6,7 @@ import Testing
 import VerdictEngine
 import TestSupport
 
-/// Reports: the JSON schema of CONTRACT.md, labels arithmetic, CSV outputs, empty captures and the
+/// Reports: the JSON schema of docs/output.md, labels arithmetic, CSV outputs, empty captures and the
 /// command's handling of bad input.
 @Suite struct ReportTests {
     static func protectedPolicy() -> Policy {

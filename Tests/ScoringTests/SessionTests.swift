@@ -5,8 +5,8 @@ import Testing
 import VerdictEngine
 import TestSupport
 
-/// Session end reasons and conn_states: on real captures whose endings are known (README of
-/// ../shared/captures), cross-checked against tshark, and on hand-made packet sequences.
+/// Session end reasons and conn_states: on real captures whose endings are known (the shared
+/// captures the tests read), cross-checked against tshark, and on hand-made packet sequences.
 @Suite struct SessionTests {
     // MARK: real captures
 

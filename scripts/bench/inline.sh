@@ -4,7 +4,7 @@
 # program doing the same SYN-ACK rule, side by side in one run, in a lab of three network
 # namespaces (scripts/netns-lab.sh), plus the kernel-only rulesets for correctness.
 #
-# Roles (DOMAIN.md): trafgen in the internet namespace forges SYN-ACKs from 198.19.0.0/16 to the
+# Roles: trafgen in the internet namespace forges SYN-ACKs from 198.19.0.0/16 to the
 # protected host 198.18.2.2, pinned to core 0; the consumer runs in the router namespace pinned to
 # core 1. The protected host counts the spoofed SYN-ACKs that reach it (nft counter before its
 # stack) and drops them there, so its own RSTs never come back through the queue: every consumer
