@@ -102,7 +102,8 @@ public final class Agent {
             workers.append((Worker(queue: s.queue, shared: shared, seed: seed), s))
         }
 
-        let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply)
+        let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
+                                     afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
                                        dryRun: settings.dryRun)
         var metricsServer: MetricsServer? = nil
@@ -238,6 +239,7 @@ public final class Agent {
                 return refuse("armed_timeout changed from \(settings.armedTimeout) s to \(plan.armedTimeout) s; restart the agent to change it")
             }
             try plan.apply()
+            shared.enforcement.rearm(after: "reload")
             var p = plan.policy
             p.queueCount = settings.queues.count
             shared.replacePolicy(p)

@@ -130,7 +130,7 @@ final class KernelEnforcement: @unchecked Sendable {
         }
     }
 
-    private func armPrefix(_ prefix: CIDR, submitted: Int64) {
+    private func armPrefix(_ prefix: CIDR, submitted: Int64, announce: Bool = true) {
         if cancelled { return }
         if dryRun {
             if armed[prefix] == nil {
@@ -159,12 +159,32 @@ final class KernelEnforcement: @unchecked Sendable {
                         logger.error("arm-failed", [("prefix", .string(prefix.description)), ("error", .string("\(error)"))])
                     }
                 }
-                logger.warning("victim-armed", [("prefix", .string(prefix.description)), ("timeout_s", .double(timeout)),
-                                                ("latency_ms", .double(Double(done - submitted) / 1e6))])
+                if announce { logger.warning("victim-armed", [("prefix", .string(prefix.description)), ("timeout_s", .double(timeout)),
+                                                ("latency_ms", .double(Double(done - submitted) / 1e6))]) }
             }
         } catch {
             armFailures.add(1, ordering: .relaxed)
             logger.error("arm-failed", [("prefix", .string(prefix.description)), ("error", .string("\(error)"))])
+        }
+    }
+
+    /// The rules were applied again (the watchdog's repair, a reload): a table that went came
+    /// back with empty armed sets, and `armPrefix` re-adds a prefix only once its entry is half
+    /// run out, which left a flood's victim unarmed for up to half the timeout (measured: 40 s)
+    /// while the gauge said armed. So every prefix armed now goes back in at once, with its
+    /// full timeout. Returns at once; the arming runs on the enforcement queue.
+    func rearm(after reason: String) {
+        queue.async { [self] in
+            if cancelled || dryRun { return }
+            let now = monotonicNanoseconds()
+            let prefixes = armed.filter { $0.value > now }.map(\.key)
+            guard !prefixes.isEmpty else { return }
+            for p in prefixes { armed[p] = nil }
+            for p in prefixes { armPrefix(p, submitted: now, announce: false) }
+            logger.warning("victims-rearmed", [("reason", .string(reason)),
+                                               ("prefixes", .strings(prefixes.map { $0.description }.sorted())),
+                                               ("armed", .from(armed.filter { $0.value > now }.count))])
+            publish()
         }
     }
 

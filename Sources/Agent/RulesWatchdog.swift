@@ -26,6 +26,8 @@ final class RulesWatchdog: @unchecked Sendable {
     private let repair: Bool
     private let missing: @Sendable () throws -> RulesPresence
     private let reapply: @Sendable () throws -> Void
+    /// Told after each successful re-apply (the enforcement re-arms its victims).
+    private let afterReapply: @Sendable () -> Void
     private var timer: DispatchSourceTimer?
 
     /// Touched on `queue` only: the current disappearance (nil while the rules are there), how
@@ -41,12 +43,14 @@ final class RulesWatchdog: @unchecked Sendable {
     let checks = Atomic<UInt64>(0)
 
     init(logger: Logger, period: Double = 0.5, repair: Bool,
-         missing: @escaping @Sendable () throws -> RulesPresence, reapply: @escaping @Sendable () throws -> Void) {
+         missing: @escaping @Sendable () throws -> RulesPresence, reapply: @escaping @Sendable () throws -> Void,
+         afterReapply: @escaping @Sendable () -> Void = {}) {
         self.logger = logger
         self.period = period
         self.repair = repair
         self.missing = missing
         self.reapply = reapply
+        self.afterReapply = afterReapply
     }
 
     /// After the capabilities are dropped, like the enforcement's timer: its thread then holds
@@ -112,8 +116,9 @@ final class RulesWatchdog: @unchecked Sendable {
             present.store(1, ordering: .relaxed)
             logger.warning("rules-reapplied", [("detail", .string(g.why)),
                                                ("reapply_ms", .double(Double(monotonicNanoseconds() - g.since) / 1e6)),
-                                               ("reapplied_total", .from(n))])
+                                               ("afterReapplytotal", .from(n))])
             gone = nil
+            afterReapply()
         } catch {
             reapplyFailures.add(1, ordering: .relaxed)
             // Every failure counts; the log says the first and then one in 60 (half a minute).

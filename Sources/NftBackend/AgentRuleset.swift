@@ -43,9 +43,13 @@ public final class AgentRuleset: @unchecked Sendable {
                 note = "adopted a table with no owner record; left in place at exit"
             }
         }
-        try NftRuleset.apply(rules, hook: hook, backend: backend, owner: owner)
+        if try NftRuleset.apply(rules, hook: hook, backend: backend, owner: owner) {
+            let woke = "woke the table, which was dormant (its chains hooked nothing)"
+            note = note.map { $0 + "; " + woke } ?? woke
+        }
         last = (rules, hook, backend)
-        snapshot = try RulesSnapshot.take(try NftContext())
+        if generation == nil { generation = try NftGeneration() }
+        snapshot = try RulesSnapshot.take(try NftContext(), generation!, sets: rules.configuredSets)
         verified = nil
         return note
     }
@@ -65,6 +69,9 @@ public final class AgentRuleset: @unchecked Sendable {
             if generation == nil { generation = try NftGeneration() }
             let now = try generation!.current()
             if now == verified { return (nil, nil) }
+            if let flags = try generation!.tableFlags(NftRuleset.table), flags & NftGeneration.tableDormant != 0 {
+                return ("table \(NftRuleset.family) \(NftRuleset.table) is dormant: none of its chains sees a packet", nil)
+            }
             let ctx = try NftContext()
             guard let chains = try RulesSnapshot.take(ctx).chains else {
                 return ("table \(NftRuleset.family) \(NftRuleset.table) is gone", nil)
@@ -74,6 +81,9 @@ public final class AgentRuleset: @unchecked Sendable {
             }
             if let last, let snapshot {
                 if chains != snapshot.chains { return ("the chains of table \(NftRuleset.family) \(NftRuleset.table) changed", nil) }
+                if try generation!.contents(NftRuleset.table, sets: last.rules.configuredSets) != snapshot.contents {
+                    return ("the rules or the configured sets (\(last.rules.configuredSets.joined(separator: ", "))) of table \(NftRuleset.family) \(NftRuleset.table) changed", nil)
+                }
                 if last.backend == .xt {
                     let wanted = last.rules.xtablesRules(hook: last.hook)
                     let present = try Xtables.tagged(near: wanted)

@@ -15,8 +15,29 @@ final class NftGeneration {
     private static let msgGetGen: UInt16 = 16           // NFT_MSG_GETGEN
     private static let msgNewGen: UInt16 = 15           // NFT_MSG_NEWGEN, the answer
     private static let attrGenId: UInt16 = 1            // NFTA_GEN_ID, u32, network order
+    private static let msgGetTable: UInt16 = 1          // NFT_MSG_GETTABLE
+    private static let msgNewTable: UInt16 = 0          // NFT_MSG_NEWTABLE, the answer
+    private static let attrTableName: UInt16 = 1        // NFTA_TABLE_NAME, string
+    private static let attrTableFlags: UInt16 = 2       // NFTA_TABLE_FLAGS, u32, network order
+    static let tableDormant: UInt32 = 1                 // NFT_TABLE_F_DORMANT
+    private static let familyInet: UInt8 = 1            // NFPROTO_INET
+    private static let msgGetRule: UInt16 = 7           // NFT_MSG_GETRULE
+    private static let msgNewRule: UInt16 = 6           // NFT_MSG_NEWRULE, the answer
+    private static let attrRuleTable: UInt16 = 1        // NFTA_RULE_TABLE
+    private static let attrRuleChain: UInt16 = 2        // NFTA_RULE_CHAIN
+    private static let attrRuleHandle: UInt16 = 3       // NFTA_RULE_HANDLE
+    private static let attrRuleExpressions: UInt16 = 4  // NFTA_RULE_EXPRESSIONS, NFTA_LIST_ELEMs
+    private static let attrRuleUserdata: UInt16 = 7     // NFTA_RULE_USERDATA (comments)
+    private static let attrExprName: UInt16 = 1         // NFTA_EXPR_NAME
+    private static let msgGetSetElem: UInt16 = 13       // NFT_MSG_GETSETELEM
+    private static let msgNewSetElem: UInt16 = 12       // NFT_MSG_NEWSETELEM, the answer
+    private static let attrSetElemListTable: UInt16 = 1 // NFTA_SET_ELEM_LIST_TABLE
+    private static let attrSetElemListSet: UInt16 = 2   // NFTA_SET_ELEM_LIST_SET
+    private static let attrSetElemListElements: UInt16 = 3 // NFTA_SET_ELEM_LIST_ELEMENTS
     private static let nlmsgError: UInt16 = 2           // NLMSG_ERROR
+    private static let nlmsgDone: UInt16 = 3            // NLMSG_DONE
     private static let requestFlag: UInt16 = 1          // NLM_F_REQUEST
+    private static let dumpFlags: UInt16 = 0x300        // NLM_F_DUMP (ROOT | MATCH)
 
     private let fd: Int32
     private var sequence: UInt32 = 0
@@ -33,52 +54,166 @@ final class NftGeneration {
 
     /// The current generation id.
     func current() throws(NftError) -> UInt32 {
+        let answer = try request(Self.msgGetGen, family: 0, attributes: [], expect: Self.msgNewGen, what: "NFT_MSG_GETGEN")
+        guard let id = answer?[Self.attrGenId], id.count >= 4 else {
+            throw NftError("NFT_MSG_GETGEN: no generation id in the answer", rulesError: false)
+        }
+        return Self.bigEndian32(id)
+    }
+
+    /// The flags of table `inet NAME` (NFT_MSG_GETTABLE), nil when there is no such table: one
+    /// round trip on the same socket, no listing (`list table` would fetch every set element).
+    /// `nft add table inet NAME '{ flags dormant; }'` unhooks every chain of the table while the
+    /// listing of its chains stays the same, so the flags are read on their own.
+    func tableFlags(_ name: String) throws(NftError) -> UInt32? {
+        var attribute = Array(name.utf8) + [0]
+        attribute = Self.attribute(Self.attrTableName, attribute)
+        guard let answer = try request(Self.msgGetTable, family: Self.familyInet, attributes: attribute,
+                                       expect: Self.msgNewTable, what: "NFT_MSG_GETTABLE") else { return nil }
+        guard let flags = answer[Self.attrTableFlags], flags.count >= 4 else { return 0 }
+        return Self.bigEndian32(flags)
+    }
+
+    /// A fingerprint of the rules of table `inet NAME` and of the elements of its sets `sets`
+    /// (NFT_MSG_GETRULE and NFT_MSG_GETSETELEM dumps filtered to that table and those sets): it
+    /// changes with every rule added, removed or replaced in any of the table's chains and with
+    /// every element of those sets, and with nothing else. Counter and quota values are left
+    /// out (traffic moves them). Only for sets whose elements change by hand: a dump of the
+    /// pending sets would cost what a listing does. nil when the table is gone.
+    func contents(_ name: String, sets: [String]) throws(NftError) -> Int? {
+        var hasher = Hasher()
+        let table = Array(name.utf8) + [0]
+        guard let rules = try dump(Self.msgGetRule, attributes: Self.attribute(Self.attrRuleTable, table),
+                                   expect: Self.msgNewRule, what: "NFT_MSG_GETRULE") else { return nil }
+        for rule in rules {
+            for type in [Self.attrRuleChain, Self.attrRuleHandle, Self.attrRuleUserdata] {
+                hasher.combine(type)
+                rule[type].map { Self.combine(&hasher, $0) }
+            }
+            guard let expressions = rule[Self.attrRuleExpressions] else { continue }
+            for expression in Self.attributes(expressions).lazy.map(\.payload) {
+                let parts = Self.attributes(expression)
+                let kind = parts.first { $0.type == Self.attrExprName }?.payload
+                if let kind, Self.stateful.contains(Array(kind)) { Self.combine(&hasher, kind); continue }
+                Self.combine(&hasher, expression)
+            }
+        }
+        for set in sets {
+            let request = Self.attribute(Self.attrSetElemListTable, table) + Self.attribute(Self.attrSetElemListSet, Array(set.utf8) + [0])
+            hasher.combine(set)
+            guard let batches = try dump(Self.msgGetSetElem, attributes: request, expect: Self.msgNewSetElem,
+                                         what: "NFT_MSG_GETSETELEM \(set)") else {
+                hasher.combine(-1)
+                continue
+            }
+            for b in batches { b[Self.attrSetElemListElements].map { Self.combine(&hasher, $0) } }
+        }
+        return hasher.finalize()
+    }
+
+    /// Expressions whose dumped data moves with traffic; name attributes, NUL included.
+    private static let stateful: [[UInt8]] = ["counter", "quota"].map { Array($0.utf8) + [0] }
+
+    private static func combine(_ hasher: inout Hasher, _ bytes: ArraySlice<UInt8>) {
+        hasher.combine(bytes.count)
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    /// Sends one request and returns the answer's attributes by type; nil when the kernel
+    /// answers ENOENT (no such object).
+    private func request(_ type: UInt16, family: UInt8, attributes: [UInt8], expect: UInt16,
+                         what: String) throws(NftError) -> [UInt16: ArraySlice<UInt8>]? {
+        try exchange(type, flags: Self.requestFlag, family: family, attributes: attributes, expect: expect, what: what)?.first
+    }
+
+    /// A dump (NLM_F_DUMP) in family inet: every answer message's attributes; nil on ENOENT.
+    private func dump(_ type: UInt16, attributes: [UInt8], expect: UInt16,
+                      what: String) throws(NftError) -> [[UInt16: ArraySlice<UInt8>]]? {
+        try exchange(type, flags: Self.requestFlag | Self.dumpFlags, family: Self.familyInet, attributes: attributes,
+                     expect: expect, what: what)
+    }
+
+    private func exchange(_ type: UInt16, flags: UInt16, family: UInt8, attributes: [UInt8], expect: UInt16,
+                          what: String) throws(NftError) -> [[UInt16: ArraySlice<UInt8>]]? {
         sequence &+= 1
-        // nlmsghdr (len, type, flags, seq, pid) then nfgenmsg (family AF_UNSPEC, version 0, res_id 0).
+        // nlmsghdr (len, type, flags, seq, pid) then nfgenmsg (family, version 0, res_id 0).
         var request = [UInt8]()
         func put16(_ v: UInt16) { withUnsafeBytes(of: v) { request += $0 } }
         func put32(_ v: UInt32) { withUnsafeBytes(of: v) { request += $0 } }
-        put32(20)
-        put16(Self.subsysNftables << 8 | Self.msgGetGen)
-        put16(Self.requestFlag)
+        put32(UInt32(20 + attributes.count))
+        put16(Self.subsysNftables << 8 | type)
+        put16(flags)
         put32(sequence)
         put32(0)
-        request += [0, 0, 0, 0]
+        request += [family, 0, 0, 0]
+        request += attributes
         // Unconnected netlink sockets send to the kernel (port id 0).
         let sent = send(fd, request, request.count, 0)
         guard sent == request.count else { throw Self.failure("sendto") }
 
-        var buffer = [UInt8](repeating: 0, count: 8192)
+        let dumping = flags & Self.dumpFlags != 0
+        var answers: [[UInt16: ArraySlice<UInt8>]] = []
+        // A dump's skbs are at most 32 KiB here (netlink's default); one more page for the header.
+        var buffer = [UInt8](repeating: 0, count: 36_864)
         while true {
             let n = recv(fd, &buffer, buffer.count, 0)
             if n < 0, errno == EINTR { continue }
-            guard n >= 20 else { throw n < 0 ? Self.failure("recv") : NftError("NFT_MSG_GETGEN: short answer", rulesError: false) }
-            return try parse(buffer[0..<n])
+            guard n >= 16 else { throw n < 0 ? Self.failure("recv") : NftError("\(what): short answer", rulesError: false) }
+            let received = Array(buffer[0..<n])
+            func u16(_ at: Int) -> UInt16 { UInt16(received[at]) | UInt16(received[at + 1]) << 8 }
+            func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
+            var at = 0
+            while at + 16 <= n {
+                let length = Int(u32(at)), answerType = u16(at + 4), answerSequence = u32(at + 8)
+                guard length >= 16, at + length <= n else {
+                    throw NftError("\(what): answer of \(length) bytes cut to \(n - at)", rulesError: false)
+                }
+                defer { at += (length + 3) & ~3 }
+                // An answer to an earlier request that timed out: skip it.
+                if answerSequence != sequence { continue }
+                if answerType == Self.nlmsgDone { return answers }
+                if answerType == Self.nlmsgError {
+                    let code = Int32(bitPattern: u32(at + 16))
+                    if code == 0 { return answers }
+                    if -code == ENOENT { return nil }
+                    throw NftError("\(what): \(String(cString: strerror(-code)))", rulesError: false)
+                }
+                guard answerType == Self.subsysNftables << 8 | expect else {
+                    throw NftError("\(what): unexpected answer type \(answerType)", rulesError: false)
+                }
+                var found: [UInt16: ArraySlice<UInt8>] = [:]
+                for a in Self.attributes(received[(at + 20)..<(at + length)]) { found[a.type] = a.payload }
+                answers.append(found)
+                if !dumping { return answers }
+            }
         }
     }
 
-    private func parse(_ message: ArraySlice<UInt8>) throws(NftError) -> UInt32 {
-        func u16(_ at: Int) -> UInt16 { UInt16(message[message.startIndex + at]) | UInt16(message[message.startIndex + at + 1]) << 8 }
-        func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-        let length = Int(u32(0)), type = u16(4)
-        guard length <= message.count else { throw NftError("NFT_MSG_GETGEN: answer of \(length) bytes cut to \(message.count)", rulesError: false) }
-        if type == Self.nlmsgError {
-            let code = Int32(bitPattern: u32(16))
-            throw NftError("NFT_MSG_GETGEN: \(String(cString: strerror(-code)))", rulesError: false)
+    /// The netlink attributes (type without the nested/byte-order bits, payload) in `bytes`.
+    private static func attributes(_ bytes: ArraySlice<UInt8>) -> [(type: UInt16, payload: ArraySlice<UInt8>)] {
+        var out: [(type: UInt16, payload: ArraySlice<UInt8>)] = []
+        var at = bytes.startIndex
+        while at + 4 <= bytes.endIndex {
+            let length = Int(UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8)
+            let type = (UInt16(bytes[at + 2]) | UInt16(bytes[at + 3]) << 8) & 0x3fff
+            guard length >= 4, at + length <= bytes.endIndex else { break }
+            out.append((type, bytes[(at + 4)..<(at + length)]))
+            at += (length + 3) & ~3
         }
-        guard type == Self.subsysNftables << 8 | Self.msgNewGen else {
-            throw NftError("NFT_MSG_GETGEN: unexpected answer type \(type)", rulesError: false)
-        }
-        var at = 20
-        while at + 4 <= length {
-            let attrLength = Int(u16(at)), attrType = u16(at + 2) & 0x3fff
-            guard attrLength >= 4 else { break }
-            if attrType == Self.attrGenId, attrLength >= 8 {
-                return UInt32(bigEndian: u32(at + 4))
-            }
-            at += (attrLength + 3) & ~3
-        }
-        throw NftError("NFT_MSG_GETGEN: no generation id in the answer", rulesError: false)
+        return out
+    }
+
+    private static func attribute(_ type: UInt16, _ payload: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        withUnsafeBytes(of: UInt16(4 + payload.count)) { out += $0 }
+        withUnsafeBytes(of: type) { out += $0 }
+        out += payload
+        while out.count % 4 != 0 { out.append(0) }
+        return out
+    }
+
+    private static func bigEndian32(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        bytes.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
     private static func failure(_ call: String) -> NftError {

@@ -59,8 +59,28 @@ public enum NftRuleset {
     }
 
     /// Checks, then applies atomically (see the type's comment for the order of the steps), with
-    /// `owner` recorded in the table in the same transaction.
-    public static func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend, owner: TableOwner) throws(NftError) {
+    /// `owner` recorded in the table in the same transaction. Returns true when the table was
+    /// dormant and the apply woke it.
+    ///
+    /// A dormant table (`nft add table inet reflectguard '{ flags dormant; }'`) hooks none of its
+    /// chains, and the kernel refuses (EINVAL, "Could not process rule") a batch that replaces
+    /// its base chains: it is woken in a transaction of its own first, and put back to sleep when
+    /// the apply fails, so a refused apply leaves the kernel as it found it.
+    @discardableResult
+    public static func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend, owner: TableOwner) throws(NftError) -> Bool {
+        let flags = try NftGeneration().tableFlags(table)
+        let dormant = flags.map { $0 & NftGeneration.tableDormant != 0 } ?? false
+        if dormant { try setDormant(false) }
+        do {
+            try applyAwake(rules, hook: hook, backend: backend, owner: owner)
+        } catch {
+            if dormant { try? setDormant(true) }
+            throw error
+        }
+        return dormant
+    }
+
+    private static func applyAwake(_ rules: ResolvedRules, hook: Hook, backend: Backend, owner: TableOwner) throws(NftError) {
         let ctx = try NftContext()
         try load(rules, hook: hook, backend: backend, owner: owner, ctx: ctx, dryRun: true)
         if backend == .xt, !Xtables.available {
@@ -123,6 +143,19 @@ public enum NftRuleset {
         }
         if Xtables.available {
             try Xtables.delete(try Xtables.tagged(), ctx: ctx)
+        }
+    }
+
+    /// Sets or clears the table's dormant flag, as a transaction of its own: nft sends the
+    /// table's flags with every `add table`, 0 when none is given, and the kernel then hooks the
+    /// chains of a dormant table again (checked with nftables 1.0.6 on Linux 6.18).
+    static func setDormant(_ dormant: Bool) throws(NftError) {
+        let ctx = try NftContext()
+        let r = ctx.run("add table \(family) \(table)" + (dormant ? " { flags dormant; }" : ""))
+        guard r.ok else {
+            if r.errors.contains("Operation not permitted") { throw permissionError }
+            throw NftError((dormant ? "putting the table back to sleep: " : "waking the dormant table: ") + r.errors.trimmedLine,
+                           rulesError: false)
         }
     }
 

@@ -7,11 +7,20 @@
 /// own arming), the table's chains are compared with what the last apply left, through `list
 /// chains`, the one libnftables listing that does not fetch set elements; and with the xtables
 /// backend the chains our NFQUEUE rules live in are read with `iptables-nft -S` (nft cannot list
-/// those rules' `reflectguard` comment). Rules deleted one by one inside our own chains go
-/// unnoticed: nothing but `nft delete rule` by hand does that.
+/// those rules' `reflectguard` comment). Edits inside the table (`nft flush chain`, `nft insert
+/// rule ... accept`, `nft flush set ... protected4`) are told by a fingerprint of its rules and
+/// of the configured sets' elements, read over raw netlink (`NftGeneration.contents`).
 struct RulesSnapshot: Equatable {
     /// `list chains inet`, the block of ReflectGuard's table; nil when there is none.
     var chains: String?
+    /// `NftGeneration.contents` of the table and its configured sets; nil when not taken.
+    var contents: Int?
+
+    static func take(_ ctx: NftContext, _ generation: NftGeneration, sets: [String]) throws(NftError) -> RulesSnapshot {
+        var s = try take(ctx)
+        s.contents = try generation.contents(NftRuleset.table, sets: sets)
+        return s
+    }
 
     static func take(_ ctx: NftContext) throws(NftError) -> RulesSnapshot {
         let r = ctx.run("list chains \(NftRuleset.family)")
