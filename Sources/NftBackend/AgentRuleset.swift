@@ -86,9 +86,14 @@ public final class AgentRuleset: @unchecked Sendable {
                 }
                 if last.backend == .xt {
                     let wanted = last.rules.xtablesRules(hook: last.hook)
-                    let present = try Xtables.tagged(near: wanted)
+                    let (present, shadowed) = try Xtables.scan(near: wanted)
                     let gone = wanted.filter { !present.contains($0) }
                     if !gone.isEmpty { return ("xtables rules gone: " + gone.map { $0.commandLine }.joined(separator: "; "), nil) }
+                    let hidden = shadowed.filter { wanted.contains($0.rule) }
+                    if !hidden.isEmpty {
+                        return ("xtables rules no longer first in their chain (a rule before them hides packets from the agent): "
+                                + hidden.map { "\($0.rule.tool) -t \($0.rule.table) \($0.rule.chain) rule \($0.number)" }.joined(separator: "; "), nil)
+                    }
                 }
             }
             verified = now

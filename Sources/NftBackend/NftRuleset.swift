@@ -86,7 +86,7 @@ public enum NftRuleset {
         if backend == .xt, !Xtables.available {
             throw NftError("the xtables backend needs iptables-nft and ip6tables-nft", rulesError: false)
         }
-        let before = Xtables.available ? try Xtables.tagged() : []
+        let (before, shadowed) = Xtables.available ? try Xtables.scan() : ([], [])
         let wanted = backend == .xt ? rules.xtablesRules(hook: hook) : []
         var added: [XtablesRule] = []
         do {
@@ -103,6 +103,9 @@ public enum NftRuleset {
         }
         // Rules of an earlier apply (another queue range or hook, or the nft backend now).
         try Xtables.delete(before.filter { !wanted.contains($0) }, ctx: ctx)
+        // Ours go in front of the chain, as `insert` puts them: a rule placed before one since
+        // would hide packets from the agent.
+        for s in shadowed where wanted.contains(s.rule) { try Xtables.moveToTop(s.rule, from: s.number) }
     }
 
     /// The owner record of ReflectGuard's table; nil when there is no table.

@@ -13,7 +13,16 @@ enum Xtables {
     /// The tagged rules present now, as `iptables -S` prints them; `near` given, only those in
     /// the chains its rules are in (two children instead of twelve).
     static func tagged(near: [XtablesRule]? = nil) throws(NftError) -> [XtablesRule] {
+        try scan(near: near).tagged
+    }
+
+    /// The tagged rules present now, and those an operator's rule comes before in their chain,
+    /// with their rule numbers: `iptables-nft -t mangle -I FORWARD 1 … -j ACCEPT` ends the chain
+    /// for what it matches before our NFQUEUE rule sees it, so the agent never judges it while the
+    /// rule itself is still there.
+    static func scan(near: [XtablesRule]? = nil) throws(NftError) -> (tagged: [XtablesRule], shadowed: [(rule: XtablesRule, number: Int)]) {
         var out: [XtablesRule] = []
+        var shadowed: [(rule: XtablesRule, number: Int)] = []
         for v6 in [false, true] {
             let tool = v6 ? "ip6tables-nft" : "iptables-nft"
             guard Spawn.find(tool) != nil else { continue }
@@ -23,17 +32,32 @@ enum Xtables {
                     guard r.status == 0 else {
                         throw NftError("\(tool) -t \(table) -S \(chain) failed: \(r.output.trimmedLine)", rulesError: false)
                     }
+                    var number = 0
+                    var foreignBefore = false
                     for line in r.output.split(separator: "\n") {
                         let words = line.split(separator: " ").map(String.init)
-                        guard words.count > 2, words[0] == "-A", words[1] == chain,
-                              let c = words.firstIndex(of: "--comment"), c + 1 < words.count,
-                              words[c + 1] == XtablesRule.tag else { continue }
-                        out.append(XtablesRule(ipv6: v6, table: table, chain: chain, arguments: Array(words[2...])))
+                        guard words.count > 2, words[0] == "-A", words[1] == chain else { continue }
+                        number += 1
+                        guard let c = words.firstIndex(of: "--comment"), c + 1 < words.count,
+                              words[c + 1] == XtablesRule.tag else { foreignBefore = true; continue }
+                        let rule = XtablesRule(ipv6: v6, table: table, chain: chain, arguments: Array(words[2...]))
+                        out.append(rule)
+                        if foreignBefore { shadowed.append((rule, number)) }
                     }
                 }
             }
         }
-        return out
+        return (out, shadowed)
+    }
+
+    /// Puts a shadowed rule back in front: inserted at the top first, then the old copy (one
+    /// number further down now) deleted by number, so the chain is never without it.
+    static func moveToTop(_ rule: XtablesRule, from number: Int) throws(NftError) {
+        try insert(rule)
+        let r = try Spawn.run([rule.tool, "-t", rule.table, "-D", rule.chain, String(number + 1)])
+        guard r.status == 0 else {
+            throw NftError("\(rule.tool) -t \(rule.table) -D \(rule.chain) \(number + 1) failed: \(r.output.trimmedLine)", rulesError: false)
+        }
     }
 
     /// Inserts at the top of the chain: an operator's earlier ACCEPT must not hide packets the
