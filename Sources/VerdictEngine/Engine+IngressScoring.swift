@@ -19,7 +19,7 @@ extension Engine {
         let s = UInt8(min(100, score))
         if score >= tuning.pointee.scoreThreshold {
             let d = drop(.synackScoreDrop, p, score: s)
-            if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
+            if d.verdict == .drop { noteDrop(p.destination, ms, now: now) }
             return d
         }
         return Decision(.accept, .synackScorePass, score: s)

@@ -44,22 +44,22 @@ extension Engine {
         let secs = Float(age(ms, since: r.windowStart)) / 1000
         r.synackRate = Float(r.synacks) / secs
         r.dropRate = Float(r.synackDrops) / secs
-        r.rstDropRate = Float(r.rstDrops) / secs
         // The baseline follows normal traffic, but a flood may raise it only slowly.
         r.baseline += 0.05 * (min(r.synackRate, 2 * r.baseline + 10) - r.baseline)
         r.lastReflectors = UInt16(r.reflectors[0].nonzeroBitCount + r.reflectors[1].nonzeroBitCount)
-        r.synacks = 0; r.synackDrops = 0; r.rstDrops = 0; r.reflectors = .zero
+        r.synacks = 0; r.synackDrops = 0; r.reflectors = .zero
         r.windowStart = ms
         slot.pointee = r
     }
 
-    /// Counts a drop against the victim's prefix, and starts or extends an attack there.
+    /// Counts a SYN-ACK (or unreadable-header) drop against the victim's prefix, and starts or extends
+    /// a SYN-ACK attack there.
     @inline(__always)
-    func noteDrop(_ victim: IPAddress, synack: Bool, _ ms: UInt32, now: Nanoseconds) {
+    func noteDrop(_ victim: IPAddress, _ ms: UInt32, now: Nanoseconds) {
         let key = Engine.prefix(victim.bytes)
         let slot = prefixRates.slots + touch(prefixRates, key, ms)
-        if synack { slot.pointee.synackDrops &+= 1 } else { slot.pointee.rstDrops &+= 1 }
-        let total = slot.pointee.synackDrops &+ slot.pointee.rstDrops
+        slot.pointee.synackDrops &+= 1
+        let total = slot.pointee.synackDrops
         let half = tuning.pointee.attackHalf
         guard total >= half else { return }
         if slot.pointee.attackActive {
@@ -85,7 +85,7 @@ extension Engine {
         let cidr = CIDR(address: IPAddress(bytes: key), length: Engine.isV4(key) ? 120 : 64)
         active.append(ActiveAttack(key: key, prefix: cidr, startedAt: now, lastAboveMs: ms))
         emit(AttackEvent(kind: .started, prefix: cidr, at: now, startedAt: now,
-                         synackDropRate: Double(r.synackDrops), rstDropRate: Double(r.rstDrops)))
+                         synackDropRate: Double(r.synackDrops), rstDropRate: 0))
     }
 
     /// Once a second of packet time: ends attacks that have been quiet long enough.
@@ -107,7 +107,7 @@ extension Engine {
                 let r = i >= 0 ? prefixRates.slots[i] : RateStats(key: a.key, now: ms)
                 let at = a.startedAt + Int64(age(ms, since: Engine.msTime(a.startedAt))) * 1_000_000
                 emit(AttackEvent(kind: .ended, prefix: a.prefix, at: at, startedAt: a.startedAt,
-                                 synackDropRate: Double(r.dropRate), rstDropRate: Double(r.rstDropRate)))
+                                 synackDropRate: Double(r.dropRate), rstDropRate: 0))
                 active.swapAt(k, active.count - 1)
                 active.removeLast()
             } else {

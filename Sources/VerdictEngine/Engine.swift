@@ -359,7 +359,7 @@ public final class Engine {
         if srcP && side == .outside { return drop(.spoofedSource, p) }
         if srcP { return Decision(.accept, .malformed) }
         let d = drop(.unreadableHeader, p)
-        if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
+        if d.verdict == .drop { noteDrop(p.destination, ms, now: now) }
         return d
     }
 
@@ -519,7 +519,7 @@ public final class Engine {
         }
         if tuning.pointee.mode == .ingressOnly { return scoreSynack(p, key, ms, now: now) }
         let d = drop(.unsolicitedSynack, p)
-        if d.verdict == .drop { noteDrop(p.destination, synack: true, ms, now: now) }
+        if d.verdict == .drop { noteDrop(p.destination, ms, now: now) }
         return d
     }
 

@@ -152,14 +152,13 @@ struct RateStats: AddressKeyed {
     var reflectors: SIMD2<UInt64>
     var windowStart: UInt32
     var lastSeen: UInt32
-    /// SYN-ACKs (all inbound, for the ingress baseline) and drops in the current window.
+    /// SYN-ACKs (all inbound, for the ingress baseline) and their drops in the current window.
+    /// RST drops count towards the RST budgets' own attacks (`RSTBudget`), not here.
     var synacks: UInt32
     var synackDrops: UInt32
-    var rstDrops: UInt32
     /// Last closed window's rates per second, and the moving baseline of `synacks`.
     var synackRate: Float
     var dropRate: Float
-    var rstDropRate: Float
     var baseline: Float
     /// Attack bookkeeping (prefix table only): the last time the drops reached half the
     /// threshold, and whether an attack is on (kept here so a drop needs no list search).
@@ -170,8 +169,8 @@ struct RateStats: AddressKeyed {
 
     init(key: SIMD16<UInt8>, now: UInt32) {
         self.key = key; reflectors = .zero; windowStart = now; lastSeen = now
-        synacks = 0; synackDrops = 0; rstDrops = 0
-        synackRate = 0; dropRate = 0; rstDropRate = 0; baseline = 0; lastReflectors = 0
+        synacks = 0; synackDrops = 0
+        synackRate = 0; dropRate = 0; baseline = 0; lastReflectors = 0
         lastAboveMs = now; attackActive = false
     }
 }
