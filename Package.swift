@@ -25,6 +25,16 @@ let package = Package(
         .systemLibrary(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
+        // Compressed captures, decompressed as streams: gzip, zstd, xz.
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "CLzma", pkgConfig: "liblzma",
+            providers: [.apt(["liblzma-dev"])]),
 
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
@@ -39,7 +49,7 @@ let package = Package(
         .target(name: "Lab", dependencies: ["PacketParser"]),
 
         // MARK: thin I/O
-        .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
+        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
         .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
-# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
+# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables; zlib, libzstd
+# and liblzma for compressed captures, with the gzip, zstd and xz tools the tests compress with).
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 packages=(
   pkg-config
   libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev
+  zlib1g-dev libzstd-dev liblzma-dev gzip zstd xz-utils
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc

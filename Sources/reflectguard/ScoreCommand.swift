@@ -224,11 +224,15 @@ enum ScoreCommand {
     }
 
     static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline, threads: Int) throws {
-        let link = reader.linkType
         do {
             try FrameScoring.run(engine: engine, pipeline: pipeline, threads: threads) { packet in
                 guard let frame = try reader.next() else { return nil }
-                PacketParser.parse(frame.bytes, link: link, into: &packet)
+                if let link = frame.link {
+                    PacketParser.parse(frame.bytes, link: link, into: &packet)
+                } else {
+                    // An interface of a link type we cannot read: the frame counts, with no IP.
+                    packet = ParsedPacket()
+                }
                 return frame.timestamp
             }
         } catch {
