@@ -38,11 +38,10 @@ final class FileSource: ByteSource {
     /// Opens `path` for reading (`-` is standard input, not closed at the end).
     static func open(_ path: String) throws -> FileSource {
         if path == "-" { return FileSource(fd: STDIN_FILENO, path: path, owned: false) }
-        // O_NONBLOCK for the open only: a FIFO nobody writes to would block it for good.
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        // Blocking, as libpcap opens: a FIFO's open waits for its writer (a non-blocking open
+        // would read an end of file if the writer is a moment late).
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw CaptureError("cannot read capture \(path): \(String(cString: strerror(errno)))") }
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
         var st = stat()
         if fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR {
             Glibc.close(fd)

@@ -345,7 +345,7 @@ public final class LiveCapture {
         case timeout
     }
 
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     public let interface: String
     public let linkType: LinkType
     public let linkTypeName: String

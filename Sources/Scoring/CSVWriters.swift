@@ -1,7 +1,9 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import PacketParser
+import Synchronization
 import VerdictEngine
 
 public struct OutputError: Error, CustomStringConvertible {
@@ -27,8 +29,17 @@ public final class BufferedFile {
     private var failure: String?
     private var closed = false
 
+    /// Whether this output is standard output (`-`): written in place, never closed.
+    public var isStandardOutput: Bool { path == "-" }
+
     public init(path: String) throws {
         func failed() -> OutputError { OutputError(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        if path == "-" {
+            fd = STDOUT_FILENO
+            self.path = path
+            buffer.reserveCapacity(1 << 20)
+            return
+        }
         var st = stat()
         let exists = lstat(path, &st) == 0
         let type = st.st_mode & S_IFMT
@@ -67,7 +78,7 @@ public final class BufferedFile {
 
     /// A file not closed (an error ended the run first) leaves the path as it was.
     deinit {
-        if !closed {
+        if !closed && fd != STDOUT_FILENO {
             Glibc.close(fd)
             if let temporary { unlink(temporary) }
         }
@@ -139,6 +150,10 @@ public final class BufferedFile {
     public func close() throws {
         flush()
         closed = true
+        if fd == STDOUT_FILENO {
+            if let failure { throw OutputError(description: failure) }
+            return
+        }
         if Glibc.close(fd) != 0 && failure == nil {
             failure = "cannot write \(path): \(String(cString: strerror(errno)))"
         }
@@ -152,19 +167,26 @@ public final class BufferedFile {
     }
 }
 
-/// `--verdicts FILE.csv`: `frame,verdict,reason`, one row for every frame (docs/output.md).
+/// `--verdicts FILE.csv`: `frame,verdict,reason`, one row for every frame (docs/output.md); with
+/// several input files, a trailing `file` column says which file the frame came from.
 public final class VerdictsCSV {
     private let out: BufferedFile
+    private let files: FileColumn?
 
-    public init(path: String) throws {
+    public init(path: String, files: FileColumn? = nil) throws {
         out = try BufferedFile(path: path)
-        out.write(bytes: "frame,verdict,reason\n")
+        self.files = files
+        out.write(bytes: files == nil ? "frame,verdict,reason\n" : "frame,verdict,reason,file\n")
     }
 
     public func row(frame: Int, decision: Decision) {
         out.write(number: frame)
         out.write(bytes: decision.verdict == .drop ? ",drop," : ",accept,")
         out.write(decision.reason.token)
+        if let files {
+            out.write(bytes: ",")
+            out.write(files.field(ofFrame: frame))
+        }
         out.write(bytes: "\n")
     }
 
@@ -238,4 +260,38 @@ public struct FileIdentity: Hashable {
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
     }
+}
+
+/// Which input file a frame came from, for the verdicts CSV's `file` column of a file set. The
+/// thread reading the files calls `begin` for each file in order, before handing out its first
+/// frame (or passing over it); the thread writing the rows (with `--threads 2`, another one) asks
+/// for frames in increasing order, so it follows the starts with one atomic load a row.
+public final class FileColumn: @unchecked Sendable {
+    private final class Start: Sendable { let frame = Atomic<Int>(.max) }
+    /// The names as CSV fields (quoted when they hold a comma, a quote or a line break).
+    private let fields: [String]
+    private let starts: [Start]
+    /// Reader side only: the file the last looked-up frame came from.
+    private var current = 0
+
+    public init(files: [String]) {
+        fields = files.map(csvField)
+        starts = files.map { _ in Start() }
+    }
+
+    /// File `index`'s frames start at frame `frame` (counted from 1, over the whole set).
+    public func begin(file index: Int, atFrame frame: Int) {
+        starts[index].frame.store(frame, ordering: .releasing)
+    }
+
+    func field(ofFrame frame: Int) -> String {
+        while current + 1 < starts.count && frame >= starts[current + 1].frame.load(ordering: .acquiring) { current += 1 }
+        return fields[current]
+    }
+}
+
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a line break.
+func csvField(_ s: String) -> String {
+    guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+    return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }

@@ -12,6 +12,17 @@ public enum JSONReport {
         o.key("input"); o.open("{")
         o.key("source"); o.string(r.source)
         o.key("link_type"); o.string(r.linkType)
+        // A pcapng file with interfaces of several link types, or a file set: all of them.
+        if r.linkTypes.count > 1 {
+            o.key("link_types"); o.open("[", inline: true)
+            for t in r.linkTypes { o.element(); o.string(t) }
+            o.close("]")
+        }
+        if r.files.count > 1 {
+            o.key("files"); o.open("[")
+            for f in r.files { o.element(); o.string(f) }
+            o.close("]")
+        }
         o.key("first_ts"); o.raw(r.firstTimestamp.map(seconds) ?? "null")
         o.key("last_ts"); o.raw(r.lastTimestamp.map(seconds) ?? "null")
         o.close("}")

@@ -292,6 +292,11 @@ public struct LabelSummary: Sendable {
 public struct ScoreReport: Sendable {
     public var source = ""
     public var linkType = ""
+    /// Every link type of the input, first seen first (several in a pcapng file of several
+    /// interfaces, or across a file set); `linkType` is the first.
+    public var linkTypes: [String] = []
+    /// The files scored, in the order scored (several for a file set).
+    public var files: [String] = []
     public var firstTimestamp: Nanoseconds?
     public var lastTimestamp: Nanoseconds?
     public var packets = PacketCounts()

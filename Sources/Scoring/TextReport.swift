@@ -4,7 +4,8 @@ import PacketParser
 /// `--format text` (the default): what an operator reads in a terminal.
 public enum TextReport {
     public static func render(_ r: ScoreReport) -> String {
-        var s = "ReflectGuard score: \(r.source) (\(r.linkType))\n"
+        var s = "ReflectGuard score: \(r.source) (\(r.linkTypes.count > 1 ? r.linkTypes.joined(separator: ", ") : r.linkType))\n"
+        if r.files.count > 1 { s += "  files     \(r.files.count), in time order: \(r.files.joined(separator: ", "))\n" }
         if let a = r.firstTimestamp, let b = r.lastTimestamp {
             s += "  time      \(utc(a)) → \(utc(b))  (\(duration(b - a)))\n"
         } else {

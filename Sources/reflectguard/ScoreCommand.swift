@@ -15,36 +15,50 @@ enum ScoreCommand {
     static let spec = CommandSpec(
         path: "reflectguard score",
         overview: """
-            Score a capture or a live interface: what ReflectGuard would drop, and why.
+            Score captures or a live interface: what ReflectGuard would drop, and why.
             A --rules FILE is first checked with nft's dry run (nothing is applied; needs \
             CAP_NET_ADMIN, else skipped with a warning): a ruleset nft rejects exits 3.
             """,
-        usage: ["<capture> [options]", "--interface IF [--duration SECONDS] [options]"],
-        arguments: [("<capture>", "A pcap or pcapng file.")],
+        usage: ["<capture>... [options]", "--interface IF [--duration SECONDS] [options]"],
+        arguments: [("<capture>...", "pcap or pcapng files, plain or gzip/zstd/xz-compressed, or a directory of them "
+                        + "(- for standard input). Several are scored as one capture, in the order of their first "
+                        + "frame's time.")],
         options: SharedOptions.policy + [
+            OptionSpec(name: "-r", value: "FILE", help: "A capture file, as tcpdump's -r (same as naming it).", repeatable: true),
             OptionSpec(name: "--interface", value: "IF", help: "Observe a live interface instead of a file (Ctrl-C for the report)."),
+            OptionSpec(name: "-i", value: "IF", help: "Same as --interface."),
             OptionSpec(name: "--duration", value: "SECONDS", help: "With --interface: stop and report after this long."),
+            OptionSpec(name: "--filter", value: "EXPR",
+                       help: "A BPF expression (tcpdump's syntax): only matching frames are scored, live or from files."),
             OptionSpec(name: "--format", value: "text|json|html", help: "Report format (default text)."),
-            OptionSpec(name: "--output", value: "FILE", help: "Write the report to FILE instead of standard output."),
-            OptionSpec(name: "--verdicts", value: "FILE.csv", help: "Write frame,verdict,reason for every frame."),
+            OptionSpec(name: "--output", value: "FILE", help: "Write the report to FILE instead of standard output (- for it)."),
+            OptionSpec(name: "--verdicts", value: "FILE.csv",
+                       help: "Write frame,verdict,reason for every frame (and file, with several inputs); - for standard output."),
             OptionSpec(name: "--labels", value: "FILE.csv", help: "Per-frame labels (frame,label): adds precision/recall."),
-            OptionSpec(name: "--sessions", value: "FILE.csv", help: "Write one row per TCP session with its end reason."),
+            OptionSpec(name: "--sessions", value: "FILE.csv",
+                       help: "Write one row per TCP session with its end reason; - for standard output."),
             OptionSpec(name: "--threads", value: "1|2",
                        help: "For a file: 2 decides on one core and keeps the report on another (default when this process may use two CPUs); the report is the same."),
         ],
-        positionals: 0...1)
+        positionals: 0...Int.max)
 
     enum Format: String { case text, json, html }
 
     static func main(_ args: [String]) -> Int32 {
         let a = parseOrExit(args, spec)
-        let capture = a.positionals.first
-        let interface = a.value("--interface")
-        if capture != nil && interface != nil {
-            exitUsage(UsageError(message: "give a capture file or --interface, not both"), spec)
+        let captures = a.positionals + a.all("-r")
+        if a.value("--interface") != nil && a.value("-i") != nil {
+            exitUsage(UsageError(message: "give --interface or -i, not both"), spec)
         }
-        if capture == nil && interface == nil {
+        let interface = a.value("--interface") ?? a.value("-i")
+        if !captures.isEmpty && interface != nil {
+            exitUsage(UsageError(message: "give capture files or --interface, not both"), spec)
+        }
+        if captures.isEmpty && interface == nil {
             exitUsage(UsageError(message: "missing argument: <capture> (or --interface IF)"), spec)
+        }
+        if captures.filter({ $0 == "-" }).count > 1 {
+            exitUsage(UsageError(message: "standard input (-) can be read once"), spec)
         }
         guard let format = Format(rawValue: a.value("--format") ?? "text") else {
             exitUsage(UsageError(message: "--format '\(a.value("--format")!)': expected text, json or html"), spec)
@@ -62,7 +76,37 @@ enum ScoreCommand {
             guard let v = Int(t), v == 1 || v == 2 else { exitUsage(UsageError(message: "--threads '\(t)': expected 1 or 2"), spec) }
             threads = v
         }
+        refuseTwoOutputsOnStandardOutput(a)
         guard let policy = resolvePolicy(a) else { return ExitCode.rules.rawValue }
+
+        // The files, in time order: opened (and a bad one reported) before anything is written.
+        var members: [CaptureSet.Member] = []
+        if !captures.isEmpty {
+            do {
+                let (found, skipped) = try CaptureSet.resolve(captures)
+                for s in skipped { printError("Warning: \(s); left out") }
+                members = found
+            } catch {
+                printError("Error: \(describe(error))")
+                return ExitCode.failure.rawValue
+            }
+        }
+
+        // The first file opened and the filter compiled for it before any output is created: a
+        // bad expression exits 2 and leaves nothing behind.
+        var first: CaptureReader? = nil
+        var filter: PacketFilter? = nil
+        if let path = members.first?.path {
+            do { first = try CaptureReader(path: path) } catch {
+                printError("Error: \(describe(error))")
+                return ExitCode.failure.rawValue
+            }
+            if let expression = a.value("--filter") {
+                do { filter = try PacketFilter(expression, link: first!.linkType) } catch {
+                    exitUsage(UsageError(message: describe(error)), spec)
+                }
+            }
+        }
 
         var labels: LabelTable? = nil
         if let path = a.value("--labels") {
@@ -70,8 +114,9 @@ enum ScoreCommand {
             labels = table
         }
 
-        refuseOutputsOverwritingFiles(a, capture: capture)
+        refuseOutputsOverwritingFiles(a, captures: members.map(\.path))
         let pipeline = ScoringPipeline(policy: policy, labels: labels)
+        let fileColumn = members.count > 1 ? FileColumn(files: members.map(\.path)) : nil
         var verdicts: VerdictsCSV? = nil
         var sessions: SessionsCSV? = nil
         var output: BufferedFile? = nil
@@ -79,7 +124,7 @@ enum ScoreCommand {
             // Opened before scoring, so a bad path fails in a moment, not after a long capture.
             if let path = a.value("--output") { output = try BufferedFile(path: path) }
             if let path = a.value("--verdicts") {
-                let w = try VerdictsCSV(path: path)
+                let w = try VerdictsCSV(path: path, files: fileColumn)
                 verdicts = w
                 pipeline.verdictSink = { w.row(frame: $0, decision: $1) }
             }
@@ -96,17 +141,27 @@ enum ScoreCommand {
         // Same seed every run: a capture must always give the same verdicts (docs/output.md).
         let engine = Engine(policy: policy, seed: 0)
         let source: String
-        let linkName: String
+        var linkNames: [String]
         do {
-            if let capture {
-                let reader = try CaptureReader(path: capture)
-                source = capture
-                linkName = reader.linkTypeName
-                try scoreFile(reader, engine: engine, pipeline: pipeline, threads: threads)
+            if interface == nil {
+                source = captures.joined(separator: " ")
+                linkNames = scoreFiles(members, first: first!, filter: filter, files: fileColumn, engine: engine,
+                                       pipeline: pipeline, threads: threads)
             } else {
+                if interface == "any" {
+                    // Linux's "any" device sees a forwarded packet twice, in on one interface and out
+                    // on another: every count doubles for it. Say so rather than de-duplicate, since
+                    // a locally sent or received packet is seen once and cannot be told apart.
+                    printError("Warning: --interface any captures a packet the host forwards twice (in on one interface, "
+                        + "out on another): counts and rates double for forwarded traffic; name the outside interface "
+                        + "to see each packet once")
+                }
                 let live = try LiveCapture(interface: interface!)
+                if let expression = a.value("--filter") {
+                    do { try live.setFilter(expression) } catch { exitUsage(UsageError(message: describe(error)), spec) }
+                }
                 source = interface!
-                linkName = live.linkTypeName
+                linkNames = [live.linkTypeName]
                 try scoreLive(live, engine: engine, pipeline: pipeline, duration: duration)
             }
         } catch {
@@ -122,7 +177,10 @@ enum ScoreCommand {
             return ExitCode.failure.rawValue
         }
 
-        var report = pipeline.report(source: source, linkType: linkName)
+        if linkNames.isEmpty { linkNames = ["NONE"] }
+        var report = pipeline.report(source: source, linkType: linkNames[0])
+        report.linkTypes = linkNames
+        report.files = members.map(\.path)
         report.attacks = AttackRow.pair(engine.drainAttackEvents())
         report.attacksLost = engine.stats.attackEventsLost
         let text: String
@@ -146,17 +204,30 @@ enum ScoreCommand {
         return ExitCode.success.rawValue
     }
 
+    /// Exits 2 when two outputs would go to standard output (the report goes there unless
+    /// `--output FILE`): their lines would interleave.
+    static func refuseTwoOutputsOnStandardOutput(_ a: Arguments) {
+        var onStdout: [String] = []
+        if a.value("--output") == nil || a.value("--output") == "-" { onStdout.append(a.value("--output") == nil ? "the report" : "--output -") }
+        for flag in ["--verdicts", "--sessions"] where a.value(flag) == "-" { onStdout.append("\(flag) -") }
+        if onStdout.count > 1 {
+            exitUsage(UsageError(message: "\(onStdout.joined(separator: " and ")) would all go to standard output; "
+                + "give the others a file (e.g. --output report.txt)"), spec)
+        }
+    }
+
     /// Exits 2 when an output names an input (`score x.pcap --verdicts x.pcap` would replace the
     /// capture with its verdicts) or the file another output names (one would replace the other):
     /// the command line names one file twice, however it spells it.
-    static func refuseOutputsOverwritingFiles(_ a: Arguments, capture: String?) {
+    static func refuseOutputsOverwritingFiles(_ a: Arguments, captures: [String]) {
         var inputs: [(String, FileIdentity)] = []
-        for (what, path) in [("the capture", capture), ("--labels", a.value("--labels")), ("--rules", a.value("--rules"))] {
+        for (what, path) in captures.map({ ("the capture", Optional($0)) })
+            + [("--labels", a.value("--labels")), ("--rules", a.value("--rules"))] {
             if let path, path != "-", let id = FileIdentity(path: path) { inputs.append(("\(what) \(path)", id)) }
         }
         var outputs: [(String, FileIdentity)] = []
         for flag in ["--output", "--verdicts", "--sessions"] {
-            guard let path = a.value(flag), let id = FileIdentity(path: path) else { continue }
+            guard let path = a.value(flag), path != "-", let id = FileIdentity(path: path) else { continue }
             let named = "\(flag) \(path)"
             if let input = inputs.first(where: { $0.1 == id }) {
                 exitUsage(UsageError(message: "\(named) is \(input.0): an output never overwrites an input"), spec)
@@ -223,22 +294,63 @@ enum ScoreCommand {
         }
     }
 
-    static func scoreFile(_ reader: CaptureReader, engine: Engine, pipeline: ScoringPipeline, threads: Int) throws {
+    /// Scores the files one after the other as one capture: one engine, one pipeline, frame
+    /// numbers continuing. A file that fails part-way (cut short, a malformed block) is scored up
+    /// to the failure, with a warning, and the next file follows; with one file, that ends the
+    /// run as before. Returns the link type names seen, first seen first.
+    static func scoreFiles(_ members: [CaptureSet.Member], first: CaptureReader, filter: PacketFilter?, files: FileColumn?,
+                           engine: Engine, pipeline: ScoringPipeline, threads: Int) -> [String] {
+        var names: [String] = []
+        func note(_ reader: CaptureReader) { for n in reader.linkTypeNames where !names.contains(n) { names.append(n) } }
+        var index = 0
+        var reader: CaptureReader? = first
+        files?.begin(file: 0, atFrame: 1)
+        var produced = 0
+        let several = members.count > 1
         do {
             try FrameScoring.run(engine: engine, pipeline: pipeline, threads: threads) { packet in
-                guard let frame = try reader.next() else { return nil }
-                if let link = frame.link {
-                    PacketParser.parse(frame.bytes, link: link, into: &packet)
-                } else {
-                    // An interface of a link type we cannot read: the frame counts, with no IP.
-                    packet = ParsedPacket()
+                while true {
+                    if reader == nil {
+                        index += 1
+                        guard index < members.count else { return nil }
+                        files?.begin(file: index, atFrame: produced + 1)
+                        do { reader = try CaptureReader(path: members[index].path) } catch {
+                            printError("Warning: \(describe(error)); continuing with the next file")
+                            continue
+                        }
+                    }
+                    let frame: CapturedFrame
+                    do {
+                        guard let f = try reader!.next() else {
+                            note(reader!)
+                            reader = nil
+                            continue
+                        }
+                        frame = f
+                        if let filter, try !filter.matches(frame) { continue }
+                    } catch {
+                        guard several else { throw error }
+                        printError("Warning: \(describe(error)); its frames before that are scored, continuing with the next file")
+                        note(reader!)
+                        reader = nil
+                        continue
+                    }
+                    if let link = frame.link {
+                        PacketParser.parse(frame.bytes, link: link, into: &packet)
+                    } else {
+                        // An interface of a link type we cannot read: the frame counts, with no IP.
+                        packet = ParsedPacket()
+                    }
+                    produced += 1
+                    return frame.timestamp
                 }
-                return frame.timestamp
             }
         } catch {
             // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
             printError("Warning: \(describe(error)); reporting the \(pipeline.frames) frames before it")
         }
+        if let reader { note(reader) }
+        return names
     }
 
     static func scoreLive(_ live: LiveCapture, engine: Engine, pipeline: ScoringPipeline, duration: Double?) throws {
