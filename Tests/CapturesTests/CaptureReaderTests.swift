@@ -208,7 +208,8 @@ import TestSupport
             let a = try read(path, direct: true), b = try read(path, direct: false)
             #expect(a == b, "\(name)")
             #expect(!a.frames.isEmpty && a.error == nil)
-            #expect(try CaptureReader(path: path).readsDirectly == name.hasSuffix(".pcap"), "\(name)")
+            // Plain pcap by the direct reader, pcapng by ours: libpcap's per-frame work avoided.
+            #expect(try CaptureReader(path: path).readsDirectly, "\(name)")
         }
         if !any { TestEnvironment.unavailable("shared captures not found") }
     }

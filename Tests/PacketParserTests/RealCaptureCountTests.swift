@@ -33,15 +33,39 @@ import TestSupport
         #expect(try Self.count(capture.path, scalar: true) == counts)
     }
 
+    /// The shared captures merged into one pcapng file by mergecap (Ethernet, Linux cooked and
+    /// raw IPv4 interfaces, each with its own snap length): the counts are the sums of tshark's.
+    @Test func mergedSharedCapturesCountTheSumOfTsharks() throws {
+        guard let mergecap = TestEnvironment.which("mergecap") else { return TestEnvironment.unavailable("mergecap is not installed") }
+        var inputs: [String] = []
+        var expected: [String: Int] = [:]
+        for name in Self.names {
+            let capture = TestEnvironment.capturesDirectory.appendingPathComponent(name)
+            guard let data = FileManager.default.contents(atPath: capture.path + ".tshark.json"),
+                  FileManager.default.fileExists(atPath: capture.path) else { continue }
+            inputs.append(capture.path)
+            for (k, v) in try JSONDecoder().decode([String: Int].self, from: data) { expected[k, default: 0] += v }
+        }
+        guard inputs.count == Self.names.count else { return TestEnvironment.unavailable("shared captures are absent") }
+        let merged = TestEnvironment.temporaryPath("shared-merged.pcapng")
+        let r = try TestEnvironment.run(mergecap, ["-F", "pcapng", "-w", merged] + inputs)
+        try #require(r.status == 0, "mergecap: \(r.err)")
+        let counts = try Self.count(merged)
+        for (key, value) in counts.fields where expected[key] != nil {
+            #expect(value == expected[key], "merged: \(key) is \(value), tshark's sum is \(expected[key]!)")
+        }
+        #expect(counts.frames == expected["frames"])
+    }
+
     static func count(_ path: String, scalar: Bool = false) throws -> PacketCounts {
         let reader = try CaptureReader(path: path)
         var counts = PacketCounts()
         var packet = ParsedPacket()
         while let frame = try reader.next() {
             if scalar {
-                ScalarParser.parse(frame.bytes, link: reader.linkType, into: &packet)
+                ScalarParser.parse(frame.bytes, link: frame.link ?? reader.linkType, into: &packet)
             } else {
-                PacketParser.parse(frame.bytes, link: reader.linkType, into: &packet)
+                PacketParser.parse(frame.bytes, link: frame.link ?? reader.linkType, into: &packet)
             }
             counts.add(packet)
         }
