@@ -1,5 +1,6 @@
-// libFuzzer entry for the file readers `score` runs on what it is given: CaptureReader (pcap and
-// pcapng, through libpcap and the direct plain-pcap reader) and the `--labels` reader. Built by
+// libFuzzer entry for the file readers `score` runs on what it is given: CaptureReader (pcap through
+// libpcap and the direct plain-pcap reader, pcapng through our own reader, compressed files through
+// the decompressors) and the `--labels` reader. Built by
 // scripts/fuzz-captures.sh with `swiftc -sanitize=fuzzer,address` over the Captures, Scoring and
 // PacketParser sources (libpcap itself is the system's, uninstrumented); the checks live in
 // Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift, compiled into both this target and the

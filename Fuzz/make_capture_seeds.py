@@ -4,7 +4,7 @@ small pcap and pcapng files built here, never real captures, plus labels files. 
 Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift (byte 0 picks capture or labels).
 
     Fuzz/make_capture_seeds.py OUT_DIR"""
-import hashlib, os, struct, sys
+import gzip, hashlib, lzma, os, shutil, struct, subprocess, sys
 
 
 def tcp_frame(flags, sport=40000, dport=443, src=(198, 18, 2, 10), dst=(203, 0, 113, 5)):
@@ -50,6 +50,41 @@ def pcapng(frames, options=b"", link=1, simple=False, two_interfaces=False):
     return out
 
 
+def pcapng_sections(e=">"):
+    """Two sections (the second in byte order e), interfaces of three link types with their own
+    snap lengths and resolutions, every packet block type, and blocks a reader skips."""
+    syn = tcp_frame(0x02)
+    def blk(kind, body, order):
+        body += b"\0" * ((4 - len(body) % 4) % 4)
+        return struct.pack(order + "II", kind, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+    def opt(code, value, order):
+        return struct.pack(order + "HH", code, len(value)) + value + b"\0" * ((4 - len(value) % 4) % 4)
+    out = b""
+    for order in ("<", e):
+        out += blk(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1), order)
+        out += blk(4, struct.pack(order + "HH", 1, 8) + bytes([198, 18, 2, 2]) + b"h1\0\0" + b"\0" * 4, order)
+        out += blk(1, struct.pack(order + "HHI", 1, 0, 0) + opt(9, bytes([9]), order) + opt(0, b"", order), order)
+        out += blk(1, struct.pack(order + "HHI", 113, 0, 40) + opt(14, struct.pack(order + "q", -5), order) + opt(0, b"", order), order)
+        out += blk(1, struct.pack(order + "HHI", 101, 0, 0) + opt(9, bytes([0x80 | 16]), order) + opt(0, b"", order), order)
+        ts = 1700000000_000000000
+        out += blk(6, struct.pack(order + "IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(ether(syn)), 60) + ether(syn), order)
+        sll = bytes(14) + b"\x08\x00" + syn
+        out += blk(2, struct.pack(order + "HHIIII", 1, 0, 0, 7, len(sll), len(sll)) + sll, order)
+        out += blk(5, struct.pack(order + "III", 2, 0, 99), order)
+        out += blk(6, struct.pack(order + "IIIII", 2, 0, 1 << 16, len(syn), len(syn)) + syn, order)
+        out += blk(3, struct.pack(order + "I", len(ether(syn))) + ether(syn), order)
+        out += blk(0x0BAD, struct.pack(order + "I", 32473) + b"custom", order)
+    return out
+
+
+def compressed(data):
+    """data in gzip, xz and (when the zstd tool is here) zstd."""
+    forms = [gzip.compress(data, mtime=0), lzma.compress(data)]
+    if shutil.which("zstd"):
+        forms.append(subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout)
+    return forms
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
@@ -63,7 +98,9 @@ def main():
         pcapng(eth, option(14, struct.pack("<q", -1700000000))), pcapng(eth, option(9, bytes([0])) + option(14, struct.pack("<q", 5))),
         pcapng(eth, simple=True), pcapng([syn, synack, rst], link=101), pcapng(eth + [syn], two_interfaces=True),
         pcapng(eth)[:-7],
+        pcapng_sections(">"), pcapng_sections("<"),
     ]
+    captures += compressed(pcap(eth)) + compressed(pcapng_sections(">"))
     labels = [
         b"frame,label\n1,legit\n2,attack-synack\n3,attack-rst\n",
         b"frame,label\r\n1,legit\r\n\r\n4,attack-blind-reset\r\n2,legit",

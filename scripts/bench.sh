@@ -2,7 +2,8 @@
 # Benchmarks (release build only: debug figures mean nothing).
 #   scripts/bench.sh parser   SIMD fast path vs scalar reference parser, Mpps per core
 #   scripts/bench.sh engine   parse + verdict Mpps per core, bytes per tracked SYN, RSS with 1M SYNs
-#   scripts/bench.sh score    reflectguard score on a generated 5M-frame capture vs tcpdump + BPF vs tshark
+#   scripts/bench.sh score    reflectguard score on a generated 5M-frame capture vs tcpdump + BPF vs tshark;
+#                             the same capture as pcapng, .gz and .zst; the readers' peak memory
 #   scripts/bench.sh memory   RSS with 1M tracked SYNs; RSS and legit verdicts under 10M spoofed tuples
 #   scripts/bench.sh inline   in a netns lab: the agent vs a C accept-all and a Python netfilterqueue
 #                             program (rate, CPU per packet, loss, latency), kernel-only rulesets
@@ -107,6 +108,14 @@ score_capture() {
     # Page cache warm for everyone: the figures are about packet work, not the disk.
     cat "$cap" "$sub" >/dev/null
     echo "bench: capture $cap: $frames frames, $(du -m "$cap" | cut -f1) MB; tshark subset $sub: $sub_frames frames"
+    # The same capture as operators keep it: pcapng (editcap), gzip and zstd (default levels).
+    ng=${cap%.pcap}.pcapng
+    [[ -s $ng ]] || { editcap -F pcapng "$cap" "$ng.tmp" && mv "$ng.tmp" "$ng"; }
+    [[ -s $cap.gz ]] || { gzip -c "$cap" >"$cap.gz.tmp" && mv "$cap.gz.tmp" "$cap.gz"; }
+    [[ -s $cap.zst ]] || { zstd -q -c "$cap" >"$cap.zst.tmp" && mv "$cap.zst.tmp" "$cap.zst"; }
+    [[ -s $sub.xz ]] || { xz -T2 -c "$sub" >"$sub.xz.tmp" && mv "$sub.xz.tmp" "$sub.xz"; }
+    cat "$ng" "$cap.gz" "$cap.zst" >/dev/null
+    echo "bench: forms: $ng $(du -m "$ng" | cut -f1) MB, $cap.gz $(du -m "$cap.gz" | cut -f1) MB, $cap.zst $(du -m "$cap.zst" | cut -f1) MB, $sub.xz $(du -m "$sub.xz" | cut -f1) MB"
 }
 
 # timed NAME FRAMES CMD...: one run under /usr/bin/time; appends "NAME FRAMES wall user sys maxrss_kib"
@@ -126,13 +135,27 @@ score() {
     local rounds=${RG_SCORE_ROUNDS:-3}
     echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json (two threads when the process may use two CPUs; nproc here: $(nproc))"
     echo "bench: rg-1t   = the same with --threads 1"
+    echo "bench: rg-pcapng, rg-gz, rg-zst = the same on the capture as pcapng, gzip and zstd"
+    echo "bench: mem-*   = the readers alone (--filter matching no frame, so nothing is scored): peak memory by size and form"
     echo "bench: tcpdump = tcpdump -r CAPTURE -w /dev/null '$bpf'"
     echo "bench: tshark  = tshark -n -r SUBSET -o ip.defragment:FALSE -o ipv6.defragment:FALSE -o tcp.desegment_tcp_streams:FALSE -Y 'tcp.flags.syn==1 && tcp.flags.ack==1' -T fields -e frame.number | wc -l"
     for ((r = 1; r <= rounds; r++)); do
         timed rg "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json
         timed tcpdump "$frames" tcpdump -r "$cap" -w /dev/null "$bpf"
         timed rg-1t "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json --threads 1
+        timed rg-pcapng "$frames" "$bin/reflectguard" score "$ng" "${protect[@]}" --format json
+        timed rg-gz "$frames" "$bin/reflectguard" score "$cap.gz" "${protect[@]}" --format json
+        timed rg-zst "$frames" "$bin/reflectguard" score "$cap.zst" "${protect[@]}" --format json
     done
+    # Peak memory of the readers: no frame matches the filter, so the pipeline's tables stay empty
+    # and what is left is the reading (buffers, decompressors): the same for 1M and 5M frames.
+    local none='host 192.0.2.254'
+    timed mem-pcap-1M "$sub_frames" "$bin/reflectguard" score "$sub" --filter "$none" --format json
+    timed mem-pcap-5M "$frames" "$bin/reflectguard" score "$cap" --filter "$none" --format json
+    timed mem-pcapng-5M "$frames" "$bin/reflectguard" score "$ng" --filter "$none" --format json
+    timed mem-gz-5M "$frames" "$bin/reflectguard" score "$cap.gz" --filter "$none" --format json
+    timed mem-zst-5M "$frames" "$bin/reflectguard" score "$cap.zst" --filter "$none" --format json
+    timed mem-xz-1M "$sub_frames" "$bin/reflectguard" score "$sub.xz" --filter "$none" --format json
     # The subset: all three, alternating, once (tshark alone takes most of a minute).
     timed rg-subset "$sub_frames" "$bin/reflectguard" score "$sub" "${protect[@]}" --format json
     timed tcpdump-subset "$sub_frames" tcpdump -r "$sub" -w /dev/null "$bpf"
@@ -149,6 +172,11 @@ score() {
     echo "bench: SYN-ACKs in the subset: reflectguard $rg_synack, tshark $ts_synack, tcpdump's BPF $td_synack; reflectguard frames on the full capture $rg_frames of $frames"
     [[ $rg_frames == "$frames" ]] || { echo "bench: FAIL: reflectguard scored $rg_frames frames, the capture has $frames" >&2; exit 1; }
     cmp -s "$out_dir/rg.out" "$out_dir/rg-1t.out" || { echo "bench: FAIL: --threads 1 and the default gave different reports" >&2; exit 1; }
+    local form
+    for form in pcapng gz zst; do
+        cmp -s <(grep -v '"source"' "$out_dir/rg.out") <(grep -v '"source"' "$out_dir/rg-$form.out") \
+            || { echo "bench: FAIL: the $form capture gave another report than the pcap" >&2; exit 1; }
+    done
     [[ $rg_synack == "$ts_synack" ]] || echo "bench: WARNING: reflectguard and tshark disagree on the SYN-ACK count" >&2
     echo "bench: reflectguard verdicts on the full capture: $(jq -c .verdicts "$out_dir/rg.out"), sessions $(jq .sessions.total "$out_dir/rg.out")"
 
@@ -165,7 +193,7 @@ score() {
             printf "%-15s %9s %5s %9s %9s %9s %12s %11s %11s\n", "tool", "frames", "runs", "wall s", "cpu s", "peak MiB", "Mpps (wall)", "wall / rg", "cpu / rg"
             for (i = 1; i <= k; i++) {
                 t = order[i]; w = median(wall[t]); c = median(cpu[t]); runs = split(wall[t], x, " ")
-                base = (t ~ /-subset$/) ? "rg-subset" : "rg"
+                base = (t ~ /-subset$|-1M$/) ? "rg-subset" : "rg"
                 bw = median(wall[base]); bc = median(cpu[base])
                 printf "%-15s %9d %5d %9.2f %9.2f %9.1f %12.2f %10.2fx %10.2fx\n", t, n[t], runs, w, c, rss[t] / 1024, n[t] / w / 1e6, w / bw, c / bc
                 mw[t] = w; mc[t] = c

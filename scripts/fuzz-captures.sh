@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target over the file readers (CaptureReader, the --labels reader) and runs it.
+# Builds the libFuzzer target over the file readers (CaptureReader: pcap, our pcapng reader,
+# compressed input; the --labels reader) and runs it.
 #
 #   scripts/fuzz-captures.sh [seconds]    (default 60; also: scripts/fuzz.sh captures [seconds])
 #   scripts/fuzz-captures.sh merge        minimise the work corpus into Fuzz/corpus-captures
 #
 # As scripts/fuzz.sh does for the parser: the Swift modules the readers need are compiled here
 # with swiftc as the package's modules, with fuzzer coverage and AddressSanitizer; libpcap is the
-# system's. Inputs: Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift. The work corpus lives
+# system's, as are zlib, libzstd and liblzma. Inputs: Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift. The work corpus lives
 # outside the repo (RG_CAPTURE_FUZZ_WORK, default /tmp/rg-capture-fuzz), seeded from
 # Fuzz/corpus-captures (Fuzz/make_capture_seeds.py wrote the first seeds); crashes land in its
 # artifacts directory.
@@ -29,11 +30,12 @@ module() {  # name, extra flags..., sources...
 echo "building $build/capture-fuzz"
 module PacketParser "$repo"/Sources/PacketParser/*.swift
 module VerdictEngine "$repo"/Sources/VerdictEngine/*.swift
-module Captures -I "$repo/Sources/CPcap" "$repo"/Sources/Captures/*.swift
+c_modules=(-I "$repo/Sources/CPcap" -I "$repo/Sources/CZlib" -I "$repo/Sources/CZstd" -I "$repo/Sources/CLzma")
+module Captures "${c_modules[@]}" "$repo"/Sources/Captures/*.swift
 module Scoring -I "$repo/Sources/CPrefetch" "$repo"/Sources/Scoring/*.swift
-swiftc "${flags[@]}" -module-name CaptureFuzz -I "$build" -I "$repo/Sources/CPcap" -I "$repo/Sources/CPrefetch" \
+swiftc "${flags[@]}" -module-name CaptureFuzz -I "$build" "${c_modules[@]}" -I "$repo/Sources/CPrefetch" \
     "$repo/Fuzz/CaptureFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift" \
-    "$build/libScoring.a" "$build/libCaptures.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -lpcap \
+    "$build/libScoring.a" "$build/libCaptures.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -lpcap -lz -lzstd -llzma \
     -o "$build/capture-fuzz"
 
 if [[ "${1:-}" == "merge" ]]; then

@@ -11,10 +11,15 @@ import Scoring
 
 /// How a fuzz input is read. Every byte string is a valid input.
 ///
-/// - byte 0 bit 0 clear: the bytes after it are a capture file (pcap, pcapng, anything), written
-///   to a scratch file and read by `CaptureReader` twice, directly (plain pcap bypasses libpcap)
-///   and through libpcap alone: both must hand out the same frames, the same times (each within
-///   `CapturedFrame.timestampRange`) and fail at the same frame, and every frame parses.
+/// - byte 0 bit 0 clear: the bytes after it are a capture file (pcap, pcapng, compressed,
+///   anything), written to a scratch file and read by `CaptureReader` twice: as ReflectGuard reads
+///   it and as libpcap alone reads it. Plain pcap (read directly, libpcap taking over at an unusual
+///   record): both must hand out the same frames, the same times and fail at the same frame.
+///   pcapng (our own reader) and compressed files: every frame's time is within
+///   `CapturedFrame.timestampRange`, every error is one line naming the file and the frame, and
+///   where libpcap reads a pcapng file to its end, so do we, with the same frames, lengths and
+///   times (libpcap cuts a packet to its interface's snap length, Wireshark and we do not: its
+///   bytes are a prefix of ours). Every frame parses with its interface's link type.
 /// - byte 0 bit 0 set: the bytes after it are a `--labels` file (bit 1 puts the header
 ///   `frame,label` before them, so rows are reached at once), read whole and in pieces of 1 to 64
 ///   bytes (bits 2-7): both must give the same table or the same error.
@@ -40,6 +45,10 @@ public enum CaptureFuzzInvariants {
 
         let direct = Result { try CaptureReader(path: scratch, direct: true) }
         let libpcap = Result { try CaptureReader(path: scratch, direct: false) }
+        let head = Array(bytes.prefix(6))
+        if Compression(magic: head) != nil || head.starts(with: [0x0A, 0x0D, 0x0D, 0x0A]) {
+            return checkOwnReader(direct, libpcap, scratch: scratch)
+        }
         switch (direct, libpcap) {
         case (.failure(let a), .failure(let b)):
             return "\(a)" == "\(b)" ? [] : ["open errors differ: \(a) / \(b)"]
@@ -76,6 +85,63 @@ public enum CaptureFuzzInvariants {
                 failures.append("frame \(n): the readers disagree: direct \(a.map { $0?.0.count ?? -1 }), "
                     + "libpcap \(b.map { $0?.0.count ?? -1 })")
                 return failures
+            }
+        }
+        return failures
+    }
+
+    /// A frame as the checks keep it: the reader's buffer is reused by the next `next()`.
+    struct Frame: Equatable {
+        var bytes: [UInt8]
+        var time: Int64
+        var wire: Int
+    }
+
+    /// Reads up to `maxFrames` frames; the error that ended the reading, if any.
+    static func drain(_ r: CaptureReader, _ failures: inout [String], parse: Bool) -> (frames: [Frame], error: String?) {
+        var frames: [Frame] = []
+        var packet = ParsedPacket()
+        do {
+            while frames.count < maxFrames, let f = try r.next() {
+                if parse, !CapturedFrame.timestampRange.contains(f.timestamp) {
+                    failures.append("frame \(frames.count + 1): time \(f.timestamp) out of range")
+                }
+                if parse, let link = f.link { PacketParser.parse(f.bytes, link: link, into: &packet) }
+                frames.append(Frame(bytes: Array(f.bytes), time: f.timestamp, wire: f.wireLength))
+            }
+            return (frames, nil)
+        } catch {
+            return (frames, "\(error)")
+        }
+    }
+
+    static func checkOwnReader(_ ours: Result<CaptureReader, Error>, _ libpcap: Result<CaptureReader, Error>,
+                               scratch: String) -> [String] {
+        var failures: [String] = []
+        guard case .success(let reader) = ours else {
+            if case .failure(let e) = ours, "\(e)".contains("\n") || !"\(e)".contains(scratch) {
+                failures.append("open error not one line naming the file: \(e)")
+            }
+            return failures
+        }
+        let (frames, error) = drain(reader, &failures, parse: true)
+        if let error, error.contains("\n") || !error.hasPrefix(scratch + ": frame \(frames.count + 1): ")
+            && !error.hasPrefix("error reading \(scratch)") {
+            failures.append("error not one line naming the file and frame \(frames.count + 1): \(error)")
+        }
+        // Where libpcap reads the whole file (it reads pcapng of one link type, uncompressed).
+        guard error == nil, frames.count < maxFrames, case .success(let l) = libpcap else { return failures }
+        var ignored: [String] = []
+        let (theirs, theirError) = drain(l, &ignored, parse: false)
+        guard theirError == nil else { return failures }
+        guard theirs.count == frames.count else {
+            return failures + ["libpcap read \(theirs.count) frames, we read \(frames.count)"]
+        }
+        for (n, (a, b)) in zip(frames, theirs).enumerated() {
+            if a.wire != b.wire || a.time != b.time || !a.bytes.starts(with: b.bytes) {
+                failures.append("frame \(n + 1): ours \(a.bytes.count) bytes at \(a.time), wire \(a.wire); "
+                    + "libpcap \(b.bytes.count) bytes at \(b.time), wire \(b.wire)")
+                break
             }
         }
         return failures
