@@ -162,10 +162,15 @@ func printError(_ line: String) {
 
 /// Prints a usage error the way swift-argument-parser does and exits 2.
 func exitUsage(_ error: UsageError, _ spec: CommandSpec) -> Never {
+    printUsageError(error, spec)
+    exit(ExitCode.usage.rawValue)
+}
+
+/// The three lines of a usage error, for a caller that must clean up before returning exit 2.
+func printUsageError(_ error: UsageError, _ spec: CommandSpec) {
     printError("Error: \(error.message)")
     printError("Usage: \(spec.usageLine(spec.usage.first ?? ""))")
     printError("  See '\(spec.path) --help' for more information.")
-    exit(ExitCode.usage.rawValue)
 }
 
 /// Parses, handling `-h`/`--help` (help on stdout, exit 0) and usage errors (exit 2).

@@ -158,7 +158,11 @@ enum ScoreCommand {
                 }
                 let live = try LiveCapture(interface: interface!)
                 if let expression = a.value("--filter") {
-                    do { try live.setFilter(expression) } catch { exitUsage(UsageError(message: describe(error)), spec) }
+                    // Returned, not exited: the outputs opened above are removed on the way out.
+                    do { try live.setFilter(expression) } catch {
+                        printUsageError(UsageError(message: describe(error)), spec)
+                        return ExitCode.usage.rawValue
+                    }
                 }
                 source = interface!
                 linkNames = [live.linkTypeName]
