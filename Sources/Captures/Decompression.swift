@@ -45,6 +45,9 @@ final class GzipSource: ByteSource {
     private var upstreamEnded = false
     /// Between two gzip members: a stream that ends exactly here is complete.
     private var atMemberEnd = false
+    /// An error met after some bytes of a read were produced: those are handed out first, so
+    /// the frames before the damage are scored, and the error comes with the next read.
+    private var pending: CaptureError?
 
     init(_ upstream: ByteSource, path: String) throws {
         self.upstream = upstream
@@ -62,8 +65,19 @@ final class GzipSource: ByteSource {
     }
 
     func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let pending { throw pending }
         z.next_out = buffer.assumingMemoryBound(to: Bytef.self)
         z.avail_out = UInt32(clamping: count)
+        do {
+            try inflateInto(count)
+        } catch let e as CaptureError {
+            guard produced(count) > 0 else { throw e }
+            pending = e
+        }
+        return produced(count)
+    }
+
+    private func inflateInto(_ count: Int) throws {
         while z.avail_out > 0 {
             if z.avail_in == 0 && !upstreamEnded {
                 let n = try upstream.read(into: input, count: compressedPiece)
@@ -73,10 +87,9 @@ final class GzipSource: ByteSource {
                 }
             }
             if z.avail_in == 0 && upstreamEnded {
-                if atMemberEnd { break }
-                // The data ends inside a member: what was inflated is handed out first, then the
-                // cut is reported, as for an uncompressed file cut short.
-                if produced(count) > 0 { break }
+                if atMemberEnd { return }
+                // The data ends inside a member: reported after what was inflated, as for an
+                // uncompressed file cut short.
                 throw CaptureError("error reading \(path): the gzip data is cut short (unexpected end of file)")
             }
             atMemberEnd = false
@@ -93,7 +106,6 @@ final class GzipSource: ByteSource {
                 throw CaptureError("error reading \(path): corrupt gzip data (\(why))")
             }
         }
-        return produced(count)
     }
 
     private func produced(_ count: Int) -> Int { count - Int(z.avail_out) }
@@ -109,6 +121,8 @@ final class ZstdSource: ByteSource {
     private var upstreamEnded = false
     /// `ZSTD_decompressStream` returns 0 exactly when a frame is complete.
     private var atFrameEnd = true
+    /// As in `GzipSource`: an error after some output comes with the next read.
+    private var pending: CaptureError?
 
     /// Frames needing a window beyond 2^27 bytes (128 MiB, libzstd's own default limit) are
     /// refused with the library's message: memory stays bounded whatever the file says.
@@ -128,7 +142,18 @@ final class ZstdSource: ByteSource {
     }
 
     func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let pending { throw pending }
         var out = ZSTD_outBuffer(dst: buffer, size: count, pos: 0)
+        do {
+            try decompress(into: &out)
+        } catch let e as CaptureError {
+            guard out.pos > 0 else { throw e }
+            pending = e
+        }
+        return out.pos
+    }
+
+    private func decompress(into out: inout ZSTD_outBuffer) throws {
         while out.pos < out.size {
             if inBuffer.pos == inBuffer.size && !upstreamEnded {
                 let n = try upstream.read(into: input, count: compressedPiece)
@@ -140,14 +165,13 @@ final class ZstdSource: ByteSource {
                 let rc = ZSTD_decompressStream(stream, &out, &inBuffer)
                 if ZSTD_isError(rc) != 0 { throw corrupt(rc) }
                 if out.pos > before { atFrameEnd = rc == 0; continue }
-                if atFrameEnd || out.pos > 0 { break }
+                if atFrameEnd { return }
                 throw CaptureError("error reading \(path): the zstd data is cut short (unexpected end of file)")
             }
             let rc = ZSTD_decompressStream(stream, &out, &inBuffer)
             if ZSTD_isError(rc) != 0 { throw corrupt(rc) }
             atFrameEnd = rc == 0
         }
-        return out.pos
     }
 
     private func corrupt(_ rc: Int) -> CaptureError {
@@ -163,6 +187,8 @@ final class XzSource: ByteSource {
     private let path: String
     private var upstreamEnded = false
     private var streamEnded = false
+    /// As in `GzipSource`: an error after some output comes with the next read.
+    private var pending: CaptureError?
 
     /// 256 MiB of decoder memory at most: `xz -9` needs 65 MiB; a file asking for more is refused
     /// with liblzma's message, not allowed to take the machine's memory.
@@ -187,9 +213,20 @@ final class XzSource: ByteSource {
     }
 
     func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        if let pending { throw pending }
         guard !streamEnded else { return 0 }
         s.next_out = buffer.assumingMemoryBound(to: UInt8.self)
         s.avail_out = count
+        do {
+            try decode()
+        } catch let e as CaptureError {
+            guard count - s.avail_out > 0 else { throw e }
+            pending = e
+        }
+        return count - s.avail_out
+    }
+
+    private func decode() throws {
         while s.avail_out > 0 {
             if s.avail_in == 0 && !upstreamEnded {
                 let n = try upstream.read(into: input, count: compressedPiece)
@@ -199,12 +236,10 @@ final class XzSource: ByteSource {
                 }
             }
             let rc = lzma_code(&s, upstreamEnded ? LZMA_FINISH : LZMA_RUN)
-            if rc == LZMA_STREAM_END { streamEnded = true; break }
+            if rc == LZMA_STREAM_END { streamEnded = true; return }
             if rc == LZMA_OK { continue }
-            if rc == LZMA_BUF_ERROR, count - s.avail_out > 0 { break }
             throw CaptureError("error reading \(path): " + Self.describe(rc))
         }
-        return count - s.avail_out
     }
 
     static func describe(_ rc: lzma_ret) -> String {

@@ -80,17 +80,27 @@ import TestSupport
         }
     }
 
-    /// A compressed file cut short: scored up to the cut, one warning, exit 0.
-    @Test func aCutCompressedCaptureScoresUpToTheCut() throws {
-        guard let plain = Self.capture, let gzip = Self.tool("gzip"), let bin = TestEnvironment.binary else { return }
-        let gz = TestEnvironment.temporaryPath("forms-cut.pcap.gz")
-        _ = try TestEnvironment.run("/bin/sh", ["-c", "'\(gzip)' -c < '\(plain)' | head -c 200000 > '\(gz)'"])
-        let r = try TestEnvironment.run(bin, ["score", gz, "--format", "json"])
+    /// A compressed file cut short, or damaged in the middle: scored up to the damage (the
+    /// frames decompressed before it are not lost), one warning, exit 0.
+    @Test(arguments: ["gzip", "zstd", "xz", "gzip-damaged"])
+    func aCutOrDamagedCompressedCaptureScoresUpToTheDamage(_ form: String) throws {
+        let tool = String(form.prefix { $0 != "-" })
+        guard let plain = Self.capture, let t = Self.tool(tool), let bin = TestEnvironment.binary else { return }
+        let path = TestEnvironment.temporaryPath("forms-cut.\(form)")
+        let damage = form.hasSuffix("damaged")
+            // 64 bytes of zeros written over the middle of the compressed data.
+            ? "cat > '\(path)' && dd if=/dev/zero of='\(path)' bs=1 seek=150000 count=64 conv=notrunc 2>/dev/null"
+            : "head -c 200000 > '\(path)'"
+        _ = try TestEnvironment.run("/bin/sh", ["-c", "'\(t)' -c < '\(plain)' | { \(damage); }"])
+        let r = try TestEnvironment.run(bin, ["score", path, "--format", "json"])
         #expect(r.status == 0, "\(r.err)")
-        #expect(r.err.hasPrefix("Warning: ") && r.err.contains("cut short") && r.err.split(separator: "\n").count == 1, "\(r.err)")
+        #expect(r.err.hasPrefix("Warning: ") && r.err.split(separator: "\n").count == 1, "\(r.err)")
+        // Damage inside deflate data decodes to garbage until a check fails: zlib's, or the pcap
+        // record it produced (measured: a record length of 2.3 GB after 822 frames).
+        #expect(form.hasSuffix("damaged") || r.err.contains("cut short"), "\(r.err)")
         let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any]
         let frames = (json?["packets"] as? [String: Any])?["frames"] as? Int ?? 0
-        #expect(frames > 1000 && frames < 30000, "\(frames)")
+        #expect(frames > 500 && frames < 30000, "\(frames)")
     }
 
     /// `editcap -c` splits; the files renamed so that name order is not time order (a tcpdump -W
