@@ -11,9 +11,10 @@ public struct PcapWriteError: Error, CustomStringConvertible {
 
 /// Opens `path` for writing as `score`'s outputs do: never through a symbolic link at its last
 /// component (one planted where root writes would redirect the write), created 0644 less the
-/// umask, whatever the process's default mode.
+/// umask, whatever the process's default mode. `-` is standard output (a copy of the descriptor,
+/// so closing the stream leaves it open).
 func openOutput(_ path: String) throws -> UnsafeMutablePointer<FILE> {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+    let fd = path == "-" ? dup(STDOUT_FILENO) : open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
     guard fd >= 0 else {
         let reason = errno == ELOOP ? "it is a symbolic link, and outputs never follow one" : String(cString: strerror(errno))
         throw PcapWriteError(description: "cannot write \(path): \(reason)")

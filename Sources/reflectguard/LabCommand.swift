@@ -87,7 +87,11 @@ enum LabCommand {
         }
         guard let out = a.value("--out") else { exitUsage(UsageError(message: "missing --out FILE.pcap"), genSpec) }
         // The labels would truncate the capture being written (or the other way round).
-        if let labels = a.value("--labels"), let l = FileIdentity(path: labels), l.isFile, l == FileIdentity(path: out) {
+        if out == "-" && a.value("--labels") == "-" {
+            exitUsage(UsageError(message: "--out - and --labels - would both go to standard output"), genSpec)
+        }
+        if let labels = a.value("--labels"), labels != "-", out != "-", let l = FileIdentity(path: labels), l.isFile,
+           l == FileIdentity(path: out) {
             exitUsage(UsageError(message: "--labels \(labels) names the same file as --out \(out)"), genSpec)
         }
         var seed: UInt64 = 1
@@ -130,6 +134,10 @@ enum LabCommand {
         }
         clock_gettime(CLOCK_MONOTONIC, &t1)
         if !a.flag("--quiet") {
+            // With a file on standard output, the summary goes to standard error.
+            let print = { (line: String) in
+                if out == "-" || a.value("--labels") == "-" { printError(line) } else { Swift.print(line) }
+            }
             let seconds = Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) / 1e9
             let labels = FrameLabel.allCases.compactMap { l in stats.perLabel[l].map { "\(l.token) \($0)" } }
             let span = Double(stats.lastTimestamp - stats.firstTimestamp) / 1e9

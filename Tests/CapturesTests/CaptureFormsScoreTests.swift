@@ -166,6 +166,21 @@ import TestSupport
         #expect(mixed.status == 2 && mixed.err.contains("not both"), "\(mixed.err)")
     }
 
+    /// `lab gen --out -` writes the capture to standard output (its summary to standard error):
+    /// piped into `score -`, the same report as from the file.
+    @Test func labGenWritesToStandardOutput() throws {
+        guard let bin = TestEnvironment.binary else { return TestEnvironment.unavailable("reflectguard binary not built") }
+        let file = TestEnvironment.temporaryPath("forms-gen.pcap")
+        let args = "lab gen --scenario mixed --packets 3000 --seed 9"
+        #expect(try TestEnvironment.run("/bin/sh", ["-c", "'\(bin)' \(args) --out '\(file)' >/dev/null"]).status == 0)
+        let piped = try TestEnvironment.run("/bin/sh", ["-c", "'\(bin)' \(args) --out - 2>/dev/null | '\(bin)' score - --format json"])
+        let direct = try TestEnvironment.run(bin, ["score", file, "--format", "json"])
+        #expect(piped.status == 0 && direct.status == 0)
+        #expect(piped.out.replacingOccurrences(of: "\"source\": \"-\"", with: "\"source\": \"\(file)\"") == direct.out)
+        let both = try TestEnvironment.run(bin, ["lab", "gen", "--scenario", "mixed", "--out", "-", "--labels", "-"])
+        #expect(both.status == 2, "\(both.err)")
+    }
+
     /// `--filter` on a file scores what `tcpdump -r FILE -w OUT EXPR` would have kept; a bad
     /// expression exits 2 and leaves no output behind.
     @Test func aFilterOnFilesScoresWhatTcpdumpKeeps() throws {
