@@ -140,7 +140,11 @@ struct XDPInlineTests {
         let now = try Self.attached(lab)
         #expect(now.filter { $0.0 == "r0" }.count == 1 && now.filter { $0.0 == "r1" }.count == 1, "one program per interface: \(now)")
         kill(flood.processIdentifier, SIGKILL)
-        #expect(again.stop() == 0)
-        #expect(try Self.attached(lab).isEmpty)
+        // Killed again: `nft remove` takes the programs away with the rules.
+        again.signal(SIGKILL)
+        again.process.waitUntilExit()
+        let removed = try lab.exec(lab.router, "'\(Env.binary)' nft remove")
+        #expect(removed.stderr.contains("rg_synack_check"), "nft remove: \(removed.stderr)")
+        #expect(try Self.attached(lab).isEmpty, "programs left after nft remove")
     }
 }
