@@ -148,3 +148,78 @@ struct XDPInlineTests {
         #expect(try Self.attached(lab).isEmpty, "programs left after nft remove")
     }
 }
+
+/// The host form (`--hook host`): the protected host runs the agent itself; its own SYNs leave
+/// through the outside interface's tc egress hook, where the recorder runs, and the SYN-ACK check
+/// sits on the same interface's XDP hook. And where XDP is not used, the start says why.
+@Suite(.serialized, .enabled(if: Env.enabled, Comment(rawValue: Env.missing ?? "")))
+struct XDPHostTests {
+    @Test func hostFormRecordsOwnSynsOnTcEgressAndDropsTheFlood() throws {
+        guard try XDPInlineTests.requireBPF() else { return }
+        let lab = try LabNet("xdphost", family: "rg17")
+        defer { lab.tearDown() }
+        try lab.startServer(lab.inet, port: 8080)
+        let log = lab.tempPath("agent.log")
+        let agent = try lab.spawn(lab.protected, [Env.binary, "run", "--hook", "host", "--protect", "198.18.2.2/32",
+                                                  "--protect", "2001:db8:2::2/128", "-D", "outside_ifaces={ \"p0\" }",
+                                                  "-D", "kernel_path=xdp", "-D", "kernel_enforce=always",
+                                                  "-D", "syn_table_size=65536", "-D", "attack_rate=100000000",
+                                                  "--overload-after", "0"], stderrFile: log)
+        defer { if agent.isRunning { kill(agent.processIdentifier, SIGTERM); agent.waitUntilExit() } }
+        var text = ""
+        for _ in 0..<200 where !text.contains("\"event\":\"start\"") {
+            usleep(50_000)
+            text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            if !agent.isRunning { break }
+        }
+        try #require(text.contains("\"event\":\"start\""), "agent: \(text)")
+        #expect(text.contains("p0:rg_syn_record_tc@tc-egress") && text.contains("p0:rg_synack_check@xdp-"), "\(text)")
+        try lab.resetCounters()
+        let (p, out) = try lab.connectInBackground(from: lab.protected, to: "198.18.1.2", port: 8080, count: 10)
+        let (p6, out6) = try lab.connectInBackground(from: lab.protected, to: "2001:db8:1::2", port: 8080, count: 10)
+        _ = try lab.flood(.synack, count: 20_000, gap: "20us")
+        _ = try lab.flood(.synack6, count: 5_000, gap: "50us")
+        let r = try LabNet.readClientResult(p, out), r6 = try LabNet.readClientResult(p6, out6)
+        #expect(r.ok == r.total && r6.ok == r6.total, "host's own connections: \(r), \(r6)")
+        // Counted in the host's prerouting, after its XDP hook: nothing of the flood got there.
+        let arrived = try lab.protectedCount("synack"), arrived6 = try lab.protectedCount("synack6")
+        measured("xdp host form: 20000 + 5000 spoofed SYN-ACKs, \(arrived + arrived6) reached the stack; own connections \(r.ok)/\(r.total) and \(r6.ok)/\(r6.total)")
+        #expect(arrived == 0 && arrived6 == 0)
+        kill(agent.processIdentifier, SIGTERM)
+        agent.waitUntilExit()
+        #expect(agent.terminationStatus == 0)
+        let tc = try lab.exec(lab.protected, "tc filter show dev p0 egress").stdout
+        #expect(!tc.contains("rg_syn_record_tc"), "tc filter left: \(tc)")
+    }
+
+    /// An interface whose driver has no XDP hook (a bridge) gets the generic one, and the start says so.
+    @Test func nativeBeforeGeneric() throws {
+        guard try XDPInlineTests.requireBPF() else { return }
+        let lab = try LabNet("xdpgen", family: "rg17")
+        defer { lab.tearDown() }
+        try lab.exec(lab.router, "ip link add dm0 type bridge")
+        try lab.exec(lab.router, "ip link set dm0 up")
+        let agent = try AgentProcess(lab, InlineAgentTests.protect + ["-D", "inside_ifaces={ \"r1\" }",
+                                                                      "-D", "outside_ifaces={ \"r0\", \"dm0\" }"])
+        #expect(agent.log.contains("\"path\":\"xdp\",\"requested\":\"auto\",\"reason\":\"native XDP refused on some interface"), "\(agent.log)")
+        #expect(agent.log.contains("r0:rg_synack_check@xdp-native") && agent.log.contains("dm0:rg_synack_check@xdp-generic"), "\(agent.log)")
+        let link = try lab.exec(lab.router, "ip link show dm0").stdout
+        #expect(link.contains("xdpgeneric"), "\(link)")
+        #expect(agent.stop() == 0)
+        #expect(try XDPInlineTests.attached(lab).isEmpty)
+    }
+
+    @Test func withoutInterfacesTheNftPathIsUsedAndTheStartSaysWhy() throws {
+        try Env.requireReady()
+        let lab = try LabNet("xdpnone", family: "rg17")
+        defer { lab.tearDown() }
+        let agent = try AgentProcess(lab, InlineAgentTests.protect)
+        #expect(agent.log.contains("\"event\":\"kernel-path\",\"path\":\"nft\",\"requested\":\"auto\",\"reason\":\"outside_ifaces is empty"),
+                "\(agent.log)")
+        #expect(agent.log.contains("\"kernel_path\":\"nft\""))
+        #expect(agent.stop() == 0)
+        // Asked for XDP without interfaces: no start, exit 1 with the reason.
+        let r = try lab.exec(lab.router, "'\(Env.binary)' run \(InlineAgentTests.protect.joined(separator: " ")) -D kernel_path=xdp", check: false)
+        #expect(r.status == 1 && r.stderr.contains("kernel_path = xdp: outside_ifaces is empty"), "\(r.status) \(r.stderr)")
+    }
+}
