@@ -79,7 +79,7 @@ struct XDPInlineTests {
             let dropped = try Self.xdpDrops(agent) - before
             let lost = try Self.vethLost(lab) - lost0, tx = try Self.stat(lab, "tx_packets") - tx0
             let received = AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_packets_received_total") - received0
-            measured("xdp \(label): \(sent) spoofed SYN-ACKs in \(String(format: "%.2f", seconds)) s (\(Int(Double(sent) / seconds)) pps offered); reached the host \(arrived + arrived6); XDP dropped \(Int(dropped)); lost in the veth ring before XDP \(lost); i0 sent \(tx) frames in all; agent received \(Int(received)) packets")
+            measured("xdp \(label): \(sent) spoofed SYN-ACKs in \(String(format: "%.2f", seconds)) s (\(Int(Double(tx) / seconds)) pps on the wire); reached the host \(arrived + arrived6); XDP dropped \(Int(dropped)); lost in the veth ring before XDP \(lost); i0 sent \(tx) frames in all; agent received \(Int(received)) packets")
             #expect(arrived == 0 && arrived6 == 0, "\(label): spoofed SYN-ACKs reached the protected host: \(arrived) + \(arrived6)")
             // Every one that left the sender's interface was stopped at the driver (none reached
             // the queue): i0 also carries the legitimate connections' few hundred packets. Flat
