@@ -26,7 +26,7 @@ let package = Package(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
         // libbpf, and the XDP path's BPF object embedded as bytes (scripts/embed-bpf.sh builds it
-        // from bpf/ with clang -target bpf; `swift build` itself needs no BPF tooling).
+        // from Sources/CBPF/reflectguard.bpf.c with clang -target bpf; `swift build` itself needs no BPF tooling).
         .systemLibrary(
             name: "CBPF", pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev"])]),

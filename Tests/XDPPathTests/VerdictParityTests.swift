@@ -155,15 +155,15 @@ import XDPPath
         #expect(try bpf.testRun(.synackCheck, frame: Array(frame.prefix(n))) == BPFPrograms.xdpPass)
     }
 
-    /// The embedded object was built from the sources in bpf/ as they are now (scripts/embed-bpf.sh),
+    /// The embedded object was built from Sources/CBPF/reflectguard.bpf.c as they are now (scripts/embed-bpf.sh),
     /// and, where clang-14 and bpftool are installed, rebuilding gives the same bytes.
     @Test func embeddedObjectIsCurrent() throws {
         let root = TestEnvironment.packageDirectory.path
         let header = try String(contentsOfFile: root + "/Sources/CBPF/rg_bpf_object.h", encoding: .utf8)
         let recorded = header.split(separator: "\n").first { $0.hasPrefix("#define RG_BPF_SOURCE_SHA256") }?
             .split(separator: "\"").dropFirst().first.map(String.init)
-        let sum = try TestEnvironment.run("/bin/sh", ["-c", "cat '\(root)/bpf/reflectguard.bpf.c' '\(root)/Sources/CBPF/rg_bpf_maps.h' | sha256sum"])
-        #expect(recorded != nil && sum.out.hasPrefix(recorded!), "run scripts/embed-bpf.sh after editing bpf/ or rg_bpf_maps.h")
+        let sum = try TestEnvironment.run("/bin/sh", ["-c", "cat '\(root)/Sources/CBPF/reflectguard.bpf.c' '\(root)/Sources/CBPF/rg_bpf_maps.h' | sha256sum"])
+        #expect(recorded != nil && sum.out.hasPrefix(recorded!), "run scripts/embed-bpf.sh after editing Sources/CBPF/reflectguard.bpf.c or rg_bpf_maps.h")
         guard TestEnvironment.which("clang-14") != nil, TestEnvironment.which("bpftool") != nil else {
             TestEnvironment.unavailable("clang-14 and bpftool (scripts/setup.sh) to rebuild the BPF object")
             return
