@@ -10,7 +10,8 @@ import PacketParser
 /// type ReflectGuard cannot read never matches.
 public final class PacketFilter {
     public let expression: String
-    private var programs: [LinkType: bpf_program] = [:]
+    /// Compiled programs by link type, as opaque pointers (see `rg_filter_compile` for why).
+    private var programs: [LinkType: UnsafeMutableRawPointer] = [:]
 
     /// Compiles `expression` for `link` at once, so a bad expression is reported before anything
     /// is read.
@@ -20,7 +21,7 @@ public final class PacketFilter {
     }
 
     deinit {
-        for key in programs.keys { pcap_freecode(&programs[key]!) }
+        for p in programs.values { rg_filter_free(p) }
     }
 
     /// Whether the frame matches the expression.
@@ -28,26 +29,18 @@ public final class PacketFilter {
     public func matches(_ frame: CapturedFrame) throws -> Bool {
         guard let link = frame.link else { return false }
         let program = try program(for: link)
-        var header = pcap_pkthdr()
-        header.caplen = UInt32(frame.bytes.count)
-        header.len = UInt32(clamping: frame.wireLength)
-        return withUnsafePointer(to: program) { p in
-            pcap_offline_filter(p, &header, frame.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) != 0
-        }
+        return rg_filter_matches(program, frame.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                                 UInt32(frame.bytes.count), UInt32(clamping: frame.wireLength)) != 0
     }
 
-    private func program(for link: LinkType) throws -> bpf_program {
+    private func program(for link: LinkType) throws -> UnsafeMutableRawPointer {
         if let p = programs[link] { return p }
         // libpcap's DLT for a link type (DLT_RAW is 12 on Linux; LinkType.linktype gives LINKTYPE_RAW).
         let dlt = link == .raw ? 12 : Int32(link.linktype)
-        guard let dead = pcap_open_dead(dlt, 262_144) else {
-            throw CaptureError("--filter '\(expression)': libpcap could not open a handle for link type \(dlt)")
-        }
-        defer { pcap_close(dead) }
-        var program = bpf_program()
-        guard pcap_compile(dead, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+        var error = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        guard let program = rg_filter_compile(dlt, expression, &error) else {
             let name = pcap_datalink_val_to_name(dlt).map { String(cString: $0) } ?? "\(dlt)"
-            throw CaptureError("--filter '\(expression)': \(String(cString: pcap_geterr(dead))) (link type \(name))")
+            throw CaptureError("--filter '\(expression)': \(String(cString: error)) (link type \(name))")
         }
         programs[link] = program
         return program
@@ -58,12 +51,7 @@ extension LiveCapture {
     /// Sets a BPF filter on the live capture: the kernel drops what does not match before it is
     /// copied to us.
     public func setFilter(_ expression: String) throws {
-        var program = bpf_program()
-        guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
-            throw CaptureError("--filter '\(expression)': \(String(cString: pcap_geterr(handle)))")
-        }
-        defer { pcap_freecode(&program) }
-        guard pcap_setfilter(handle, &program) == 0 else {
+        guard rg_set_filter(handle, expression) == 0 else {
             throw CaptureError("--filter '\(expression)': \(String(cString: pcap_geterr(handle)))")
         }
     }
