@@ -92,7 +92,7 @@ public final class Agent {
         }
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
-                                             arm: hooks.arm)
+                                             arm: hooks.arm, armRST: hooks.armRST)
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         var workers: [(Worker, QueueSocket)] = []
         for s in sockets {

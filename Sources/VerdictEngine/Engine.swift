@@ -30,6 +30,8 @@ public final class Engine {
         var rstHoldRate: Float = 0
         var rstWarmupMs: UInt32 = 0
         var establishedHorizonMs: UInt32 = 0
+        /// The kernel's learn sets' timeout (`Policy.learnInterval`), in ms.
+        var learnIntervalMs: UInt32 = 0
         var track: Track = .handshake
         var mode: Mode = .symmetric
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
@@ -192,6 +194,7 @@ public final class Engine {
         t.pointee.rstHoldRate = Float(policy.rstHoldRate) / q
         t.pointee.rstWarmupMs = Engine.ms(policy.rstWarmup)
         t.pointee.establishedHorizonMs = max(Engine.ms(policy.establishedHorizon), Engine.ms(policy.synHorizon))
+        t.pointee.learnIntervalMs = Engine.ms(policy.learnInterval)
         t.pointee.prefixFloor = 50 / q
         t.pointee.track = policy.track
         t.pointee.mode = policy.mode
@@ -250,6 +253,28 @@ public final class Engine {
         return f.isSYN && srcP
     }
 
+    /// `wouldQueue` with the one rule that depends on state, asked before the packet is decided:
+    /// with `track = handshake` the kernel also queues a packet a protected host sends on a flow
+    /// that is not in its learn sets (nft/reflectguard.nft, `learn_interval`). This engine
+    /// follows those sets: an element is added or refreshed exactly when the engine sets a
+    /// flow's `lastSeen` from a packet the protected side sends (its SYNs, SYN-ACKs, and the
+    /// packets this rule queues), and the sets start empty with the engine (the agent empties
+    /// them at start). The two differ only when one of them is full.
+    public func wouldQueue(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Bool {
+        if Engine.wouldQueue(packet, policy: policy, side: side) { return true }
+        guard packet.hasTCP, tuning.pointee.track == .handshake, protected.contains(packet.source) else { return false }
+        return learns(packet, Engine.msTime(now))
+    }
+
+    /// Whether the kernel's learn rule queues this packet of a protected host (see `wouldQueue(_:at:)`).
+    @inline(never)
+    private func learns(_ p: ParsedPacket, _ ms: UInt32) -> Bool {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let i = flows.find(key, hash: key.hash(seed))
+        return i < 0 || age(ms, since: flows.slots[i].lastSeen) >= tuning.pointee.learnIntervalMs
+    }
+
     /// Decides any packet a capture holds, as `run` would have: packets the rules never queue
     /// are accepted with the reason why (`malformed` or `not-tcp` when there is no readable TCP
     /// header, `not-protected`, `not-queued`), the rest go to `decide`.
@@ -281,7 +306,8 @@ public final class Engine {
             if observed && !(srcP || dstP) {
                 d = Decision(.accept, .notProtected)
             } else if observed && tuning.pointee.track == .handshake
-                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p) {
+                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p)
+                        && !(srcP && learns(p, Engine.msTime(now))) {
                 d = Decision(.accept, .notQueued)
             } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
                 // A captured header past the bytes `run` copies: judged on what `run` had of it,
@@ -513,7 +539,8 @@ public final class Engine {
                     if s == 0xf || u.scale(!senderIs0) == 0xf { u.scales = 0 } else { u.setScale(senderIs0, s) }
                     flows.slots[i] = u
                 }
-                flows.slots[i].lastSeen = ms
+                // `lastSeen` stays the time of the SYN: the kernel's learn set is refreshed by
+                // the protected side's packets only, and `wouldQueue(_:at:)` follows it.
                 return Decision(.accept, .solicitedSynack)
             }
         }
@@ -569,7 +596,8 @@ public final class Engine {
                 if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
                 return d
             }
-            if !e.has(FlowEntry.midstream) && e.rstCount < Engine.rstPerFlow {
+            // Flows learnt midstream count too: the protected side sent on them (`learns`).
+            if e.rstCount < Engine.rstPerFlow {
                 flows.slots[i].state &+= 1 << FlowEntry.rstShift
                 return Decision(.accept, .rstTracked)
             }
@@ -577,7 +605,9 @@ public final class Engine {
         return untrackedRST(p, ms, now: now)
     }
 
-    /// Everything else (queued only with track = full): moves the flow's sequence window.
+    /// Everything else: every packet of a protected flow with track = full or a guarded one, and
+    /// with track = handshake a packet the protected side sends once per `learn_interval`
+    /// (`learns`). Moves the flow's sequence window, and learns a flow the engine does not know.
     private func otherPacket(_ p: ParsedPacket, _ ms: UInt32, outbound: Bool) -> Decision {
         var senderIs0 = false
         let key = FlowKey(p, senderIs0: &senderIs0)
@@ -591,13 +621,17 @@ public final class Engine {
                 if e.acceptable(p, senderIs0) { advance(&e, p, senderIs0) }
                 e.lastSeen = ms
                 flows.slots[i] = e
+            } else if outbound {
+                // The kernel's learn set takes the flow in again with this packet.
+                flows.slots[i].lastSeen = ms
             }
             return Decision(.accept, .flowTracked)
         }
-        guard outbound && (tuning.pointee.track == .full || guarded(p)) && !p.flags.isSYN else {
-            return Decision(.accept, .flowUntracked)
-        }
-        // A flow already running when tracking began: follow it from the protected side's packets.
+        guard outbound && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
+        // A flow already running when the engine started (or past its horizon, or evicted):
+        // follow it from the protected side's packets. Only those create state, so a spoofed
+        // flood cannot fill the table this way (with `inside_ifaces` set, not even a spoofed
+        // protected source).
         if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
         e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
