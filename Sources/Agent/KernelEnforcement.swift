@@ -19,6 +19,11 @@ final class KernelEnforcement: @unchecked Sendable {
     private let armRST: @Sendable (CIDR, Double, Bool) throws -> Void
     /// Touched on `queue` only: prefix under an RST attack → when its `rst_armed` entry runs out.
     private var rstArmed: [CIDR: Int64] = [:]
+    /// Touched on `queue` only: when a queue last reported an overload (monotonic ns; 0 never).
+    private var lastOverload: Int64 = 0
+    /// An RST attack reported this soon after an overload is armed at once: the overload's own
+    /// arming may have brought the queue back, and no further overload would come to arm it.
+    private static let overloadMemoryNs: Int64 = 5_000_000_000
     /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and per
     /// prefix and vector (a SYN-ACK and an RST attack on one prefix start and end apart) the
     /// queues whose engines currently report an attack on it.
@@ -105,6 +110,9 @@ final class KernelEnforcement: @unchecked Sendable {
             // kernel knows only its pending SYNs and the flows learnt within learn_interval.
             // So it is armed only once it outgrows the queue (`overloaded`).
             if e.vector == .synack { armPrefix(e.prefix, submitted: submitted) }
+            if e.vector == .rst, lastOverload != 0, monotonicNanoseconds() - lastOverload < Self.overloadMemoryNs {
+                armRSTPrefix(e.prefix)
+            }
         case .ended:
             guard var a = attacked[target] else { return }
             a.queues.remove(q)
@@ -128,6 +136,7 @@ final class KernelEnforcement: @unchecked Sendable {
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
             let symmetric = policy.mode == .symmetric
+            lastOverload = monotonicNanoseconds()
             logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
                                               ("arming", .bool(symmetric)),
                                               ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])

@@ -100,6 +100,10 @@ public final class Engine {
     /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
     /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
     static let rstPerFlow: UInt8 = 3
+    /// How far past the SYN a RST on a flow in SYN-SENT may acknowledge and still be taken as
+    /// the end of a handshake the engine did not see complete: 16 MiB the client sent, while a
+    /// blind guess lands there once in 256.
+    static let unseenHandshakeAck: UInt32 = 1 << 24
     /// An attack ends after this long without a window at half the threshold.
     static let attackQuietMs: UInt32 = 10_000
     static let maxActiveAttacks = 256
@@ -570,14 +574,24 @@ public final class Engine {
         let key = FlowKey(p, senderIs0: &senderIs0)
         let i = flows.find(key, hash: key.hash(seed))
         if i >= 0 && live(flows.slots[i], ms) {
-            let e = flows.slots[i]
+            var e = flows.slots[i]
             if !e.has(FlowEntry.synackSeen) && !e.has(FlowEntry.midstream) && !e.isInitiator(senderIs0) {
                 // SYN-SENT (RFC 9293 §3.10.7.3): acceptable only when it acknowledges the SYN.
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
-                // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
-                let d = drop(.rstOutOfWindow, p)
-                if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
-                return d
+                if p.flags.contains(.ack) && p.acknowledgment &- (e.isn &+ 1) &- 1 < Engine.unseenHandshakeAck {
+                    // It acknowledges data the client sent after its SYN: the handshake completed
+                    // without the engine seeing the SYN-ACK (the kernel accepted it for an armed
+                    // victim from its pending set, a full queue failed open, or it came another
+                    // way), and this ends an established flow: judged as one. A host really in
+                    // SYN-SENT ignores such a RST, so passing it costs nothing.
+                    e.state |= FlowEntry.synackSeen
+                    flows.slots[i].state = e.state
+                } else {
+                    // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
+                    let d = drop(.rstOutOfWindow, p)
+                    if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
+                    return d
+                }
             }
             let guarded = guarded(p)
             if tuning.pointee.track == .full || guarded, let rcvNxt = e.nxt(senderIs0) {
@@ -622,8 +636,14 @@ public final class Engine {
                 e.lastSeen = ms
                 flows.slots[i] = e
             } else if outbound {
-                // The kernel's learn set takes the flow in again with this packet.
-                flows.slots[i].lastSeen = ms
+                // The kernel's learn set takes the flow in again with this packet. A client that
+                // acknowledges is past its handshake, though the engine missed the SYN-ACK.
+                e.lastSeen = ms
+                if e.isInitiator(senderIs0) && p.flags.contains(.ack) {
+                    e.state |= FlowEntry.synackSeen
+                    advance(&e, p, senderIs0)
+                }
+                flows.slots[i] = e
             }
             return Decision(.accept, .flowTracked)
         }
