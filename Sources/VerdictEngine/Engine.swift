@@ -574,7 +574,7 @@ public final class Engine {
         let key = FlowKey(p, senderIs0: &senderIs0)
         let i = flows.find(key, hash: key.hash(seed))
         if i >= 0 && live(flows.slots[i], ms) {
-            var e = flows.slots[i]
+            let e = flows.slots[i]
             if !e.has(FlowEntry.synackSeen) && !e.has(FlowEntry.midstream) && !e.isInitiator(senderIs0) {
                 // SYN-SENT (RFC 9293 §3.10.7.3): acceptable only when it acknowledges the SYN.
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
@@ -582,16 +582,18 @@ public final class Engine {
                     // It acknowledges data the client sent after its SYN: the handshake completed
                     // without the engine seeing the SYN-ACK (the kernel accepted it for an armed
                     // victim from its pending set, a full queue failed open, or it came another
-                    // way), and this ends an established flow: judged as one. A host really in
-                    // SYN-SENT ignores such a RST, so passing it costs nothing.
-                    e.state |= FlowEntry.synackSeen
-                    flows.slots[i].state = e.state
-                } else {
-                    // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
-                    let d = drop(.rstOutOfWindow, p)
-                    if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
-                    return d
+                    // way), and this ends an established flow: judged as one, among its first
+                    // RSTs. A host really in SYN-SENT ignores such a RST, so passing it costs
+                    // nothing; and the flow's state stays, so a blind guess that lands here (one
+                    // in 256) changes nothing but this RST's verdict.
+                    guard e.rstCount < Engine.rstPerFlow else { return untrackedRST(p, ms, now: now) }
+                    flows.slots[i].state &+= 1 << FlowEntry.rstShift
+                    return Decision(.accept, .rstTracked)
                 }
+                // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
+                let d = drop(.rstOutOfWindow, p)
+                if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
+                return d
             }
             let guarded = guarded(p)
             if tuning.pointee.track == .full || guarded, let rcvNxt = e.nxt(senderIs0) {

@@ -122,6 +122,9 @@ import PacketParser
         #expect(e.decide(blind, at: t(0.2)) == Decision(.drop, .rstOutOfWindow))
         let far = tcp(src: server, dst: client, sport: 7001, dport: 40001, flags: rstack, seq: 9000, ack: 1001 &+ (1 << 25))
         #expect(e.decide(far, at: t(0.2)) == Decision(.drop, .rstOutOfWindow))
+        // The flow stays in SYN-SENT: a bare RST on it is still judged as one.
+        #expect(e.decide(tcp(src: server, dst: client, sport: 7001, dport: 40000, flags: .rst, seq: 9000), at: t(0.3))
+                == Decision(.drop, .rstOutOfWindow))
         // The client's acknowledging packet (queued by the learn rule) shows it too.
         _ = e.decide(tcp(src: client, dst: server, sport: 40002, dport: 443, flags: .syn, seq: 1000), at: t(0))
         _ = e.decide(tcp(src: client, dst: server, sport: 40002, dport: 443, flags: .ack, seq: 1001, ack: 70_001), at: t(60))
