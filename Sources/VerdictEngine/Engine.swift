@@ -665,6 +665,41 @@ public final class Engine {
         return Decision(.accept, .flowTracked)
     }
 
+    /// Seeds a flow known from outside the packet path to be established now, e.g. read from
+    /// the kernel's conntrack table at start, so its RSTs are tracked (`rst-tracked`, the first
+    /// three) before it sends anything: the one case the learn rule cannot cover is a flow
+    /// silent from before the agent started until its RST. `protectedEnd` must be in a
+    /// protected network (else nothing is seeded and false is returned); `now` is packet time
+    /// (the agent's monotonic clock). Nothing of the sequence space is known, so a guarded
+    /// flow's window check starts with its next packets. A flow the engine tracks already is
+    /// left as it is. Not thread-safe, like every call into an engine: inline, call it on the
+    /// engine's worker before it takes packets, with the engine of the queue the kernel hashes
+    /// the address pair to.
+    @discardableResult
+    public func seedEstablished(protectedEnd: IPAddress, port: UInt16, peer: IPAddress, peerPort: UInt16,
+                                at now: Nanoseconds) -> Bool {
+        guard protected.contains(protectedEnd) else { return false }
+        var p = ParsedPacket()
+        p.network = protectedEnd.isIPv4Mapped ? .ipv4 : .ipv6
+        p.hasTCP = true
+        p.ipProtocol = 6
+        p.source = protectedEnd; p.destination = peer
+        p.sourcePort = port; p.destinationPort = peerPort
+        p.flags = .ack
+        let ms = Engine.msTime(now)
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let h = key.hash(seed)
+        var i = flows.find(key, hash: h)
+        if i >= 0 && live(flows.slots[i], ms) { return true }
+        if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
+        var e = FlowEntry(key: key, now: ms)
+        e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
+        e.setWindow(!senderIs0, 0xffff, unscaled: false)
+        flows.slots[i] = e
+        return true
+    }
+
     /// Whether `p` belongs to a guarded flow (`Policy.guards`, from the tables in `tuning`).
     @inline(__always)
     func guarded(_ p: ParsedPacket) -> Bool {

@@ -131,4 +131,15 @@ import PacketParser
         let reset = tcp(src: server, dst: client, sport: 443, dport: 40002, flags: .rst, seq: 70_001)
         #expect(e.decide(reset, at: t(61)) == Decision(.accept, .rstTracked))
     }
+
+    /// The hook for the conntrack table: a flow seeded at start is tracked before it sends.
+    @Test func seededFlowIsTrackedBeforeItSends() {
+        let e = Self.engine()
+        #expect(e.seedEstablished(protectedEnd: IPAddress(client)!, port: 40000, peer: IPAddress(server)!, peerPort: 443, at: t(0)))
+        #expect(!e.seedEstablished(protectedEnd: IPAddress(server)!, port: 443, peer: IPAddress(client)!, peerPort: 40000, at: t(0)))
+        Self.flood(e, at: 1)
+        #expect(e.stats.activeRSTAttacks > 0)
+        let abort = tcp(src: server, dst: client, sport: 443, dport: 40000, flags: rstack, seq: 900, ack: 100)
+        #expect(e.decide(abort, at: t(2)) == Decision(.accept, .rstTracked))
+    }
 }
