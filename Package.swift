@@ -42,12 +42,14 @@ let package = Package(
         .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
         .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "Flowspec"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
+            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "Flowspec",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -64,6 +66,7 @@ let package = Package(
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
+        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),

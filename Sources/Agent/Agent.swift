@@ -93,6 +93,10 @@ public final class Agent {
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: hooks.arm)
+        let flowspec = settings.flowspec.map {
+            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count)
+        }
+        if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         var workers: [(Worker, QueueSocket)] = []
         for s in sockets {
@@ -105,7 +109,7 @@ public final class Agent {
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun)
+                                       dryRun: settings.dryRun, flowspec: flowspec)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
@@ -134,6 +138,7 @@ public final class Agent {
 
         enforcement.start()
         watchdog.start()
+        flowspec?.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
@@ -168,6 +173,7 @@ public final class Agent {
         // finish before it goes.
         enforcement.cancel()
         watchdog.cancel()
+        flowspec?.stop()
         var exitCode: Int32 = 0
         var left: String? = "--no-apply"
         if applyRules {

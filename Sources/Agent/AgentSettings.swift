@@ -1,3 +1,4 @@
+import Flowspec
 import NFQueue
 import VerdictEngine
 
@@ -20,6 +21,8 @@ public struct AgentSettings: Sendable {
     /// How long an armed victim prefix stays armed without a renewal, in seconds.
     public var armedTimeout: Double = 60
     public var logLevel: Logger.Level = .info
+    /// BGP Flowspec escalation (the ruleset's flowspec_* defines); nil: off.
+    public var flowspec: FlowspecConfig? = nil
 
     public init() {}
 
