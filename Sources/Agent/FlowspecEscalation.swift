@@ -143,6 +143,7 @@ final class FlowspecEscalation: @unchecked Sendable {
         let now = Self.now()
         ticks += 1
         var rates: [Escalator.Target: Double] = [:]
+        var since: [Escalator.Target: Double] = [:]
         if let counters {
             do throws(NftError) {
                 let counts = try counters.read()
@@ -150,6 +151,7 @@ final class FlowspecEscalation: @unchecked Sendable {
                     guard let n = counts[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
                     if let last = lastCounts[t], n >= last.packets, now > last.at {
                         rates[t] = Double(n - last.packets) / (now - last.at)
+                        since[t] = last.at
                     }
                     lastCounts[t] = (n, now)
                 }
@@ -162,7 +164,7 @@ final class FlowspecEscalation: @unchecked Sendable {
                 countersFailed = true
             }
         }
-        perform(escalator.tick(now: now, kernelRates: rates))
+        perform(escalator.tick(now: now, kernelRates: rates, measuredSince: since))
         if !dryRun { checkSpeaker(now) }
     }
 
@@ -216,11 +218,15 @@ final class FlowspecEscalation: @unchecked Sendable {
         for a in actions {
             switch a {
             case .watch(let t):
-                do throws(NftError) { try counters?.watch(t.prefix, t.vector == .synack ? .synack : .rst) } catch {
+                lastCounts[t] = nil
+                do throws(NftError) {
+                    try counters?.watch(t.prefix, t.vector == .synack ? .synack : .rst)
+                    // A fresh element counts from zero: the first tick has a rate already.
+                    lastCounts[t] = (0, Self.now())
+                } catch {
                     errors.add(1, ordering: .relaxed)
                     logger.error("flowspec-error", [("error", .string("\(error)")), ("prefix", .string(t.prefix.description))])
                 }
-                lastCounts[t] = nil
             case .unwatch(let t):
                 try? counters?.unwatch(t.prefix, t.vector == .synack ? .synack : .rst)
                 lastCounts[t] = nil

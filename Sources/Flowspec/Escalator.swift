@@ -80,8 +80,10 @@ public struct Escalator: Sendable {
         }
     }
 
-    /// Once a second: the kernel's rates per watched target (a target missing counts 0).
-    public mutating func tick(now: Double, kernelRates: [Target: Double]) -> [Action] {
+    /// Once a second: the kernel's rates per watched target (a target missing counts 0), each
+    /// measured since `measuredSince` (default `now`): a rate above the trigger has been above
+    /// since its measurement began.
+    public mutating func tick(now: Double, kernelRates: [Target: Double], measuredSince: [Target: Double] = [:]) -> [Action] {
         var actions: [Action] = []
         // Withdrawals first, so a slot they free can go to a prefix waiting in the same tick; then
         // in a fixed order, so the same inputs always give the same routes.
@@ -91,12 +93,12 @@ public struct Escalator: Sendable {
         }
         for t in order {
             states[t]!.kernelRate = kernelRates[t] ?? 0
-            actions += evaluate(t, now: now)
+            actions += evaluate(t, now: now, measuredFrom: measuredSince[t] ?? now)
         }
         return actions
     }
 
-    private mutating func evaluate(_ t: Target, now: Double) -> [Action] {
+    private mutating func evaluate(_ t: Target, now: Double, measuredFrom: Double? = nil) -> [Action] {
         guard var s = states[t] else { return [] }
         let rate = max(s.engineActive ? s.engineRate : 0, s.kernelRate)
         let above = rate >= config.trigger
@@ -115,7 +117,7 @@ public struct Escalator: Sendable {
                 }
             }
         } else if above {
-            let since = s.aboveSince ?? now
+            let since = s.aboveSince ?? measuredFrom ?? now
             s.aboveSince = since
             if now - since >= config.hold {
                 // Checked every time (a slot freed under flowspec_max_rules goes to a prefix
