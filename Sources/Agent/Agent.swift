@@ -94,7 +94,8 @@ public final class Agent {
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: hooks.arm)
         let flowspec = settings.flowspec.map {
-            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count)
+            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
+                               linger: settings.armedTimeout)
         }
         if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)

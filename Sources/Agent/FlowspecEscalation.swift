@@ -21,7 +21,10 @@ final class FlowspecEscalation: @unchecked Sendable {
     /// Touched on `queue` only.
     private var escalator: Escalator
     private var counters: FlowspecCounters?
-    private var lastCounts: [Escalator.Target: (packets: UInt64, at: Double)] = [:]
+    /// Per target, the kernel's counts at the last two ticks: the rate is taken over about a
+    /// second (two ticks), so a sender's stall of a few hundred milliseconds does not restart
+    /// the hold, while the hold is still measured in half seconds.
+    private var lastCounts: [Escalator.Target: [(packets: UInt64, at: Double)]] = [:]
     /// Per target, the queues whose engines report the attack (one engine per queue).
     private var reporting: [Escalator.Target: Set<UInt16>] = [:]
     private var timer: DispatchSourceTimer?
@@ -46,12 +49,14 @@ final class FlowspecEscalation: @unchecked Sendable {
     /// How long a session may stay down before it is reported as a failure: a first connect
     /// takes a few seconds (connect-retry 5 s on our side, the peer's own delays).
     static let sessionGrace = 30.0
+    static let tick = 0.5
 
-    init(config: FlowspecConfig, logger: Logger, dryRun: Bool, queueCount: Int) {
+    /// `linger`: the arming timeout (a quiet prefix stays armed, and watched, that long).
+    init(config: FlowspecConfig, logger: Logger, dryRun: Bool, queueCount: Int, linger: Double) {
         self.logger = logger
         self.dryRun = dryRun
         self.queueCount = queueCount
-        escalator = Escalator(config: config)
+        escalator = Escalator(config: config, linger: linger)
         sessionDownSince = Self.now()
         speaker = GoBGPSpeaker(config: config, onEvent: { [logger] e in
             switch e {
@@ -80,7 +85,7 @@ final class FlowspecEscalation: @unchecked Sendable {
     /// and is threaded anyway (the speaker's supervising thread is one of its threads).
     func start() {
         let c = escalator.config
-        logger.info("flowspec-start", fields(c) + [("dry_run", .bool(dryRun))])
+        logger.info("flowspec-start", fields(c) + [("dry_run", .bool(dryRun)), ("directory", .string(speaker.directory))])
         queue.sync {
             do throws(NftError) {
                 let k = try FlowspecCounters()
@@ -102,7 +107,9 @@ final class FlowspecEscalation: @unchecked Sendable {
             }
         }
         let t = DispatchSource.makeTimerSource(queue: queue)
-        t.schedule(deadline: .now() + 1, repeating: 1)
+        // Twice a second: the hold is measured in these steps (a route reaches the upstream
+        // within hold + 2 s of the flood's start, the bound, with room for a loaded box).
+        t.schedule(deadline: .now() + Self.tick, repeating: Self.tick)
         t.setEventHandler { [weak self] in self?.tick() }
         t.resume()
         timer = t
@@ -149,11 +156,15 @@ final class FlowspecEscalation: @unchecked Sendable {
                 let counts = try counters.read()
                 for t in escalator.watched {
                     guard let n = counts[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
-                    if let last = lastCounts[t], n >= last.packets, now > last.at {
-                        rates[t] = Double(n - last.packets) / (now - last.at)
-                        since[t] = last.at
+                    var samples = lastCounts[t] ?? []
+                    if let base = samples.first, n >= base.packets, now > base.at {
+                        rates[t] = Double(n - base.packets) / (now - base.at)
+                        since[t] = base.at
+                    } else {
+                        samples = []   // the element was re-added: counting starts again
                     }
-                    lastCounts[t] = (n, now)
+                    samples.append((n, now))
+                    lastCounts[t] = Array(samples.suffix(2))
                 }
                 countersFailed = false
             } catch {
@@ -173,7 +184,7 @@ final class FlowspecEscalation: @unchecked Sendable {
         let running = !speaker.runsDaemon || speaker.generation.load(ordering: .acquiring) > 0
         guard running else { return }
         // Every two seconds: each look runs the CLI (a fork and a gRPC call).
-        guard ticks % 2 == 0 else { return }
+        guard ticks % 4 == 0 else { return }
         let state: String
         do throws(FlowspecError) { state = try speaker.sessionState() } catch { state = "unreachable: \(error.message)" }
         let up = state == "established"
@@ -222,7 +233,7 @@ final class FlowspecEscalation: @unchecked Sendable {
                 do throws(NftError) {
                     try counters?.watch(t.prefix, t.vector == .synack ? .synack : .rst)
                     // A fresh element counts from zero: the first tick has a rate already.
-                    lastCounts[t] = (0, Self.now())
+                    lastCounts[t] = [(0, Self.now())]
                 } catch {
                     errors.add(1, ordering: .relaxed)
                     logger.error("flowspec-error", [("error", .string("\(error)")), ("prefix", .string(t.prefix.description))])

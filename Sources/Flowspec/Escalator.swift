@@ -44,13 +44,23 @@ public struct Escalator: Sendable {
         var aboveSince: Double? = nil
         var quietSince: Double? = nil
         var route: FlowspecRoute? = nil
+        /// A refusal is reported once while the target is watched (a flood's dips would repeat it).
         var refused = false
+        /// Last time the engines reported the attack or the rate was at the trigger.
+        var lastActive = 0.0
     }
 
     public let config: FlowspecConfig
+    /// How long a quiet target stays watched: while a prefix stays armed (armed_timeout), a
+    /// flood that comes back is dropped by the kernel before any engine sees it, and only the
+    /// kernel's count can show it.
+    public let linger: Double
     private var states: [Target: State] = [:]
 
-    public init(config: FlowspecConfig) { self.config = config }
+    public init(config: FlowspecConfig, linger: Double = 60) {
+        self.config = config
+        self.linger = linger
+    }
 
     /// Routes announced now, sorted (prefix text, then vector).
     public var announced: [FlowspecRoute] {
@@ -75,6 +85,7 @@ public struct Escalator: Sendable {
             guard var s = states[target] else { return [] }
             s.engineActive = false
             s.engineRate = 0
+            s.lastActive = now   // the engines reported it until now
             states[target] = s
             return evaluate(target, now: now)
         }
@@ -102,6 +113,7 @@ public struct Escalator: Sendable {
         guard var s = states[t] else { return [] }
         let rate = max(s.engineActive ? s.engineRate : 0, s.kernelRate)
         let above = rate >= config.trigger
+        if above || s.engineActive { s.lastActive = now }
         var actions: [Action] = []
         if let route = s.route {
             if above {
@@ -121,7 +133,7 @@ public struct Escalator: Sendable {
             s.aboveSince = since
             if now - since >= config.hold {
                 // Checked every time (a slot freed under flowspec_max_rules goes to a prefix
-                // still waiting), reported once per episode.
+                // still waiting), reported once while the target is watched.
                 if let (reason, detail) = refusal(t) {
                     if !s.refused { actions.append(.refuse(t, reason: reason, detail: detail, rate: rate)) }
                     s.refused = true
@@ -134,9 +146,8 @@ public struct Escalator: Sendable {
             }
         } else {
             s.aboveSince = nil
-            s.refused = false
         }
-        if s.route == nil, !s.engineActive, !above {
+        if s.route == nil, !s.engineActive, !above, now - s.lastActive >= linger {
             states[t] = nil
             actions.append(.unwatch(t))
         } else {

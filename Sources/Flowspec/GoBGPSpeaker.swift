@@ -81,6 +81,9 @@ public final class GoBGPSpeaker: @unchecked Sendable {
         let pid = childPid.load(ordering: .acquiring)
         if pid > 0 { kill(pid, SIGTERM) }
         if let t = thread { pthread_join(t, nil); thread = nil }
+        // Nothing is announced any more; what is left would mislead `flowspec show`.
+        for f in ["gobgpd.toml", "gobgp.sock", "gobgpd.log", "announced"] { unlink("\(directory)/\(f)") }
+        rmdir(directory)
     }
 
     /// Runs on its own thread for the agent's lifetime: PR_SET_PDEATHSIG follows the thread that

@@ -46,7 +46,9 @@ public final class FlowspecCounters {
         _ = try run("clearing the flowspec sets", cmd)
     }
 
-    /// Packets counted per watched prefix and vector, since each was watched.
+    /// Packets counted per watched prefix and vector, since each was watched. One `list set`
+    /// per set: libnftables 1.0.6 refuses a second `list set` in the same buffer ("No such file
+    /// or directory", its cache holds only the first set).
     public func read() throws(NftError) -> [CIDR: [Vector: UInt64]] {
         var out: [CIDR: [Vector: UInt64]] = [:]
         for v in [Vector.synack, .rst] {

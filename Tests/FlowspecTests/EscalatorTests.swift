@@ -128,4 +128,23 @@ struct EscalatorTests {
             "flow4 { dst 198.18.2.0/24; proto 6; tcp flags 0x12/0x12; } traffic-rate 125000",
         ])
     }
+
+    @Test func aFloodThatComesBackWhileThePrefixIsArmedIsSeenByTheKernelAlone() {
+        var e = Escalator(config: Self.config(hold: 3), linger: 60)
+        let t = Self.target("198.18.2.0/24")
+        // A small attack: armed, then over for the engines (the kernel drops what follows).
+        _ = e.attack(.started, t, rate: 300, now: 0)
+        _ = e.attack(.ended, t, rate: 0, now: 10)
+        var all: [Escalator.Action] = []
+        for s in 11...40 { all += e.tick(now: Double(s), kernelRates: [t: 100]) }
+        #expect(!all.contains(.unwatch(t)), "still watched while the prefix stays armed")
+        for s in 41...45 { all += e.tick(now: Double(s), kernelRates: [t: 8000]) }
+        #expect(Self.announced(all).count == 1)
+        // Forgotten only a linger after the last activity.
+        var late = Escalator(config: Self.config(), linger: 60)
+        _ = late.attack(.started, t, rate: 300, now: 0)
+        _ = late.attack(.ended, t, rate: 0, now: 10)
+        #expect(late.tick(now: 69, kernelRates: [:]).isEmpty)
+        #expect(late.tick(now: 70, kernelRates: [:]) == [.unwatch(t)])
+    }
 }
