@@ -124,6 +124,25 @@ struct FlowspecLabTests {
     }
 }
 
+extension FlowspecLabTests {
+    /// `--dry-run` prints the routes it would announce and starts no speaker: the upstream
+    /// never hears of them.
+    @Test func dryRunPrintsTheRoutesAndAnnouncesNothing() throws {
+        try Env.requireReady()
+        try FlowspecLab.requireReady()
+        let lab = try LabNet("fsdry", family: "rg18")
+        let up = try FlowspecLab.Upstream(lab)
+        defer { up.tearDown(); lab.tearDown() }
+        let a = try AgentProcess(lab, Self.agentArguments(metrics: 9521) + ["--dry-run"])
+        _ = try FlowspecLab.flood4(lab, to: "198, 18, 2, drnd()", count: 50_000, gap: "100us")
+        try a.waitForLog("\"event\":\"flowspec-would-announce\"", seconds: 20)
+        #expect(a.stop() == 0)
+        #expect(a.output.contains("flowspec: would announce \(Self.route4) traffic-rate 125000"), "\(a.output)")
+        #expect(!a.log.contains("flowspec-speaker-started"))
+        #expect(try up.routes("ft4").isEmpty && up.routes("ft6").isEmpty)
+    }
+}
+
 /// Bad configurations: a clear event and metric, and the flood is still cut locally.
 @Suite(.serialized, .enabled(if: Env.enabled && FlowspecLab.enabled, Comment(rawValue: Env.missing ?? FlowspecLab.missing ?? "")))
 struct FlowspecBadConfigTests {
