@@ -121,8 +121,18 @@ final class FlowspecEscalation: @unchecked Sendable {
         queue.sync {
             let routes = escalator.announced
             if !routes.isEmpty, !dryRun {
+                // The agent's own gobgpd takes them along when it stops (its session closes); an
+                // operator's speaker keeps running and must be told.
+                if !speaker.runsDaemon {
+                    for r in routes {
+                        do throws(FlowspecError) { try speaker.withdraw(r) } catch {
+                            errors.add(1, ordering: .relaxed)
+                            logger.error("flowspec-error", [("route", .string(r.description)), ("error", .string(error.message))])
+                        }
+                    }
+                }
                 logger.warning("flowspec-withdraw", [("routes", .strings(routes.map(\.description))),
-                                                     ("reason", .string("agent stopping (session closed)"))])
+                                                     ("reason", .string(speaker.runsDaemon ? "agent stopping (session closed)" : "agent stopping"))])
                 withdrawals.add(UInt64(routes.count), ordering: .relaxed)
             }
             try? counters?.clear()
