@@ -108,7 +108,8 @@ public final class Agent {
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
                                                  xdp?.arm(prefix, timeout: timeout)
                                                  try nftArm(prefix, timeout, renew)
-                                             })
+                                             },
+                                             armRST: hooks.armRST)
         let flowspec = settings.flowspec.map {
             FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
                                linger: settings.armedTimeout)
