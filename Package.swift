@@ -57,13 +57,15 @@ let package = Package(
         .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
         .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
         .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath",
+            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -81,6 +83,7 @@ let package = Package(
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"]),
+        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),

@@ -6,6 +6,7 @@
 # the staleness test compares it), bpftool also shows attachments in the lab.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
+# BGP Flowspec: gobgpd (the speaker the agent runs) and bird2 (the upstream in the lab test).
 set -euo pipefail
 
 packages=(
@@ -16,6 +17,7 @@ packages=(
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc
+  gobgpd bird2
 )
 # Optional extras that only the HTML screenshot check and benchmarks use.
 if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then

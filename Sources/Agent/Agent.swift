@@ -110,6 +110,11 @@ public final class Agent {
                                                  try nftArm(prefix, timeout, renew)
                                              },
                                              armRST: hooks.armRST)
+        let flowspec = settings.flowspec.map {
+            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
+                               linger: settings.armedTimeout)
+        }
+        if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         var workers: [(Worker, QueueSocket)] = []
         for s in sockets {
@@ -122,7 +127,7 @@ public final class Agent {
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun)
+                                       dryRun: settings.dryRun, flowspec: flowspec)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
@@ -155,6 +160,7 @@ public final class Agent {
         enforcement.start()
         xdp?.start()
         watchdog.start()
+        flowspec?.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
@@ -190,6 +196,7 @@ public final class Agent {
         // finish before it goes.
         enforcement.cancel()
         watchdog.cancel()
+        flowspec?.stop()
         var exitCode: Int32 = 0
         var left: String? = "--no-apply"
         if applyRules {

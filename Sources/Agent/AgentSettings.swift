@@ -1,3 +1,4 @@
+import Flowspec
 import NFQueue
 import VerdictEngine
 
@@ -22,6 +23,8 @@ public struct AgentSettings: Sendable {
     public var logLevel: Logger.Level = .info
     /// `kernel_path` and what the XDP path needs to know about the rules.
     public var xdp = XDPSettings()
+    /// BGP Flowspec escalation (the ruleset's flowspec_* defines); nil: off.
+    public var flowspec: FlowspecConfig? = nil
 
     public init() {}
 

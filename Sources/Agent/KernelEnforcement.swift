@@ -46,6 +46,9 @@ final class KernelEnforcement: @unchecked Sendable {
     /// Dry-run: attacks are reported, nothing is armed (the kernel's verdicts stay untouched too).
     private let dryRun: Bool
 
+    /// Also told every attack event (the Flowspec escalation); set before the workers start.
+    var observer: (@Sendable ([AttackEvent], UInt16) -> Void)?
+
     init(logger: Logger, timeout: Double, queueCount: Int, dryRun: Bool,
          arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
          armRST: @escaping @Sendable (CIDR, Double, Bool) throws -> Void = { _, _, _ in }) {
@@ -83,6 +86,7 @@ final class KernelEnforcement: @unchecked Sendable {
 
     /// Called by a worker after a batch; returns at once.
     func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
+        observer?(events, workerQueue)
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
             for e in events { handle(e, queue: workerQueue, submitted: submitted) }

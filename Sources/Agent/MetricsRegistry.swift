@@ -8,8 +8,11 @@ final class MetricsRegistry: @unchecked Sendable {
     private let enforcement: KernelEnforcement
     private let watchdog: RulesWatchdog
     private let dryRun: Bool
+    private let flowspec: FlowspecEscalation?
 
-    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool) {
+    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
+         flowspec: FlowspecEscalation? = nil) {
+        self.flowspec = flowspec
         self.workers = workers
         self.enforcement = enforcement
         self.watchdog = watchdog
@@ -109,6 +112,7 @@ final class MetricsRegistry: @unchecked Sendable {
             Logger.droppedLines.load(ordering: .relaxed))
         family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
         out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
+        if let flowspec { out += flowspec.renderMetrics() }
         return out
     }
 }

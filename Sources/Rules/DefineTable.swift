@@ -26,6 +26,12 @@ public enum DefineTable {
         case ports
         /// A set `{ … }` of ports and port ranges, 1…65535.
         case portSet
+        /// One address, IPv4 or IPv6 (no prefix length), or `""` for none.
+        case optionalAddress
+        /// `auto` or an IPv4 address (a BGP identifier).
+        case routerID
+        /// A quoted string of printable ASCII, `""` included.
+        case quoted
     }
 
     /// Packets per second and bursts. nft's `limit rate` takes a 64-bit rate and a 32-bit burst;
@@ -84,7 +90,40 @@ public enum DefineTable {
         "armed_timeout": .time(times),
         "score_threshold": .count(0...100),
         "syn_table_size": .count(synTableSizes),
+        // BGP Flowspec escalation. AS numbers are 32-bit (RFC 6793); 0 = not set.
+        "flowspec_peer": .optionalAddress,
+        "flowspec_peer_as": .count(0...4_294_967_295),
+        "flowspec_local_as": .count(0...4_294_967_295),
+        "flowspec_router_id": .routerID,
+        "flowspec_trigger": .count(rates),
+        "flowspec_hold": .time(times),
+        "flowspec_withdraw": .time(times),
+        // Bytes per second, carried as a 32-bit float: a terabyte a second is past any link.
+        "flowspec_rate": .count(0...1_000_000_000_000),
+        "flowspec_max_rules": .count(1...1000),
+        // Never 0/0: a /8 or a /16 is as wide as an escalation may reach.
+        "flowspec_widest_v4": .count(8...32),
+        "flowspec_widest_v6": .count(16...128),
+        "flowspec_speaker": .choice(["gobgpd", "external"]),
+        "flowspec_api": .quoted,
     ]
+
+    /// A checked define's value as a number: a count as itself, a time in seconds; nil for a
+    /// define of another kind or one the values lack. For targets that read their own defines
+    /// (Flowspec) from `ResolvedRules.values`, after the policy build checked every value.
+    public static func number(_ name: String, in values: [String: String]) -> Double? {
+        guard let v = values[name], let kind = kinds[name] else { return nil }
+        switch kind {
+        case .count(let range): return (try? NftValue.count(v, in: range)).map { Double($0) }
+        case .time(let range): return (try? NftValue.milliseconds(v, in: range)).map { Double($0) / 1000 }
+        default: return nil
+        }
+    }
+
+    /// A quoted define's text without its quotes (`""` → empty).
+    public static func unquoted(_ value: String) -> String {
+        value.count >= 2 && value.hasPrefix("\"") && value.hasSuffix("\"") ? String(value.dropFirst().dropLast()) : value
+    }
 
     /// Checks a define's value (references already resolved) against its row; nothing for a
     /// define the table does not know.
@@ -100,6 +139,21 @@ public enum DefineTable {
         case .time(let range): _ = try NftValue.milliseconds(value, in: range)
         case .ports: _ = try NftValue.ports(value)
         case .portSet: _ = try NftValue.portSet(value)
+        case .optionalAddress:
+            guard value != "\"\"" else { return }
+            guard !value.contains("/"), CIDR(value) != nil else {
+                throw ValueError(message: "'\(value)' is not an IPv4 or IPv6 address (or \"\" for none)")
+            }
+        case .routerID:
+            guard value != "auto" else { return }
+            guard !value.contains(":"), !value.contains("/"), CIDR(value) != nil else {
+                throw ValueError(message: "'\(value)' is not auto or an IPv4 address")
+            }
+        case .quoted:
+            guard value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\""),
+                  value.utf8.dropFirst().dropLast().allSatisfy({ $0 >= 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) else {
+                throw ValueError(message: "'\(value)' is not a quoted string of printable characters")
+            }
         }
     }
 }

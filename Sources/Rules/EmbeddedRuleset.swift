@@ -108,6 +108,38 @@ define armed_timeout = 60s
 # Tracked SYNs (agent table entries and kernel pending-SYN set size).
 define syn_table_size = 1048576
 
+# BGP Flowspec escalation (docs/flowspec.md): when a flood on one victim prefix outgrows the
+# uplink, ask the upstream to shed it with a Flowspec route (RFC 8955, RFC 8956). Off while
+# flowspec_peer is "". The upstream's address, IPv4 or IPv6 (e.g. 192.0.2.1).
+define flowspec_peer = ""
+# The upstream's AS and this router's AS (1-4294967295); both required with a peer.
+define flowspec_peer_as = 0
+define flowspec_local_as = 0
+# BGP identifier: auto = this router's IPv4 address towards the peer (else derived from the AS).
+define flowspec_router_id = auto
+# Attack packets per second to one victim prefix (unsolicited SYN-ACKs; untracked RSTs while the
+# engine reports an RST attack), counted by the queue's engine and by the kernel, above which the
+# prefix is escalated.
+define flowspec_trigger = 100000
+# How long the rate must stay above the trigger before the route is announced.
+define flowspec_hold = 10s
+# How long the rate must stay below the trigger before the route is withdrawn. While the upstream
+# sheds the flood the router sees little of it: this is also how long a route stays at least.
+define flowspec_withdraw = 300s
+# The traffic-rate action in bytes per second (RFC 8955 section 7.3): what the upstream still lets
+# through towards the prefix, legitimate SYN-ACKs included. 0 means discard, only when set here.
+define flowspec_rate = 125000
+# Most routes announced at once (a prefix's SYN-ACK and RST routes count apart).
+define flowspec_max_rules = 8
+# Widest prefix ever announced (never 0/0, and only inside the protected networks).
+define flowspec_widest_v4 = 24
+define flowspec_widest_v6 = 48
+# Who speaks BGP: gobgpd = the agent runs Debian's gobgpd as its child (generated configuration,
+# restarted if it dies, gone with the agent); external = an operator's gobgpd at flowspec_api.
+define flowspec_speaker = gobgpd
+# With flowspec_speaker = external: that gobgpd's API, "HOST:PORT" or "unix:///PATH".
+define flowspec_api = ""
+
 table inet reflectguard {
 	# Sets are declared, never flushed on reload: applying again replaces the chains only, so the
 	# pending SYNs and armed victims survive a restart or SIGHUP.
@@ -162,6 +194,29 @@ table inet reflectguard {
 	set armed6 {
 		type ipv6_addr
 		flags interval, timeout
+	}
+	# Victim prefixes the Flowspec escalation watches, added by the agent while an attack on them
+	# lasts. Each element's counter counts the prefix's attack packets the kernel saw: once a prefix
+	# is armed its flood never reaches the queue, and the engine alone would see it end.
+	set flowspec_synack4 {
+		type ipv4_addr
+		flags interval
+		counter
+	}
+	set flowspec_synack6 {
+		type ipv6_addr
+		flags interval
+		counter
+	}
+	set flowspec_rst4 {
+		type ipv4_addr
+		flags interval
+		counter
+	}
+	set flowspec_rst6 {
+		type ipv6_addr
+		flags interval
+		counter
 	}
 	# The protected side's outbound SYNs: a SYN-ACK is legitimate only when its
 	# reversed 4-tuple is here. No conntrack needed. Each retransmitted SYN refreshes the entry.
@@ -378,6 +433,12 @@ table inet reflectguard {
 		ip daddr @allowlist4 return
 		ip6 saddr @allowlist6 return
 		ip6 daddr @allowlist6 return
+		# Flowspec counts (the sets above): a lookup bumps the element's counter when it matches,
+		# so it comes last in the rule, after the packet is known to be an attack packet.
+		tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 ip daddr @flowspec_synack4
+		tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 ip6 daddr @flowspec_synack6
+		tcp flags & rst == rst ip daddr . tcp dport . ip saddr . tcp sport != @pending4 ip daddr @flowspec_rst4
+		tcp flags & rst == rst ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 ip6 daddr @flowspec_rst6
 		jump $kernel_enforce
 	}
 	# kernel_enforce = armed: only victims the agent armed. With mode = ingress-only the router

@@ -1,4 +1,5 @@
 import Agent
+import Flowspec
 import PacketParser
 import NftBackend
 import Rules
@@ -115,6 +116,13 @@ enum RunCommand {
         }
         guard !resolved.policy.protected.isEmpty else {
             exitUsage(UsageError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules"), spec)
+        }
+        // The flowspec_* defines that only make sense together (a peer needs both AS numbers).
+        do throws(FlowspecConfigError) {
+            settings.flowspec = try FlowspecConfig(values: resolved.values, protected: resolved.policy.protected)
+        } catch {
+            printError("Error: \(resolved.file.name): \(error)")
+            return ExitCode.rules.rawValue
         }
         // Only now, after everything that can be checked without privileges: a usage or rules
         // error must get its own exit code (2, 3) whoever runs the command.

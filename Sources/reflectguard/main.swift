@@ -16,6 +16,7 @@ let topSpec = CommandSpec(
         ("score", "Score a capture or live interface: what would be dropped, and why."),
         ("nft", "Generate, check, apply or remove the nftables rules."),
         ("lab", "Generate labelled scenario captures."),
+        ("flowspec", "Show the BGP Flowspec routes announced upstream now."),
     ])
 
 let commands: [String: ([String]) -> Int32] = [
@@ -23,6 +24,7 @@ let commands: [String: ([String]) -> Int32] = [
     "score": ScoreCommand.main,
     "nft": NftCommand.main,
     "lab": LabCommand.main,
+    "flowspec": FlowspecCommand.main,
 ]
 
 var argv = Array(CommandLine.arguments.dropFirst())
