@@ -26,6 +26,10 @@ let package = Package(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
 
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
         // Header-only too: prctl and capget/capset, for the agent's privilege drop.
@@ -45,7 +49,7 @@ let package = Package(
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "CSystemd"]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
         ]),

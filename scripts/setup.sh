@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
-# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
+# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables, libsystemd).
+# Packaging and its test: dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze), man-db.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
 set -euo pipefail
 
 packages=(
   pkg-config
-  libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev
+  libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev libsystemd-dev
+  dpkg-dev systemd man-db
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc

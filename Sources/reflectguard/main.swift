@@ -16,6 +16,8 @@ let topSpec = CommandSpec(
         ("score", "Score a capture or live interface: what would be dropped, and why."),
         ("nft", "Generate, check, apply or remove the nftables rules."),
         ("lab", "Generate labelled scenario captures."),
+        ("reload", "Make the running agent check and apply its configuration; exit non-zero if refused."),
+        ("stop", "Make the running agent remove its rules and exit."),
     ])
 
 let commands: [String: ([String]) -> Int32] = [
@@ -23,6 +25,8 @@ let commands: [String: ([String]) -> Int32] = [
     "score": ScoreCommand.main,
     "nft": NftCommand.main,
     "lab": LabCommand.main,
+    "reload": ControlCommand.reload,
+    "stop": ControlCommand.stop,
 ]
 
 var argv = Array(CommandLine.arguments.dropFirst())
