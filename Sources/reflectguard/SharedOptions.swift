@@ -17,8 +17,8 @@ enum SharedOptions {
     static let queue = OptionSpec(name: "--queue", value: "SPEC",
         help: "Queue number N or range N:M, one worker per queue (default 0).")
     static let config = OptionSpec(name: "--config", value: "FILE",
-        help: "Configuration: 'define NAME = VALUE' lines layered over the rules (default \(ConfigOverlay.defaultPath) "
-            + "when it exists and --rules is not given; 'none': no configuration).")
+        help: "'define NAME = VALUE' lines layered over the rules (default \(ConfigOverlay.defaultPath) "
+            + "if present and no --rules; 'none': skip it).")
     static let policy: [OptionSpec] = [rules, config, protect, define, mode]
 
     /// The ruleset (`--rules`, default the embedded one) and the configuration layered over it
