@@ -22,21 +22,23 @@ if [[ ${1:-} != --inside ]]; then
         # .../usr/bin/swift → the toolchain's root directory.
         toolchain=$(dirname "$(dirname "$(dirname "$(readlink -f "$swift")")")")
     fi
+    # The mount point of the namespace's tmpfs: on the machine's /tmp, empty, removed after.
+    work=$(mktemp -d /tmp/rg-package-check.XXXXXX)
     ip netns add "$ns" || exit 1
-    trap 'ip netns del "$ns" 2>/dev/null' EXIT
+    trap 'ip netns del "$ns" 2>/dev/null; rmdir "$work" 2>/dev/null' EXIT
     ip netns exec "$ns" ip link set lo up
-    ip netns exec "$ns" unshare --mount --propagation private bash "$0" --inside "$deb" "$toolchain"
+    ip netns exec "$ns" unshare --mount --propagation private bash "$0" --inside "$deb" "$toolchain" "$work"
     exit $?
 fi
 
 deb=$2
 toolchain=$3
+work=$4
 failed=0
 ok() { echo "ok $1"; }
 fail() { echo "FAIL $1: $2"; failed=1; }
 
 # --- the clean machine ----------------------------------------------------------------------
-work=$(mktemp -d /tmp/rg-package-check.XXXXXX)
 mount -t tmpfs -o mode=0755 rg-package-check "$work" || { echo "FAIL setup: tmpfs"; exit 1; }
 for d in etc usr var; do
     mkdir -p "$work/$d.up" "$work/$d.work"
@@ -80,7 +82,18 @@ if ldd /usr/bin/reflectguard | grep -q "not found"; then fail libraries "$(ldd /
 if nft list table inet reflectguard >/dev/null 2>&1; then fail install-enforces-nothing "a table after install"; else ok install-enforces-nothing; fi
 [[ -f /etc/reflectguard/reflectguard.conf ]] && ok conffile || fail conffile "missing"
 man -w reflectguard >/dev/null 2>&1 && ok man-page || fail man-page "man -w reflectguard"
-[[ -f /usr/share/bash-completion/completions/reflectguard ]] && ok completion || fail completion missing
+complete_words() {  # WORDS...: what bash completion offers for the last word
+    bash -c 'source /usr/share/bash-completion/completions/reflectguard; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1))
+             _reflectguard 2>/dev/null; echo "${COMPREPLY[*]}"' _ "$@"
+}
+options=$(complete_words reflectguard run --con)
+defines=$(complete_words reflectguard nft generate -D rst_r)
+actions=$(complete_words reflectguard nft ch)
+if [[ $options == *--config* && $defines == *rst_rate=* && $actions == check ]]; then
+    ok completion
+else
+    fail completion "run --con: '$options'; -D rst_r: '$defines'; nft ch: '$actions'"
+fi
 
 # --- the unit's command lines, as the unit runs them -------------------------------------------
 unit=/lib/systemd/system/reflectguard.service
@@ -130,9 +143,9 @@ else
 fi
 
 # --- reload: good, then broken ------------------------------------------------------------------
-sed -i 's|^define protected_v4 = .*|define protected_v4 = { 198.18.2.0/24, 198.18.3.0/24 }|' "$conf"
+sed -i 's|^define protected_v4 = .*|define protected_v4 = { 198.18.2.0/24, 198.18.5.0/24 }|' "$conf"
 before_notify=$(tr '\0' '\n' <"$work/notify.log" | grep -c '^READY=1')
-if out=$(as_unit "${reload[@]}" 2>&1) && nft list set inet reflectguard protected4 | grep -q 198.18.3.0/24; then
+if out=$(as_unit "${reload[@]}" 2>&1) && nft list set inet reflectguard protected4 | grep -q 198.18.5.0/24; then
     ok reload-applied
 else
     fail reload-applied "$out"

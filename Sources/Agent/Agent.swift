@@ -154,12 +154,20 @@ public final class Agent {
         ServiceManager.ready(status: status(policy))
 
         // The lifecycle loop: signals and control requests (`reflectguard reload|stop`) move it.
-        // The lock's socket is polled, the signals taken without waiting after each tick (they
-        // stay blocked in every thread; a quarter second is their latency at most).
-        var noWait = timespec(tv_sec: 0, tv_nsec: 0)
+        // Signals are taken as they come (two SIGHUPs a quarter second apart are two reloads; a
+        // signal pending while another is handled would merge with the next of its kind); the
+        // lock's socket is looked at after each wait, so a request waits a quarter second at most.
+        var tick = timespec(tv_sec: 0, tv_nsec: 250_000_000)
         var running = true
         while running {
-            if lock.waitForConnection(milliseconds: 250) {
+            let s = sigtimedwait(&signals, nil, &tick)
+            if s == SIGHUP {
+                _ = reload(shared)
+            } else if s == SIGTERM || s == SIGINT {
+                logger.info("stopping", [("signal", .string(s == SIGTERM ? "SIGTERM" : "SIGINT"))])
+                break
+            }
+            if lock.waitForConnection(milliseconds: 0) {
                 lock.serve { command in
                     switch command {
                     case .reload:
@@ -170,14 +178,6 @@ public final class Agent {
                         return .ok("stopping: the agent removes its rules and exits")
                     }
                 }
-            }
-            guard running else { break }
-            let s = sigtimedwait(&signals, nil, &noWait)
-            if s == SIGHUP {
-                _ = reload(shared)
-            } else if s == SIGTERM || s == SIGINT {
-                logger.info("stopping", [("signal", .string(s == SIGTERM ? "SIGTERM" : "SIGINT"))])
-                break
             }
         }
         ServiceManager.stopping()

@@ -99,6 +99,9 @@ enum NftCommand {
             case "check":
                 try NftRuleset.check(resolved, hook: hookValue, backend: backendValue)
                 let names = [resolved.file.name] + (resolved.config.map { [$0.name] } ?? [])
+                if resolved.policy.protected.isEmpty {
+                    printError("note: no protected network: 'reflectguard run' refuses to start until protected_v4 or protected_v6 names one")
+                }
                 print("\(names.joined(separator: " + ")): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
             default:
                 if let refusal = try applyRefusal(force: a.flag("--force")) {
