@@ -66,7 +66,7 @@ PY
 listen /run/systemd/journal/socket "$work/journal"
 listen "$work/notify" "$work/notify.log"
 listeners=$(jobs -p)
-trap 'kill $listeners 2>/dev/null; [[ -n ${agent:-} ]] && kill -9 $agent 2>/dev/null' EXIT
+trap 'kill -9 $listeners 2>/dev/null; [[ -n ${agent:-} ]] && kill -9 $agent 2>/dev/null' EXIT
 for _ in $(seq 50); do [[ -S $work/notify && -S /run/systemd/journal/socket ]] && break; sleep 0.1; done
 
 if [[ -n $toolchain ]] && command -v swift >/dev/null 2>&1 && swift --version >/dev/null 2>&1; then
