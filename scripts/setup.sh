@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
 # it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables, libsystemd).
+# XDP path: libbpf-dev (build), clang-14 and bpftool (scripts/embed-bpf.sh rebuilds the BPF object;
+# the staleness test compares it), bpftool also shows attachments in the lab.
 # Packaging and its test: dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze), man-db.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
@@ -9,6 +11,7 @@ set -euo pipefail
 packages=(
   pkg-config
   libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev libsystemd-dev
+  libbpf-dev clang-14 bpftool
   dpkg-dev systemd man-db
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
