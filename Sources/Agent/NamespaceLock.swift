@@ -93,8 +93,10 @@ public final class NamespaceLock {
                 continue
             }
             let reply: ControlChannel.Reply
-            if let uid = ControlChannel.peerUID(c), uid != 0, uid != getuid() {
-                reply = .refused(exitCode: 1, message: "uid \(uid) may not control the agent (root or uid \(getuid()) only)")
+            let uid = ControlChannel.peerUID(c)
+            if uid != 0 && uid != getuid() {
+                let who = uid.map { "uid \($0)" } ?? "a peer without credentials"
+                reply = .refused(exitCode: 1, message: "\(who) may not control the agent (root or uid \(getuid()) only)")
             } else if let command = ControlChannel.Command(rawValue: line) {
                 reply = handle(command)
             } else {
