@@ -11,7 +11,7 @@ import TestSupport
     static let checks = [
         "toolchain-hidden", "dpkg-install", "version", "libraries", "install-enforces-nothing", "conffile",
         "man-page", "completion", "unit-type-notify", "unconfigured-refuses", "exec-start-pre",
-        "exec-start-ready-with-rules", "journald-native", "reload-applied", "reload-notified", "reload-refused",
+        "exec-start-ready-with-rules", "journald-native", "reload-applied", "reload-notified", "reload-needs-owner", "reload-refused",
         "rules-unchanged", "agent-still-running", "check-refuses-broken", "dpkg-remove", "agent-stopped",
         "no-rule-left", "remove-keeps-conffile", "dpkg-purge",
     ]
