@@ -129,10 +129,20 @@ for _ in $(seq 200); do
     kill -0 $agent 2>/dev/null || break
     sleep 0.1
 done
-if [[ -n $ready ]] && nft list set inet reflectguard protected4 2>/dev/null | grep -q 198.18.2.0/24; then
+listed=
+if [[ -n $ready ]]; then
+    # READY=1 follows the apply; a listing can still fail on a loaded machine (nft's own retries):
+    # ask a few times before calling the rules absent.
+    for _ in $(seq 10); do
+        listed=$(nft list set inet reflectguard protected4 2>&1)
+        grep -q 198.18.2.0/24 <<<"$listed" && break
+        sleep 0.5
+    done
+fi
+if [[ -n $ready ]] && grep -q 198.18.2.0/24 <<<"$listed"; then
     ok exec-start-ready-with-rules
 else
-    fail exec-start-ready-with-rules "ready=$ready; $(head -c 2000 "$stream")"
+    fail exec-start-ready-with-rules "ready=$ready; nft: $listed; stderr: $(head -c 2000 "$stream"); journal: $(tr '\0' '\n' <"$work/journal" | grep '^MESSAGE=' | head -c 2000)"
 fi
 if tr '\0' '\n' <"$work/journal" | grep -q '^REFLECTGUARD_EVENT=start$' \
     && tr '\0' '\n' <"$work/journal" | grep -q '^PRIORITY=6$' \
