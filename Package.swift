@@ -41,6 +41,10 @@ let package = Package(
             name: "CBPF", pkgConfig: "libbpf",
             providers: [.apt(["libbpf-dev"])]),
 
+        .systemLibrary(
+            name: "CSystemd", pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]),
+
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
         // Header-only too: prctl and capget/capset, for the agent's privilege drop.
@@ -63,7 +67,7 @@ let package = Package(
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
         ]),

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
-# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables; zlib, libzstd
+# it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables, libsystemd; zlib, libzstd
 # and liblzma for compressed captures, with the gzip, zstd and xz tools the tests compress with).
 # XDP path: libbpf-dev (build), clang-14 and bpftool (scripts/embed-bpf.sh rebuilds the BPF object;
 # the staleness test compares it), bpftool also shows attachments in the lab.
+# Packaging and its test: dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze), man-db.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
 # BGP Flowspec: gobgpd (the speaker the agent runs) and bird2 (the upstream in the lab test).
@@ -11,9 +12,10 @@ set -euo pipefail
 
 packages=(
   pkg-config
-  libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev
+  libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev libsystemd-dev
   zlib1g-dev libzstd-dev liblzma-dev gzip zstd xz-utils
   libbpf-dev clang-14 bpftool
+  dpkg-dev systemd man-db
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc

@@ -179,18 +179,36 @@ public final class Agent {
             ("pid", .from(Int(getpid()))),
         ])
 
-        // The lifecycle loop: only signals move it.
-        var timeout = timespec(tv_sec: 1, tv_nsec: 0)
-        while true {
-            lock.drain()
-            let s = sigtimedwait(&signals, nil, &timeout)
+        ServiceManager.ready(status: status(policy))
+
+        // The lifecycle loop: signals and control requests (`reflectguard reload|stop`) move it.
+        // Signals are taken as they come (two SIGHUPs a quarter second apart are two reloads; a
+        // signal pending while another is handled would merge with the next of its kind); the
+        // lock's socket is looked at after each wait, so a request waits a quarter second at most.
+        var tick = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+        var running = true
+        while running {
+            let s = sigtimedwait(&signals, nil, &tick)
             if s == SIGHUP {
-                reload(shared)
+                _ = reload(shared)
             } else if s == SIGTERM || s == SIGINT {
                 logger.info("stopping", [("signal", .string(s == SIGTERM ? "SIGTERM" : "SIGINT"))])
                 break
             }
+            if lock.waitForConnection(milliseconds: 0) {
+                lock.serve { command in
+                    switch command {
+                    case .reload:
+                        return reload(shared)
+                    case .stop:
+                        logger.info("stopping", [("request", .string("reflectguard stop"))])
+                        running = false
+                        return .ok("stopping: the agent removes its rules and exits")
+                    }
+                }
+            }
         }
+        ServiceManager.stopping()
 
         // Arm calls write into the ruleset, and a re-apply would put it back: the pending ones
         // finish before it goes.
@@ -247,26 +265,42 @@ public final class Agent {
         socket.close()
     }
 
-    private func reload(_ shared: AgentShared) {
+    /// The one-line STATUS= systemd shows.
+    private func status(_ p: Policy) -> String {
+        let q = settings.queues.count == 1 ? "queue \(settings.queues.lowerBound)"
+            : "queues \(settings.queues.lowerBound)-\(settings.queues.upperBound)"
+        return "\(settings.dryRun ? "dry-run, scoring" : "protecting") \(p.protected.prefixes.count) network(s) on \(q), \(p.mode.rawValue)"
+    }
+
+    /// Reloads rules and policy (SIGHUP or `reflectguard reload`); the reply says whether they
+    /// were taken, and a refused reload leaves the running rules and policy as they were.
+    private func reload(_ shared: AgentShared) -> ControlChannel.Reply {
         let started = monotonicNanoseconds()
-        func refuse(_ why: String) {
+        ServiceManager.reloading()
+        var reply = ControlChannel.Reply.ok("")
+        defer { ServiceManager.ready(status: status(shared.currentPolicy().0)) }
+        func refuse(_ why: String, exitCode: Int32 = 1) {
             logger.error("reload-failed", [("error", .string(why)), ("kept", .string("previous rules and policy"))])
+            reply = .refused(exitCode: exitCode, message: why)
         }
         do {
             // Everything is checked before the kernel sees the new rules: a refused reload must
             // leave the running ruleset exactly as it was.
             let plan = try hooks.reload()
             guard !plan.policy.protected.isEmpty else {
-                return refuse("no protected network in the new rules")
+                refuse("no protected network in the new rules")
+                return reply
             }
             // Workers are bound to the queue numbers given at start; rules queueing to other
             // numbers would send packets to queues nobody reads (bypass: unjudged).
             guard plan.queues == settings.queues else {
-                return refuse("queues changed from \(settings.queues.lowerBound):\(settings.queues.upperBound) to \(plan.queues.lowerBound):\(plan.queues.upperBound); restart the agent to change queues")
+                refuse("queues changed from \(settings.queues.lowerBound):\(settings.queues.upperBound) to \(plan.queues.lowerBound):\(plan.queues.upperBound); restart the agent to change queues")
+                return reply
             }
             // The enforcement's arming timeout is fixed at start.
             guard plan.armedTimeout == settings.armedTimeout else {
-                return refuse("armed_timeout changed from \(settings.armedTimeout) s to \(plan.armedTimeout) s; restart the agent to change it")
+                refuse("armed_timeout changed from \(settings.armedTimeout) s to \(plan.armedTimeout) s; restart the agent to change it")
+                return reply
             }
             try plan.apply()
             shared.enforcement.rearm(after: "reload")
@@ -274,12 +308,15 @@ public final class Agent {
             p.queueCount = settings.queues.count
             shared.replacePolicy(p)
             xdpPath?.update(p)
+            let ms = Double(monotonicNanoseconds() - started) / 1e6
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
-                                   ("ms", .double(Double(monotonicNanoseconds() - started) / 1e6))])
+                                   ("ms", .double(ms))])
+            reply = .ok("reloaded: \(status(p))")
         } catch {
-            refuse("\(error)")
+            refuse("\(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 1)
         }
+        return reply
     }
 
     private func reportDryRun(_ pipelines: [ScoringPipeline]) {

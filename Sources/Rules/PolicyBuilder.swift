@@ -7,16 +7,20 @@ struct PolicyBuilder {
     let file: String
     let defines: [String: RulesScanner.Define]
     let overridden: Set<String>
+    /// Values from the configuration file: their errors point into it.
+    let configured: [String: ConfigOrigin]
     let values: [String: String]
     private(set) var queues = QueueRange(first: 0, last: 0)
     private(set) var queueMark: UInt32 = 0x1000_0000
     /// Seconds an armed victim prefix stays armed (`armed_timeout`).
     private(set) var armedTimeout: Double = 60
 
-    init(file: String, defines: [String: RulesScanner.Define], overridden: Set<String>, values: [String: String]) {
+    init(file: String, defines: [String: RulesScanner.Define], overridden: Set<String>,
+         configured: [String: ConfigOrigin] = [:], values: [String: String]) {
         self.file = file
         self.defines = defines
         self.overridden = overridden
+        self.configured = configured
         self.values = values
     }
 
@@ -96,6 +100,7 @@ struct PolicyBuilder {
     }
 
     private func location(_ name: String, offset: Int = 0) -> SourceLocation? {
+        if let origin = configured[name] { return origin.location(offset: offset, used: values[name]) }
         guard !overridden.contains(name), let d = defines[name] else { return nil }
         // Offsets inside a value are exact only on a one-line value written out (no `$name` in it).
         let exact = d.lineCount == 1 && values[name] == d.value

@@ -65,6 +65,8 @@ public struct XtablesRule: Equatable, Sendable {
 /// for nft, both from the same values.
 public struct ResolvedRules: Sendable {
     public let file: RulesFile
+    /// The configuration file layered over `file`, if any (`ConfigOverlay`).
+    public let config: RulesFile?
     public let policy: Policy
     public let queues: QueueRange
     public let queueMark: UInt32
@@ -170,7 +172,9 @@ public enum RulesConfig {
     /// Applies `protect` (CIDRs, added to `protected_v4`/`protected_v6`) and `defines`
     /// (`NAME=VALUE`, replacing the file's value) to the file, validates every value the policy
     /// needs, and returns the policy together with the text for nft.
-    public static func resolve(rules: RulesFile, protect: [String] = [],
+    /// `config`, when given, is a configuration file of `define` lines layered over `rules`
+    /// before the command line's values (`ConfigOverlay`); its errors name its own lines.
+    public static func resolve(rules: RulesFile, config: RulesFile? = nil, protect: [String] = [],
                                defines: [String] = []) throws(RulesError) -> ResolvedRules {
         let bytes = Array(rules.text.utf8)
         let scanner = try RulesScanner(bytes: bytes, file: rules.name)
@@ -184,6 +188,25 @@ public enum RulesConfig {
             byName[d.name] = d
         }
         var overrides: [String: String] = [:]
+        var configured: [String: ConfigOrigin] = [:]
+        if let config {
+            for e in try ConfigOverlay.parse(config) {
+                let name = aliases[e.name] ?? e.name
+                guard let d = byName[name] else {
+                    throw RulesError("'\(e.name)': \(rules.name) has no 'define \(e.name)' (the names are those of "
+                                     + "'reflectguard nft generate')", at: e.location)
+                }
+                guard configured[name] == nil else {
+                    throw RulesError("'\(e.name)' is defined twice", at: e.location)
+                }
+                var value = e.value
+                if name == "queues", let q = QueueRange(value) { value = q.description }
+                // As with -D: a bare element where the ruleset has a set is a one-element set.
+                if d.value.hasPrefix("{"), !value.hasPrefix("{") { value = "{ \(value) }" }
+                overrides[name] = value
+                configured[name] = ConfigOrigin(location: e.location, lineCount: e.lineCount, written: e.value)
+            }
+        }
         for item in defines {
             // Scalars, not Characters: Swift reads "\r\n" as one Character, which is neither "\r"
             // nor "\n", so a CRLF slipped past a Character check into nft's text as a line break.
@@ -209,6 +232,7 @@ public enum RulesConfig {
             // (`elements = 198.18.2.0/24` would not load).
             if byName[name]!.value.hasPrefix("{"), !value.hasPrefix("{") { value = "{ \(value) }" }
             overrides[name] = value
+            configured[name] = nil
         }
         if !protect.isEmpty {
             var add4: [String] = [], add6: [String] = []
@@ -233,14 +257,16 @@ public enum RulesConfig {
         }
         var values: [String: String] = [:]
         for d in scanner.defines { values[d.name] = overrides[d.name] ?? d.value }
-        let resolved = try resolveReferences(values, scanner, rules.name, overridden: Set(overrides.keys))
-        var builder = PolicyBuilder(file: rules.name, defines: byName, overridden: Set(overrides.keys),
-                                    values: resolved)
+        let commandLine = Set(overrides.keys).subtracting(configured.keys)
+        let resolved = try resolveReferences(values, scanner, rules.name, overridden: commandLine,
+                                             configured: configured)
+        var builder = PolicyBuilder(file: rules.name, defines: byName, overridden: commandLine,
+                                    configured: configured, values: resolved)
         let policy = try builder.build()
         let substituted = substitute(rules.text, scanner, overrides)
         try checkRenderedSize(substituted, scanner, resolved, rules.name)
         try checkExpanded(substituted, scanner, resolved, rules.name)
-        return ResolvedRules(file: rules, policy: policy, queues: builder.queues, queueMark: builder.queueMark,
+        return ResolvedRules(file: rules, config: config, policy: policy, queues: builder.queues, queueMark: builder.queueMark,
                              armedTimeout: builder.armedTimeout,
                              text: String(decoding: substituted, as: UTF8.self), values: resolved,
                              scanner: scanner, substituted: substituted, overrides: overrides)
@@ -296,7 +322,8 @@ public enum RulesConfig {
     /// Values with `$name` references to other defines resolved, as nft does: in file order, each
     /// to a define above it (nft 1.0.6 says "unknown identifier" for one below or none).
     static func resolveReferences(_ values: [String: String], _ scanner: RulesScanner, _ file: String,
-                                  overridden: Set<String>) throws(RulesError) -> [String: String] {
+                                  overridden: Set<String>,
+                                  configured: [String: ConfigOrigin] = [:]) throws(RulesError) -> [String: String] {
         var out: [String: String] = [:]
         var depth: [String: Int] = [:]
         var added = 0
@@ -320,8 +347,9 @@ public enum RulesConfig {
                 if growth > expansionLimit { problem = "expanding its references adds more than \(expansionLimit) bytes" }
             }
             func fail(_ message: String) -> RulesError {
+                if let origin = configured[d.name] { return RulesError("'\(d.name)': \(message)", at: origin.location) }
                 // From -D too a rules error at the define it replaces (see PolicyBuilder.error).
-                RulesError(overridden.contains(d.name) ? "-D \(d.name): \(message)" : "'\(d.name)': \(message)",
+                return RulesError(overridden.contains(d.name) ? "-D \(d.name): \(message)" : "'\(d.name)': \(message)",
                            at: SourceLocation(file: file, line: d.line, column: d.column))
             }
             if let problem { throw fail(problem) }

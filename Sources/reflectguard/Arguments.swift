@@ -1,3 +1,4 @@
+import Agent
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -155,7 +156,9 @@ enum ExitCode: Int32 {
 }
 
 func printError(_ line: String) {
-    var line = line
+    // Under journald each line carries its priority (`<3>`, warnings `<4>`).
+    let lower = line.lowercased()
+    var line = Logger.plainLine(line, warning: lower.hasPrefix("warning") || lower.hasPrefix("note"))
     if !line.hasSuffix("\n") { line += "\n" }
     fputs(line, stderr)
 }

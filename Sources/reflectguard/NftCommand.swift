@@ -26,7 +26,7 @@ enum NftCommand {
                     ("check", "Check the rules against the running kernel; change nothing."),
                     ("apply", "Check, then apply atomically (again: replaces chains, keeps set contents)."),
                     ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else (refused while an agent runs).")],
-        options: [SharedOptions.rules, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
+        options: [SharedOptions.rules, SharedOptions.config, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
                   backend, hook, kernelOnly, force],
         positionals: 1...1,
         argumentKind: "action")
@@ -72,8 +72,7 @@ enum NftCommand {
         }
         let resolved: ResolvedRules
         do {
-            let file = try a.value("--rules").map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
-            resolved = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: defines)
+            resolved = try SharedOptions.resolve(a, defines: defines)
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
@@ -105,7 +104,11 @@ enum NftCommand {
                 print(NftRuleset.generate(resolved, hook: hookValue, backend: backendValue), terminator: "")
             case "check":
                 try NftRuleset.check(resolved, hook: hookValue, backend: backendValue)
-                print("\(resolved.file.name): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
+                let names = [resolved.file.name] + (resolved.config.map { [$0.name] } ?? [])
+                if resolved.policy.protected.isEmpty {
+                    printError("note: no protected network: 'reflectguard run' refuses to start until protected_v4 or protected_v6 names one")
+                }
+                print("\(names.joined(separator: " + ")): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
             default:
                 if let refusal = try applyRefusal(force: a.flag("--force")) {
                     printError(refusal)

@@ -99,20 +99,21 @@ enum RunCommand {
         }
 
         let rulesPath = a.value("--rules")
+        let configPath = a.value("--config")
         let allDefines = defines
         let hookChoice = hookValue
         let protect = a.all("--protect")
         @Sendable func resolve() throws(RulesError) -> ResolvedRules {
-            let file = try rulesPath.map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
-            return try RulesConfig.resolve(rules: file, protect: protect, defines: allDefines)
+            // Read again on every reload: the operator edits the configuration, then reloads.
+            let files = try SharedOptions.rulesFiles(rules: rulesPath, config: configPath)
+            return try RulesConfig.resolve(rules: files.rules, config: files.config, protect: protect, defines: allDefines)
         }
         let resolved: ResolvedRules
         do { resolved = try resolve() } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
-            printError("Error: \(error)")
             // An unreadable file is a runtime failure (1), as in score and nft; a file nft or the
             // policy rejects is a rules error (3).
-            return error.isUnreadableFile ? ExitCode.failure.rawValue : ExitCode.rules.rawValue
+            return startFailed(logger, "\(error)", error.isUnreadableFile ? .failure : .rules)
         }
         guard !resolved.policy.protected.isEmpty else {
             exitUsage(UsageError(message: "no protected network: give --protect CIDR or define protected_v4/protected_v6 in the rules"), spec)
@@ -127,8 +128,7 @@ enum RunCommand {
         // Only now, after everything that can be checked without privileges: a usage or rules
         // error must get its own exit code (2, 3) whoever runs the command.
         guard hasNetAdmin() else {
-            printError("Error: 'reflectguard run' needs CAP_NET_ADMIN (run as root, or grant the capability: see scripts/reflectguard.service)")
-            return ExitCode.failure.rawValue
+            return startFailed(logger, "'reflectguard run' needs CAP_NET_ADMIN (run as root, or grant the capability: see scripts/reflectguard.service)", .failure)
         }
         settings.queues = resolved.queues.first...resolved.queues.last
         settings.armedTimeout = resolved.armedTimeout
@@ -146,8 +146,7 @@ enum RunCommand {
         default:
             if applyRules {
                 do { backend = try NftRuleset.probeBackend() } catch {
-                    printError("Error: \(error.message)")
-                    return ExitCode.failure.rawValue
+                    return startFailed(logger, error.message, .failure)
                 }
             } else {
                 backend = .xt
@@ -170,7 +169,7 @@ enum RunCommand {
             reload: {
                 // Pure: resolving reads the file only; the agent applies the plan after checking it.
                 let fresh: ResolvedRules
-                do { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: 3) }
+                do throws(RulesError) { fresh = try resolve() } catch { throw RunError(message: "\(error)", exitCode: error.isUnreadableFile ? 1 : 3) }
                 let timeout = fresh.armedTimeout
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
                                   armedTimeout: timeout, apply: {
@@ -206,9 +205,21 @@ enum RunCommand {
         do throws(AgentStartError) {
             return try agent.run(initialPolicy: resolved.policy)
         } catch {
-            printError("Error: \(error.message)")
-            return error.exitCode
+            return startFailed(logger, error.message, ExitCode(rawValue: error.exitCode) ?? .failure)
         }
+    }
+
+    /// A failure after the command line was taken: on a terminal an `Error: …` line; anywhere
+    /// else (a pipe, a file, journald) a log line like every other the agent writes, so a reader
+    /// of the JSON stream never meets plain text in it. Usage errors (exit 2) stay plain: they
+    /// come before there is an agent to log.
+    static func startFailed(_ logger: Logger, _ message: String, _ code: ExitCode) -> Int32 {
+        if isatty(2) != 0, Logger.sink == .stderr {
+            printError("Error: \(message)")
+        } else {
+            logger.error("start-failed", [("error", .string(message)), ("exit_code", .from(Int(code.rawValue)))])
+        }
+        return code.rawValue
     }
 
     static func parseHostPort(_ s: String) -> (host: String, port: UInt16)? {

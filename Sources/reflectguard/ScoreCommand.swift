@@ -248,9 +248,8 @@ enum ScoreCommand {
     /// rules file exits 1.
     static func resolvePolicy(_ a: Arguments) -> Policy? {
         do {
-            let file = try a.value("--rules").map { path throws(RulesError) in try RulesFile.load(path: path) }
-                ?? RulesFile.embedded
-            let resolved = try RulesConfig.resolve(rules: file, protect: a.all("--protect"), defines: a.all("-D"))
+            let resolved = try SharedOptions.resolve(a, defines: a.all("-D"))
+            let file = resolved.file
             var policy = resolved.policy
             if let m = a.value("--mode") {
                 guard let mode = Mode(rawValue: m) else {
@@ -260,7 +259,7 @@ enum ScoreCommand {
             }
             // The embedded default is checked when it is built; a file given is checked here so a
             // ruleset that `run` could not load does not score as if it could.
-            if !file.isEmbedded, !nftAccepts(resolved) { return nil }
+            if !file.isEmbedded || resolved.config != nil, !nftAccepts(resolved) { return nil }
             return policy
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }

@@ -17,6 +17,8 @@ let topSpec = CommandSpec(
         ("nft", "Generate, check, apply or remove the nftables rules."),
         ("lab", "Generate labelled scenario captures."),
         ("flowspec", "Show the BGP Flowspec routes announced upstream now."),
+        ("reload", "Make the running agent check and apply its configuration; exit non-zero if refused."),
+        ("stop", "Make the running agent remove its rules and exit."),
     ])
 
 let commands: [String: ([String]) -> Int32] = [
@@ -25,6 +27,8 @@ let commands: [String: ([String]) -> Int32] = [
     "nft": NftCommand.main,
     "lab": LabCommand.main,
     "flowspec": FlowspecCommand.main,
+    "reload": ControlCommand.reload,
+    "stop": ControlCommand.stop,
 ]
 
 var argv = Array(CommandLine.arguments.dropFirst())
