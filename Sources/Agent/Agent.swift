@@ -21,6 +21,8 @@ public final class Agent {
     let logger: Logger
     let applyRules: Bool
     let keepRules: Bool
+    /// SIGHUP reloads taken and refused, for /metrics.
+    let reloads = ReloadCounters()
 
     public init(settings: AgentSettings, hooks: RulesHooks, logger: Logger, applyRules: Bool, keepRules: Bool) {
         self.settings = settings
@@ -105,7 +107,8 @@ public final class Agent {
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun)
+                                       dryRun: settings.dryRun, kernelCounters: hooks.kernelCounters,
+                                       reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
@@ -146,7 +149,7 @@ public final class Agent {
             ("rules_applied", .bool(applyRules)),
             ("queue_maxlen", .from(Int(settings.queueMaxLength))),
             ("rcvbuf", .from(settings.queueConfiguration(0).effectiveReceiveBufferBytes)),
-            ("metrics", .string(metricsServer.map { "\(settings.metrics!.host):\($0.boundPort)" } ?? "off")),
+            ("metrics", .string(metricsServer.map { $0.boundAddress } ?? "off")),
             ("capabilities", .string(kept.isEmpty ? "net_admin" : "more, see privileges-kept")),
             ("pid", .from(Int(getpid()))),
         ])
@@ -220,6 +223,7 @@ public final class Agent {
     private func reload(_ shared: AgentShared) {
         let started = monotonicNanoseconds()
         func refuse(_ why: String) {
+            reloads.record(success: false)
             logger.error("reload-failed", [("error", .string(why)), ("kept", .string("previous rules and policy"))])
         }
         do {
@@ -243,6 +247,7 @@ public final class Agent {
             var p = plan.policy
             p.queueCount = settings.queues.count
             shared.replacePolicy(p)
+            reloads.record(success: true)
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
                                    ("ms", .double(Double(monotonicNanoseconds() - started) / 1e6))])

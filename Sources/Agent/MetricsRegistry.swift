@@ -8,12 +8,23 @@ final class MetricsRegistry: @unchecked Sendable {
     private let enforcement: KernelEnforcement
     private let watchdog: RulesWatchdog
     private let dryRun: Bool
+    let kernelCounters: @Sendable () throws -> [KernelCount]
+    let reloads: ReloadCounters
+    let version: String
+    /// Metrics thread only: the kernel counters of the last scrape that could read them.
+    var lastKernelCounts: [KernelCount] = []
+    let kernelReadFailures = CounterBlock(count: 1)
 
-    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool) {
+    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
+         kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
+         reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.workers = workers
         self.enforcement = enforcement
         self.watchdog = watchdog
         self.dryRun = dryRun
+        self.kernelCounters = kernelCounters
+        self.reloads = reloads
+        self.version = version
     }
 
     func total(_ c: WorkerCounter) -> UInt64 {
@@ -74,7 +85,8 @@ final class MetricsRegistry: @unchecked Sendable {
         for r in rows { out += "reflectguard_queue_dropped_total{queue=\"\(r.queue)\"} \(r.queueDropped)\n" }
         family("reflectguard_queue_user_dropped_total", "counter", "Packets lost in netlink: socket buffer full (/proc user_dropped).")
         for r in rows { out += "reflectguard_queue_user_dropped_total{queue=\"\(r.queue)\"} \(r.userDropped)\n" }
-        family("reflectguard_queue_id_sequence", "counter", "Last packet id the kernel gave out (/proc id_sequence).")
+        // A gauge: the kernel's packet id wraps at 2^32, and a counter must end in _total.
+        family("reflectguard_queue_id_sequence", "gauge", "Last packet id the kernel gave out (/proc id_sequence; wraps at 2^32).")
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
@@ -106,6 +118,8 @@ final class MetricsRegistry: @unchecked Sendable {
             Logger.droppedLines.load(ordering: .relaxed))
         family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
         out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
+        out += renderKernel()
+        out += renderLifecycle()
         return out
     }
 }
