@@ -2,7 +2,9 @@
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
 # it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
-# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
+# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check),
+# prometheus for promtool (checks /metrics, the alerting rules and their unit tests: the only
+# Debian package that ships it, 19 MB; the server it would start under systemd is disabled below).
 set -euo pipefail
 
 packages=(
@@ -11,6 +13,7 @@ packages=(
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc
+  prometheus
 )
 # Optional extras that only the HTML screenshot check and benchmarks use.
 if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then
@@ -40,4 +43,8 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+  # Installed for promtool only: the Prometheus server the package starts is not wanted here.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 echo "setup: done"

@@ -18,7 +18,9 @@ struct KernelMetricsTests {
 
     /// `promtool check metrics` on a scrape: exit 0 and nothing printed.
     static func expectPromtoolClean(_ text: String, _ lab: LabNet, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let promtool = try #require(TestEnvironment.which("promtool"), "needs promtool (scripts/setup.sh installs Debian's prometheus)")
+        guard let promtool = TestEnvironment.which("promtool") else {
+            return TestEnvironment.unavailable("promtool (scripts/setup.sh installs Debian's prometheus)", sourceLocation: sourceLocation)
+        }
         let f = lab.tempPath("scrape.txt")
         try text.write(toFile: f, atomically: true, encoding: .utf8)
         let r = try sh("'\(promtool)' check metrics < \(f) 2>&1", check: false)
