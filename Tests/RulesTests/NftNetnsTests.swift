@@ -109,8 +109,8 @@ import TestSupport
             ("bad-cidr-define", "define allowlist_v4 = { }", "define allowlist_v4 = { 198.18.300.0/24 }",
              lineNumber("define allowlist_v4"), "198.18.300.0/24"),
             // After expanded defines on the same line: the column is still the operator's.
-            ("after-expansion", "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop",
-             "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } ip daddr @nosuch4 counter drop",
+            ("after-expansion", "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter",
+             "ip daddr limit rate over $rst_rate/second burst $rst_burst packets } ip daddr @nosuch4 counter",
              lineNumber("ip daddr limit rate over $rst_rate/second burst $rst_burst packets }"), "No such file"),
         ]
         for (name, from, to, line, says) in cases {
