@@ -93,29 +93,28 @@ extension MetricsRegistry {
         var out = Self.family("reflectguard_build_info", "gauge", "Always 1; the labels say which build runs.")
         out += "reflectguard_build_info{version=\"\(Self.escapeLabel(version))\"} 1\n"
         if let p = ProcessFigures.read() {
-            out += Self.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.")
-            out += "process_cpu_seconds_total \(p.cpuSeconds)\n"
-            out += Self.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
-            out += "process_resident_memory_bytes \(p.residentBytes)\n"
-            out += Self.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.")
-            out += "process_virtual_memory_bytes \(p.virtualBytes)\n"
-            out += Self.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.")
-            out += "process_start_time_seconds \(p.startTimeSeconds)\n"
-            out += Self.family("process_open_fds", "gauge", "Number of open file descriptors.")
-            out += "process_open_fds \(p.openFDs)\n"
-            out += Self.family("process_max_fds", "gauge", "Maximum number of open file descriptors.")
-            out += "process_max_fds \(p.maxFDs)\n"
+            out += Self.single("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", p.cpuSeconds)
+            out += Self.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.residentBytes)
+            out += Self.single("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", p.virtualBytes)
+            out += Self.single("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", p.startTimeSeconds)
+            out += Self.single("process_open_fds", "gauge", "Number of open file descriptors.", p.openFDs)
+            out += Self.single("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.maxFDs)
         }
-        out += Self.family("reflectguard_reloads_total", "counter", "Rules reloads asked for (SIGHUP), taken or refused.")
-        out += "reflectguard_reloads_total \(reloads.attempts.load(ordering: .relaxed))\n"
-        out += Self.family("reflectguard_reload_failures_total", "counter", "Rules reloads refused (the previous rules and policy stayed).")
-        out += "reflectguard_reload_failures_total \(reloads.failures.load(ordering: .relaxed))\n"
-        out += Self.family("reflectguard_last_reload_successful", "gauge", "1 when the last reload took (or none was asked for), 0 when it was refused.")
-        out += "reflectguard_last_reload_successful \(reloads.lastSucceeded.load(ordering: .relaxed) ? 1 : 0)\n"
-        out += Self.family("reflectguard_last_reload_success_timestamp_seconds", "gauge",
-                           "When the rules last loaded (the start, or the last reload that took), in seconds since the epoch.")
-        out += "reflectguard_last_reload_success_timestamp_seconds \(Double(reloads.lastSuccessMilliseconds.load(ordering: .relaxed)) / 1000)\n"
+        out += Self.single("reflectguard_reloads_total", "counter", "Rules reloads asked for (SIGHUP), taken or refused.",
+                           reloads.attempts.load(ordering: .relaxed))
+        out += Self.single("reflectguard_reload_failures_total", "counter", "Rules reloads refused (the previous rules and policy stayed).",
+                           reloads.failures.load(ordering: .relaxed))
+        out += Self.single("reflectguard_last_reload_successful", "gauge", "1 when the last reload took (or none was asked for), 0 when it was refused.",
+                           reloads.lastSucceeded.load(ordering: .relaxed) ? 1 : 0)
+        out += Self.single("reflectguard_last_reload_success_timestamp_seconds", "gauge",
+                           "When the rules last loaded (the start, or the last reload that took), in seconds since the epoch.",
+                           Double(reloads.lastSuccessMilliseconds.load(ordering: .relaxed)) / 1000)
         return out
+    }
+
+    /// A family of one unlabelled sample.
+    static func single(_ name: String, _ type: String, _ help: String, _ value: some CustomStringConvertible) -> String {
+        family(name, type, help) + "\(name) \(value)\n"
     }
 
     /// Prometheus text format: a label value escapes backslash, double quote and newline.
