@@ -67,7 +67,7 @@ final class MetricsRegistry: @unchecked Sendable {
         perQueue("reflectguard_receive_calls_total", "counter", "recvmmsg system calls.", .receiveCalls)
         perQueue("reflectguard_send_calls_total", "counter", "Verdict send system calls.", .sendCalls)
         perQueue("reflectguard_attack_events_total", "counter", "Attack events the engine reported.", .attackEvents)
-        perQueue("reflectguard_queue_overloads_total", "counter", "Seconds in which the queue stayed backlogged (kernel enforcement armed for the protected networks).", .overloads)
+        perQueue("reflectguard_queue_overloads_total", "counter", "Overload reports: the queue backlogged past --overload-after, at most one a second while it lasts (each arms kernel enforcement for the protected networks).", .overloads)
         perQueue("reflectguard_syn_table_entries", "gauge", "Tracked SYNs in the engine's table.", .tableOccupancy)
         perQueue("reflectguard_syn_table_capacity", "gauge", "Capacity of the engine's SYN table.", .tableCapacity)
         perQueue("reflectguard_syn_table_evictions_total", "counter", "Tracked SYNs evicted because the table was full.", .tableEvictions)
