@@ -25,6 +25,11 @@ let package = Package(
         .systemLibrary(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
+        // libbpf, and the XDP path's BPF object embedded as bytes (scripts/embed-bpf.sh builds it
+        // from Sources/CBPF/reflectguard.bpf.c with clang -target bpf; `swift build` itself needs no BPF tooling).
+        .systemLibrary(
+            name: "CBPF", pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev"])]),
 
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
@@ -42,12 +47,13 @@ let package = Package(
         .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
         .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
+            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -63,10 +69,14 @@ let package = Package(
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
+                                                            "VerdictEngine"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
+        // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
+        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
+                                                         "TestSupport"]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",

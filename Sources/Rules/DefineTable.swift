@@ -57,6 +57,7 @@ public enum DefineTable {
         "mode": .choice(Mode.allCases.map(\.rawValue)),
         "track": .choice(Track.allCases.map(\.rawValue)),
         "kernel_enforce": .choice(["armed", "always", "off"]),
+        "kernel_path": .choice(["auto", "xdp", "nft"]),
         "ephemeral_ports": .ports,
         "rst_rate": .count(rates),
         "rst_burst": .count(rates),
