@@ -110,7 +110,8 @@ public final class Agent {
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
                                                  xdp?.arm(prefix, timeout: timeout)
                                                  try nftArm(prefix, timeout, renew)
-                                             })
+                                             },
+                                             armRST: hooks.armRST)
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         var workers: [(Worker, QueueSocket)] = []
         for s in sockets {

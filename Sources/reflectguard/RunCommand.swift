@@ -196,6 +196,10 @@ enum RunCommand {
                         KernelCount(verdict: $0.verdict, reason: $0.reason, family: $0.family, packets: $0.packets, bytes: $0.bytes)
                     }
                 } catch { throw RunError(error) }
+            },
+            armRST: { prefix, timeout, renew in
+                if dry { return }
+                try armer.arm(prefix, timeout: timeout, renew: renew, rst: true)
             })
 
         let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
@@ -262,8 +266,8 @@ final class ArmerBox: @unchecked Sendable {
     func prepare() throws {
         if victims == nil { victims = try ArmedVictims() }
     }
-    func arm(_ prefix: CIDR, timeout: Double, renew: Bool) throws {
+    func arm(_ prefix: CIDR, timeout: Double, renew: Bool, rst: Bool = false) throws {
         if victims == nil { victims = try ArmedVictims() }
-        try victims!.arm(prefix, timeout: timeout, renew: renew)
+        try victims!.arm(prefix, timeout: timeout, renew: renew, rst: rst)
     }
 }
