@@ -6,7 +6,9 @@
 # the staleness test compares it), bpftool also shows attachments in the lab.
 # Packaging and its test: dpkg-dev (dpkg-deb, dpkg-shlibdeps), systemd (systemd-analyze), man-db.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
-# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
+# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check),
+# prometheus for promtool (checks /metrics, the alerting rules and their unit tests: the only
+# Debian package that ships it, 19 MB; the server it would start under systemd is disabled below).
 # BGP Flowspec: gobgpd (the speaker the agent runs) and bird2 (the upstream in the lab test).
 set -euo pipefail
 
@@ -20,6 +22,7 @@ packages=(
   tshark tcpdump netsniff-ng hping3
   procps psmisc
   gobgpd bird2
+  prometheus
 )
 # Optional extras that only the HTML screenshot check and benchmarks use.
 if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then
@@ -49,4 +52,8 @@ export DEBIAN_FRONTEND=noninteractive
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [[ " ${missing[*]} " == *" prometheus "* && -d /run/systemd/system ]]; then
+  # Installed for promtool only: the Prometheus server the package starts is not wanted here.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 echo "setup: done"

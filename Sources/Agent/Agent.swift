@@ -21,6 +21,8 @@ public final class Agent {
     let logger: Logger
     let applyRules: Bool
     let keepRules: Bool
+    /// SIGHUP reloads taken and refused, for /metrics.
+    let reloads = ReloadCounters()
     /// The XDP path, when `kernel_path` chose it (set once at start, read by reloads).
     private var xdpPath: XDPEnforcement?
 
@@ -127,7 +129,9 @@ public final class Agent {
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun, flowspec: flowspec)
+                                       dryRun: settings.dryRun, flowspec: flowspec,
+                                       kernelCounters: hooks.kernelCounters,
+                                       reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
@@ -174,7 +178,7 @@ public final class Agent {
             ("rules_applied", .bool(applyRules)),
             ("queue_maxlen", .from(Int(settings.queueMaxLength))),
             ("rcvbuf", .from(settings.queueConfiguration(0).effectiveReceiveBufferBytes)),
-            ("metrics", .string(metricsServer.map { "\(settings.metrics!.host):\($0.boundPort)" } ?? "off")),
+            ("metrics", .string(metricsServer.map { $0.boundAddress } ?? "off")),
             ("capabilities", .string(kept.isEmpty ? "net_admin" : "more, see privileges-kept")),
             ("pid", .from(Int(getpid()))),
         ])
@@ -280,6 +284,7 @@ public final class Agent {
         var reply = ControlChannel.Reply.ok("")
         defer { ServiceManager.ready(status: status(shared.currentPolicy().0)) }
         func refuse(_ why: String, exitCode: Int32 = 1) {
+            reloads.record(success: false)
             logger.error("reload-failed", [("error", .string(why)), ("kept", .string("previous rules and policy"))])
             reply = .refused(exitCode: exitCode, message: why)
         }
@@ -309,6 +314,7 @@ public final class Agent {
             shared.replacePolicy(p)
             xdpPath?.update(p)
             let ms = Double(monotonicNanoseconds() - started) / 1e6
+            reloads.record(success: true)
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
                                    ("ms", .double(ms))])

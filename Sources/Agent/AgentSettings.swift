@@ -6,8 +6,11 @@ import VerdictEngine
 public struct AgentSettings: Sendable {
     public var queues: ClosedRange<UInt16> = 0...0
     public var dryRun = false
-    /// `--metrics HOST:PORT`; nil: no metrics endpoint.
+    /// `--metrics HOST:PORT`; nil: no metrics endpoint. HOST is an address or a name to resolve;
+    /// empty (`:PORT`) means every interface, IPv6 and IPv4.
     public var metrics: (host: String, port: UInt16)? = nil
+    /// The build's version, for `reflectguard_build_info`.
+    public var version = "unknown"
     /// Kernel queue length and socket buffer (sized together, see QueueConfiguration).
     public var queueMaxLength: UInt32 = 4096
     public var receiveBufferBytes: Int? = nil
@@ -60,6 +63,8 @@ public struct RulesHooks: Sendable {
     public var missing: @Sendable () throws -> RulesPresence
     /// Applies the rules of the last successful apply or reload again.
     public var reapply: @Sendable () throws -> Void
+    /// The table's named counters (the kernel's own drops), read at each metrics scrape.
+    public var kernelCounters: @Sendable () throws -> [KernelCount]
 
     public init(apply: @escaping @Sendable () throws -> String?,
                 reload: @escaping @Sendable () throws -> ReloadPlan,
@@ -67,6 +72,7 @@ public struct RulesHooks: Sendable {
                 arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
                 missing: @escaping @Sendable () throws -> RulesPresence = { .present },
                 reapply: @escaping @Sendable () throws -> Void = {},
+                kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
                 armRST: @escaping @Sendable (CIDR, Double, Bool) throws -> Void = { _, _, _ in }) {
         self.armRST = armRST
         self.apply = apply
@@ -75,6 +81,7 @@ public struct RulesHooks: Sendable {
         self.arm = arm
         self.missing = missing
         self.reapply = reapply
+        self.kernelCounters = kernelCounters
     }
 }
 

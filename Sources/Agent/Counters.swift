@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import VerdictEngine
 
@@ -85,5 +88,33 @@ enum ReasonIndex {
     static func verify() -> Bool {
         MemoryLayout<Reason>.size == 1
             && Reason.allCases.enumerated().allSatisfy { of($0.element) == $0.offset }
+    }
+}
+
+/// SIGHUP reloads, for /metrics: the agent's main thread writes, the metrics thread reads.
+public final class ReloadCounters: Sendable {
+    let attempts = Atomic<UInt64>(0)
+    let failures = Atomic<UInt64>(0)
+    /// Wall-clock time of the last rules load that took, in ms since the epoch: the start's
+    /// until the first reload (Prometheus's own config reload metrics count the same way).
+    let lastSuccessMilliseconds = Atomic<UInt64>(ReloadCounters.nowMilliseconds())
+    let lastSucceeded = Atomic<Bool>(true)
+
+    public init() {}
+
+    func record(success: Bool) {
+        attempts.add(1, ordering: .relaxed)
+        lastSucceeded.store(success, ordering: .relaxed)
+        if success {
+            lastSuccessMilliseconds.store(Self.nowMilliseconds(), ordering: .relaxed)
+        } else {
+            failures.add(1, ordering: .relaxed)
+        }
+    }
+
+    static func nowMilliseconds() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_REALTIME, &t)
+        return UInt64(t.tv_sec) * 1000 + UInt64(t.tv_nsec) / 1_000_000
     }
 }

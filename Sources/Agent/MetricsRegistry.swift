@@ -9,14 +9,25 @@ final class MetricsRegistry: @unchecked Sendable {
     private let watchdog: RulesWatchdog
     private let dryRun: Bool
     private let flowspec: FlowspecEscalation?
+    let kernelCounters: @Sendable () throws -> [KernelCount]
+    let reloads: ReloadCounters
+    let version: String
+    /// Metrics thread only: the kernel counters of the last scrape that could read them.
+    var lastKernelCounts: [KernelCount] = []
+    let kernelReadFailures = CounterBlock(count: 1)
 
     init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
-         flowspec: FlowspecEscalation? = nil) {
+         flowspec: FlowspecEscalation? = nil,
+         kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
+         reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.flowspec = flowspec
         self.workers = workers
         self.enforcement = enforcement
         self.watchdog = watchdog
         self.dryRun = dryRun
+        self.kernelCounters = kernelCounters
+        self.reloads = reloads
+        self.version = version
     }
 
     func total(_ c: WorkerCounter) -> UInt64 {
@@ -59,7 +70,7 @@ final class MetricsRegistry: @unchecked Sendable {
         perQueue("reflectguard_receive_calls_total", "counter", "recvmmsg system calls.", .receiveCalls)
         perQueue("reflectguard_send_calls_total", "counter", "Verdict send system calls.", .sendCalls)
         perQueue("reflectguard_attack_events_total", "counter", "Attack events the engine reported.", .attackEvents)
-        perQueue("reflectguard_queue_overloads_total", "counter", "Seconds in which the queue stayed backlogged (kernel enforcement armed for the protected networks).", .overloads)
+        perQueue("reflectguard_queue_overloads_total", "counter", "Overload reports: the queue backlogged past --overload-after, at most one a second while it lasts (each arms kernel enforcement for the protected networks).", .overloads)
         perQueue("reflectguard_syn_table_entries", "gauge", "Tracked SYNs in the engine's table.", .tableOccupancy)
         perQueue("reflectguard_syn_table_capacity", "gauge", "Capacity of the engine's SYN table.", .tableCapacity)
         perQueue("reflectguard_syn_table_evictions_total", "counter", "Tracked SYNs evicted because the table was full.", .tableEvictions)
@@ -77,7 +88,8 @@ final class MetricsRegistry: @unchecked Sendable {
         for r in rows { out += "reflectguard_queue_dropped_total{queue=\"\(r.queue)\"} \(r.queueDropped)\n" }
         family("reflectguard_queue_user_dropped_total", "counter", "Packets lost in netlink: socket buffer full (/proc user_dropped).")
         for r in rows { out += "reflectguard_queue_user_dropped_total{queue=\"\(r.queue)\"} \(r.userDropped)\n" }
-        family("reflectguard_queue_id_sequence", "counter", "Last packet id the kernel gave out (/proc id_sequence).")
+        // A gauge: the kernel's packet id wraps at 2^32, and a counter must end in _total.
+        family("reflectguard_queue_id_sequence", "gauge", "Last packet id the kernel gave out (/proc id_sequence; wraps at 2^32).")
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
@@ -113,6 +125,8 @@ final class MetricsRegistry: @unchecked Sendable {
         family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
         out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
         if let flowspec { out += flowspec.renderMetrics() }
+        out += renderKernel()
+        out += renderLifecycle()
         return out
     }
 }

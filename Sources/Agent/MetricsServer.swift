@@ -61,6 +61,8 @@ final class MetricsServer: @unchecked Sendable {
     /// The endpoint's own figures (`MetricsServerCounter`), readable from any thread.
     let counters = CounterBlock(count: MetricsServerCounter.allCases.count)
     let boundPort: UInt16
+    /// What the listener is bound to, as a client writes it: `127.0.0.1:9477`, `[::]:9477`.
+    let boundAddress: String
     private let listener: Int32
     private let render: @Sendable () -> String
     private let shouldStop: @Sendable () -> Bool
@@ -80,50 +82,51 @@ final class MetricsServer: @unchecked Sendable {
         self.render = render
         self.shouldStop = shouldStop
         self.limits = limits
-        var storage = sockaddr_storage()
-        var length: socklen_t
-        let family: Int32
-        if host.contains(":") {
-            family = AF_INET6
-            var a = sockaddr_in6()
-            a.sin6_family = sa_family_t(AF_INET6)
-            a.sin6_port = port.bigEndian
-            guard inet_pton(AF_INET6, host, &a.sin6_addr) == 1 else { throw SystemCallError("inet_pton(\(host))", errno: EINVAL) }
-            withUnsafeBytes(of: a) { src in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: src) } }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            family = AF_INET
-            var a = sockaddr_in()
-            a.sin_family = sa_family_t(AF_INET)
-            a.sin_port = port.bigEndian
-            guard inet_pton(AF_INET, host, &a.sin_addr) == 1 else { throw SystemCallError("inet_pton(\(host))", errno: EINVAL) }
-            withUnsafeBytes(of: a) { src in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: src) } }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        // Each candidate in turn (MetricsListen): "" tries the IPv6 wildcard, then IPv4's where
+        // the kernel has no IPv6; a name, its addresses.
+        var lastError = SystemCallError("bind(metrics \(host):\(port))", errno: EADDRNOTAVAIL)
+        var bound: (fd: Int32, address: sockaddr_storage)? = nil
+        for c in try MetricsListen.candidates(host: host, port: port) {
+            // Non-blocking: a connection poll reported can be gone (reset) by the time accept runs,
+            // and a blocking accept would then stop the whole endpoint until the next client.
+            let s = socket(c.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            guard s >= 0 else {
+                lastError = SystemCallError("socket(metrics)", errno: errno)
+                continue
+            }
+            var one: Int32 = 1
+            setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            if c.family == AF_INET6, host.isEmpty {
+                // The wildcard takes IPv4 too (v4-mapped), whatever net.ipv6.bindv6only says.
+                var zero: Int32 = 0
+                setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+            }
+            var storage = c.storage
+            let ok = withUnsafePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, c.length) }
+            }
+            // The backlog holds a burst of connections between two turns of the loop.
+            guard ok == 0, listen(s, Int32(limits.maxConnections)) == 0 else {
+                lastError = SystemCallError("bind/listen(metrics \(MetricsListen.describe(c.storage).text))", errno: errno)
+                Glibc.close(s)
+                // A busy port stays busy on the next candidate; only a missing family moves on.
+                if lastError.errno == EADDRINUSE || lastError.errno == EACCES { break }
+                continue
+            }
+            // Port 0 asks the kernel for one; tests read back which.
+            var actual = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &actual) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
+            }
+            bound = (s, actual)
+            break
         }
-        // Non-blocking: a connection poll reported can be gone (reset) by the time accept runs,
-        // and a blocking accept would then stop the whole endpoint until the next client.
-        let s = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard s >= 0 else { throw SystemCallError("socket(metrics)", errno: errno) }
-        var one: Int32 = 1
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        let bound = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, length) }
-        }
-        // The backlog holds a burst of connections between two turns of the loop.
-        guard bound == 0, listen(s, Int32(limits.maxConnections)) == 0 else {
-            let e = errno
-            Glibc.close(s)
-            throw SystemCallError("bind/listen(metrics \(host):\(port))", errno: e)
-        }
-        // Port 0 asks the kernel for one; tests read back which.
-        var actual = sockaddr_storage()
-        length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &actual) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &length) }
-        }
-        boundPort = withUnsafeBytes(of: actual) { raw in
-            UInt16(bigEndian: raw.load(fromByteOffset: 2, as: UInt16.self))   // sin_port / sin6_port
-        }
+        guard let bound else { throw lastError }
+        let described = MetricsListen.describe(bound.address)
+        boundPort = described.port
+        boundAddress = described.text
+        let s = bound.fd
         listener = s
     }
 

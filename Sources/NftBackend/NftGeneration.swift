@@ -34,6 +34,15 @@ final class NftGeneration {
     private static let attrSetElemListTable: UInt16 = 1 // NFTA_SET_ELEM_LIST_TABLE
     private static let attrSetElemListSet: UInt16 = 2   // NFTA_SET_ELEM_LIST_SET
     private static let attrSetElemListElements: UInt16 = 3 // NFTA_SET_ELEM_LIST_ELEMENTS
+    private static let msgGetObj: UInt16 = 19           // NFT_MSG_GETOBJ
+    private static let msgNewObj: UInt16 = 18           // NFT_MSG_NEWOBJ, the answer
+    private static let attrObjTable: UInt16 = 1         // NFTA_OBJ_TABLE
+    private static let attrObjName: UInt16 = 2          // NFTA_OBJ_NAME
+    private static let attrObjType: UInt16 = 3          // NFTA_OBJ_TYPE, u32, network order
+    private static let attrObjData: UInt16 = 4          // NFTA_OBJ_DATA, nested
+    private static let objectCounter: UInt32 = 1        // NFT_OBJECT_COUNTER
+    private static let attrCounterBytes: UInt16 = 1     // NFTA_COUNTER_BYTES, u64, network order
+    private static let attrCounterPackets: UInt16 = 2   // NFTA_COUNTER_PACKETS, u64, network order
     private static let nlmsgError: UInt16 = 2           // NLMSG_ERROR
     private static let nlmsgDone: UInt16 = 3            // NLMSG_DONE
     private static let requestFlag: UInt16 = 1          // NLM_F_REQUEST
@@ -109,6 +118,28 @@ final class NftGeneration {
             for b in batches { b[Self.attrSetElemListElements].map { Self.combine(&hasher, $0) } }
         }
         return hasher.finalize()
+    }
+
+    /// The named counters of table `inet NAME` (an NFT_MSG_GETOBJ dump filtered by table and
+    /// type, one round trip): name → packets and bytes. nil when the table is gone. libnftables'
+    /// `list counters` would build its cache first, the pending sets' elements included.
+    func counters(_ name: String) throws(NftError) -> [String: (packets: UInt64, bytes: UInt64)]? {
+        let request = Self.attribute(Self.attrObjTable, Array(name.utf8) + [0])
+            + Self.attribute(Self.attrObjType, withUnsafeBytes(of: Self.objectCounter.bigEndian) { Array($0) })
+        guard let objects = try dump(Self.msgGetObj, attributes: request, expect: Self.msgNewObj,
+                                     what: "NFT_MSG_GETOBJ") else { return nil }
+        var out: [String: (packets: UInt64, bytes: UInt64)] = [:]
+        for o in objects {
+            guard let rawName = o[Self.attrObjName], let data = o[Self.attrObjData] else { continue }
+            var packets: UInt64 = 0, bytes: UInt64 = 0
+            for a in Self.attributes(data) where a.payload.count >= 8 {
+                let v = a.payload.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                if a.type == Self.attrCounterPackets { packets = v }
+                if a.type == Self.attrCounterBytes { bytes = v }
+            }
+            out[String(decoding: rawName.prefix { $0 != 0 }, as: UTF8.self)] = (packets, bytes)
+        }
+        return out
     }
 
     /// Expressions whose dumped data moves with traffic; name attributes, NUL included.

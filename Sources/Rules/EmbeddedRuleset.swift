@@ -294,6 +294,26 @@ table inet reflectguard {
 		size 65536
 	}
 
+	# Named counters for every drop this table makes (and the armed check's accepts), so they can
+	# be read by name: the agent's /metrics exports them as reflectguard_kernel_drops_total and
+	# reflectguard_kernel_accepts_total with labels family and reason. A name is
+	# VERDICT_REASON_v4|_v6 with the reason token of --verdicts where it means the same. Declared
+	# like the sets: applying again keeps their counts.
+	counter drop_unsolicited_synack_v4 { }
+	counter drop_unsolicited_synack_v6 { }
+	counter accept_solicited_synack_v4 { }
+	counter accept_solicited_synack_v6 { }
+	counter drop_rst_rate_limit_v4 { }
+	counter drop_rst_rate_limit_v6 { }
+	counter drop_rst_prefix_rate_limit_v4 { }
+	counter drop_rst_prefix_rate_limit_v6 { }
+	counter drop_rst_attack_limit_v4 { }
+	counter drop_rst_attack_limit_v6 { }
+	counter drop_fragment_overlap_v4 { }
+	counter drop_fragment_overlap_v6 { }
+	counter drop_tiny_fragment_v4 { }
+	counter drop_tiny_fragment_v6 { }
+
 	# Router mode: forwarded traffic. Priority -160: after conntrack (-200), before the xtables
 	# mangle chains (-150) where the xt backend's NFQUEUE rule looks for the mark, and before the
 	# filter chains (0), so an accepted packet still meets every filter rule of the operator.
@@ -342,14 +362,14 @@ table inet reflectguard {
 	# 20-byte IP header; IPv6's, 1280 bytes, far more), so these drops cost no legitimate traffic.
 	# Allowlisted ends are exempt, as from every drop of this table. Runs for fragments only.
 	chain fragments {
-		ip frag-off & 0x1fff == 1 ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter drop
-		frag frag-off 1 ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter drop
+		ip frag-off & 0x1fff == 1 ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter name "drop_fragment_overlap_v4" drop
+		frag frag-off 1 ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter name "drop_fragment_overlap_v6" drop
 		ip frag-off & 0x1fff != 0 accept
 		frag frag-off != 0 accept
 		tcp urgptr 0 return
 		tcp urgptr != 0 return
-		ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter drop
-		ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter drop
+		ip daddr @protected4 ip saddr != @allowlist4 ip daddr != @allowlist4 counter name "drop_tiny_fragment_v4" drop
+		ip6 daddr @protected6 ip6 saddr != @allowlist6 ip6 daddr != @allowlist6 counter name "drop_tiny_fragment_v6" drop
 	}
 
 	# What the engine needs by default, exactly VerdictEngine's Engine.wouldQueue: SYNs sent by
@@ -454,10 +474,10 @@ table inet reflectguard {
 		# check is given up for these packets while the victim stays armed (a forger would need
 		# the exact 4-tuple of a pending SYN). The accept ends only this chain's hook: the
 		# operator's own filter chains still see the packet.
-		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport @pending4 counter accept
-		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 counter accept
-		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
-		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
+		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport @pending4 counter name "accept_solicited_synack_v4" accept
+		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 counter name "accept_solicited_synack_v6" accept
+		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter name "drop_unsolicited_synack_v4" drop
+		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter name "drop_unsolicited_synack_v6" drop
 		ip daddr @rst_armed4 tcp flags & rst == rst jump rst_attack
 		ip6 daddr @rst_armed6 tcp flags & rst == rst jump rst_attack
 		ip daddr @armed4 tcp flags & rst == rst goto rst_meters
@@ -465,8 +485,8 @@ table inet reflectguard {
 	}
 	# kernel_enforce = always: every protected network, no agent needed.
 	chain always {
-		ip daddr @protected4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
-		ip6 daddr @protected6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
+		ip daddr @protected4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter name "drop_unsolicited_synack_v4" drop
+		ip6 daddr @protected6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter name "drop_unsolicited_synack_v6" drop
 		ip daddr @rst_armed4 tcp flags & rst == rst jump rst_attack
 		ip6 daddr @rst_armed6 tcp flags & rst == rst jump rst_attack
 		ip daddr @protected4 tcp flags & rst == rst goto rst_meters
@@ -486,10 +506,10 @@ table inet reflectguard {
 		# So are the RSTs of flows the protected side sent on within learn_interval.
 		ip daddr . tcp dport . ip saddr . tcp sport @learn4 return
 		ip6 daddr . tcp dport . ip6 saddr . tcp sport @learn6 return
-		meta nfproto ipv4 add @rst_meter4 { ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
-		meta nfproto ipv6 add @rst_meter6 { ip6 daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
-		meta nfproto ipv4 add @rst_prefix_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter drop
-		meta nfproto ipv6 add @rst_prefix_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter drop
+		meta nfproto ipv4 add @rst_meter4 { ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter name "drop_rst_rate_limit_v4" drop
+		meta nfproto ipv6 add @rst_meter6 { ip6 daddr limit rate over $rst_rate/second burst $rst_burst packets } counter name "drop_rst_rate_limit_v6" drop
+		meta nfproto ipv4 add @rst_prefix_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter name "drop_rst_prefix_rate_limit_v4" drop
+		meta nfproto ipv6 add @rst_prefix_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter name "drop_rst_prefix_rate_limit_v6" drop
 	}
 	# An RST attack the agent armed (rst_armed4/rst_armed6): RSTs of flows the kernel knows (pending
 	# SYNs: refusals; learnt flows: closes and aborts) return to the queue, where the agent judges
@@ -500,8 +520,8 @@ table inet reflectguard {
 		ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 return
 		ip daddr . tcp dport . ip saddr . tcp sport @learn4 return
 		ip6 daddr . tcp dport . ip6 saddr . tcp sport @learn6 return
-		meta nfproto ipv4 add @rst_attack_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter drop
-		meta nfproto ipv6 add @rst_attack_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter drop
+		meta nfproto ipv4 add @rst_attack_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter name "drop_rst_attack_limit_v4" drop
+		meta nfproto ipv6 add @rst_attack_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter name "drop_rst_attack_limit_v6" drop
 	}
 }
 

@@ -14,7 +14,7 @@ enum RunCommand {
     static let dryRun = OptionSpec(name: "--dry-run", value: nil,
         help: "Accept every packet; score what would be dropped and print a summary at exit.")
     static let metrics = OptionSpec(name: "--metrics", value: "HOST:PORT",
-        help: "Serve Prometheus metrics on http://HOST:PORT/metrics (PORT alone: loopback). Default off.")
+        help: "Serve Prometheus metrics on http://HOST:PORT/metrics. HOST: an address ([V6ADDR] for IPv6) or a name to resolve; ':PORT' listens on every interface, PORT alone on loopback. Default off.")
     static let noApply = OptionSpec(name: "--no-apply", value: nil,
         help: "Do not load the rules (they are managed elsewhere, e.g. 'reflectguard nft apply').")
     static let keepRules = OptionSpec(name: "--keep-rules", value: nil,
@@ -43,6 +43,7 @@ enum RunCommand {
         let a = parseOrExit(args, spec)
         var settings = AgentSettings()
         settings.dryRun = a.flag("--dry-run")
+        settings.version = version
 
         var defines = a.all("-D")
         if let q = a.value("--queue") {
@@ -160,6 +161,7 @@ enum RunCommand {
         if !settings.dryRun { try? armer.prepare() }
         let dry = settings.dryRun
         let table = AgentRuleset()
+        let kernelCounters = KernelCounters()
         let hooks = RulesHooks(
             apply: {
                 do throws(NftError) { return try table.apply(resolved, hook: hookChoice, backend: backend) } catch {
@@ -195,6 +197,13 @@ enum RunCommand {
             reapply: {
                 do throws(NftError) { try table.reapply() } catch { throw RunError(error) }
             },
+            kernelCounters: {
+                do throws(NftError) {
+                    return try kernelCounters.read().map {
+                        KernelCount(verdict: $0.verdict, reason: $0.reason, family: $0.family, packets: $0.packets, bytes: $0.bytes)
+                    }
+                } catch { throw RunError(error) }
+            },
             armRST: { prefix, timeout, renew in
                 if dry { return }
                 try armer.arm(prefix, timeout: timeout, renew: renew, rst: true)
@@ -222,20 +231,39 @@ enum RunCommand {
         return code.rawValue
     }
 
+    /// `--metrics` as exporters take a listen address: `HOST:PORT`, `[V6ADDR]:PORT`, `:PORT`
+    /// (every interface: host ""), or `PORT` alone (loopback, as before). HOST is an address or a
+    /// name the agent resolves at start (`localhost:9477`); only its syntax is checked here.
     static func parseHostPort(_ s: String) -> (host: String, port: UInt16)? {
-        if let p = UInt16(s) { return ("127.0.0.1", p) }
+        func port(_ p: Substring) -> UInt16? {
+            guard !p.isEmpty, p.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+            return UInt16(p)
+        }
+        if let p = port(s[...]) { return ("127.0.0.1", p) }
         if s.hasPrefix("[") {
             guard let close = s.firstIndex(of: "]") else { return nil }
             let host = String(s[s.index(after: s.startIndex)..<close])
             let rest = s[s.index(after: close)...]
-            guard rest.hasPrefix(":"), let p = UInt16(rest.dropFirst()), IPAddress(host) != nil else { return nil }
+            guard rest.hasPrefix(":"), let p = port(rest.dropFirst()), host.contains(":"), IPAddress(host) != nil else { return nil }
             return (host, p)
         }
-        guard let colon = s.lastIndex(of: ":"), let p = UInt16(s[s.index(after: colon)...]) else { return nil }
+        guard let colon = s.lastIndex(of: ":"), let p = port(s[s.index(after: colon)...]) else { return nil }
         let host = String(s[..<colon])
-        if host.isEmpty { return ("127.0.0.1", p) }
-        guard IPAddress(host) != nil, !host.contains(":") else { return nil }
-        return (host, p)
+        if host.isEmpty { return ("", p) }
+        if host.contains(":") { return nil }   // an IPv6 address needs its brackets
+        if IPAddress(host) != nil { return (host, p) }
+        return isHostName(host) ? (host, p) : nil
+    }
+
+    /// RFC 1123 host name syntax: labels of letters, digits and hyphens, 1-63 bytes, not starting
+    /// or ending with a hyphen, 253 bytes in all.
+    static func isHostName(_ h: String) -> Bool {
+        guard !h.isEmpty, h.utf8.count <= 253 else { return false }
+        let labels = h.split(separator: ".", omittingEmptySubsequences: false)
+        return labels.allSatisfy { l in
+            !l.isEmpty && l.utf8.count <= 63 && l.first != "-" && l.last != "-"
+                && l.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        } && !(labels.last!.allSatisfy { $0.isNumber })
     }
 
     /// CAP_NET_ADMIN in this process's effective set.

@@ -70,6 +70,19 @@ struct BypassTests {
             if delivered > 0 || segments > 0 { leaks.append("\(attack.rawValue): \(delivered) frames, \(segments) segments") }
         }
         #expect(leaks.isEmpty, "forged packets reached the protected host (\(kind)): \(leaks)")
+        // Each tiny-fragment attack (an RST and a SYN-ACK flood per family) sent one first
+        // fragment and one at offset 1 per packet: the table's named counters saw each of them,
+        // and /metrics says the same.
+        let metrics = try agent.map { try $0.metrics(port: Self.metricsPort) }
+        for (family, reason) in [("4", "tiny_fragment"), ("4", "fragment_overlap"), ("6", "tiny_fragment"), ("6", "fragment_overlap")] {
+            let listing = try lab.exec(lab.router, "nft list counter inet reflectguard drop_\(reason)_v\(family)").stdout
+            let counted = try #require(listing.firstMatch(of: #/packets (\d+)/#).flatMap { Int($0.1) }, "\(listing)")
+            #expect(counted <= 2 * Self.floodSize && counted >= 2 * Self.floodSize * 99 / 100, "\(reason) IPv\(family): \(counted)")
+            if let metrics {
+                let label = "{family=\"ipv\(family)\",reason=\"\(reason.replacingOccurrences(of: "_", with: "-"))\"}"
+                #expect(AgentProcess.value(metrics, "reflectguard_kernel_drops_total" + label) == Double(counted), "\(label)")
+            }
+        }
         if let agent {
             let m = try agent.metrics(port: Self.metricsPort)
             let unreadable = AgentProcess.value(m, "reflectguard_packets_total{queue=\"0\",verdict=\"drop\",reason=\"unreadable-header\"}")

@@ -118,8 +118,9 @@ struct RSTArmingTests {
         usleep(300_000)
         let sent = try Self.txPackets(lab) - txBefore
         let arrived = try lab.protectedCount("rst")
-        let cut = try lab.exec(lab.router, "nft list chain inet reflectguard rst_attack").stdout
-        let cutDrops = cut.matches(of: #/counter packets (\d+)/#).reduce(0) { $0 + (Int($1.1) ?? 0) }
+        // The rst_attack chain's drops, in the table's named counters.
+        let cut = try ["4", "6"].map { try lab.exec(lab.router, "nft list counter inet reflectguard drop_rst_attack_limit_v\($0)").stdout }.joined()
+        let cutDrops = cut.matches(of: #/packets (\d+)/#).reduce(0) { $0 + (Int($1.1) ?? 0) }
         guard let m = r.stdout.firstMatch(of: #/RESULT (\d+) (\d+) (\d+)/#) else { throw HarnessError(r.stdout + r.stderr) }
         let (refused, reset, rounds) = (Int(m.1)!, Int(m.2)!, Int(m.3)!)
         let refusedRSTs = try RSTInlineTests.count(lab, "refused"), abortRSTs = try RSTInlineTests.count(lab, "aborted")
