@@ -31,6 +31,14 @@ final class KernelEnforcement: @unchecked Sendable {
     let rstAttacksNow = Atomic<UInt64>(0)
     /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
     let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
+    /// Arm requests refused because the armed check would rely on state this router cannot see
+    /// (`armingRefusal`), and whether the last request was refused.
+    let armRefusals = Atomic<UInt64>(0)
+    let armingRefusedNow = Atomic<Bool>(false)
+    /// Touched on `queue` only: the policy the workers last reported, and the refusal last
+    /// logged (logged again only when it changes).
+    private var policy: Policy? = nil
+    private var loggedRefusal: String? = nil
 
     /// Dry-run: attacks are reported, nothing is armed (the kernel's verdicts stay untouched too).
     private let dryRun: Bool
@@ -68,10 +76,43 @@ final class KernelEnforcement: @unchecked Sendable {
         queue.sync { cancelled = true }
     }
 
-    /// Called by a worker after a batch; returns at once.
-    func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
+    /// Why the armed kernel check must not be armed for `policy` on this router, nil when it may.
+    ///
+    /// With `state = local` the armed check accepts a SYN-ACK only when its reversed 4-tuple is in
+    /// the pending set, which nothing but the protected side's SYNs *forwarded by this router*
+    /// fills. In ingress-only mode the router does not see them, and arming it drops every
+    /// legitimate SYN-ACK to the prefix along with the flood (measured on a return router: 5 of
+    /// 200 connections during a flood). With `state = conntrack` the armed check is conntrack's
+    /// own (`ct state`), which replication fills, so it may arm in either mode.
+    static func armingRefusal(_ policy: Policy) -> String? {
+        if policy.stateSource == .conntrack { return nil }
+        if policy.mode == .ingressOnly {
+            return "mode ingress-only: this router does not see the protected side's SYNs, and the armed check would drop every legitimate SYN-ACK (state = conntrack arms conntrack's check instead)"
+        }
+        return nil
+    }
+
+    /// Whether arming may go ahead now; logs (once per change) and counts a refusal.
+    private func mayArm() -> Bool {
+        guard let policy else { return true }
+        let refusal = Self.armingRefusal(policy)
+        armingRefusedNow.store(refusal != nil, ordering: .relaxed)
+        if let refusal {
+            armRefusals.add(1, ordering: .relaxed)
+            if loggedRefusal != refusal {
+                logger.warning("arming-refused", [("reason", .string(refusal)),
+                                                  ("attacks", .from(Set(attacked.keys.map(\.prefix)).count))])
+            }
+        }
+        loggedRefusal = refusal
+        return refusal == nil
+    }
+
+    /// Called by a worker after a batch, with its engine's policy; returns at once.
+    func submit(_ events: [AttackEvent], queue workerQueue: UInt16, policy: Policy) {
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
+            self.policy = policy
             for e in events { handle(e, queue: workerQueue, submitted: submitted) }
             publish()
         }
@@ -97,7 +138,7 @@ final class KernelEnforcement: @unchecked Sendable {
             // kernel's meters do not (only pending SYNs), and arming them would hold the RSTs of
             // established flows to the static budgets along with the flood. Past what the queue
             // takes, the overload path below arms the networks.
-            if e.vector == .synack { armPrefix(e.prefix, submitted: submitted) }
+            if e.vector == .synack, mayArm() { armPrefix(e.prefix, submitted: submitted) }
         case .ended:
             guard var a = attacked[target] else { return }
             a.queues.remove(q)
@@ -113,18 +154,19 @@ final class KernelEnforcement: @unchecked Sendable {
         }
     }
 
-    /// A queue cannot keep up. In symmetric mode the kernel check is safe for every protected
-    /// network (the protected side's SYNs are always recorded, so legitimate SYN-ACKs pass), so
-    /// all of them are armed. In ingress-only mode the kernel never sees those SYNs and would
-    /// drop legitimate SYN-ACKs: then only the overload is reported.
+    /// A queue cannot keep up. Where the kernel check is safe (`armingRefusal`: the protected
+    /// side's SYNs are recorded here, or conntrack's view is used) every protected network is
+    /// armed. Otherwise the kernel would drop legitimate SYN-ACKs: then only the overload is
+    /// reported.
     func overloaded(queue q: UInt16, policy: Policy, backlogFor: Int64) {
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
-            let symmetric = policy.mode == .symmetric
+            self.policy = policy
+            let arming = Self.armingRefusal(policy) == nil
             logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
-                                              ("arming", .bool(symmetric)),
+                                              ("arming", .bool(arming)),
                                               ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])
-            guard symmetric else { return }
+            guard mayArm() else { return }
             for p in policy.protected.prefixes { armPrefix(p, submitted: submitted) }
             publish()
         }
@@ -190,7 +232,8 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func renew() {
         let now = monotonicNanoseconds()
-        for p in Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix)) { armPrefix(p, submitted: now) }
+        let synack = Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix))
+        if !synack.isEmpty, mayArm() { for p in synack { armPrefix(p, submitted: now) } }
         for (p, until) in armed where until <= now { armed[p] = nil }
         publish()
     }

@@ -156,7 +156,7 @@ final class Worker: @unchecked Sendable {
         let events = engine.drainAttackEvents()
         if !events.isEmpty {
             counters.add(WorkerCounter.attackEvents.rawValue, UInt64(events.count))
-            shared.enforcement.submit(events, queue: queue)
+            shared.enforcement.submit(events, queue: queue, policy: engine.policy)
         }
         checkPolicy()
     }
