@@ -3,7 +3,7 @@
 //
 // The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
 // VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
-// thin I/O targets (NFQueue, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
+// thin I/O targets (NFQueue, Conntrack, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
 // Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header), so
 // fuzzing, sanitizers and benchmarks build them on their own.
 import PackageDescription
@@ -26,6 +26,11 @@ let package = Package(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
 
+        // ctnetlink (the kernel's conntrack table) through libmnl.
+        .systemLibrary(
+            name: "CConntrack", pkgConfig: "libmnl",
+            providers: [.apt(["libmnl-dev"])]),
+
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
         // Header-only too: prctl and capget/capset, for the agent's privilege drop.
@@ -42,12 +47,14 @@ let package = Package(
         .target(name: "Captures", dependencies: ["CPcap", "PacketParser"]),
         .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
+        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
 
         // MARK: wiring
-        .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
+        .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
                                               "NftBackend", "Scoring", "CProcessControl"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
+            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -66,7 +73,8 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
+                                                       "TestSupport"]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",

@@ -2,7 +2,8 @@
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
 # it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
-# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check).
+# netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check),
+# conntrackd + conntrack (the two-router state replication lab, `state = conntrack`).
 set -euo pipefail
 
 packages=(
@@ -11,6 +12,7 @@ packages=(
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc
+  conntrackd conntrack
 )
 # Optional extras that only the HTML screenshot check and benchmarks use.
 if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then

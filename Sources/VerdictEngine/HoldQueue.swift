@@ -15,6 +15,10 @@ public struct HoldQueue {
         public var id: UInt32?
         public var packet: ParsedPacket
         public var heldAt: Nanoseconds
+
+        public init(id: UInt32?, packet: ParsedPacket, heldAt: Nanoseconds) {
+            self.id = id; self.packet = packet; self.heldAt = heldAt
+        }
     }
 
     public let capacity: Int

@@ -1,6 +1,7 @@
 import Agent
 import NftBackend
 import Rules
+import Conntrack
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -99,6 +100,11 @@ enum NftCommand {
                 print(NftRuleset.generate(resolved, hook: hookValue, backend: backendValue), terminator: "")
             case "check":
                 try NftRuleset.check(resolved, hook: hookValue, backend: backendValue)
+                if resolved.policy.stateSource == .conntrack {
+                    // The rules can be right and the kernel still give the agent nothing to learn.
+                    let text = resolved.render(hook: hookValue, backend: backendValue)
+                    for p in ConntrackReadiness.problems(rulesText: text) { printError("warning: state = conntrack: \(p)") }
+                }
                 print("\(resolved.file.name): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
             default:
                 if let refusal = try applyRefusal(force: a.flag("--force")) {
