@@ -138,7 +138,12 @@ final class KernelEnforcement: @unchecked Sendable {
             // kernel's meters do not (only pending SYNs), and arming them would hold the RSTs of
             // established flows to the static budgets along with the flood. Past what the queue
             // takes, the overload path below arms the networks.
-            if e.vector == .synack, mayArm() { armPrefix(e.prefix, submitted: submitted) }
+            // With state = conntrack the engines hold a SYN-ACK until its replicated state
+            // arrives, which the kernel's ct-state check cannot: armed, the first SYN-ACK of
+            // every connection that beats replication (most of them at LAN round-trip times)
+            // would be dropped and cost the client a 1 s SYN retransmission. So an attack the
+            // queue keeps up with arms nothing; only an overload (below) does.
+            if e.vector == .synack, policy?.stateSource != .conntrack, mayArm() { armPrefix(e.prefix, submitted: submitted) }
         case .ended:
             guard var a = attacked[target] else { return }
             a.queues.remove(q)
@@ -232,7 +237,8 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func renew() {
         let now = monotonicNanoseconds()
-        let synack = Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix))
+        let synack = policy?.stateSource == .conntrack ? []
+            : Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix))
         if !synack.isEmpty, mayArm() { for p in synack { armPrefix(p, submitted: now) } }
         for (p, until) in armed where until <= now { armed[p] = nil }
         publish()

@@ -94,40 +94,40 @@ public final class ConntrackSocket {
         return .messages(count)
     }
 
-    /// Asks for the whole table (IPv4 and IPv6); the replies arrive through `receive`, ending
-    /// with `.dumpEnded` once per family.
-    public func requestDump() throws(SystemCallError) {
-        for family in [UInt8(AF_INET), UInt8(AF_INET6)] {
-            sequence &+= 1
-            let nlh = rg_ct_put_dump(buffer.baseAddress, family, sequence)!
-            let len = Int(nlh.pointee.nlmsg_len)
-            let sock = socket
-            guard case .processed = try syscall("mnl_socket_sendto(ctnetlink dump)", { mnl_socket_sendto(sock, nlh, len) }) else {
-                throw SystemCallError("mnl_socket_sendto(ctnetlink dump)", errno: EAGAIN)
-            }
+    /// Asks for the whole table of one address family; the replies arrive through `receive`,
+    /// ending with `.dumpEnded`. One dump at a time per socket: a second request while one runs
+    /// fails with EBUSY.
+    public func requestDump(family: UInt8) throws(SystemCallError) {
+        sequence &+= 1
+        let nlh = rg_ct_put_dump(buffer.baseAddress, family, sequence)!
+        let len = Int(nlh.pointee.nlmsg_len)
+        let sock = socket
+        guard case .processed = try syscall("mnl_socket_sendto(ctnetlink dump)", { mnl_socket_sendto(sock, nlh, len) }) else {
+            throw SystemCallError("mnl_socket_sendto(ctnetlink dump)", errno: EAGAIN)
         }
     }
 
-    /// Reads a whole dump (both families) into `body`, waiting up to `timeout` seconds in all.
+    /// Reads a whole dump (IPv4, then IPv6) into `body`, waiting up to `timeout` seconds in all.
     public func dump(timeout: Double = 5, _ body: (ConntrackFact) -> Void) throws(SystemCallError) -> Int {
-        try requestDump()
-        var families = 2
         var facts = 0
         let deadline = monotonicNanoseconds() + Int64(timeout * 1e9)
-        while families > 0 {
-            switch try receive({ facts += 1; body($0) }) {
-            case .dumpEnded(let e):
-                if e != 0 { throw SystemCallError("ctnetlink dump", errno: e) }
-                families -= 1
-            case .overrun:
-                // A dump reply lost to a full buffer: the dump is incomplete, start over.
-                throw SystemCallError("ctnetlink dump", errno: ENOBUFS)
-            case .messages: continue
-            case .wouldBlock:
-                let left = deadline - monotonicNanoseconds()
-                guard left > 0 else { throw SystemCallError("ctnetlink dump", errno: ETIMEDOUT) }
-                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                _ = poll(&p, 1, Int32(min(left / 1_000_000 + 1, 1000)))
+        for family in [UInt8(AF_INET), UInt8(AF_INET6)] {
+            try requestDump(family: family)
+            reading: while true {
+                switch try receive({ facts += 1; body($0) }) {
+                case .dumpEnded(let e):
+                    if e != 0 { throw SystemCallError("ctnetlink dump", errno: e) }
+                    break reading
+                case .overrun:
+                    // A dump reply lost to a full buffer: the dump is incomplete, start over.
+                    throw SystemCallError("ctnetlink dump", errno: ENOBUFS)
+                case .messages: continue
+                case .wouldBlock:
+                    let left = deadline - monotonicNanoseconds()
+                    guard left > 0 else { throw SystemCallError("ctnetlink dump", errno: ETIMEDOUT) }
+                    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                    _ = poll(&p, 1, Int32(min(left / 1_000_000 + 1, 1000)))
+                }
             }
         }
         return facts
