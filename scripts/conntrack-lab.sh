@@ -107,10 +107,21 @@ down() {
   rm -rf "$dir"
 }
 
+# Starts a daemon with nothing of ours open: a caller reading our output to its end (a test
+# harness) would otherwise wait for the daemon, which inherits every descriptor it was given.
+daemon() {
+  (
+    for fd in $(ls "/proc/$BASHPID/fd"); do
+      if (( fd > 2 )); then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec "$@"
+  ) </dev/null >/dev/null 2>&1
+}
+
 sync_start() {
   command -v conntrackd >/dev/null || die "needs conntrackd (scripts/setup.sh installs it)"
-  ip netns exec "$ra" conntrackd -C "$dir/conntrackd-ra.conf" -d
-  ip netns exec "$rb" conntrackd -C "$dir/conntrackd-rb.conf" -d
+  daemon ip netns exec "$ra" conntrackd -C "$dir/conntrackd-ra.conf" -d
+  daemon ip netns exec "$rb" conntrackd -C "$dir/conntrackd-rb.conf" -d
   # Up when both answer on their control sockets.
   for _ in $(seq 50); do
     if ip netns exec "$ra" conntrackd -C "$dir/conntrackd-ra.conf" -s >/dev/null 2>&1 &&

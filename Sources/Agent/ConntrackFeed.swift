@@ -68,6 +68,9 @@ final class ConntrackFeed: @unchecked Sendable {
     let stalls = Atomic<UInt64>(0)
     var replicationHealthy: Bool { shared.replicationHealthy.load(ordering: .relaxed) }
     private var unmatchedSeen: UInt64 = 0
+    /// The sync link watched (`ct_sync_iface`, fixed at start) and its last receive count.
+    private let syncInterface: String?
+    private var syncPackets: UInt64? = nil
 
     /// Opens the event socket (before the rules go in, so a start that cannot read conntrack
     /// fails with the kernel untouched).
@@ -75,7 +78,11 @@ final class ConntrackFeed: @unchecked Sendable {
         self.shared = shared
         self.mailboxes = mailboxes
         events = try ConntrackSocket(events: true)
-        watch = ReplicationWatch(start: monotonicNanoseconds())
+        syncInterface = shared.currentPolicy().0.conntrackSyncInterface
+        watch = ReplicationWatch(start: monotonicNanoseconds(), watchesLink: syncInterface != nil)
+        if let i = syncInterface, Self.receivedPackets(i) == nil {
+            shared.logger.warning("conntrack-not-ready", [("detail", .string("ct_sync_iface '\(i)' has no receive counter here: replication will read as stalled until it exists"))])
+        }
     }
 
     func run() {
@@ -140,6 +147,10 @@ final class ConntrackFeed: @unchecked Sendable {
         let u = shared.conntrackUnmatched.load(ordering: .relaxed)
         watch.unmatched(u &- unmatchedSeen)
         unmatchedSeen = u
+        if let syncInterface, let n = Self.receivedPackets(syncInterface) {
+            if let last = syncPackets, n != last, let change = watch.syncTraffic(at: now) { report(change) }
+            syncPackets = n
+        }
         if let change = watch.evaluate(at: now) { report(change) }
     }
 
@@ -155,6 +166,15 @@ final class ConntrackFeed: @unchecked Sendable {
             shared.replicationHealthy.store(true, ordering: .releasing)
             shared.logger.info("replication-restored", [("reason", .string(reason))])
         }
+    }
+
+    /// The interface's receive counter (sysfs of this network namespace), nil if it has none.
+    static func receivedPackets(_ interface: String) -> UInt64? {
+        guard !interface.contains("/"), let f = fopen("/sys/class/net/\(interface)/statistics/rx_packets", "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 32)
+        guard fgets(&buf, 32, f) != nil else { return nil }
+        return UInt64(String(cString: buf).filter(\.isNumber))
     }
 
     /// A whole dump on its own socket, handed on like events. A failed dump is reported and

@@ -62,6 +62,7 @@ public enum DefineTable {
         // first SYN retransmission (1 s) only costs what it was meant to save. 0ms: no holding.
         "ct_wait": .time(0...1000),
         "ct_miss": .choice(ConntrackMiss.allCases.map(\.rawValue)),
+        "ct_sync_iface": .interfaces,
         "ephemeral_ports": .ports,
         "rst_rate": .count(rates),
         "rst_burst": .count(rates),

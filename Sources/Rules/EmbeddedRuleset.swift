@@ -59,6 +59,10 @@ define ct_wait = 50ms
 # state = conntrack: what a SYN-ACK without state gets while replication is stalled.
 # score: the ingress-only evidence score; drop: unsolicited-synack; accept: ct-miss-accept.
 define ct_miss = score
+# state = conntrack: conntrackd's sync link on this router, e.g. { "eth3" }. Its traffic tells
+# whether replication is alive (conntrackd sends at least a message a second). Empty: judged from
+# the flows, which a flood while the protected side opens nothing reads as a stall.
+define ct_sync_iface = { }
 # The protected hosts' client ports (Linux net.ipv4.ip_local_port_range default).
 define ephemeral_ports = 32768-60999
 # RSTs per second and burst to one protected address / one /24 or /64, on untracked flows.

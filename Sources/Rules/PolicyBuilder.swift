@@ -43,6 +43,10 @@ struct PolicyBuilder {
         if let s = values["state"].flatMap(StateSource.init(rawValue:)) { p.stateSource = s }
         if let m = values["ct_miss"].flatMap(ConntrackMiss.init(rawValue:)) { p.conntrackMiss = m }
         p.conntrackWait = try seconds("ct_wait") ?? p.conntrackWait
+        if let sync = try read("ct_sync_iface", NftValue.interfaces) {
+            guard sync.count <= 1 else { throw error("ct_sync_iface", "one interface at most (conntrackd's sync link)") }
+            p.conntrackSyncInterface = sync.first
+        }
         // The pending-SYN check drops every SYN-ACK whose SYN this router did not forward: on an
         // ingress-only router that is every legitimate one. conntrack's check (state = conntrack)
         // sees what replication brings.

@@ -64,35 +64,43 @@ struct ConntrackEntry: TableSlot {
     }
 }
 
-/// Whether conntrack replication still delivers the other router's flows, judged from what this
-/// router can see: replicated entries of outbound flows (a protected host opened them) keep
-/// arriving while the protected side opens connections, and SYN-ACKs to protected hosts keep
-/// coming back. State that stops arriving while SYN-ACKs find none is a stalled link (the sync
-/// link cut, conntrackd stopped on either router), not an attack: an attack adds SYN-ACKs without
-/// state, it cannot take away the state of the connections the protected side opens.
+/// Whether conntrack replication still delivers the other router's flows.
 ///
-/// Pure bookkeeping fed by the agent (times in monotonic nanoseconds): `stateArrived` for every
-/// fact of an outbound flow, `unmatched` for every SYN-ACK settled without state, `evaluate`
-/// on a timer.
+/// With the sync link named (`ct_sync_iface`), its traffic is the signal: conntrackd's FTFW mode
+/// sends an alive message about once a second when it has nothing else to say (measured: one a
+/// second on an idle lab link), so a link that receives nothing for `silence` has lost its peer
+/// (the link cut, conntrackd stopped on the other router). Floods and quiet hours change nothing.
+///
+/// Without it, from what this router can see: replicated entries of outbound flows (a protected
+/// host opened them) keep arriving while the protected side opens connections, and SYN-ACKs to
+/// protected hosts keep coming back; no such state for `silence` while at least `misses` SYN-ACKs
+/// found none reads as stalled. That reading is wrong when the protected side opens nothing while
+/// a flood arrives: then SYN-ACKs without state get `ct_miss` (by default the evidence score)
+/// until state arrives again, a fallback, never an outage.
+///
+/// Pure bookkeeping fed by the agent (times in monotonic nanoseconds).
 public struct ReplicationWatch: Sendable {
     public enum Change: Equatable, Sendable {
         case stalled(reason: String)
         case restored(reason: String)
     }
 
-    /// No outbound-flow state for this long...
     public let silence: Nanoseconds
-    /// ...while at least this many SYN-ACKs to protected hosts found none: stalled.
     public let misses: UInt64
+    /// Judged by the sync link's traffic (`syncTraffic`) rather than by the flows.
+    public let watchesLink: Bool
     public private(set) var healthy = true
     public private(set) var lastState: Nanoseconds
+    public private(set) var lastSync: Nanoseconds
     private var unmatchedSinceState: UInt64 = 0
     public private(set) var stalls: UInt64 = 0
 
-    public init(start: Nanoseconds, silence: Nanoseconds = 2_000_000_000, misses: UInt64 = 3) {
+    public init(start: Nanoseconds, watchesLink: Bool = false, silence: Nanoseconds = 2_000_000_000, misses: UInt64 = 3) {
         self.silence = silence
         self.misses = misses
+        self.watchesLink = watchesLink
         lastState = start
+        lastSync = start
     }
 
     /// A fact (present or gone) about a flow a protected host opened.
@@ -100,8 +108,17 @@ public struct ReplicationWatch: Sendable {
         lastState = max(lastState, now)
         unmatchedSinceState = 0
         guard !healthy else { return nil }
+        if watchesLink && now - lastSync >= silence { return nil }
         healthy = true
         return .restored(reason: "replicated conntrack state arrives again")
+    }
+
+    /// The sync link received packets since the last look.
+    public mutating func syncTraffic(at now: Nanoseconds) -> Change? {
+        lastSync = max(lastSync, now)
+        guard watchesLink, !healthy else { return nil }
+        healthy = true
+        return .restored(reason: "the sync link receives conntrackd's messages again")
     }
 
     /// SYN-ACKs to protected hosts that found no state (held to the end, or judged at once).
@@ -110,13 +127,21 @@ public struct ReplicationWatch: Sendable {
     }
 
     public mutating func evaluate(at now: Nanoseconds) -> Change? {
-        guard healthy, now - lastState >= silence, unmatchedSinceState >= misses else { return nil }
+        guard healthy else { return nil }
+        let reason: String
+        if watchesLink {
+            guard now - lastSync >= silence else { return nil }
+            reason = "the sync link received nothing for \(Self.seconds(now - lastSync)) s (conntrackd sends at least one message a second)"
+        } else {
+            guard now - lastState >= silence, unmatchedSinceState >= misses else { return nil }
+            reason = "no replicated conntrack state of an outbound flow for \(Self.seconds(now - lastState)) s while \(unmatchedSinceState) SYN-ACKs to protected hosts found none"
+        }
         healthy = false
         stalls &+= 1
-        let quiet = Double(now - lastState) / 1e9
-        let secs = (quiet * 10).rounded() / 10
-        return .stalled(reason: "no replicated conntrack state of an outbound flow for \(secs) s while \(unmatchedSinceState) SYN-ACKs to protected hosts found none")
+        return .stalled(reason: reason)
     }
+
+    private static func seconds(_ ns: Nanoseconds) -> Double { (Double(ns) / 1e8).rounded() / 10 }
 }
 
 extension Engine {

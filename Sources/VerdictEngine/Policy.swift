@@ -218,6 +218,9 @@ public struct Policy: Sendable, Equatable {
     public var conntrackWait: Double = 0.05
     /// `ct_miss`: what a SYN-ACK without state gets while replication is stalled.
     public var conntrackMiss: ConntrackMiss = .score
+    /// `ct_sync_iface`: the interface of conntrackd's sync link on this router, whose traffic
+    /// tells whether replication is alive (`ReplicationWatch`); nil judges by the flows.
+    public var conntrackSyncInterface: String? = nil
     /// Conntrack entries each engine mirrors (TCP flows with a protected end), fixed at start.
     public var conntrackTableCapacity: Int = 1 << 18
 
