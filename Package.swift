@@ -25,6 +25,11 @@ let package = Package(
         .systemLibrary(
             name: "CNftables", pkgConfig: "libnftables",
             providers: [.apt(["libnftables-dev"])]),
+        // libbpf, and the XDP path's BPF object embedded as bytes (scripts/embed-bpf.sh builds it
+        // from Sources/CBPF/reflectguard.bpf.c with clang -target bpf; `swift build` itself needs no BPF tooling).
+        .systemLibrary(
+            name: "CBPF", pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev"])]),
 
         // ctnetlink (the kernel's conntrack table) through libmnl.
         .systemLibrary(
@@ -49,12 +54,13 @@ let package = Package(
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
         .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
+        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser",
+            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -70,11 +76,15 @@ let package = Package(
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
+                                                            "VerdictEngine"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
                                                        "TestSupport"]),
+        // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
+        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
+                                                         "TestSupport"]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",

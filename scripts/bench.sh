@@ -6,6 +6,9 @@
 #   scripts/bench.sh memory   RSS with 1M tracked SYNs; RSS and legit verdicts under 10M spoofed tuples
 #   scripts/bench.sh inline   in a netns lab: the agent vs a C accept-all and a Python netfilterqueue
 #                             program (rate, CPU per packet, loss, latency), kernel-only rulesets
+#   scripts/bench.sh kernel   in a netns lab: the armed kernel path, nft against XDP (kernel_path), CPU
+#                             per dropped packet and the pinned sender's rate; the agent on --queue 0:1
+#                             against --queue 0 (saturation drain rate, flows per engine)
 #   scripts/bench.sh all      every benchmark
 # Set SCRATCH to build elsewhere than .build (e.g. SCRATCH=/tmp/rg-me).
 # --record (anywhere on the line) or RG_BENCH_RECORD=1: also rewrite the block between the
@@ -217,6 +220,7 @@ run_part() {
 
 build_all() { build; build_cli; }
 inline_part() { source scripts/bench/inline.sh; inline; }
+kernel_part() { source scripts/bench/kernel.sh; kernel; queues; }
 
 # The lines of a part's log worth keeping: ratio and target lines first, then the tables and
 # result lines the part printed (not its "bench:" narration, except failures, warnings and the
@@ -279,10 +283,12 @@ case "$what" in
     score)  run_part build build_cli; machine; run_part score score ;;
     memory) run_part build build; machine; run_part memory memory ;;
     inline) run_part build build_cli; machine; run_part inline inline_part ;;
+    kernel) run_part build build_cli; machine; run_part kernel kernel_part ;;
     all)    run_part build build_all; machine
             for p in parser engine score memory; do run_part "$p" "$p"; done
-            run_part inline inline_part ;;
-    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|inline|all [--record]" >&2; exit 2 ;;
+            run_part inline inline_part
+            run_part kernel kernel_part ;;
+    *) echo "Usage: scripts/bench.sh parser|engine|score|memory|inline|kernel|all [--record]" >&2; exit 2 ;;
 esac
 if [[ $record == 1 ]]; then record_run; fi
 if [[ ${#parts_failed[@]} -gt 0 ]]; then echo "bench: failed parts: ${parts_failed[*]}" >&2; exit 1; fi

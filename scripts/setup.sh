@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ReflectGuard needs, only those missing (idempotent), and says what
 # it does. Build: the C libraries (libnetfilter_queue + libmnl, libpcap, libnftables).
+# XDP path: libbpf-dev (build), clang-14 and bpftool (scripts/embed-bpf.sh rebuilds the BPF object;
+# the staleness test compares it), bpftool also shows attachments in the lab.
 # Tests and lab: nftables, iptables (nft backend), iproute2, tshark (count cross-checks),
 # netsniff-ng (trafgen) and hping3 (floods), tcpdump (benchmark peer), chromium (HTML report check),
 # conntrackd + conntrack (the two-router state replication lab, `state = conntrack`).
@@ -9,6 +11,7 @@ set -euo pipefail
 packages=(
   pkg-config
   libnetfilter-queue-dev libmnl-dev libpcap-dev libnftables-dev
+  libbpf-dev clang-14 bpftool
   nftables iptables iproute2
   tshark tcpdump netsniff-ng hping3
   procps psmisc

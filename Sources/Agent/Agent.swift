@@ -22,6 +22,8 @@ public final class Agent {
     let logger: Logger
     let applyRules: Bool
     let keepRules: Bool
+    /// The XDP path, when `kernel_path` chose it (set once at start, read by reloads).
+    private var xdpPath: XDPEnforcement?
 
     public init(settings: AgentSettings, hooks: RulesHooks, logger: Logger, applyRules: Bool, keepRules: Bool) {
         self.settings = settings
@@ -91,9 +93,23 @@ public final class Agent {
             releaseQueues()
             throw error
         }
+        // The XDP path (kernel_path): loaded and attached before the rules, while the agent still
+        // holds the privileges loading needs; its armed trie is written beside the nft armed sets.
+        let xdp: XDPEnforcement?
+        do throws(AgentStartError) {
+            xdp = try XDPEnforcement.select(settings.xdp, policy: policy, armedTimeout: settings.armedTimeout,
+                                            logger: logger, dryRun: settings.dryRun)
+        } catch {
+            releaseQueues()
+            throw error
+        }
+        xdpPath = xdp
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
-                                             arm: hooks.arm)
+                                             arm: { [nftArm = hooks.arm] prefix, timeout, renew in
+                                                 xdp?.arm(prefix, timeout: timeout)
+                                                 try nftArm(prefix, timeout, renew)
+                                             })
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         // state = conntrack: the ctnetlink event socket opens before the rules go in, so a kernel
         // without conntrack events fails the start with nothing applied.
@@ -126,9 +142,11 @@ public final class Agent {
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
             do {
-                metricsServer = try MetricsServer(host: m.host, port: m.port, render: { registry.render() },
+                metricsServer = try MetricsServer(host: m.host, port: m.port,
+                                                  render: { registry.render() + (xdp?.metrics() ?? "") },
                                                   shouldStop: { shared.stopping })
             } catch {
+                xdp?.release()
                 releaseQueues()
                 throw AgentStartError(message: "metrics endpoint: \(error)", exitCode: 1)
             }
@@ -138,6 +156,7 @@ public final class Agent {
             do {
                 if let adopted = try hooks.apply() { logger.info("rules-adopted", [("detail", .string(adopted))]) }
             } catch {
+                xdp?.release()
                 releaseQueues()
                 throw AgentStartError(message: "applying rules: \(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 3)
             }
@@ -150,6 +169,7 @@ public final class Agent {
         for k in kept { logger.warning("privileges-kept", [("detail", .string(k))]) }
 
         enforcement.start()
+        xdp?.start()
         watchdog.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
@@ -161,6 +181,7 @@ public final class Agent {
             ("protected", .strings(policy.protected.prefixes.map { $0.description })),
             ("mode", .string(policy.mode.rawValue)),
             ("state", .string(policy.stateSource.rawValue)),
+            ("kernel_path", .string(xdp == nil ? "nft" : "xdp")),
             ("dry_run", .bool(settings.dryRun)),
             ("rules_applied", .bool(applyRules)),
             ("queue_maxlen", .from(Int(settings.queueMaxLength))),
@@ -202,6 +223,7 @@ public final class Agent {
             }
             if let left { logger.info("rules-left", [("reason", .string(left))]) }
         }
+        xdp?.release()
         shared.stop()
         for t in threads { pthread_join(t, nil) }
         if settings.dryRun { reportDryRun(shared.dryRunPipelines()) }
@@ -268,6 +290,7 @@ public final class Agent {
             var p = plan.policy
             p.queueCount = settings.queues.count
             shared.replacePolicy(p)
+            xdpPath?.update(p)
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
                                    ("ms", .double(Double(monotonicNanoseconds() - started) / 1e6))])

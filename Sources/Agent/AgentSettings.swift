@@ -20,6 +20,8 @@ public struct AgentSettings: Sendable {
     /// How long an armed victim prefix stays armed without a renewal, in seconds.
     public var armedTimeout: Double = 60
     public var logLevel: Logger.Level = .info
+    /// `kernel_path` and what the XDP path needs to know about the rules.
+    public var xdp = XDPSettings()
 
     public init() {}
 

@@ -63,6 +63,7 @@ public enum DefineTable {
         "ct_wait": .time(0...1000),
         "ct_miss": .choice(ConntrackMiss.allCases.map(\.rawValue)),
         "ct_sync_iface": .interfaces,
+        "kernel_path": .choice(["auto", "xdp", "nft"]),
         "ephemeral_ports": .ports,
         "rst_rate": .count(rates),
         "rst_burst": .count(rates),

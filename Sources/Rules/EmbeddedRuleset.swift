@@ -63,6 +63,12 @@ define ct_miss = score
 # whether replication is alive (conntrackd sends at least a message a second). Empty: judged from
 # the flows, which a flood while the protected side opens nothing reads as a stall.
 define ct_sync_iface = { }
+# Where armed kernel enforcement runs. xdp: BPF programs at the driver (XDP) on outside_ifaces check
+# each SYN-ACK to an armed victim prefix against the SYNs recorded on inside_ifaces (a host, with
+# --hook host: on the outside interfaces' tc egress), before the kernel builds an skb; the nft rules
+# below stay behind them. auto: XDP when both interface defines are set and the programs load and
+# attach (native before generic), nft otherwise; nft: these rules only. The start event says which.
+define kernel_path = auto
 # The protected hosts' client ports (Linux net.ipv4.ip_local_port_range default).
 define ephemeral_ports = 32768-60999
 # RSTs per second and burst to one protected address / one /24 or /64, on untracked flows.

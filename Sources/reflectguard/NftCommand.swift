@@ -2,6 +2,7 @@ import Agent
 import NftBackend
 import Rules
 import Conntrack
+import XDPPath
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -49,6 +50,11 @@ enum NftCommand {
                 printError("warning: removing the rules of \(agentName(pid)): it receives no packets until they are applied again (SIGHUP)")
             }
             do { try NftRuleset.remove() } catch { return fail(error) }
+            // The XDP path's programs (kernel_path) go with the rules: found by name on every
+            // interface of this namespace, whoever attached them.
+            let detached = XDPAttachments.detachAll()
+            BPFFilesystem.unpin(BPFFilesystem.pinDirectory())
+            if !detached.isEmpty { printError("removed XDP programs: \(detached.joined(separator: ", "))") }
             return ExitCode.success.rawValue
         }
         var hookValue = Hook.router

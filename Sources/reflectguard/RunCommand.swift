@@ -124,6 +124,10 @@ enum RunCommand {
         }
         settings.queues = resolved.queues.first...resolved.queues.last
         settings.armedTimeout = resolved.armedTimeout
+        // Checked by the define table: one of auto, xdp, nft.
+        settings.xdp.path = resolved.values["kernel_path"].flatMap(KernelPath.init(rawValue:)) ?? .auto
+        settings.xdp.always = resolved.values["kernel_enforce"] == "always"
+        settings.xdp.host = hookValue == .host
         settings.logLevel = logger.level
 
         let applyRules = !a.flag("--no-apply")

@@ -274,9 +274,14 @@ struct InlineAgentTests {
 
         let sent = 40_000
         try Self.underFlood(lab, [(.synack, sent, "20us")], legit: 25, "across five reloads") {
-            for _ in 0..<5 {
+            // Each SIGHUP after the previous reload is logged: signals sent while a reload runs
+            // merge into one (a loaded machine took up to a second a reload).
+            for n in 1...5 {
                 usleep(300_000)
                 agent.signal(SIGHUP)
+                for _ in 0..<100 where agent.log.components(separatedBy: "\"event\":\"reload\"").count - 1 < n {
+                    usleep(100_000)
+                }
             }
         }
         let reloads = agent.log.components(separatedBy: "\"event\":\"reload\"").count - 1

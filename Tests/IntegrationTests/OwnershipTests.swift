@@ -169,7 +169,13 @@ struct OwnershipTests {
         let holder = try lab.spawn(lab.router, ["python3", "-c",
             "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', \(Self.port))); s.listen(); time.sleep(60)"])
         defer { kill(holder.processIdentifier, SIGKILL) }
-        usleep(500_000)
+        // Wait for the holder to listen (a loaded machine took longer than half a second).
+        var listening = false
+        for _ in 0..<100 where !listening {
+            listening = try lab.exec(lab.router, "ss -Hltn 'sport = :\(Self.port)'", check: false).stdout.contains(":\(Self.port)")
+            if !listening { usleep(100_000) }
+        }
+        try #require(listening, "the port holder listens")
         let busy = try Self.reflectguard(lab, "run \(protect) --metrics \(Self.port)")
         #expect(busy.status == 1, "\(busy.stderr)")
         #expect(busy.stderr.contains("metrics"), "\(busy.stderr)")
