@@ -16,8 +16,9 @@ CLANG=${CLANG:-clang-14}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # -g: libbpf needs the BTF of the map definitions; `bpftool gen object` then drops the DWARF
-# (which carries build paths), leaving an object that is the same wherever it is built.
-"$CLANG" -O2 -g -target bpf -I Sources/CBPF -I "/usr/include/$(uname -m)-linux-gnu" \
+# (which carries build paths); the BTF line info still names the source file, so the prefix map
+# makes that name relative and the object the same in every checkout.
+"$CLANG" -O2 -g -fdebug-prefix-map="$PWD"=. -target bpf -I Sources/CBPF -I "/usr/include/$(uname -m)-linux-gnu" \
   -c Sources/CBPF/reflectguard.bpf.c -o "$tmp/raw.o"
 bpftool gen object "$tmp/obj.o" "$tmp/raw.o"
 sum=$(cat Sources/CBPF/reflectguard.bpf.c Sources/CBPF/rg_bpf_maps.h | sha256sum | cut -d' ' -f1)

@@ -109,7 +109,8 @@ public final class Agent {
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
                                                  xdp?.arm(prefix, timeout: timeout)
                                                  try nftArm(prefix, timeout, renew)
-                                             })
+                                             },
+                                             armRST: hooks.armRST)
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         // state = conntrack: the ctnetlink event socket opens before the rules go in, so a kernel
         // without conntrack events fails the start with nothing applied.

@@ -50,6 +50,8 @@ public struct RulesHooks: Sendable {
     /// Adds a victim prefix to the armed set with a timeout in seconds (kernel enforcement);
     /// the flag asks to renew the timeout of an element already there.
     public var arm: @Sendable (CIDR, Double, Bool) throws -> Void
+    /// The same for the RST meter of a prefix whose RST attack outgrew the queue.
+    public var armRST: @Sendable (CIDR, Double, Bool) throws -> Void
     /// Whether the rules are in the kernel (the rules watchdog asks twice a second, from its own
     /// thread).
     public var missing: @Sendable () throws -> RulesPresence
@@ -61,7 +63,9 @@ public struct RulesHooks: Sendable {
                 release: @escaping @Sendable (Bool) throws -> String?,
                 arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
                 missing: @escaping @Sendable () throws -> RulesPresence = { .present },
-                reapply: @escaping @Sendable () throws -> Void = {}) {
+                reapply: @escaping @Sendable () throws -> Void = {},
+                armRST: @escaping @Sendable (CIDR, Double, Bool) throws -> Void = { _, _, _ in }) {
+        self.armRST = armRST
         self.apply = apply
         self.reload = reload
         self.release = release

@@ -15,6 +15,15 @@ final class KernelEnforcement: @unchecked Sendable {
     private let timeout: Double
     private let queueCount: Int
     private let arm: @Sendable (CIDR, Double, Bool) throws -> Void
+    /// Adds a prefix under an RST attack to the `rst_armed4`/`rst_armed6` set (same arguments).
+    private let armRST: @Sendable (CIDR, Double, Bool) throws -> Void
+    /// Touched on `queue` only: prefix under an RST attack → when its `rst_armed` entry runs out.
+    private var rstArmed: [CIDR: Int64] = [:]
+    /// Touched on `queue` only: when a queue last reported an overload (monotonic ns; 0 never).
+    private var lastOverload: Int64 = 0
+    /// An RST attack reported this soon after an overload is armed at once: the overload's own
+    /// arming may have brought the queue back, and no further overload would come to arm it.
+    private static let overloadMemoryNs: Int64 = 5_000_000_000
     /// Touched on `queue` only: prefix → when its kernel entry runs out (monotonic ns), and per
     /// prefix and vector (a SYN-ACK and an RST attack on one prefix start and end apart) the
     /// queues whose engines currently report an attack on it.
@@ -29,6 +38,8 @@ final class KernelEnforcement: @unchecked Sendable {
     let attacksNow = Atomic<UInt64>(0)
     /// Prefixes and networks some engine reports under an RST attack.
     let rstAttacksNow = Atomic<UInt64>(0)
+    /// Prefixes whose RST attack outgrew the queue and is armed in the kernel.
+    let rstArmedNow = Atomic<UInt64>(0)
     /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
     let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
     /// Arm requests refused because the armed check would rely on state this router cannot see
@@ -44,7 +55,9 @@ final class KernelEnforcement: @unchecked Sendable {
     private let dryRun: Bool
 
     init(logger: Logger, timeout: Double, queueCount: Int, dryRun: Bool,
-         arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void) {
+         arm: @escaping @Sendable (CIDR, Double, Bool) throws -> Void,
+         armRST: @escaping @Sendable (CIDR, Double, Bool) throws -> Void = { _, _, _ in }) {
+        self.armRST = armRST
         self.dryRun = dryRun
         self.logger = logger
         self.timeout = timeout
@@ -135,15 +148,17 @@ final class KernelEnforcement: @unchecked Sendable {
                                                 ("queue", .from(Int(q)))])
             }
             // An RST attack is held by the engine, which knows the prefix's tracked flows; the
-            // kernel's meters do not (only pending SYNs), and arming them would hold the RSTs of
-            // established flows to the static budgets along with the flood. Past what the queue
-            // takes, the overload path below arms the networks.
+            // kernel knows only its pending SYNs and the flows learnt within learn_interval.
+            // So it is armed only once it outgrows the queue (`overloaded`).
             // With state = conntrack the engines hold a SYN-ACK until its replicated state
             // arrives, which the kernel's ct-state check cannot: armed, the first SYN-ACK of
             // every connection that beats replication (most of them at LAN round-trip times)
             // would be dropped and cost the client a 1 s SYN retransmission. So an attack the
             // queue keeps up with arms nothing; only an overload (below) does.
             if e.vector == .synack, policy?.stateSource != .conntrack, mayArm() { armPrefix(e.prefix, submitted: submitted) }
+            if e.vector == .rst, lastOverload != 0, monotonicNanoseconds() - lastOverload < Self.overloadMemoryNs {
+                armRSTPrefix(e.prefix)
+            }
         case .ended:
             guard var a = attacked[target] else { return }
             a.queues.remove(q)
@@ -168,12 +183,49 @@ final class KernelEnforcement: @unchecked Sendable {
         queue.async { [self] in
             self.policy = policy
             let arming = Self.armingRefusal(policy) == nil
+            lastOverload = monotonicNanoseconds()
             logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
                                               ("arming", .bool(arming)),
                                               ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])
-            guard mayArm() else { return }
+            // RST attacks going on now have outgrown the queue: the kernel holds their RSTs on
+            // flows it does not know, in either mode (ingress-only, the engine cannot track
+            // those flows either).
+            for p in Set(attacked.keys.filter { $0.vector == .rst }.map(\.prefix)) { armRSTPrefix(p) }
+            guard mayArm() else { publish(); return }
             for p in policy.protected.prefixes { armPrefix(p, submitted: submitted) }
             publish()
+        }
+    }
+
+    /// Arms (or renews, once half its timeout has run) the kernel's RST meter for a prefix under an
+    /// RST attack; its entry runs out `timeout` after the last renewal, which `renew` makes
+    /// while the attack lasts.
+    private func armRSTPrefix(_ prefix: CIDR, announce: Bool = true) {
+        if cancelled { return }
+        if dryRun {
+            if rstArmed[prefix] == nil {
+                rstArmed[prefix] = .max
+                logger.warning("would-arm-rst", [("prefix", .string(prefix.description)), ("dry_run", .bool(true))])
+            }
+            return
+        }
+        let start = monotonicNanoseconds()
+        let timeoutNs = Int64(timeout * 1e9)
+        if let until = rstArmed[prefix], until - start > timeoutNs / 2 { return }
+        let first = rstArmed[prefix].map { $0 <= start } ?? true
+        do {
+            try armRST(prefix, timeout, true)
+            let done = monotonicNanoseconds()
+            rstArmed[prefix] = done + timeoutNs
+            armOperations.add(1, ordering: .relaxed)
+            if first && announce {
+                logger.warning("rst-armed", [("prefix", .string(prefix.description)), ("timeout_s", .double(timeout)),
+                                             ("latency_ms", .double(Double(done - start) / 1e6))])
+            }
+        } catch {
+            armFailures.add(1, ordering: .relaxed)
+            logger.error("arm-failed", [("prefix", .string(prefix.description)), ("vector", .string("rst")),
+                                        ("error", .string("\(error)"))])
         }
     }
 
@@ -224,8 +276,10 @@ final class KernelEnforcement: @unchecked Sendable {
         queue.async { [self] in
             if cancelled || dryRun { return }
             let now = monotonicNanoseconds()
+            let rstPrefixes = rstArmed.filter { $0.value > now }.map(\.key)
+            for p in rstPrefixes { rstArmed[p] = nil; armRSTPrefix(p, announce: false) }
             let prefixes = armed.filter { $0.value > now }.map(\.key)
-            guard !prefixes.isEmpty else { return }
+            guard !prefixes.isEmpty else { publish(); return }
             for p in prefixes { armed[p] = nil }
             for p in prefixes { armPrefix(p, submitted: now, announce: false) }
             logger.warning("victims-rearmed", [("reason", .string(reason)),
@@ -241,6 +295,15 @@ final class KernelEnforcement: @unchecked Sendable {
             : Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix))
         if !synack.isEmpty, mayArm() { for p in synack { armPrefix(p, submitted: now) } }
         for (p, until) in armed where until <= now { armed[p] = nil }
+        // An RST attack armed once stays armed while it lasts, though the kernel now keeps the
+        // queue below overload: letting it run out would let the flood back in.
+        for p in Set(attacked.keys.filter { $0.vector == .rst }.map(\.prefix)) where rstArmed[p].map({ $0 > now }) == true {
+            armRSTPrefix(p)
+        }
+        for (p, until) in rstArmed where until <= now {
+            rstArmed[p] = nil
+            logger.info("rst-disarmed", [("prefix", .string(p.description))])
+        }
         publish()
     }
 
@@ -249,5 +312,6 @@ final class KernelEnforcement: @unchecked Sendable {
         armedNow.store(dryRun ? 0 : UInt64(armed.values.filter { $0 > now }.count), ordering: .relaxed)
         attacksNow.store(UInt64(Set(attacked.keys.map(\.prefix)).count), ordering: .relaxed)
         rstAttacksNow.store(UInt64(attacked.keys.filter { $0.vector == .rst }.count), ordering: .relaxed)
+        rstArmedNow.store(dryRun ? 0 : UInt64(rstArmed.values.filter { $0 > now }.count), ordering: .relaxed)
     }
 }

@@ -92,6 +92,9 @@ final class MetricsRegistry: @unchecked Sendable {
         family("reflectguard_rst_attacks_active", "gauge",
                "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).")
         out += "reflectguard_rst_attacks_active \(enforcement.rstAttacksNow.load(ordering: .relaxed))\n"
+        family("reflectguard_rst_armed", "gauge",
+               "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.")
+        out += "reflectguard_rst_armed \(enforcement.rstArmedNow.load(ordering: .relaxed))\n"
         family("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.")
         out += "reflectguard_arm_operations_total \(enforcement.armOperations.load(ordering: .relaxed))\n"
         family("reflectguard_arm_failures_total", "counter", "Failed arming attempts.")

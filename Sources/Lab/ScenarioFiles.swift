@@ -11,10 +11,11 @@ public enum ScenarioFiles {
     /// benchmark captures need headers only, and payloads are most of a legit capture's bytes.
     @discardableResult
     public static func write(_ scenario: Scenario, seed: UInt64, packets: Int, link: LinkType = .ethernet,
-                             snapLength: UInt32 = 262_144, pcap: String, labels: String?) throws -> ScenarioStats {
+                             snapLength: UInt32 = 262_144, pcap: String, labels: String?,
+                             flood: RSTFloodShape? = nil) throws -> ScenarioStats {
         let writer = try PcapWriter(path: pcap, link: link, snapLength: snapLength)
         let labelWriter = try labels.map { try LabelWriter(path: $0) }
-        let generator = ScenarioGenerator(scenario: scenario, seed: seed, packets: packets, link: link)
+        let generator = ScenarioGenerator(scenario: scenario, seed: seed, packets: packets, link: link, flood: flood)
         do {
             let stats = try generator.run { frame, time, label in
                 try writer.write(frame, timestamp: time)

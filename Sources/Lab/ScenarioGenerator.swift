@@ -492,10 +492,21 @@ public final class ScenarioGenerator {
         var t = ScenarioGenerator.epoch + Int64(rng.unit() * (window.upperBound - window.lowerBound) * 1e9
                                                  + window.lowerBound * 1e9)
         var cNext = f.clientISN, sNext = f.serverISN
-        for _ in 0..<(1 + Int(rng.below(3))) {
-            exchange(&f, at: &t, cNext: &cNext, sNext: &sNext, request: 36...400, serverDelay: 100_000...5_000_000,
-                     rttS: rttS, rttC: rttC)
-            t += Int64(rng.int(1_000_000...50_000_000))
+        if let shape = flood, shape.olderIdleShare > 0, rng.chance(shape.olderIdleShare) {
+            // Busy in the capture's first seconds, then quiet until a bare abort or close: the
+            // ending is the first packet of the flow in a long time.
+            var early = ScenarioGenerator.epoch + Int64(rng.unit() * shape.olderIdleActiveUntil * 1e9)
+            if early < t {
+                exchange(&f, at: &early, cNext: &cNext, sNext: &sNext, request: 36...400, serverDelay: 100_000...5_000_000,
+                         rttS: rttS, rttC: rttC)
+                t = max(t, early + 1_000_000)
+            }
+        } else {
+            for _ in 0..<(1 + Int(rng.below(3))) {
+                exchange(&f, at: &t, cNext: &cNext, sNext: &sNext, request: 36...400, serverDelay: 100_000...5_000_000,
+                         rttS: rttS, rttC: rttC)
+                t += Int64(rng.int(1_000_000...50_000_000))
+            }
         }
         let ending = rng.unit()
         if ending < 0.45 {
@@ -791,7 +802,8 @@ public final class ScenarioGenerator {
 /// second for `seconds` from `start` (seconds after the capture starts); `spread` of them to
 /// random addresses of the protected /24 and /64, the rest to three hosts; `ipv6Share` to the /64.
 /// `olderFlows` legitimate sessions already open at the capture's start end (mostly with a RST)
-/// inside one of `olderFlowEnds` (seconds from the start).
+/// inside one of `olderFlowEnds` (seconds from the start); `olderIdleShare` of them send only in
+/// the capture's first `olderIdleActiveUntil` seconds before that ending.
 public struct RSTFloodShape: Sendable {
     public var rate: Double
     public var seconds: Double
@@ -800,11 +812,15 @@ public struct RSTFloodShape: Sendable {
     public var ipv6Share: Double
     public var olderFlows: Int
     public var olderFlowEnds: [ClosedRange<Double>]
+    public var olderIdleShare: Double
+    public var olderIdleActiveUntil: Double
 
     public init(rate: Double, seconds: Double = 12, start: Double = 18, spread: Double = 1, ipv6Share: Double = 0.5,
-                olderFlows: Int = 0, olderFlowEnds: [ClosedRange<Double>] = [0...60]) {
+                olderFlows: Int = 0, olderFlowEnds: [ClosedRange<Double>] = [0...60], olderIdleShare: Double = 0,
+                olderIdleActiveUntil: Double = 5) {
         self.rate = rate; self.seconds = seconds; self.start = start; self.spread = spread
         self.ipv6Share = ipv6Share; self.olderFlows = olderFlows; self.olderFlowEnds = olderFlowEnds
+        self.olderIdleShare = olderIdleShare; self.olderIdleActiveUntil = olderIdleActiveUntil
     }
 }
 

@@ -47,6 +47,14 @@ public final class AgentRuleset: @unchecked Sendable {
             let woke = "woke the table, which was dormant (its chains hooked nothing)"
             note = note.map { $0 + "; " + woke } ?? woke
         }
+        if last == nil {
+            // This agent's engines know no flow yet: what the kernel learnt for an earlier one
+            // would keep those flows from the queue for up to `learn_interval`.
+            do throws(NftError) { try NftRuleset.forgetLearntFlows() } catch {
+                let forgot = "could not empty the learn sets (flows older than the agent are learnt within learn_interval): \(error.message)"
+                note = note.map { $0 + "; " + forgot } ?? forgot
+            }
+        }
         last = (rules, hook, backend)
         if generation == nil { generation = try NftGeneration() }
         snapshot = try RulesSnapshot.take(try NftContext(), generation!, sets: rules.configuredSets)

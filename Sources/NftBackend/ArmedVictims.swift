@@ -20,8 +20,9 @@ public final class ArmedVictims {
     /// delete-then-add in one transaction, with an `add` first because deleting a missing
     /// element fails). A plain add takes under 5 ms here, the renewing form 10-20 ms, so the
     /// first arming uses the plain one and renews right after.
-    public func arm(_ prefix: CIDR, timeout: Double, renew: Bool = true) throws(NftError) {
-        let set = prefix.isIPv4 ? "armed4" : "armed6"
+    /// `rst`: the RST meter of a prefix under an RST attack (`rst_armed4`/`rst_armed6`).
+    public func arm(_ prefix: CIDR, timeout: Double, renew: Bool = true, rst: Bool = false) throws(NftError) {
+        let set = (rst ? "rst_armed" : "armed") + (prefix.isIPv4 ? "4" : "6")
         let seconds = max(1, Int(timeout.rounded(.up)))
         let add = "add element \(NftRuleset.family) \(NftRuleset.table) \(set) { \(prefix) timeout \(seconds)s }\n"
         let cmd = renew ? add + "delete element \(NftRuleset.family) \(NftRuleset.table) \(set) { \(prefix) }\n" + add : add

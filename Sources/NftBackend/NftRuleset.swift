@@ -149,6 +149,31 @@ public enum NftRuleset {
         }
     }
 
+    /// The sets from which the kernel learns the flows the protected side sends on
+    /// (nft/reflectguard.nft, `learn_interval`).
+    public static let learnSets = ["learn4", "learn6"]
+
+    /// Empties the learn sets the table has (a rules file of the operator's may have none), so
+    /// a new agent's engines, which know no flow yet, get one packet of every flow still in use
+    /// from the start instead of after up to `learn_interval`. Returns the sets emptied.
+    @discardableResult
+    public static func forgetLearntFlows() throws(NftError) -> [String] {
+        let ctx = try NftContext()
+        let listing = ctx.run("list sets \(family)")
+        guard listing.ok else { throw NftError("listing the sets: \(listing.errors.trimmedLine)", rulesError: false) }
+        var inTable = false
+        var present: [String] = []
+        for line in listing.output.split(separator: "\n") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if words.count >= 3, words[0] == "table" { inTable = words[2] == Substring(table) }
+            if inTable, words.count >= 2, words[0] == "set", learnSets.contains(String(words[1])) { present.append(String(words[1])) }
+        }
+        guard !present.isEmpty else { return [] }
+        let r = ctx.run(present.map { "flush set \(family) \(table) \($0)\n" }.joined())
+        guard r.ok else { throw NftError("emptying \(present.joined(separator: ", ")): \(r.errors.trimmedLine)", rulesError: false) }
+        return present
+    }
+
     /// Sets or clears the table's dormant flag, as a transaction of its own: nft sends the
     /// table's flags with every `add table`, 0 when none is given, and the kernel then hooks the
     /// chains of a dormant table again (checked with nftables 1.0.6 on Linux 6.18).

@@ -78,6 +78,10 @@ public enum DefineTable {
         "rst_hold_rate": .count(rates),
         "rst_warmup": .time(times),
         "established_horizon": .time(times),
+        // At least a second: the kernel's set timeout is in whole seconds at best.
+        "learn_interval": .time(1000...86_400_000),
+        "rst_armed_rate": .count(rates),
+        "rst_armed_burst": .count(rates),
         "backscatter_rate": .count(rates),
         "backscatter_burst": .count(rates),
         "attack_rate": .count(rates),

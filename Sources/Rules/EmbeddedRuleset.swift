@@ -96,6 +96,18 @@ define rst_warmup = 10s
 # A flow whose handshake was seen stays tracked this long: with track = handshake nothing after
 # the handshake is queued, and the RST that ends a long flow must still find it.
 define established_horizon = 1h
+# Flows the protected side keeps open are learnt: with track = handshake one packet a protected host
+# sends per flow and learn_interval is queued (the first not in the learn4/learn6 sets, which its
+# SYNs and SYN-ACKs refresh), so the agent follows flows older than itself (it empties the sets at
+# start), older than established_horizon or evicted from its table, and their RSTs are tracked;
+# the kernel exempts the RSTs of learnt flows when it meters RSTs (rst_meters, rst_attack).
+define learn_interval = 5m
+# An RST attack that outgrows the queue is armed in the kernel (rst_armed4/rst_armed6, for
+# armed_timeout, renewed while the attack lasts): RSTs to the prefix on flows the kernel does not
+# know (pending SYNs, learnt flows) are held to rst_armed_rate a second (burst rst_armed_burst) per
+# /24 or /64 before they reach the queue, where the agent holds them to the prefix's baseline.
+define rst_armed_rate = 50
+define rst_armed_burst = 100
 # RSTs per second and burst a protected host may send in answer to unsolicited SYN-ACKs.
 define backscatter_rate = 10
 define backscatter_burst = 20
@@ -180,6 +192,42 @@ table inet reflectguard {
 		flags dynamic, timeout
 		timeout $syn_horizon
 		size $syn_table_size
+	}
+	# Flows the protected side sent on (see learn_interval): protected address and port, then the
+	# peer's. Filled only by packets from protected sources, so a spoofed flood cannot fill it.
+	set learn4 {
+		type ipv4_addr . inet_service . ipv4_addr . inet_service
+		flags dynamic, timeout
+		timeout $learn_interval
+		size $syn_table_size
+	}
+	set learn6 {
+		type ipv6_addr . inet_service . ipv6_addr . inet_service
+		flags dynamic, timeout
+		timeout $learn_interval
+		size $syn_table_size
+	}
+	# Prefixes under an RST attack that outgrew the queue, added by the agent with a timeout.
+	set rst_armed4 {
+		type ipv4_addr
+		flags interval, timeout
+	}
+	set rst_armed6 {
+		type ipv6_addr
+		flags interval, timeout
+	}
+	# Their RST meters, per destination /24 or /64.
+	set rst_attack_meter4 {
+		type ipv4_addr
+		flags dynamic, timeout
+		timeout 10s
+		size 65536
+	}
+	set rst_attack_meter6 {
+		type ipv6_addr
+		flags dynamic, timeout
+		timeout 10s
+		size 65536
 	}
 	# RST token buckets per destination address and per destination /24 or /64.
 	set rst_meter4 {
@@ -267,9 +315,13 @@ table inet reflectguard {
 
 	# What the engine needs by default, exactly VerdictEngine's Engine.wouldQueue: SYNs sent by
 	# protected hosts (to track them), SYN-ACKs and RSTs in either direction (to judge those
-	# received; SYN-ACKs and RSTs sent are counted as backscatter). Inbound SYNs to protected
-	# servers, plain ACKs and data never leave the kernel.
+	# received; SYN-ACKs and RSTs sent are counted as backscatter), and per flow one packet a
+	# protected host sends each learn_interval (Engine.wouldQueue(_:at:)). Inbound SYNs to
+	# protected servers, plain ACKs and data never leave the kernel.
 	chain handshake {
+		# Rules of their own, without a verdict: a full set must not keep a SYN from the queue.
+		ip saddr @protected4 tcp flags & (syn | rst) == syn update @learn4 { ip saddr . tcp sport . ip daddr . tcp dport }
+		ip6 saddr @protected6 tcp flags & (syn | rst) == syn update @learn6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport }
 		ip saddr @protected4 tcp flags & (syn | ack) == syn goto enqueue
 		ip6 saddr @protected6 tcp flags & (syn | ack) == syn goto enqueue
 		ip saddr @protected4 tcp flags & (syn | ack) == syn | ack goto enqueue
@@ -280,6 +332,9 @@ table inet reflectguard {
 		ip6 daddr @protected6 tcp flags & rst == rst goto enqueue
 		ip saddr @protected4 tcp flags & rst == rst goto enqueue
 		ip6 saddr @protected6 tcp flags & rst == rst goto enqueue
+		# A flow the protected side sends on, once per learn_interval.
+		ip saddr @protected4 ip saddr . tcp sport . ip daddr . tcp dport != @learn4 add @learn4 { ip saddr . tcp sport . ip daddr . tcp dport } goto enqueue
+		ip6 saddr @protected6 ip6 saddr . tcp sport . ip6 daddr . tcp dport != @learn6 add @learn6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport } goto enqueue
 		# Guarded flows: all their packets, as track = full queues them.
 		ip saddr @protected4 jump guarded
 		ip daddr @protected4 jump guarded
@@ -300,6 +355,9 @@ table inet reflectguard {
 	# track = full: every TCP packet of a flow with a protected end, so RST sequence windows can be
 	# judged against the live flow.
 	chain full {
+		# Every packet is queued here; the kernel still learns the flows for its RST meters.
+		ip saddr @protected4 ip saddr . tcp sport . ip daddr . tcp dport != @learn4 add @learn4 { ip saddr . tcp sport . ip daddr . tcp dport }
+		ip6 saddr @protected6 ip6 saddr . tcp sport . ip6 daddr . tcp dport != @learn6 add @learn6 { ip6 saddr . tcp sport . ip6 daddr . tcp dport }
 		ip saddr @protected4 goto enqueue
 		ip daddr @protected4 goto enqueue
 		ip6 saddr @protected6 goto enqueue
@@ -355,6 +413,8 @@ table inet reflectguard {
 		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 counter accept
 		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
 		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
+		ip daddr @rst_armed4 tcp flags & rst == rst jump rst_attack
+		ip6 daddr @rst_armed6 tcp flags & rst == rst jump rst_attack
 		ip daddr @armed4 tcp flags & rst == rst goto rst_meters
 		ip6 daddr @armed6 tcp flags & rst == rst goto rst_meters
 	}
@@ -363,6 +423,8 @@ table inet reflectguard {
 	chain always {
 		ip daddr @protected4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter drop
 		ip6 daddr @protected6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter drop
+		ip daddr @rst_armed4 tcp flags & rst == rst jump rst_attack
+		ip6 daddr @rst_armed6 tcp flags & rst == rst jump rst_attack
 		ip daddr @protected4 tcp flags & rst == rst goto rst_meters
 		ip6 daddr @protected6 tcp flags & rst == rst goto rst_meters
 	}
@@ -396,10 +458,25 @@ table inet reflectguard {
 		# still judges them, ack == ISN + 1, when it sees them).
 		ip daddr . tcp dport . ip saddr . tcp sport @pending4 return
 		ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 return
+		# So are the RSTs of flows the protected side sent on within learn_interval.
+		ip daddr . tcp dport . ip saddr . tcp sport @learn4 return
+		ip6 daddr . tcp dport . ip6 saddr . tcp sport @learn6 return
 		meta nfproto ipv4 add @rst_meter4 { ip daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
 		meta nfproto ipv6 add @rst_meter6 { ip6 daddr limit rate over $rst_rate/second burst $rst_burst packets } counter drop
 		meta nfproto ipv4 add @rst_prefix_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter drop
 		meta nfproto ipv6 add @rst_prefix_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_prefix_rate/second burst $rst_prefix_burst packets } counter drop
+	}
+	# An RST attack the agent armed (rst_armed4/rst_armed6): RSTs of flows the kernel knows (pending
+	# SYNs: refusals; learnt flows: closes and aborts) return to the queue, where the agent judges
+	# them as before; the rest are held per /24 or /64 before they reach it, so a flood bigger
+	# than the queue is cut here and not let through by FAIL_OPEN.
+	chain rst_attack {
+		ip daddr . tcp dport . ip saddr . tcp sport @pending4 return
+		ip6 daddr . tcp dport . ip6 saddr . tcp sport @pending6 return
+		ip daddr . tcp dport . ip saddr . tcp sport @learn4 return
+		ip6 daddr . tcp dport . ip6 saddr . tcp sport @learn6 return
+		meta nfproto ipv4 add @rst_attack_meter4 { ip daddr & 255.255.255.0 limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter drop
+		meta nfproto ipv6 add @rst_attack_meter6 { ip6 daddr & ffff:ffff:ffff:ffff:: limit rate over $rst_armed_rate/second burst $rst_armed_burst packets } counter drop
 	}
 }
 

@@ -66,6 +66,9 @@ struct PolicyBuilder {
         p.rstHoldRate = try rate("rst_hold_rate") ?? p.rstHoldRate
         p.rstWarmup = try seconds("rst_warmup") ?? p.rstWarmup
         p.establishedHorizon = try seconds("established_horizon") ?? p.establishedHorizon
+        p.learnInterval = try seconds("learn_interval") ?? p.learnInterval
+        p.rstArmedRate = try rate("rst_armed_rate") ?? p.rstArmedRate
+        p.rstArmedBurst = try rate("rst_armed_burst") ?? p.rstArmedBurst
         p.backscatterRate = try rate("backscatter_rate") ?? p.backscatterRate
         p.backscatterBurst = try rate("backscatter_burst") ?? p.backscatterBurst
         p.attackRate = try rate("attack_rate") ?? p.attackRate

@@ -30,6 +30,8 @@ public final class Engine {
         var rstHoldRate: Float = 0
         var rstWarmupMs: UInt32 = 0
         var establishedHorizonMs: UInt32 = 0
+        /// The kernel's learn sets' timeout (`Policy.learnInterval`), in ms.
+        var learnIntervalMs: UInt32 = 0
         var track: Track = .handshake
         var mode: Mode = .symmetric
         /// `state = conntrack` (`decide` only: `decideObserved` judges captures, which carry none).
@@ -106,6 +108,10 @@ public final class Engine {
     /// RSTs accepted per tracked flow before the flow's RSTs go through the buckets: enough for a
     /// RST and its retransmissions, not enough to turn a known 4-tuple into a flood channel.
     static let rstPerFlow: UInt8 = 3
+    /// How far past the SYN a RST on a flow in SYN-SENT may acknowledge and still be taken as
+    /// the end of a handshake the engine did not see complete: 16 MiB the client sent, while a
+    /// blind guess lands there once in 256.
+    static let unseenHandshakeAck: UInt32 = 1 << 24
     /// An attack ends after this long without a window at half the threshold.
     static let attackQuietMs: UInt32 = 10_000
     static let maxActiveAttacks = 256
@@ -202,6 +208,7 @@ public final class Engine {
         t.pointee.rstHoldRate = Float(policy.rstHoldRate) / q
         t.pointee.rstWarmupMs = Engine.ms(policy.rstWarmup)
         t.pointee.establishedHorizonMs = max(Engine.ms(policy.establishedHorizon), Engine.ms(policy.synHorizon))
+        t.pointee.learnIntervalMs = Engine.ms(policy.learnInterval)
         t.pointee.prefixFloor = 50 / q
         t.pointee.track = policy.track
         t.pointee.mode = policy.mode
@@ -261,6 +268,28 @@ public final class Engine {
         return f.isSYN && srcP
     }
 
+    /// `wouldQueue` with the one rule that depends on state, asked before the packet is decided:
+    /// with `track = handshake` the kernel also queues a packet a protected host sends on a flow
+    /// that is not in its learn sets (nft/reflectguard.nft, `learn_interval`). This engine
+    /// follows those sets: an element is added or refreshed exactly when the engine sets a
+    /// flow's `lastSeen` from a packet the protected side sends (its SYNs, SYN-ACKs, and the
+    /// packets this rule queues), and the sets start empty with the engine (the agent empties
+    /// them at start). The two differ only when one of them is full.
+    public func wouldQueue(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Bool {
+        if Engine.wouldQueue(packet, policy: policy, side: side) { return true }
+        guard packet.hasTCP, tuning.pointee.track == .handshake, protected.contains(packet.source) else { return false }
+        return learns(packet, Engine.msTime(now))
+    }
+
+    /// Whether the kernel's learn rule queues this packet of a protected host (see `wouldQueue(_:at:)`).
+    @inline(never)
+    private func learns(_ p: ParsedPacket, _ ms: UInt32) -> Bool {
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let i = flows.find(key, hash: key.hash(seed))
+        return i < 0 || age(ms, since: flows.slots[i].lastSeen) >= tuning.pointee.learnIntervalMs
+    }
+
     /// Decides any packet a capture holds, as `run` would have: packets the rules never queue
     /// are accepted with the reason why (`malformed` or `not-tcp` when there is no readable TCP
     /// header, `not-protected`, `not-queued`), the rest go to `decide`.
@@ -292,7 +321,8 @@ public final class Engine {
             if observed && !(srcP || dstP) {
                 d = Decision(.accept, .notProtected)
             } else if observed && tuning.pointee.track == .handshake
-                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p) {
+                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p)
+                        && !(srcP && learns(p, Engine.msTime(now))) {
                 d = Decision(.accept, .notQueued)
             } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
                 // A captured header past the bytes `run` copies: judged on what `run` had of it,
@@ -532,7 +562,8 @@ public final class Engine {
                     if s == 0xf || u.scale(!senderIs0) == 0xf { u.scales = 0 } else { u.setScale(senderIs0, s) }
                     flows.slots[i] = u
                 }
-                flows.slots[i].lastSeen = ms
+                // `lastSeen` stays the time of the SYN: the kernel's learn set is refreshed by
+                // the protected side's packets only, and `wouldQueue(_:at:)` follows it.
                 return Decision(.accept, .solicitedSynack)
             }
         }
@@ -574,6 +605,18 @@ public final class Engine {
             if !e.has(FlowEntry.synackSeen) && !e.has(FlowEntry.midstream) && !e.isInitiator(senderIs0) {
                 // SYN-SENT (RFC 9293 §3.10.7.3): acceptable only when it acknowledges the SYN.
                 if p.flags.contains(.ack) && acksSYN(e, p.acknowledgment) { return Decision(.accept, .rstRefused) }
+                if p.flags.contains(.ack) && p.acknowledgment &- (e.isn &+ 1) &- 1 < Engine.unseenHandshakeAck {
+                    // It acknowledges data the client sent after its SYN: the handshake completed
+                    // without the engine seeing the SYN-ACK (the kernel accepted it for an armed
+                    // victim from its pending set, a full queue failed open, or it came another
+                    // way), and this ends an established flow: judged as one, among its first
+                    // RSTs. A host really in SYN-SENT ignores such a RST, so passing it costs
+                    // nothing; and the flow's state stays, so a blind guess that lands here (one
+                    // in 256) changes nothing but this RST's verdict.
+                    guard e.rstCount < Engine.rstPerFlow else { return untrackedRST(p, ms, now: now) }
+                    flows.slots[i].state &+= 1 << FlowEntry.rstShift
+                    return Decision(.accept, .rstTracked)
+                }
                 // Counted like any other RST drop: a flood aimed at pending handshakes is an attack too.
                 let d = drop(.rstOutOfWindow, p)
                 if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
@@ -596,7 +639,8 @@ public final class Engine {
                 if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
                 return d
             }
-            if !e.has(FlowEntry.midstream) && e.rstCount < Engine.rstPerFlow {
+            // Flows learnt midstream count too: the protected side sent on them (`learns`).
+            if e.rstCount < Engine.rstPerFlow {
                 flows.slots[i].state &+= 1 << FlowEntry.rstShift
                 return Decision(.accept, .rstTracked)
             }
@@ -604,7 +648,9 @@ public final class Engine {
         return untrackedRST(p, ms, now: now)
     }
 
-    /// Everything else (queued only with track = full): moves the flow's sequence window.
+    /// Everything else: every packet of a protected flow with track = full or a guarded one, and
+    /// with track = handshake a packet the protected side sends once per `learn_interval`
+    /// (`learns`). Moves the flow's sequence window, and learns a flow the engine does not know.
     private func otherPacket(_ p: ParsedPacket, _ ms: UInt32, outbound: Bool) -> Decision {
         var senderIs0 = false
         let key = FlowKey(p, senderIs0: &senderIs0)
@@ -618,13 +664,23 @@ public final class Engine {
                 if e.acceptable(p, senderIs0) { advance(&e, p, senderIs0) }
                 e.lastSeen = ms
                 flows.slots[i] = e
+            } else if outbound {
+                // The kernel's learn set takes the flow in again with this packet. A client that
+                // acknowledges is past its handshake, though the engine missed the SYN-ACK.
+                e.lastSeen = ms
+                if e.isInitiator(senderIs0) && p.flags.contains(.ack) {
+                    e.state |= FlowEntry.synackSeen
+                    advance(&e, p, senderIs0)
+                }
+                flows.slots[i] = e
             }
             return Decision(.accept, .flowTracked)
         }
-        guard outbound && (tuning.pointee.track == .full || guarded(p)) && !p.flags.isSYN else {
-            return Decision(.accept, .flowUntracked)
-        }
-        // A flow already running when tracking began: follow it from the protected side's packets.
+        guard outbound && !p.flags.isSYN else { return Decision(.accept, .flowUntracked) }
+        // A flow already running when the engine started (or past its horizon, or evicted):
+        // follow it from the protected side's packets. Only those create state, so a spoofed
+        // flood cannot fill the table this way (with `inside_ifaces` set, not even a spoofed
+        // protected source).
         if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
         var e = FlowEntry(key: key, now: ms)
         e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
@@ -634,6 +690,41 @@ public final class Engine {
         advance(&e, p, senderIs0)
         flows.slots[i] = e
         return Decision(.accept, .flowTracked)
+    }
+
+    /// Seeds a flow known from outside the packet path to be established now, e.g. read from
+    /// the kernel's conntrack table at start, so its RSTs are tracked (`rst-tracked`, the first
+    /// three) before it sends anything: the one case the learn rule cannot cover is a flow
+    /// silent from before the agent started until its RST. `protectedEnd` must be in a
+    /// protected network (else nothing is seeded and false is returned); `now` is packet time
+    /// (the agent's monotonic clock). Nothing of the sequence space is known, so a guarded
+    /// flow's window check starts with its next packets. A flow the engine tracks already is
+    /// left as it is. Not thread-safe, like every call into an engine: inline, call it on the
+    /// engine's worker before it takes packets, with the engine of the queue the kernel hashes
+    /// the address pair to.
+    @discardableResult
+    public func seedEstablished(protectedEnd: IPAddress, port: UInt16, peer: IPAddress, peerPort: UInt16,
+                                at now: Nanoseconds) -> Bool {
+        guard protected.contains(protectedEnd) else { return false }
+        var p = ParsedPacket()
+        p.network = protectedEnd.isIPv4Mapped ? .ipv4 : .ipv6
+        p.hasTCP = true
+        p.ipProtocol = 6
+        p.source = protectedEnd; p.destination = peer
+        p.sourcePort = port; p.destinationPort = peerPort
+        p.flags = .ack
+        let ms = Engine.msTime(now)
+        var senderIs0 = false
+        let key = FlowKey(p, senderIs0: &senderIs0)
+        let h = key.hash(seed)
+        var i = flows.find(key, hash: h)
+        if i >= 0 && live(flows.slots[i], ms) { return true }
+        if i < 0 { i = flows.claim(hash: h, now: ms, idleLimit: synHorizonMs, seed: seed) }
+        var e = FlowEntry(key: key, now: ms)
+        e.state = FlowEntry.midstream | (senderIs0 ? FlowEntry.initiatorIs0 : 0)
+        e.setWindow(!senderIs0, 0xffff, unscaled: false)
+        flows.slots[i] = e
+        return true
     }
 
     /// Whether `p` belongs to a guarded flow (`Policy.guards`, from the tables in `tuning`).

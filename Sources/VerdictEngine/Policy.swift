@@ -167,6 +167,18 @@ public struct Policy: Sendable, Equatable {
     /// (seconds): with track = handshake nothing after the handshake refreshes it, and a RST
     /// ending a flow older than this is judged as untracked.
     public var establishedHorizon: Double = 3600
+    /// With track = handshake the rules also queue one packet the protected side sends per flow
+    /// and `learnInterval` seconds (the kernel's `learn4`/`learn6` sets: a flow's first packet
+    /// not in the set is queued and added; its SYNs and SYN-ACKs refresh it), so the engine
+    /// follows flows older than itself (the agent flushes the sets at start), past the
+    /// established horizon, or evicted from its table; and the kernel knows them when an RST
+    /// attack is armed. `decideObserved` queues exactly those packets.
+    public var learnInterval: Double = 300
+    /// Kernel arming of an RST attack (`rst_armed4`/`rst_armed6`): RSTs to the armed prefix on
+    /// flows the kernel does not know (pending SYNs, learnt flows) are held to this many a
+    /// second, and burst, per /24 or /64 before they reach the queue.
+    public var rstArmedRate: Double = 50
+    public var rstArmedBurst: Double = 100
     /// Guarded flows: with track = handshake, every packet of a flow with a protected end and
     /// either port in `trackFullPorts` or either end in `trackFullHosts` is queued too, so its
     /// RSTs get the full window check, and only an exact RST (RFC 5961 §3.2) passes.

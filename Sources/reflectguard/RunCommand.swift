@@ -187,6 +187,10 @@ enum RunCommand {
             },
             reapply: {
                 do throws(NftError) { try table.reapply() } catch { throw RunError(error) }
+            },
+            armRST: { prefix, timeout, renew in
+                if dry { return }
+                try armer.arm(prefix, timeout: timeout, renew: renew, rst: true)
             })
 
         let agent = Agent(settings: settings, hooks: hooks, logger: logger, applyRules: applyRules,
@@ -234,8 +238,8 @@ final class ArmerBox: @unchecked Sendable {
     func prepare() throws {
         if victims == nil { victims = try ArmedVictims() }
     }
-    func arm(_ prefix: CIDR, timeout: Double, renew: Bool) throws {
+    func arm(_ prefix: CIDR, timeout: Double, renew: Bool, rst: Bool = false) throws {
         if victims == nil { victims = try ArmedVictims() }
-        try victims!.arm(prefix, timeout: timeout, renew: renew)
+        try victims!.arm(prefix, timeout: timeout, renew: renew, rst: rst)
     }
 }

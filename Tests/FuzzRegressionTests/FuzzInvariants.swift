@@ -110,7 +110,7 @@ public enum FuzzInvariants {
             if p.hasTCP && variant & 0x10 != 0 { batch.append(reply(to: p)) }
             if p.hasTCP && variant & 0x20 != 0 { batch.append(rst(after: p, salt: timing)) }
             for (i, q) in batch.enumerated() {
-                let queued = Engine.wouldQueue(q, policy: engine.policy, side: side)
+                let queued = engine.wouldQueue(q, at: now, side: side)
                 // Inline the kernel also queues packets whose TCP header the agent's copy or walk
                 // does not reach (the parser then reports the IP header and a malformed cut).
                 let cut = !q.hasTCP && q.network != .none && q.malformed != nil

@@ -54,10 +54,11 @@ struct RSTInlineTests {
     static let endingsClient = """
         import socket, sys
         host, n = sys.argv[1], int(sys.argv[2])
+        wait = float(sys.argv[3]) if len(sys.argv) > 3 else 5
         refused = reset = 0
         for i in range(n):
             s = socket.socket()
-            s.settimeout(5)
+            s.settimeout(wait)
             try:
                 s.connect((host, 9))
             except ConnectionRefusedError:
@@ -66,7 +67,7 @@ struct RSTInlineTests {
                 print('refusal', i, e, file=sys.stderr)
             s.close()
             s = socket.socket()
-            s.settimeout(5)
+            s.settimeout(wait)
             try:
                 s.connect((host, 7001))
                 s.sendall(b'x')

@@ -295,6 +295,61 @@ import TestSupport
         }
     }
 
+    /// The learn rule (`learn_interval`): the kernel queues a packet a protected host sends on a
+    /// flow not in its learn set, once, and its SYNs and SYN-ACKs put the flow there first; the
+    /// engine's `wouldQueue(_:at:)` (what `score` queues) says the same for each packet in turn.
+    @Test func learnRuleQueuesWhatTheEngineSays() throws {
+        if let why = NetnsLab.missing { TestEnvironment.unavailable(why); return }
+        guard TestEnvironment.which("python3") != nil else { TestEnvironment.unavailable("python3 is not installed"); return }
+        let n = try NetnsLab.threeNamespaces("rg12learn")
+        let (inet, router, prot) = (n.names[0], n.names[1], n.names[2])
+        let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
+        let applied = n.reflectguard(router, ["nft", "apply", "--backend", "xt"] + Self.protect)
+        #expect(applied.status == 0, "\(applied.stderr)")
+        let policy = try RulesConfig.resolve(rules: .embedded, protect: ["198.18.2.0/24", "2001:db8:2::/64"], defines: []).policy
+        let engine = Engine(policy: policy, seed: 1)
+        func queued(_ tool: String) throws -> Int {
+            let out = try n.must(router, [tool, "-t", "mangle", "-L", "FORWARD", "-v", "-x", "-n"]).stdout
+            return Int(out.split(separator: "\n").first { $0.contains("NFQUEUE") }!.split(separator: " ").first!)!
+        }
+        // (namespace, source, destination, ports, flags): flows older than the rules, a client's
+        // new flow, a protected server's, peers' packets (to an address nobody holds, so no
+        // stack answers them with a RST the rules would queue), IPv6.
+        let steps: [(String, String, String, UInt16, UInt16, UInt8)] = [
+            (prot, "198.18.2.2", "198.18.1.9", 40000, 443, 0x10), (prot, "198.18.2.2", "198.18.1.9", 40000, 443, 0x18),
+            (prot, "198.18.2.2", "198.18.1.9", 40000, 443, 0x11), (inet, "198.18.1.9", "198.18.2.99", 443, 40000, 0x10),
+            (prot, "198.18.2.2", "198.18.1.9", 40001, 443, 0x02), (prot, "198.18.2.2", "198.18.1.9", 40001, 443, 0x10),
+            (prot, "198.18.2.2", "198.18.1.9", 443, 50000, 0x12), (prot, "198.18.2.2", "198.18.1.9", 443, 50000, 0x18),
+            (prot, "198.18.2.2", "198.18.1.9", 443, 50001, 0x18), (prot, "198.18.2.2", "198.18.1.9", 443, 50001, 0x10),
+            (prot, "2001:db8:2::2", "2001:db8:1::9", 40000, 443, 0x10), (prot, "2001:db8:2::2", "2001:db8:1::9", 40000, 443, 0x10),
+            (inet, "2001:db8:1::9", "2001:db8:2::99", 443, 40000, 0x18),
+        ]
+        var learnt = 0
+        for (k, (ns, src, dst, sport, dport, f)) in steps.enumerated() {
+            let v6 = src.contains(":")
+            var p = ParsedPacket()
+            p.network = v6 ? .ipv6 : .ipv4
+            p.hasTCP = true
+            p.ipProtocol = 6
+            p.source = IPAddress(src)!
+            p.destination = IPAddress(dst)!
+            p.sourcePort = sport
+            p.destinationPort = dport
+            p.flags = TCPFlags(rawValue: f)
+            let at = Nanoseconds(k) * 100_000_000
+            let want = engine.wouldQueue(p, at: at)
+            _ = engine.decideObserved(p, at: at)
+            if want && !Engine.wouldQueue(p, policy: policy) { learnt += 1 }
+            let tool = v6 ? "ip6tables-nft" : "iptables-nft"
+            let before = try queued(tool)
+            try n.must(ns, ["python3", sender, v6 ? "6" : "4", src, dst, "\(sport)", "\(dport)", "\(f)", "1"])
+            #expect(try queued(tool) - before == (want ? 1 : 0), "step \(k): flags 0x\(String(f, radix: 16)) \(src):\(sport) → \(dst):\(dport)")
+        }
+        #expect(learnt == 3)
+        let set = try n.must(router, ["nft", "list", "set", "inet", "reflectguard", "learn4"]).stdout
+        #expect(set.contains("198.18.2.2 . 40000 . 198.18.1.9 . 443"), "\(set)")
+    }
+
     /// The bar for the kernel-only ruleset: a spoofed SYN-ACK flood from forged reflectors
     /// never reaches the protected host, while all its outbound connections succeed, IPv4 and IPv6.
     @Test(arguments: ["4", "6"], [false, true])

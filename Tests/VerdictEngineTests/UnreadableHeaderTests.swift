@@ -100,8 +100,10 @@ import Testing
                     let bytes = Self.packet(flags, from: src, to: dst, padding: padding, chain: chain, options: options)
                     let full = PacketParser.parse(bytes, link: .raw)
                     let run = Engine(policy: policy(), seed: 3), score = Engine(policy: policy(), seed: 3)
+                    // Asked first: deciding a packet the learn rule queues teaches the engine its flow.
+                    let queued = score.wouldQueue(full, at: t(1))
                     let observed = score.decideObserved(full, at: t(1))
-                    guard Engine.wouldQueue(full, policy: run.policy) else {
+                    guard queued else {
                         #expect(observed.reason == .notQueued, "padding \(padding) chain \(chain) \(flags) \(src)")
                         continue
                     }
