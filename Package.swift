@@ -3,7 +3,7 @@
 //
 // The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
 // VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
-// thin I/O targets (NFQueue, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
+// thin I/O targets (NFQueue, Conntrack, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
 // Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header), so
 // fuzzing, sanitizers and benchmarks build them on their own.
 import PackageDescription
@@ -44,6 +44,10 @@ let package = Package(
         .systemLibrary(
             name: "CSystemd", pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]),
+        // ctnetlink (the kernel's conntrack table) through libmnl.
+        .systemLibrary(
+            name: "CConntrack", pkgConfig: "libmnl",
+            providers: [.apt(["libmnl-dev"])]),
 
         // A header-only module: one software prefetch instruction, for the scoring tables.
         .systemLibrary(name: "CPrefetch"),
@@ -63,13 +67,15 @@ let package = Package(
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
         .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
+        // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
+        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
         .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
-        .target(name: "Agent", dependencies: ["NFQueue", "PacketParser", "VerdictEngine", "Rules",
+        .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
                                               "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
+            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -90,7 +96,8 @@ let package = Package(
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "TestSupport"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
+                                                       "TestSupport"]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
         .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
                                                          "TestSupport"]),

@@ -10,6 +10,7 @@
 # prometheus for promtool (checks /metrics, the alerting rules and their unit tests: the only
 # Debian package that ships it, 19 MB; the server it would start under systemd is disabled below).
 # BGP Flowspec: gobgpd (the speaker the agent runs) and bird2 (the upstream in the lab test).
+# conntrackd + conntrack (the two-router state replication lab, `state = conntrack`).
 set -euo pipefail
 
 packages=(
@@ -23,6 +24,7 @@ packages=(
   procps psmisc
   gobgpd bird2
   prometheus
+  conntrackd conntrack
 )
 # Optional extras that only the HTML screenshot check and benchmarks use.
 if [[ "${RG_SETUP_EXTRAS:-0}" == 1 ]]; then

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import NFQueue
+import Conntrack
 import VerdictEngine
 import Scoring
 
@@ -118,18 +119,34 @@ public final class Agent {
         }
         if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
+        // state = conntrack: the ctnetlink event socket opens before the rules go in, so a kernel
+        // without conntrack events fails the start with nothing applied.
+        var feed: ConntrackFeed? = nil
+        var mailboxes: [ConntrackMailbox] = []
+        if policy.stateSource == .conntrack {
+            do throws(SystemCallError) {
+                for _ in sockets { mailboxes.append(try ConntrackMailbox()) }
+                feed = try ConntrackFeed(shared: shared, mailboxes: mailboxes)
+            } catch {
+                releaseQueues()
+                throw AgentStartError(message: "state = conntrack: \(error)", exitCode: 1)
+            }
+            for problem in ConntrackReadiness.problems(rulesText: nil) {
+                logger.warning("conntrack-not-ready", [("detail", .string(problem))])
+            }
+        }
         var workers: [(Worker, QueueSocket)] = []
-        for s in sockets {
+        for (i, s) in sockets.enumerated() {
             // A random hash seed per engine: flooders cannot aim at the tables' buckets.
             var rng = SystemRandomNumberGenerator()
             let seed = rng.next() as UInt64
-            workers.append((Worker(queue: s.queue, shared: shared, seed: seed), s))
+            workers.append((Worker(queue: s.queue, shared: shared, seed: seed, mailbox: mailboxes.isEmpty ? nil : mailboxes[i]), s))
         }
 
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun, flowspec: flowspec,
+                                       dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed,
                                        kernelCounters: hooks.kernelCounters,
                                        reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil
@@ -167,12 +184,14 @@ public final class Agent {
         flowspec?.start()
         var threads: [pthread_t] = []
         for (w, s) in workers { threads.append(spawn { w.run(s) }) }
+        if let feed { threads.append(spawn { feed.run() }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
 
         logger.info("start", [
             ("queues", .strings(settings.queues.map { String($0) })),
             ("protected", .strings(policy.protected.prefixes.map { $0.description })),
             ("mode", .string(policy.mode.rawValue)),
+            ("state", .string(policy.stateSource.rawValue)),
             ("kernel_path", .string(xdp == nil ? "nft" : "xdp")),
             ("dry_run", .bool(settings.dryRun)),
             ("rules_applied", .bool(applyRules)),
@@ -301,6 +320,12 @@ public final class Agent {
             guard plan.queues == settings.queues else {
                 refuse("queues changed from \(settings.queues.lowerBound):\(settings.queues.upperBound) to \(plan.queues.lowerBound):\(plan.queues.upperBound); restart the agent to change queues")
                 return reply
+            }
+            // The state source and its wait are fixed at start (the conntrack feed, the engines'
+            // conntrack tables and the holding are set up for them).
+            guard plan.policy.stateSource == shared.currentPolicy().0.stateSource,
+                  plan.policy.conntrackWait == shared.currentPolicy().0.conntrackWait else {
+                return refuse("state or ct_wait changed; restart the agent to change them")
             }
             // The enforcement's arming timeout is fixed at start.
             guard plan.armedTimeout == settings.armedTimeout else {

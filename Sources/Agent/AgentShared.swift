@@ -13,6 +13,10 @@ final class AgentShared: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let policyBox: Mutex<Policy>
     private let dryRunResults = Mutex<[ScoringPipeline]>([])
+    /// `state = conntrack`: the feed's verdict on replication (workers pass it to their engines
+    /// once per batch), and the SYN-ACKs the workers settled without state (the feed's evidence).
+    let replicationHealthy = Atomic<Bool>(true)
+    let conntrackUnmatched = Atomic<UInt64>(0)
 
     init(settings: AgentSettings, policy: Policy, logger: Logger, enforcement: KernelEnforcement) {
         self.settings = settings

@@ -42,6 +42,14 @@ final class KernelEnforcement: @unchecked Sendable {
     let rstArmedNow = Atomic<UInt64>(0)
     /// Time from the engine's report reaching us to the kernel set holding the prefix, last one.
     let lastArmLatencyNanoseconds = Atomic<UInt64>(0)
+    /// Arm requests refused because the armed check would rely on state this router cannot see
+    /// (`armingRefusal`), and whether the last request was refused.
+    let armRefusals = Atomic<UInt64>(0)
+    let armingRefusedNow = Atomic<Bool>(false)
+    /// Touched on `queue` only: the policy the workers last reported, and the refusal last
+    /// logged (logged again only when it changes).
+    private var policy: Policy? = nil
+    private var loggedRefusal: String? = nil
 
     /// Dry-run: attacks are reported, nothing is armed (the kernel's verdicts stay untouched too).
     private let dryRun: Bool
@@ -84,11 +92,44 @@ final class KernelEnforcement: @unchecked Sendable {
         queue.sync { cancelled = true }
     }
 
-    /// Called by a worker after a batch; returns at once.
-    func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
+    /// Why the armed kernel check must not be armed for `policy` on this router, nil when it may.
+    ///
+    /// With `state = local` the armed check accepts a SYN-ACK only when its reversed 4-tuple is in
+    /// the pending set, which nothing but the protected side's SYNs *forwarded by this router*
+    /// fills. In ingress-only mode the router does not see them, and arming it drops every
+    /// legitimate SYN-ACK to the prefix along with the flood (measured on a return router: 5 of
+    /// 200 connections during a flood). With `state = conntrack` the armed check is conntrack's
+    /// own (`ct state`), which replication fills, so it may arm in either mode.
+    static func armingRefusal(_ policy: Policy) -> String? {
+        if policy.stateSource == .conntrack { return nil }
+        if policy.mode == .ingressOnly {
+            return "mode ingress-only: this router does not see the protected side's SYNs, and the armed check would drop every legitimate SYN-ACK (state = conntrack arms conntrack's check instead)"
+        }
+        return nil
+    }
+
+    /// Whether arming may go ahead now; logs (once per change) and counts a refusal.
+    private func mayArm() -> Bool {
+        guard let policy else { return true }
+        let refusal = Self.armingRefusal(policy)
+        armingRefusedNow.store(refusal != nil, ordering: .relaxed)
+        if let refusal {
+            armRefusals.add(1, ordering: .relaxed)
+            if loggedRefusal != refusal {
+                logger.warning("arming-refused", [("reason", .string(refusal)),
+                                                  ("attacks", .from(Set(attacked.keys.map(\.prefix)).count))])
+            }
+        }
+        loggedRefusal = refusal
+        return refusal == nil
+    }
+
+    /// Called by a worker after a batch, with its engine's policy; returns at once.
+    func submit(_ events: [AttackEvent], queue workerQueue: UInt16, policy: Policy) {
         observer?(events, workerQueue)
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
+            self.policy = policy
             for e in events { handle(e, queue: workerQueue, submitted: submitted) }
             publish()
         }
@@ -113,7 +154,12 @@ final class KernelEnforcement: @unchecked Sendable {
             // An RST attack is held by the engine, which knows the prefix's tracked flows; the
             // kernel knows only its pending SYNs and the flows learnt within learn_interval.
             // So it is armed only once it outgrows the queue (`overloaded`).
-            if e.vector == .synack { armPrefix(e.prefix, submitted: submitted) }
+            // With state = conntrack the engines hold a SYN-ACK until its replicated state
+            // arrives, which the kernel's ct-state check cannot: armed, the first SYN-ACK of
+            // every connection that beats replication (most of them at LAN round-trip times)
+            // would be dropped and cost the client a 1 s SYN retransmission. So an attack the
+            // queue keeps up with arms nothing; only an overload (below) does.
+            if e.vector == .synack, policy?.stateSource != .conntrack, mayArm() { armPrefix(e.prefix, submitted: submitted) }
             if e.vector == .rst, lastOverload != 0, monotonicNanoseconds() - lastOverload < Self.overloadMemoryNs {
                 armRSTPrefix(e.prefix)
             }
@@ -132,23 +178,24 @@ final class KernelEnforcement: @unchecked Sendable {
         }
     }
 
-    /// A queue cannot keep up. In symmetric mode the kernel check is safe for every protected
-    /// network (the protected side's SYNs are always recorded, so legitimate SYN-ACKs pass), so
-    /// all of them are armed. In ingress-only mode the kernel never sees those SYNs and would
-    /// drop legitimate SYN-ACKs: then only the overload is reported.
+    /// A queue cannot keep up. Where the kernel check is safe (`armingRefusal`: the protected
+    /// side's SYNs are recorded here, or conntrack's view is used) every protected network is
+    /// armed. Otherwise the kernel would drop legitimate SYN-ACKs: then only the overload is
+    /// reported.
     func overloaded(queue q: UInt16, policy: Policy, backlogFor: Int64) {
         let submitted = monotonicNanoseconds()
         queue.async { [self] in
-            let symmetric = policy.mode == .symmetric
+            self.policy = policy
+            let arming = Self.armingRefusal(policy) == nil
             lastOverload = monotonicNanoseconds()
             logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
-                                              ("arming", .bool(symmetric)),
+                                              ("arming", .bool(arming)),
                                               ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])
             // RST attacks going on now have outgrown the queue: the kernel holds their RSTs on
             // flows it does not know, in either mode (ingress-only, the engine cannot track
             // those flows either).
             for p in Set(attacked.keys.filter { $0.vector == .rst }.map(\.prefix)) { armRSTPrefix(p) }
-            guard symmetric else { publish(); return }
+            guard mayArm() else { publish(); return }
             for p in policy.protected.prefixes { armPrefix(p, submitted: submitted) }
             publish()
         }
@@ -248,7 +295,9 @@ final class KernelEnforcement: @unchecked Sendable {
 
     private func renew() {
         let now = monotonicNanoseconds()
-        for p in Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix)) { armPrefix(p, submitted: now) }
+        let synack = policy?.stateSource == .conntrack ? []
+            : Set(attacked.keys.filter { $0.vector == .synack }.map(\.prefix))
+        if !synack.isEmpty, mayArm() { for p in synack { armPrefix(p, submitted: now) } }
         for (p, until) in armed where until <= now { armed[p] = nil }
         // An RST attack armed once stays armed while it lasts, though the kernel now keeps the
         // queue below overload: letting it run out would let the flood back in.

@@ -16,11 +16,14 @@ final class MetricsRegistry: @unchecked Sendable {
     var lastKernelCounts: [KernelCount] = []
     let kernelReadFailures = CounterBlock(count: 1)
 
+    private let conntrack: ConntrackFeed?
+
     init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
-         flowspec: FlowspecEscalation? = nil,
+         flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed? = nil,
          kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
          reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.flowspec = flowspec
+        self.conntrack = conntrack
         self.workers = workers
         self.enforcement = enforcement
         self.watchdog = watchdog
@@ -92,6 +95,10 @@ final class MetricsRegistry: @unchecked Sendable {
         family("reflectguard_queue_id_sequence", "gauge", "Last packet id the kernel gave out (/proc id_sequence; wraps at 2^32).")
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
+        if let conntrack { out += renderConntrack(conntrack) }
+        family("reflectguard_arming_refused_total", "counter",
+               "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).")
+        out += "reflectguard_arming_refused_total \(enforcement.armRefusals.load(ordering: .relaxed))\n"
         family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
         out += "reflectguard_victims_armed \(enforcement.armedNow.load(ordering: .relaxed))\n"
         family("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.")
@@ -129,4 +136,55 @@ final class MetricsRegistry: @unchecked Sendable {
         out += renderLifecycle()
         return out
     }
+
+    /// `state = conntrack`: the feed, replication health and the held SYN-ACKs.
+    private func renderConntrack(_ feed: ConntrackFeed) -> String {
+        var out = ""
+        func scalar(_ name: String, _ type: String, _ help: String, _ v: UInt64) {
+            out += Self.family(name, type, help) + "\(name) \(v)\n"
+        }
+        scalar("reflectguard_ct_events_total", "counter", "ctnetlink messages read (events and dump replies).",
+               feed.eventsTotal.load(ordering: .relaxed))
+        scalar("reflectguard_ct_facts_total", "counter", "Conntrack facts of TCP flows with a protected end handed to the engines.",
+               feed.factsTotal.load(ordering: .relaxed))
+        scalar("reflectguard_ct_enobufs_total", "counter", "Conntrack events lost (ENOBUFS on the event socket); each starts a re-dump.",
+               feed.overruns.load(ordering: .relaxed))
+        scalar("reflectguard_ct_dumps_total", "counter", "Whole conntrack table dumps read (start and after event losses).",
+               feed.dumps.load(ordering: .relaxed))
+        scalar("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.dumpFailures.load(ordering: .relaxed))
+        scalar("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.malformed.load(ordering: .relaxed))
+        scalar("reflectguard_ct_replication_healthy", "gauge",
+               "1 while replicated conntrack state arrives; 0 while stalled (SYN-ACKs without state get ct_miss).",
+               feed.replicationHealthy ? 1 : 0)
+        scalar("reflectguard_ct_replication_stalls_total", "counter", "Times replication was found stalled.",
+               feed.stalls.load(ordering: .relaxed))
+        func perQueue(_ name: String, _ type: String, _ help: String, _ c: HoldCounter) {
+            out += Self.family(name, type, help)
+            for w in workers { out += "\(name){queue=\"\(w.queue)\"} \(w.holdCounters.value(c.rawValue))\n" }
+        }
+        perQueue("reflectguard_ct_held_total", "counter", "SYN-ACKs held for their conntrack state (ct_wait).", .held)
+        perQueue("reflectguard_ct_held_matched_total", "counter", "Held SYN-ACKs whose state arrived while they waited (accepted).", .matched)
+        perQueue("reflectguard_ct_held_expired_total", "counter", "Held SYN-ACKs whose wait ended without state.", .expired)
+        perQueue("reflectguard_ct_held_budget_total", "counter", "Held SYN-ACKs judged early because the holding budget was full.", .budget)
+        perQueue("reflectguard_ct_held", "gauge", "SYN-ACKs held now.", .holding)
+        perQueue("reflectguard_ct_entries", "gauge", "Conntrack entries mirrored by the queue's engine.", .entries)
+        perQueue("reflectguard_ct_entry_evictions_total", "counter", "Mirrored conntrack entries evicted for room.", .evictions)
+        perQueue("reflectguard_ct_mailbox_dropped_total", "counter", "Conntrack facts lost because the worker fell behind.", .mailboxDropped)
+        out += Self.family("reflectguard_ct_wait_seconds", "histogram", "How long held SYN-ACKs waited before their verdict.")
+        for w in workers {
+            var cumulative: UInt64 = 0
+            var count: UInt64 = 0
+            for i in 0...HoldCounter.waitBuckets.count { count &+= w.holdCounters.value(HoldCounter.bucketBase + i) }
+            for (i, le) in HoldCounter.waitBuckets.enumerated() {
+                cumulative &+= w.holdCounters.value(HoldCounter.bucketBase + i)
+                out += "reflectguard_ct_wait_seconds_bucket{queue=\"\(w.queue)\",le=\"\(le)\"} \(cumulative)\n"
+            }
+            out += "reflectguard_ct_wait_seconds_bucket{queue=\"\(w.queue)\",le=\"+Inf\"} \(count)\n"
+            out += "reflectguard_ct_wait_seconds_sum{queue=\"\(w.queue)\"} \(Double(w.holdCounters.value(HoldCounter.waitSumNanoseconds.rawValue)) / 1e9)\n"
+            out += "reflectguard_ct_wait_seconds_count{queue=\"\(w.queue)\"} \(count)\n"
+        }
+        return out
+    }
+
+
 }

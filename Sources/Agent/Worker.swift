@@ -34,7 +34,16 @@ final class Worker: @unchecked Sendable {
     private var fullSince: Int64 = 0
     private var lastOverloadReport: Int64 = 0
 
-    init(queue: UInt16, shared: AgentShared, seed: UInt64) {
+    /// `state = conntrack` (fixed at start): the facts the feed posts, the SYN-ACKs whose verdict
+    /// waits for their state, how long they may wait, and what is counted about them.
+    let mailbox: ConntrackMailbox?
+    private var hold: HoldQueue
+    private let holdWait: Int64
+    let holdCounters = CounterBlock(count: HoldCounter.slotCount)
+    private var replicationHealthy = true
+    private var settled: [HoldQueue.Held] = []
+
+    init(queue: UInt16, shared: AgentShared, seed: UInt64, mailbox: ConntrackMailbox? = nil) {
         self.queue = queue
         self.shared = shared
         self.flushInterval = shared.settings.flushInterval
@@ -45,6 +54,12 @@ final class Worker: @unchecked Sendable {
         policyGeneration = generation
         sides = SideMap(inside: policy.insideInterfaces, outside: policy.outsideInterfaces)
         dryRun = shared.settings.dryRun ? DryRunRecorder(policy: policy) : nil
+        let conntrack = mailbox != nil
+        self.mailbox = mailbox
+        // Held packets occupy the kernel queue: at most half of it, so the other half still takes
+        // what arrives meanwhile (a full queue fails open, unseen).
+        hold = HoldQueue(capacity: conntrack ? max(16, Int(shared.settings.queueMaxLength) / 2) : 1)
+        holdWait = Int64(policy.conntrackWait * 1e9)
     }
 
     func run(_ socket: QueueSocket) {
@@ -55,7 +70,13 @@ final class Worker: @unchecked Sendable {
             let wait = batcher.pending == 0
             let result: IOResult<Int>
             do {
-                result = try receiver.receive(wait: wait)
+                if wait, let mailbox {
+                    // Conntrack facts and held packets' deadlines wake the worker too.
+                    waitForWork(socket.fd, mailbox)
+                    result = try receiver.receive(wait: false)
+                } else {
+                    result = try receiver.receive(wait: wait)
+                }
             } catch {
                 // Every packet we received already has its verdict recorded; send them, report,
                 // and keep serving: a transient error must not take the queue (and the router's
@@ -80,6 +101,7 @@ final class Worker: @unchecked Sendable {
                 watchBacklog(full: n == receiver.batchCapacity, now)
                 afterBatch(now)
             }
+            if mailbox != nil { serviceConntrack(batcher) }
             publish(receiver, batcher)
         }
         // Shutdown: take what is already in the socket, give each its verdict, then unbind. The
@@ -94,6 +116,11 @@ final class Worker: @unchecked Sendable {
             batcher.flush()
             drained += n
         }
+        // Held packets are still queued in the kernel: each gets its verdict as if its wait ended.
+        settled.removeAll(keepingCapacity: true)
+        hold.takeAll(into: &settled)
+        for h in settled { _ = settle(h, final: true, batcher) }
+        batcher.holdFloor = nil
         batcher.flush()
         publish(receiver, batcher)
         socket.unbind()
@@ -120,6 +147,13 @@ final class Worker: @unchecked Sendable {
             lastTime = t
             let side = sides.side(in: packet.inInterface, out: packet.outInterface)
             let decision = engine.decide(parsed, at: t, side: side)
+            if decision.reason == .stateAwaited {
+                counters.add(WorkerCounter.received.rawValue)
+                if packet.isTruncated { counters.add(WorkerCounter.truncated.rawValue) }
+                holdPacket(HoldQueue.Held(id: dryRun == nil ? packet.id : nil, packet: parsed, heldAt: arrival), batcher)
+                if dryRun != nil { batcher.record(packet.id, .accept, now: arrival) }
+                return
+            }
             counters.add(WorkerCounter.received.rawValue)
             counters.add(WorkerCounter.slot(decision.reason, decision.verdict))
             if packet.isTruncated { counters.add(WorkerCounter.truncated.rawValue) }
@@ -133,6 +167,91 @@ final class Worker: @unchecked Sendable {
             }
             dryRun?.observe(parsed, at: t, decision: decision)
         }
+    }
+
+    // MARK: - Holding (state = conntrack)
+
+    /// A SYN-ACK without state yet: its verdict waits (up to `ct_wait`) for its conntrack entry.
+    private func holdPacket(_ h: HoldQueue.Held, _ batcher: VerdictBatcher) {
+        guard holdWait > 0 else { _ = settle(h, final: true, batcher); return }
+        holdCounters.add(HoldCounter.held.rawValue)
+        if let out = hold.hold(h) {
+            // The budget is full: the oldest has waited longest, it is judged now.
+            holdCounters.add(HoldCounter.budget.rawValue)
+            _ = settle(out, final: true, batcher)
+        }
+        // From now on no accept batch may reach the held id.
+        batcher.holdFloor = hold.oldestID
+    }
+
+    /// Judges a held packet again; when its decision is final, records its verdict. Returns
+    /// whether it left the hold.
+    private func settle(_ h: HoldQueue.Held, final: Bool, _ batcher: VerdictBatcher) -> Bool {
+        let now = monotonicNanoseconds()
+        if now > lastTime { lastTime = now }
+        let d = engine.settle(h.packet, at: lastTime, final: final)
+        if d.reason == .stateAwaited { return false }
+        let matched = d.reason == .solicitedConntrack || d.reason == .solicitedSynack
+        if matched { holdCounters.add(HoldCounter.matched.rawValue) }
+        else {
+            if final { holdCounters.add(HoldCounter.expired.rawValue) }
+            shared.conntrackUnmatched.add(1, ordering: .relaxed)
+        }
+        let waited = max(0, now - h.heldAt)
+        holdCounters.add(HoldCounter.waitSumNanoseconds.rawValue, UInt64(waited))
+        holdCounters.add(HoldCounter.bucket(waited))
+        counters.add(WorkerCounter.slot(d.reason, d.verdict))
+        if let id = h.id {
+            if d.verdict == .drop {
+                counters.add(WorkerCounter.dropped.rawValue)
+                batcher.recordHeld(id, .drop, now: now)
+            } else {
+                counters.add(WorkerCounter.accepted.rawValue)
+                batcher.recordHeld(id, .accept, now: now)
+            }
+        } else {
+            // Dry-run: the packet was accepted when it came; only its decision waited.
+            if d.verdict == .drop { counters.add(WorkerCounter.wouldDrop.rawValue) }
+            counters.add(WorkerCounter.accepted.rawValue)
+        }
+        dryRun?.observe(h.packet, at: lastTime, decision: d)
+        return true
+    }
+
+    /// Between batches: the engine learns the facts the feed posted, held packets whose state
+    /// arrived are accepted, those whose wait ended are judged, and the batcher's floor follows.
+    private func serviceConntrack(_ batcher: VerdictBatcher) {
+        guard let mailbox else { return }
+        let healthy = shared.replicationHealthy.load(ordering: .acquiring)
+        if healthy != replicationHealthy {
+            replicationHealthy = healthy
+            engine.setReplicationHealthy(healthy)
+        }
+        let now = monotonicNanoseconds()
+        if mailbox.hasFacts {
+            let facts = mailbox.take()
+            for f in facts { engine.learn(f, at: max(lastTime, now)) }
+            if !facts.isEmpty, !hold.isEmpty { hold.recheck { settle($0, final: false, batcher) } }
+        }
+        if !hold.isEmpty {
+            settled.removeAll(keepingCapacity: true)
+            hold.takeExpired(at: now, wait: holdWait, into: &settled)
+            for h in settled { _ = settle(h, final: true, batcher) }
+        }
+        batcher.holdFloor = hold.oldestID
+    }
+
+    /// Blocks until the queue has packets, the feed posted facts, or the oldest held packet's
+    /// wait ends (at most 100 ms, the idle cadence of the plain receive).
+    private func waitForWork(_ queueFD: Int32, _ mailbox: ConntrackMailbox) {
+        var timeout: Int64 = 100
+        if let oldest = hold.oldest {
+            let left = oldest.heldAt + holdWait - monotonicNanoseconds()
+            timeout = max(0, min(timeout, (left + 999_999) / 1_000_000))
+        }
+        var fds = [pollfd(fd: queueFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: mailbox.eventFD, events: Int16(POLLIN), revents: 0)]
+        _ = poll(&fds, 2, Int32(timeout))
     }
 
     /// Receive batches that keep coming back full mean the socket never drains: the agent is
@@ -156,7 +275,7 @@ final class Worker: @unchecked Sendable {
         let events = engine.drainAttackEvents()
         if !events.isEmpty {
             counters.add(WorkerCounter.attackEvents.rawValue, UInt64(events.count))
-            shared.enforcement.submit(events, queue: queue)
+            shared.enforcement.submit(events, queue: queue, policy: engine.policy)
         }
         checkPolicy()
     }
@@ -199,6 +318,12 @@ final class Worker: @unchecked Sendable {
         counters.set(WorkerCounter.bucketEvictions.rawValue, s.bucketEvictions)
         counters.set(WorkerCounter.activeAttacks.rawValue, UInt64(s.activeAttacks))
         counters.set(WorkerCounter.rstAttacksStarted.rawValue, s.rstAttacksStarted)
+        if let mailbox {
+            holdCounters.set(HoldCounter.holding.rawValue, UInt64(hold.count))
+            holdCounters.set(HoldCounter.entries.rawValue, UInt64(s.conntrackEntries))
+            holdCounters.set(HoldCounter.evictions.rawValue, s.conntrackEvictions)
+            holdCounters.set(HoldCounter.mailboxDropped.rawValue, mailbox.dropped.load(ordering: .relaxed))
+        }
     }
 }
 

@@ -54,6 +54,14 @@ final class XDPEnforcement: @unchecked Sendable {
         }
         if s.path == .nft { return try nft("kernel_path = nft") }
         if dryRun { return try nft("dry-run arms nothing") }
+        // The XDP check answers from the SYNs this router records: a router that never sees them
+        // must not arm it (it would drop every legitimate SYN-ACK of the prefix).
+        if policy.stateSource == .conntrack {
+            return try nft("state = conntrack: the XDP check knows only the SYNs this router records; conntrack's view is checked by the nft rules")
+        }
+        if policy.mode == .ingressOnly {
+            return try nft("mode ingress-only: this router does not see the SYNs the XDP check needs, and nothing is armed in this mode")
+        }
         let inside = policy.insideInterfaces.sorted(), outside = policy.outsideInterfaces.sorted()
         if outside.isEmpty {
             return try nft("outside_ifaces is empty: XDP needs the interfaces the SYN-ACKs arrive on")

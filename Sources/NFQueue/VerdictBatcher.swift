@@ -20,6 +20,12 @@ public enum QueueVerdict: Sendable {
 /// before it (the accepts are emitted first), so order holds exactly as if each verdict were
 /// sent alone, and every recorded packet is named by exactly one message.
 ///
+/// Held packets (a verdict that waits, e.g. for conntrack state): the caller names the oldest
+/// held id in `holdFloor`. A batch covers every id at or below the one it names, the held one
+/// too, so while a packet is held accepts are batched only below the oldest held id, and an
+/// accept at or above it goes as its own message. A held packet's verdict, when it comes, is
+/// always its own message (`recordHeld`).
+///
 /// When to flush is the caller's rule (Suricata's discipline, adapted): before the receive loop
 /// could block (socket drained), when the oldest pending verdict reaches the flush interval, and
 /// at shutdown. A verdict therefore never waits for a later packet to arrive.
@@ -58,6 +64,15 @@ public final class VerdictBatcher {
 
     deinit { buffer.deallocate() }
 
+    /// The oldest id still held by the caller, nil when none: no batch may reach it.
+    /// Set it the moment a packet is held: the open run holds only older ids (arrival order),
+    /// so it stays valid, and the floor only rises as held packets are settled.
+    public var holdFloor: UInt32? = nil
+
+    /// Whether queue id `a` comes before `b` (ids wrap, as the kernel's `after()` allows).
+    @inline(__always)
+    static func precedes(_ a: UInt32, _ b: UInt32) -> Bool { Int32(bitPattern: a &- b) < 0 }
+
     /// Records the verdict for the next packet in arrival order.
     @inline(__always)
     public func record(_ id: UInt32, _ verdict: QueueVerdict, now: Int64) {
@@ -65,6 +80,12 @@ public final class VerdictBatcher {
         pending += 1
         switch verdict {
         case .accept:
+            if let floor = holdFloor, !Self.precedes(id, floor) {
+                // A batch naming this id would also give the held packet its verdict.
+                closeRun()
+                put(NFQNL_MSG_VERDICT, id, NF_ACCEPT, covering: 1)
+                return
+            }
             runLastID = id
             runLength += 1
         case .drop:
@@ -72,6 +93,14 @@ public final class VerdictBatcher {
             closeRun()
             put(NFQNL_MSG_VERDICT, id, NF_DROP, covering: 1)
         }
+    }
+
+    /// Records the verdict of a packet that was held: its own message, whatever it is.
+    public func recordHeld(_ id: UInt32, _ verdict: QueueVerdict, now: Int64) {
+        if pending == 0 { oldestPending = now }
+        pending += 1
+        closeRun()
+        put(NFQNL_MSG_VERDICT, id, verdict.netfilterValue, covering: 1)
     }
 
     private func closeRun() {

@@ -63,6 +63,12 @@ public enum DefineTable {
         "mode": .choice(Mode.allCases.map(\.rawValue)),
         "track": .choice(Track.allCases.map(\.rawValue)),
         "kernel_enforce": .choice(["armed", "always", "off"]),
+        "state": .choice(StateSource.allCases.map(\.rawValue)),
+        // Up to a second: a hold occupies a queue slot, and a SYN-ACK held longer than a client's
+        // first SYN retransmission (1 s) only costs what it was meant to save. 0ms: no holding.
+        "ct_wait": .time(0...1000),
+        "ct_miss": .choice(ConntrackMiss.allCases.map(\.rawValue)),
+        "ct_sync_iface": .interfaces,
         "kernel_path": .choice(["auto", "xdp", "nft"]),
         "ephemeral_ports": .ports,
         "rst_rate": .count(rates),

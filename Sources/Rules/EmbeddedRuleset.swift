@@ -12,7 +12,7 @@ let embeddedRulesetText = ##"""
 #
 # Lines `# @hook router|host` and `# @backend nft|xt|none` mark chain variants: `reflectguard nft
 # generate --hook H --backend B` blanks the chains of the other variants (keeping line numbers, so
-# nft's errors point into this file). Scalar defines are expanded by ReflectGuard before loading,
+# nft's errors point into this file); `# @state local|conntrack` chains follow the `state` define. Scalar defines are expanded by ReflectGuard before loading,
 # because nft accepts no variable in `timeout`, `limit rate` or `burst`.
 
 # Protected networks. Empty by default: the embedded ruleset protects nothing until told.
@@ -44,9 +44,25 @@ define track = handshake
 define track_full_ports = { }
 define track_full_hosts_v4 = { }
 define track_full_hosts_v6 = { }
-# Kernel enforcement (the conntrack-free check below): armed = only for victim prefixes the agent
-# arms under attack or overload; always = for all protected networks; off = never.
+# Kernel enforcement (the check below): armed = only for victim prefixes the agent arms under
+# attack or overload; always = for all protected networks; off = never.
 define kernel_enforce = armed
+# Where the agent learns which SYNs the protected side sent. local: the SYNs this router forwards.
+# conntrack: those and the kernel's conntrack table, which conntrackd fills with the flows the
+# other router of an asymmetric pair forwarded (see docs/conntrack.md); the rules then make
+# conntrack track, and kernel enforcement judges with conntrack's view (`ct state`).
+define state = local
+# state = conntrack: how long a SYN-ACK whose state has not arrived yet is held (0ms: never).
+# Replication measured between two routers: p50 0.4 ms, p99 0.5-4 ms under a flood, max 5 ms
+# (once 35 ms); 50ms covers that with room, well below a client's 1 s SYN retransmission.
+define ct_wait = 50ms
+# state = conntrack: what a SYN-ACK without state gets while replication is stalled.
+# score: the ingress-only evidence score; drop: unsolicited-synack; accept: ct-miss-accept.
+define ct_miss = score
+# state = conntrack: conntrackd's sync link on this router, e.g. { "eth3" }. Its traffic tells
+# whether replication is alive (conntrackd sends at least a message a second). Empty: judged from
+# the flows, which a flood while the protected side opens nothing reads as a stall.
+define ct_sync_iface = { }
 # Where armed kernel enforcement runs. xdp: BPF programs at the driver (XDP) on outside_ifaces check
 # each SYN-ACK to an armed victim prefix against the SYNs recorded on inside_ifaces (a host, with
 # --hook host: on the outside interfaces' tc egress), before the kernel builds an skb; the nft rules
@@ -462,8 +478,8 @@ table inet reflectguard {
 		jump $kernel_enforce
 	}
 	# kernel_enforce = armed: only victims the agent armed. With mode = ingress-only the router
-	# never sees the protected side's SYNs, so pending is empty and arming a prefix sheds all of
-	# its inbound SYN-ACKs: a last resort there, not a check.
+	# never sees the protected side's SYNs, so pending is empty: the agent never arms these then.
+	# @state local
 	chain armed {
 		# A SYN-ACK answering a SYN the protected host really sent (recorded in pending above, on
 		# every path, before any queueing) is accepted here, before `classify` reaches the queue
@@ -484,6 +500,7 @@ table inet reflectguard {
 		ip6 daddr @armed6 tcp flags & rst == rst goto rst_meters
 	}
 	# kernel_enforce = always: every protected network, no agent needed.
+	# @state local
 	chain always {
 		ip daddr @protected4 tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 counter name "drop_unsolicited_synack_v4" drop
 		ip6 daddr @protected6 tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 counter name "drop_unsolicited_synack_v6" drop
@@ -491,6 +508,25 @@ table inet reflectguard {
 		ip6 daddr @rst_armed6 tcp flags & rst == rst jump rst_attack
 		ip daddr @protected4 tcp flags & rst == rst goto rst_meters
 		ip6 daddr @protected6 tcp flags & rst == rst goto rst_meters
+	}
+	# state = conntrack: conntrack's view of the flow, which replication fills on a router that
+	# never sees the SYNs. A SYN-ACK that answers no entry is `ct state invalid` (conntrack moves
+	# an original-direction SYN-ACK from NONE to INVALID); one answering an entry (local or
+	# injected by conntrackd) is not. The kernel cannot wait for a late entry as the agent does
+	# (`ct_wait`), so the agent arms this only for victims under attack or overload.
+	# @state conntrack
+	chain armed {
+		ip daddr @armed4 tcp flags & (syn | ack) == syn | ack ct state invalid counter name "drop_unsolicited_synack_v4" drop
+		ip6 daddr @armed6 tcp flags & (syn | ack) == syn | ack ct state invalid counter name "drop_unsolicited_synack_v6" drop
+		ip daddr @armed4 tcp flags & rst == rst ct state invalid goto rst_meters
+		ip6 daddr @armed6 tcp flags & rst == rst ct state invalid goto rst_meters
+	}
+	# @state conntrack
+	chain always {
+		ip daddr @protected4 tcp flags & (syn | ack) == syn | ack ct state invalid counter name "drop_unsolicited_synack_v4" drop
+		ip6 daddr @protected6 tcp flags & (syn | ack) == syn | ack ct state invalid counter name "drop_unsolicited_synack_v6" drop
+		ip daddr @protected4 tcp flags & rst == rst ct state invalid goto rst_meters
+		ip6 daddr @protected6 tcp flags & rst == rst ct state invalid goto rst_meters
 	}
 	# kernel_enforce = off.
 	chain off {

@@ -44,6 +44,19 @@ struct PolicyBuilder {
         queueMark = try read("queue_mark", NftValue.mark) ?? queueMark
         if let m = values["mode"].flatMap(Mode.init(rawValue:)) { p.mode = m }
         if let t = values["track"].flatMap(Track.init(rawValue:)) { p.track = t }
+        if let s = values["state"].flatMap(StateSource.init(rawValue:)) { p.stateSource = s }
+        if let m = values["ct_miss"].flatMap(ConntrackMiss.init(rawValue:)) { p.conntrackMiss = m }
+        p.conntrackWait = try seconds("ct_wait") ?? p.conntrackWait
+        if let sync = try read("ct_sync_iface", NftValue.interfaces) {
+            guard sync.count <= 1 else { throw error("ct_sync_iface", "one interface at most (conntrackd's sync link)") }
+            p.conntrackSyncInterface = sync.first
+        }
+        // The pending-SYN check drops every SYN-ACK whose SYN this router did not forward: on an
+        // ingress-only router that is every legitimate one. conntrack's check (state = conntrack)
+        // sees what replication brings.
+        if p.mode == .ingressOnly, p.stateSource == .local, values["kernel_enforce"] == "always" {
+            throw error("kernel_enforce", "'always' with mode ingress-only and state local would drop every legitimate SYN-ACK: this router never sees the SYNs the kernel check needs (use armed, off, or state = conntrack)")
+        }
         p.ephemeralPorts = try read("ephemeral_ports", NftValue.ports) ?? p.ephemeralPorts
         p.rstRate = try rate("rst_rate") ?? p.rstRate
         p.rstBurst = try rate("rst_burst") ?? p.rstBurst

@@ -104,7 +104,14 @@ public struct ResolvedRules: Sendable {
         var blank = Set<Int>()
         for c in scan.chains {
             guard let v = c.variant else { continue }
-            let keep = v.key == "hook" ? v.value == hook.rawValue : v.value == backend.rawValue
+            let keep: Bool
+            switch v.key {
+            case "hook": keep = v.value == hook.rawValue
+            // Conntrack's chains load only with state = conntrack: any `ct` expression in a
+            // loaded ruleset makes the kernel track every flow of the namespace.
+            case "state": keep = v.value == (values["state"] ?? StateSource.local.rawValue)
+            default: keep = v.value == backend.rawValue
+            }
             if !keep { for l in c.firstLine...c.lastLine { blank.insert(l) } }
         }
         return RulesConfig.render(bytes, scan, values, blank: blank)

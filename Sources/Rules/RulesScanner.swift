@@ -62,7 +62,7 @@ struct RulesScanner {
             if trimmed.first == 0x23 {
                 let words = String(decoding: trimmed.dropFirst(), as: UTF8.self)
                     .split(whereSeparator: { $0 == " " || $0 == "\t" })
-                if words.count == 2, words[0] == "@hook" || words[0] == "@backend" {
+                if words.count == 2, words[0] == "@hook" || words[0] == "@backend" || words[0] == "@state" {
                     pendingMarker = (String(words[0].dropFirst()), String(words[1]), lineNo)
                     lineIndex += 1
                     continue

@@ -48,6 +48,17 @@ public enum Reason: String, Sendable, CaseIterable {
     /// queued it for its flags, so it is a SYN-ACK or RST (or with track = full any TCP) that
     /// cannot be checked. Dropped, and counted as an attack on the victim's prefix.
     case unreadableHeader = "unreadable-header"
+    /// With `state = conntrack`: a SYN-ACK to a protected host whose reversed 4-tuple is a
+    /// conntrack entry of this router in SYN_SENT, SYN_RECV or ESTABLISHED (the kernel's own, or
+    /// one conntrackd replicated from the router that forwarded the SYN). Accepted.
+    case solicitedConntrack = "solicited-conntrack"
+    /// With `state = conntrack`: a SYN-ACK with no state yet, held while its state may still
+    /// arrive (`ct_wait`). Provisional: `run` settles every held packet with a final reason, and
+    /// no report counts this one.
+    case stateAwaited = "state-awaited"
+    /// With `state = conntrack` and `ct_miss = accept`: a SYN-ACK with no state while conntrack
+    /// replication is stalled. Accepted.
+    case conntrackMissAccepted = "ct-miss-accept"
 
     public var token: String { rawValue }
 }

@@ -34,6 +34,8 @@ public final class Engine {
         var learnIntervalMs: UInt32 = 0
         var track: Track = .handshake
         var mode: Mode = .symmetric
+        /// `state = conntrack` (`decide` only: `decideObserved` judges captures, which carry none).
+        var conntrack = false
         var ephemeralPorts: ClosedRange<UInt16> = 32768...60999
         var scoreThreshold = 60
         /// The last offset from the network header at which `run`'s copy still holds the fixed
@@ -59,6 +61,9 @@ public final class Engine {
         var started = false
         /// The protected side's SYN option profile, learnt from its SYNs (ingress-only scoring).
         var synsSeen: UInt64 = 0, synsWithSACK: UInt64 = 0, synsWithTS: UInt64 = 0, synsWithWS: UInt64 = 0
+        /// `state = conntrack`: replication is stalled (`setReplicationHealthy`), so a SYN-ACK
+        /// without state gets `ct_miss` rather than a hold and a drop.
+        var replicationStalled = false
     }
 
     let tuning: UnsafeMutablePointer<Tuning>
@@ -80,6 +85,9 @@ public final class Engine {
 
     let seed: HashSeed
     private let flows: GroupTable<FlowEntry>
+    /// `state = conntrack`: the kernel's conntrack entries of protected flows, as the agent
+    /// reports them (`learn`). Full size only when the engine starts with that state.
+    let conntrack: GroupTable<ConntrackEntry>
     let seenSynacks: GroupTable<SeenSynack>
     let rstAddressBuckets: GroupTable<RSTBudget>
     let rstPrefixBuckets: GroupTable<RSTBudget>
@@ -124,6 +132,7 @@ public final class Engine {
         hot = .allocate(capacity: 1)
         hot.initialize(to: HotState())
         flows = GroupTable(capacity: max(16, policy.synTableCapacity))
+        conntrack = GroupTable(capacity: policy.stateSource == .conntrack ? max(16, policy.conntrackTableCapacity) : 16)
         seenSynacks = GroupTable(capacity: 1 << 16)
         rstAddressBuckets = GroupTable(capacity: 1 << 16)
         rstPrefixBuckets = GroupTable(capacity: 1 << 14)
@@ -145,7 +154,7 @@ public final class Engine {
     }
 
     deinit {
-        flows.deallocate(); seenSynacks.deallocate(); rstAddressBuckets.deallocate()
+        flows.deallocate(); conntrack.deallocate(); seenSynacks.deallocate(); rstAddressBuckets.deallocate()
         rstPrefixBuckets.deallocate(); backscatterBuckets.deallocate()
         victimRates.deallocate(); prefixRates.deallocate()
         counts.deallocate()
@@ -160,6 +169,7 @@ public final class Engine {
     public func prefault() {
         flows.prefault(); seenSynacks.prefault(); rstAddressBuckets.prefault(); rstPrefixBuckets.prefault()
         backscatterBuckets.prefault(); victimRates.prefault(); prefixRates.prefault()
+        if policy.stateSource == .conntrack { conntrack.prefault() }
     }
 
     /// Replaces the policy (SIGHUP) and keeps all state: tracked flows keep answering SYN-ACKs
@@ -202,6 +212,7 @@ public final class Engine {
         t.pointee.prefixFloor = 50 / q
         t.pointee.track = policy.track
         t.pointee.mode = policy.mode
+        t.pointee.conntrack = policy.stateSource == .conntrack
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
         t.pointee.guardPorts.initialize(repeating: 0, count: 1024)
@@ -331,7 +342,7 @@ public final class Engine {
                 } else if f.isRST {
                     d = srcP ? outboundRST(p, ms) : inboundRST(p, ms, now: now)
                 } else if f.isSYNACK {
-                    d = srcP ? outboundSynack(p, ms) : inboundSynack(p, ms, now: now)
+                    d = srcP ? outboundSynack(p, ms) : inboundSynack(p, ms, now: now, conntrack: !observed && tuning.pointee.conntrack)
                 } else if f.isSYN && srcP {
                     d = outboundSyn(p, ms)
                 } else {
@@ -339,9 +350,15 @@ public final class Engine {
                 }
             }
         }
+        // A SYN-ACK left waiting for its conntrack state is counted when `settle` decides it.
+        if d.reason != .stateAwaited { count(d) }
+        return d
+    }
+
+    @inline(__always)
+    func count(_ d: Decision) {
         counts[d.reason.ordinal] &+= 1
         hot.pointee.decisions &+= 1
-        return d
     }
 
     /// A packet without a TCP header the engine may read: accepted and counted as `malformed`
@@ -408,6 +425,8 @@ public final class Engine {
         s.activeRSTAttacks = rstActive.count
         s.rstAttacksStarted = rstAttacksStarted
         s.attackEventsLost = eventsLost
+        s.conntrackEntries = conntrack.count
+        s.conntrackEvictions = conntrack.evictions
         return s
     }
 
@@ -524,7 +543,7 @@ public final class Engine {
 
     /// A SYN-ACK to a protected host: it must answer a tracked SYN (reversed 4-tuple,
     /// ack == ISN + 1 or ISN + 1 + TFO data, within the SYN-ACK horizon of the latest SYN).
-    private func inboundSynack(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) -> Decision {
+    private func inboundSynack(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds, conntrack: Bool) -> Decision {
         var senderIs0 = false
         let key = FlowKey(p, senderIs0: &senderIs0)
         let i = flows.find(key, hash: key.hash(seed))
@@ -547,6 +566,14 @@ public final class Engine {
                 // the protected side's packets only, and `wouldQueue(_:at:)` follows it.
                 return Decision(.accept, .solicitedSynack)
             }
+        }
+        if conntrack {
+            // Where this router saw the SYN itself, its ISN is the authority (conntrack carries
+            // none): a live handshake the protected host opened that this SYN-ACK does not
+            // acknowledge stays unsolicited, whatever conntrack says about the 4-tuple.
+            let sawSyn = i >= 0 && live(flows.slots[i], ms) && !flows.slots[i].isInitiator(senderIs0)
+                && !flows.slots[i].has(FlowEntry.serverRole) && !flows.slots[i].has(FlowEntry.midstream)
+            if !sawSyn { return synackWithoutLocalState(p, key, senderIs0: senderIs0, ms, now: now, final: false) }
         }
         if tuning.pointee.mode == .ingressOnly { return scoreSynack(p, key, ms, now: now) }
         let d = drop(.unsolicitedSynack, p)

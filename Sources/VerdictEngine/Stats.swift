@@ -20,6 +20,9 @@ public struct EngineStats: Sendable, Equatable {
     public var activeRSTAttacks = 0
     public var rstAttacksStarted: UInt64 = 0
     public var attackEventsLost: UInt64 = 0
+    /// `state = conntrack`: conntrack entries mirrored, and those evicted for room.
+    public var conntrackEntries = 0
+    public var conntrackEvictions: UInt64 = 0
 
     public init() {}
 
@@ -89,7 +92,10 @@ extension Reason {
         case .flowTracked: return 23
         case .flowUntracked: return 24
         case .unreadableHeader: return 25
+        case .solicitedConntrack: return 26
+        case .stateAwaited: return 27
+        case .conntrackMissAccepted: return 28
         }
     }
-    public static let ordinalCount = 26
+    public static let ordinalCount = 29
 }

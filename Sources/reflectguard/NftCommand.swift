@@ -1,6 +1,7 @@
 import Agent
 import NftBackend
 import Rules
+import Conntrack
 import XDPPath
 #if canImport(Glibc)
 import Glibc
@@ -107,6 +108,11 @@ enum NftCommand {
                 let names = [resolved.file.name] + (resolved.config.map { [$0.name] } ?? [])
                 if resolved.policy.protected.isEmpty {
                     printError("note: no protected network: 'reflectguard run' refuses to start until protected_v4 or protected_v6 names one")
+                }
+                if resolved.policy.stateSource == .conntrack {
+                    // The rules can be right and the kernel still give the agent nothing to learn.
+                    let text = resolved.render(hook: hookValue, backend: backendValue)
+                    for p in ConntrackReadiness.problems(rulesText: text) { printError("warning: state = conntrack: \(p)") }
                 }
                 print("\(names.joined(separator: " + ")): OK (hook \(hookValue.rawValue), backend \(backendValue.rawValue))")
             default:

@@ -260,6 +260,11 @@ enum ScoreCommand {
             // The embedded default is checked when it is built; a file given is checked here so a
             // ruleset that `run` could not load does not score as if it could.
             if !file.isEmbedded || resolved.config != nil, !nftAccepts(resolved) { return nil }
+            if policy.stateSource == .conntrack {
+                // A capture carries no conntrack table: scoring judges with the SYNs it holds.
+                printError("Note: state = conntrack is ignored by score (a capture carries no conntrack state); scoring with state = local")
+                policy.stateSource = .local
+            }
             return policy
         } catch {
             if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }
