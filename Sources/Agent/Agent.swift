@@ -325,7 +325,8 @@ public final class Agent {
             // conntrack tables and the holding are set up for them).
             guard plan.policy.stateSource == shared.currentPolicy().0.stateSource,
                   plan.policy.conntrackWait == shared.currentPolicy().0.conntrackWait else {
-                return refuse("state or ct_wait changed; restart the agent to change them")
+                refuse("state or ct_wait changed; restart the agent to change them")
+                return reply
             }
             // The enforcement's arming timeout is fixed at start.
             guard plan.armedTimeout == settings.armedTimeout else {

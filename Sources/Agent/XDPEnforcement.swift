@@ -21,6 +21,9 @@ public struct XDPSettings: Sendable {
     /// `--hook host`: the protected addresses are this machine's own; its SYNs leave through the
     /// outside interfaces' tc egress hook, not an inside interface's ingress.
     public var host = false
+    /// `flowspec_peer` is set: the escalation measures an armed prefix's flood in nft's per-victim
+    /// counting sets, which a SYN-ACK dropped at the driver never reaches.
+    public var flowspec = false
     public init() {}
 }
 
@@ -53,6 +56,11 @@ final class XDPEnforcement: @unchecked Sendable {
             return nil
         }
         if s.path == .nft { return try nft("kernel_path = nft") }
+        // With XDP an armed prefix's flood would vanish from the escalation's view the moment it
+        // is armed, and the upstream would never be asked to shed it.
+        if s.path == .auto && s.flowspec {
+            return try nft("flowspec_peer is set: the Flowspec escalation counts armed floods in the nft rules, which XDP drops would bypass (kernel_path = xdp chooses XDP anyway)")
+        }
         if dryRun { return try nft("dry-run arms nothing") }
         // The XDP check answers from the SYNs this router records: a router that never sees them
         // must not arm it (it would drop every legitimate SYN-ACK of the prefix).

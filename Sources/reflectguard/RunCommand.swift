@@ -137,6 +137,7 @@ enum RunCommand {
         settings.xdp.path = resolved.values["kernel_path"].flatMap(KernelPath.init(rawValue:)) ?? .auto
         settings.xdp.always = resolved.values["kernel_enforce"] == "always"
         settings.xdp.host = hookValue == .host
+        settings.xdp.flowspec = settings.flowspec != nil
         settings.logLevel = logger.level
 
         let applyRules = !a.flag("--no-apply")
