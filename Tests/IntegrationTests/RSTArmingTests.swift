@@ -86,10 +86,13 @@ struct RSTArmingTests {
         _ = try lab.spawn(lab.inet, ["python3", files.2, trigger])
         usleep(300_000)
 
-        // A small queue the flood overflows; pending SYNs kept 3 s only, so the old connection's
-        // abort comes long after its SYN left the pending set: only the learn set knows it.
+        // A small queue the flood overflows, yet longer than one receive batch (64): the agent
+        // reports an overload when its batches keep coming back full, and with a queue exactly one
+        // batch long a loaded machine rarely saw a full one (the flood failed open, nothing armed).
+        // Pending SYNs kept 3 s only, so the old connection's abort comes long after its SYN left
+        // the pending set: only the learn set knows it.
         let agent = try AgentProcess(lab, RSTInlineTests.protect + [
-            "--queue-maxlen", "64", "--metrics", "\(Self.metricsPort)",
+            "--queue-maxlen", "256", "--metrics", "\(Self.metricsPort)",
             "-D", "syn_horizon=3s", "-D", "armed_timeout=4s", "-D", "attack_rate=100000000"])
         let oldOut = lab.tempPath("old.out")
         let old = try lab.spawn(lab.protected, ["python3", files.3, "198.18.1.2"], stdoutFile: oldOut)
@@ -127,7 +130,7 @@ struct RSTArmingTests {
         let oldRSTs = Int(try lab.exec(lab.protected, "nft list counter inet rg12old old").stdout
                             .firstMatch(of: #/packets (\d+)/#)?.1 ?? "0") ?? 0
 
-        measured("RST flood bigger than a 64-packet queue: rst_armed4 armed (metrics \(Int(metricsArmed))); \(sent) forged RSTs "
+        measured("RST flood bigger than a 256-packet queue: rst_armed4 armed (metrics \(Int(metricsArmed))); \(sent) forged RSTs "
                  + "sent at full speed, \(arrived) reached the protected host, \(cutDrops) dropped by the kernel's rst_attack meter; "
                  + "refused \(refused)/\(rounds), reset \(reset)/\(rounds) (RSTs reaching the host: refusals \(refusedRSTs), aborts "
                  + "\(abortRSTs)); old connection's abort (SYN past the pending set): \(oldReset ? "reached the client" : "lost"), "
