@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// An RST flood bigger than the queue (a 64-packet queue, trafgen at full speed): the agent arms
+/// An RST flood bigger than the queue (a 256-packet queue, trafgen at full speed): the agent arms
 /// the kernel's RST meter for the attacked /24 (`rst_armed4`), which cuts the flood before the
 /// queue while the RSTs of flows the kernel knows still reach the queue and the client: refusals
 /// (pending SYNs), aborts of fresh connections, and the abort of a connection older than the
