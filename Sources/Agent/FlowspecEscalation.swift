@@ -304,21 +304,18 @@ final class FlowspecEscalation: @unchecked Sendable {
 
     func renderMetrics() -> String {
         var out = ""
-        func gauge(_ name: String, _ type: String, _ help: String, _ v: UInt64) {
-            out += MetricsRegistry.family(name, type, help) + "\(name) \(v)\n"
-        }
-        gauge("reflectguard_flowspec_session_up", "gauge", "1 while the BGP session to the Flowspec upstream is established.",
+        out += MetricsRegistry.single("reflectguard_flowspec_session_up", "gauge", "1 while the BGP session to the Flowspec upstream is established.",
               sessionUp.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_speaker_running", "gauge", "1 while the agent's own gobgpd runs (external speaker: 1).",
+        out += MetricsRegistry.single("reflectguard_flowspec_speaker_running", "gauge", "1 while the agent's own gobgpd runs (external speaker: 1).",
               speaker.runsDaemon ? (speaker.generation.load(ordering: .relaxed) > 0 && speaker.isRunning ? 1 : 0) : 1)
-        gauge("reflectguard_flowspec_speaker_restarts_total", "counter", "Times the agent's gobgpd died and was started again.",
+        out += MetricsRegistry.single("reflectguard_flowspec_speaker_restarts_total", "counter", "Times the agent's gobgpd died and was started again.",
               speaker.restarts.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", routesNow.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", announcements.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", withdrawals.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_session_failures_total", "counter",
+        out += MetricsRegistry.single("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", routesNow.load(ordering: .relaxed))
+        out += MetricsRegistry.single("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", announcements.load(ordering: .relaxed))
+        out += MetricsRegistry.single("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", withdrawals.load(ordering: .relaxed))
+        out += MetricsRegistry.single("reflectguard_flowspec_session_failures_total", "counter",
               "Times the session stayed down past 30 s (unreachable peer, wrong AS, refused).", sessionFailures.load(ordering: .relaxed))
-        gauge("reflectguard_flowspec_errors_total", "counter", "Speaker or kernel-count operations that failed.",
+        out += MetricsRegistry.single("reflectguard_flowspec_errors_total", "counter", "Speaker or kernel-count operations that failed.",
               errors.load(ordering: .relaxed))
         out += MetricsRegistry.family("reflectguard_flowspec_refused_total", "counter",
                                       "Escalations refused: outside-protected, too-wide (flowspec_widest_v4/v6), max-rules.")

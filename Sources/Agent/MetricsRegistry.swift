@@ -115,19 +115,15 @@ final class MetricsRegistry: @unchecked Sendable {
         out += "reflectguard_arm_failures_total \(enforcement.armFailures.load(ordering: .relaxed))\n"
         family("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.")
         out += "reflectguard_arm_latency_seconds \(Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)\n"
-        func one(_ name: String, _ type: String, _ help: String, _ value: UInt64) {
-            family(name, type, help)
-            out += "\(name) \(value)\n"
-        }
-        one("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
+        out += Self.single("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
             watchdog.present.load(ordering: .relaxed))
-        one("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
+        out += Self.single("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
             watchdog.checks.load(ordering: .relaxed))
-        one("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
+        out += Self.single("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
             watchdog.reapplied.load(ordering: .relaxed))
-        one("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
+        out += Self.single("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
             watchdog.reapplyFailures.load(ordering: .relaxed))
-        one("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
+        out += Self.single("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
             Logger.droppedLines.load(ordering: .relaxed))
         family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
         out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
@@ -140,23 +136,20 @@ final class MetricsRegistry: @unchecked Sendable {
     /// `state = conntrack`: the feed, replication health and the held SYN-ACKs.
     private func renderConntrack(_ feed: ConntrackFeed) -> String {
         var out = ""
-        func scalar(_ name: String, _ type: String, _ help: String, _ v: UInt64) {
-            out += Self.family(name, type, help) + "\(name) \(v)\n"
-        }
-        scalar("reflectguard_ct_events_total", "counter", "ctnetlink messages read (events and dump replies).",
+        out += Self.single("reflectguard_ct_events_total", "counter", "ctnetlink messages read (events and dump replies).",
                feed.eventsTotal.load(ordering: .relaxed))
-        scalar("reflectguard_ct_facts_total", "counter", "Conntrack facts of TCP flows with a protected end handed to the engines.",
+        out += Self.single("reflectguard_ct_facts_total", "counter", "Conntrack facts of TCP flows with a protected end handed to the engines.",
                feed.factsTotal.load(ordering: .relaxed))
-        scalar("reflectguard_ct_enobufs_total", "counter", "Conntrack events lost (ENOBUFS on the event socket); each starts a re-dump.",
+        out += Self.single("reflectguard_ct_enobufs_total", "counter", "Conntrack events lost (ENOBUFS on the event socket); each starts a re-dump.",
                feed.overruns.load(ordering: .relaxed))
-        scalar("reflectguard_ct_dumps_total", "counter", "Whole conntrack table dumps read (start and after event losses).",
+        out += Self.single("reflectguard_ct_dumps_total", "counter", "Whole conntrack table dumps read (start and after event losses).",
                feed.dumps.load(ordering: .relaxed))
-        scalar("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.dumpFailures.load(ordering: .relaxed))
-        scalar("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.malformed.load(ordering: .relaxed))
-        scalar("reflectguard_ct_replication_healthy", "gauge",
+        out += Self.single("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.dumpFailures.load(ordering: .relaxed))
+        out += Self.single("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.malformed.load(ordering: .relaxed))
+        out += Self.single("reflectguard_ct_replication_healthy", "gauge",
                "1 while replicated conntrack state arrives; 0 while stalled (SYN-ACKs without state get ct_miss).",
                feed.replicationHealthy ? 1 : 0)
-        scalar("reflectguard_ct_replication_stalls_total", "counter", "Times replication was found stalled.",
+        out += Self.single("reflectguard_ct_replication_stalls_total", "counter", "Times replication was found stalled.",
                feed.stalls.load(ordering: .relaxed))
         func perQueue(_ name: String, _ type: String, _ help: String, _ c: HoldCounter) {
             out += Self.family(name, type, help)
