@@ -155,10 +155,20 @@ fi
 # --- reload: good, then broken ------------------------------------------------------------------
 sed -i 's|^define protected_v4 = .*|define protected_v4 = { 198.18.2.0/24, 198.18.5.0/24 }|' "$conf"
 before_notify=$(tr '\0' '\n' <"$work/notify.log" | grep -c '^READY=1')
-if out=$(as_unit "${reload[@]}" 2>&1) && nft list set inet reflectguard protected4 | grep -q 198.18.5.0/24; then
+listed=
+if out=$(as_unit "${reload[@]}" 2>&1); then
+    # The reply follows the apply; the listing itself can fail on a loaded machine (nft's own
+    # retries when a generation changes during the dump): ask a few times, as after the start.
+    for _ in $(seq 10); do
+        listed=$(nft list set inet reflectguard protected4 2>&1)
+        grep -q 198.18.5.0/24 <<<"$listed" && break
+        sleep 0.5
+    done
+fi
+if grep -q 198.18.5.0/24 <<<"$listed"; then
     ok reload-applied
 else
-    fail reload-applied "$out"
+    fail reload-applied "reload: $out; nft: $listed"
 fi
 notes=$(tr '\0' '\n' <"$work/notify.log")
 if grep -q '^RELOADING=1' <<<"$notes" && (( $(grep -c '^READY=1' <<<"$notes") > before_notify )); then
