@@ -25,7 +25,7 @@ extension Engine {
     /// The rate slot for `key`, created if needed, with its window rolled to `ms`. Updates the
     /// slot in place: copying the whole slot out and back cost more than the rest of a drop.
     @inline(__always)
-    func touch(_ t: GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
+    func touch(_ t: borrowing GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
@@ -123,7 +123,7 @@ extension Engine {
     /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full, or at the
     /// level of the bucket it replaced); its slot. `holdFloor` is for `RSTBudget`'s hold bucket.
     @inline(__always)
-    func refill<S: TokenSlot>(_ t: GroupTable<S>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float,
+    func refill<S: TokenSlot>(_ t: borrowing GroupTable<S>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float,
                               holdFloor: Float = 0) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
@@ -151,7 +151,7 @@ extension Engine {
 
     /// Takes one token from the bucket for `key`, if it has one.
     @inline(__always)
-    func take(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
+    func take(_ t: borrowing GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
         let i = refill(t, key, ms, rate: rate, burst: burst)
         guard t.slots[i].tokens >= 1 else { return false }
         t.slots[i].tokens -= 1
