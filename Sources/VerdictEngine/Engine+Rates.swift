@@ -3,14 +3,11 @@ import PacketParser
 /// Token buckets (RST budgets), per-victim and per-prefix drop rates, and the attack detector
 /// that reports victims under attack (`AttackEvent`).
 extension Engine {
-    /// Whether an address is IPv4-mapped (`::ffff:0:0/96`). Written on the two 64-bit lanes with
-    /// literal constants: `static let` masks cost a `swift_once` call per use (three per drop,
-    /// measured with callgrind).
+    /// Whether an address is IPv4-mapped (`::ffff:0:0/96`), on its lanes (`IPAddress.lanesAreV4`:
+    /// `isIPv4Mapped`'s `static let` masks cost a `swift_once` call per use, three per drop).
     @inline(__always)
     static func isV4(_ a: SIMD16<UInt8>) -> Bool {
-        let x = unsafeBitCast(a, to: SIMD2<UInt64>.self)
-        // Little-endian lanes: bytes 10 and 11 (0xff 0xff) are bits 16-31 of lane 1.
-        return x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000
+        IPAddress.lanesAreV4(unsafeBitCast(a, to: SIMD2<UInt64>.self))
     }
 
     /// The victim prefix of an address: /24 for IPv4, /64 for IPv6.
