@@ -248,21 +248,22 @@ public final class Engine {
     /// accepted with a reason, so they are counted).
     public static func wouldQueue(_ packet: ParsedPacket, policy: Policy, side: Side = .unknown) -> Bool {
         guard packet.hasTCP else { return false }
-        let srcP = policy.protected.contains(packet.source)
-        return queues(packet.flags, sourceProtected: srcP, destinationProtected: policy.protected.contains(packet.destination),
-                      track: policy.track, guarded: policy.guards(packet), learnt: false)
+        return queues(packet.flags, sourceProtected: policy.protected.contains(packet.source),
+                      destinationProtected: policy.protected.contains(packet.destination), track: policy.track)
+            ?? policy.guards(packet)
     }
 
     /// The rules' queue predicate (nft/reflectguard.nft), the one place it is written: both
-    /// `wouldQueue`s and `decideObserved` ask it. `guarded` and `learnt` (the learn rule, see
-    /// `wouldQueue(_:at:)`; only asked for a packet the protected side sends with
-    /// `track = handshake`) are evaluated only when the answer depends on them.
+    /// `wouldQueue`s and `decideObserved` ask it. It answers from the flags and which ends are
+    /// protected, and nil where the flow decides: queued then only if it is guarded or, for a
+    /// packet the protected side sends, if the learn rule takes it (`queuedByFlow`; the static
+    /// `wouldQueue`, which has no flows, asks only the first). Plain values, no closures: as a
+    /// call taking closures it was not inlined into `route` (callgrind: +10% a decision).
     @inline(__always)
-    static func queues(_ f: TCPFlags, sourceProtected srcP: Bool, destinationProtected dstP: Bool, track: Track,
-                       guarded: @autoclosure () -> Bool, learnt: @autoclosure () -> Bool) -> Bool {
+    static func queues(_ f: TCPFlags, sourceProtected srcP: Bool, destinationProtected dstP: Bool, track: Track) -> Bool? {
         guard srcP || dstP else { return false }
         if track == .full || f.isRST || f.isSYNACK || (f.isSYN && srcP) { return true }
-        return guarded() || (srcP && learnt())
+        return nil
     }
 
     /// `wouldQueue` with the one rule that depends on state, asked before the packet is decided:
@@ -274,15 +275,16 @@ public final class Engine {
     /// them at start). The two differ only when one of them is full.
     public func wouldQueue(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Bool {
         guard packet.hasTCP else { return false }
-        return queues(packet, now: now, sourceProtected: tuning.pointee.protected.contains(packet.source),
-                      destinationProtected: tuning.pointee.protected.contains(packet.destination))
+        let srcP = tuning.pointee.protected.contains(packet.source)
+        return Engine.queues(packet.flags, sourceProtected: srcP, destinationProtected: tuning.pointee.protected.contains(packet.destination),
+                             track: tuning.pointee.track) ?? queuedByFlow(packet, sourceProtected: srcP, now: now)
     }
 
-    /// `Engine.queues` on this engine's own tables (a TCP packet).
+    /// Where `Engine.queues` leaves it to the flow: a guarded flow's packet, or one the protected
+    /// side sends that the learn rule takes.
     @inline(__always)
-    private func queues(_ p: ParsedPacket, now: Nanoseconds, sourceProtected srcP: Bool, destinationProtected dstP: Bool) -> Bool {
-        Engine.queues(p.flags, sourceProtected: srcP, destinationProtected: dstP, track: tuning.pointee.track,
-                      guarded: guarded(p), learnt: learns(p, Engine.msTime(now)))
+    private func queuedByFlow(_ p: ParsedPacket, sourceProtected srcP: Bool, now: Nanoseconds) -> Bool {
+        guarded(p) || (srcP && learns(p, Engine.msTime(now)))
     }
 
     /// Whether the kernel's learn rule queues this packet of a protected host (see `wouldQueue(_:at:)`).
@@ -324,7 +326,8 @@ public final class Engine {
             let dstP = tuning.pointee.protected.contains(p.destination)
             if observed && !(srcP || dstP) {
                 d = Decision(.accept, .notProtected)
-            } else if observed && !queues(p, now: now, sourceProtected: srcP, destinationProtected: dstP) {
+            } else if observed && !(Engine.queues(p.flags, sourceProtected: srcP, destinationProtected: dstP,
+                                                  track: tuning.pointee.track) ?? queuedByFlow(p, sourceProtected: srcP, now: now)) {
                 d = Decision(.accept, .notQueued)
             } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
                 // A captured header past the bytes `run` copies: judged on what `run` had of it,
