@@ -58,7 +58,8 @@ let package = Package(
         .target(name: "PacketParser", swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "VerdictEngine", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "Rules", dependencies: ["VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "Lab", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: thin I/O
@@ -83,8 +84,9 @@ let package = Package(
 
         // MARK: tests
         // What the test targets share: the test environment (directories, binary, tools, skips) and
-        // a seeded generator. Foundation and Testing only.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // the package's seeded generator. Foundation, Testing and PacketParser (for the generator).
+        .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport",
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"],
@@ -93,7 +95,8 @@ let package = Package(
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
-                                                         "TestSupport"]),
+                                                         "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"]),
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),

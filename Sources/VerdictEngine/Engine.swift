@@ -82,7 +82,7 @@ public final class Engine {
     var victimFloor: Float { tuning.pointee.victimFloor }
     var prefixFloor: Float { tuning.pointee.prefixFloor }
 
-    let seed: HashSeed
+    let seed: KeyedHash
     private let flows: GroupTable<FlowEntry>
     /// `state = conntrack`: the kernel's conntrack entries of protected flows, as the agent
     /// reports them (`learn`). Full size only when the engine starts with that state.
@@ -124,7 +124,7 @@ public final class Engine {
     /// a fixed one in tests.
     public init(policy: Policy, seed: UInt64) {
         self.policy = policy
-        self.seed = HashSeed(seed)
+        self.seed = KeyedHash(seed)
         tuning = OwnedBuffer(Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
                                     networkBuckets: Engine.networkBuckets(policy),
                                     guardPorts: OwnedBuffer(repeating: 0, count: 1024),
@@ -147,8 +147,7 @@ public final class Engine {
 
     /// An engine with a random hash seed (production).
     public convenience init(policy: Policy) {
-        var g = SystemRandomNumberGenerator()
-        self.init(policy: policy, seed: g.next())
+        self.init(policy: policy, seed: KeyedHash.randomSeed())
     }
 
     /// Backs all of the engine's tables with memory now, so no packet waits for a first-touch page
