@@ -92,7 +92,8 @@ let package = Package(
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
-                                                            "VerdictEngine"]),
+                                                            "VerdictEngine"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).

@@ -261,34 +261,10 @@ EOF
 }
 
 # $1 fresh connections from the protected host to the server, $2 s apart, each timed from connect
-# to the response's first bytes ($3 s at most). Prints `RESULT ok total slow worst_ms median_ms`;
-# slow is over 0.5 s (a lost first SYN-ACK costs the client its 1 s SYN retransmission).
+# to the response's first bytes ($3 s at most): scripts/lab-client.py, which prints
+# `RESULT ok total slow worst_ms median_ms` (slow: over 0.5 s, a lost first SYN-ACK).
 connect() {
-  cat > "$dir/client.py" <<'EOF'
-import socket, sys, time
-host, port, n, pace, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-ok = slow = 0
-times = []
-for i in range(n):
-    t0 = time.monotonic()
-    try:
-        s = socket.create_connection((host, port), timeout)
-        s.settimeout(timeout)
-        s.sendall(b'GET / HTTP/1.0\r\n\r\n')
-        if s.recv(12).startswith(b'HTTP/'):
-            ok += 1
-        s.close()
-    except Exception as e:
-        print('connection', i, 'failed:', e, file=sys.stderr)
-    dt = time.monotonic() - t0
-    times.append(dt)
-    if dt > 0.5:
-        slow += 1
-    time.sleep(pace)
-times.sort()
-print('RESULT', ok, n, slow, '%.1f' % (times[-1] * 1000), '%.2f' % (times[len(times) // 2] * 1000))
-EOF
-  ip netns exec "$srv" python3 "$dir/client.py" 198.18.1.2 8080 "$1" "$2" "$3"
+  ip netns exec "$srv" python3 "$(dirname "$0")/lab-client.py" 198.18.1.2 8080 "$1" "$2" "$3"
 }
 
 # Packets the internet namespace sent towards router B (the flood, plus the server's few answers).
