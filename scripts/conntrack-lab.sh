@@ -223,7 +223,8 @@ EOF
 
 # The server the protected host connects to: HTTP on 198.18.1.2:8080 in the internet namespace.
 serve() {
-  daemon ip netns exec "$inet" python3 -m http.server --bind 198.18.1.2 8080 &
+  # Redirected here too: the background job itself would otherwise hold our stdout open.
+  daemon ip netns exec "$inet" python3 -m http.server --bind 198.18.1.2 8080 </dev/null >/dev/null 2>&1 &
   for _ in $(seq 50); do
     ip netns exec "$inet" python3 -c "import socket; socket.create_connection(('198.18.1.2', 8080), 1).close()" 2>/dev/null && return 0
     sleep 0.1
@@ -233,7 +234,7 @@ serve() {
 
 # The server's answers go through a userspace delay line (no netem here): RTT + $1 ms.
 delay() {
-  daemon ip netns exec "$inet" python3 "$(dirname "$0")/nfq-delay.py" 7 "$1" &
+  daemon ip netns exec "$inet" python3 "$(dirname "$0")/nfq-delay.py" 7 "$1" </dev/null >/dev/null 2>&1 &
   sleep 0.3
   ip netns exec "$inet" iptables-nft -A OUTPUT -p tcp --sport 8080 -j NFQUEUE --queue-num 7
 }

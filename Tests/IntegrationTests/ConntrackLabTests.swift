@@ -22,7 +22,7 @@ import TestSupport
         private var files: [String] = []
 
         init(_ tag: String) throws {
-            prefix = "rg13-\(tag)-\(getpid() % 100000)"
+            prefix = "rg13b-\(tag)-\(getpid() % 100000)"
             let r = try sh("RG_LAB_PREFIX=\(prefix) '\(Self.script)' up")
             var env: [String: String] = [:]
             for line in r.stdout.split(separator: "\n") {
@@ -360,7 +360,7 @@ import TestSupport
     /// learn (here: conntrack events switched off in the network namespace).
     @Test func nftCheckWarnsWhenConntrackEventsAreOff() throws {
         try Env.requireReady()
-        let ns = "rg13-chk-\(getpid() % 100000)"
+        let ns = "rg13b-chk-\(getpid() % 100000)"
         try sh("ip netns add \(ns)")
         defer { _ = try? sh("ip netns del \(ns)", check: false) }
         // Touching the sysctl brings conntrack up in the namespace.
