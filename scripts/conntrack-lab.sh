@@ -17,7 +17,7 @@
 # kernel-only ruleset).
 #
 # Usage: conntrack-lab.sh up|down|env|sync-start|sync-stop|link-down|link-up
-#        conntrack-lab.sh serve|delay MS|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset
+#        conntrack-lab.sh serve|server-ready|delay MS|delay-on|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset
 # Prefix: RG_LAB_PREFIX (default rgctlab). `up` prints shell assignments callers can eval.
 # The integration tests (ConntrackLabTests) and scripts/bench/conntrack-flat-out.sh drive the lab
 # only through these commands, so the two measure the same thing.
@@ -221,10 +221,14 @@ EOF
   print_env
 }
 
-# The server the protected host connects to: HTTP on 198.18.1.2:8080 in the internet namespace.
+# The server the protected host connects to: HTTP on 198.18.1.2:8080 in the internet namespace,
+# in the foreground (exec: the caller's pid becomes the server's; run it in the background).
 serve() {
-  # Redirected here too: the background job itself would otherwise hold our stdout open.
-  daemon ip netns exec "$inet" python3 -m http.server --bind 198.18.1.2 8080 </dev/null >/dev/null 2>&1 &
+  exec ip netns exec "$inet" python3 -m http.server --bind 198.18.1.2 8080
+}
+
+# Returns once the server listens.
+server_ready() {
   for _ in $(seq 50); do
     ip netns exec "$inet" python3 -c "import socket; socket.create_connection(('198.18.1.2', 8080), 1).close()" 2>/dev/null && return 0
     sleep 0.1
@@ -232,10 +236,13 @@ serve() {
   die "server did not come up"
 }
 
-# The server's answers go through a userspace delay line (no netem here): RTT + $1 ms.
+# A userspace delay line (no netem here) of $1 ms on NFQUEUE 7 in the internet namespace, in the
+# foreground like `serve`; `delay-on` then sends the server's answers through it.
 delay() {
-  daemon ip netns exec "$inet" python3 "$(dirname "$0")/nfq-delay.py" 7 "$1" </dev/null >/dev/null 2>&1 &
-  sleep 0.3
+  exec ip netns exec "$inet" python3 "$(dirname "$0")/nfq-delay.py" 7 "$1"
+}
+
+delay_on() {
   ip netns exec "$inet" iptables-nft -A OUTPUT -p tcp --sport 8080 -j NFQUEUE --queue-num 7
 }
 
@@ -287,11 +294,13 @@ case "${1:-}" in
   link-down) ip -n "$ra" link set y0 down ;;
   link-up) ip -n "$ra" link set y0 up; ip -n "$ra" neigh replace 198.18.9.2 lladdr "$(mac "$rb" y1)" dev y0 nud permanent ;;
   serve) serve ;;
+  server-ready) server_ready ;;
   delay) delay "${2:?delay MS}" ;;
+  delay-on) delay_on ;;
   flood) flood "${2:?flood COUNT [GAP]}" "${3:-}" ;;
   connect) connect "${2:?connect N PACE TIMEOUT}" "${3:-0.01}" "${4:-3}" ;;
   spoofed) spoofed ;;
   sent) sent ;;
   count-reset) ip netns exec "$srv" nft reset counters table inet rgcount >/dev/null ;;
-  *) echo "usage: $0 up|down|env|sync-start|sync-stop|link-down|link-up|serve|delay MS|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset   (prefix: RG_LAB_PREFIX)" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|sync-start|sync-stop|link-down|link-up|serve|server-ready|delay MS|delay-on|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset   (prefix: RG_LAB_PREFIX)" >&2; exit 2 ;;
 esac

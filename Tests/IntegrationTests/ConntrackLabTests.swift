@@ -32,7 +32,8 @@ import TestSupport
             srv = env["LAB_SRV"]!; ra = env["LAB_RA"]!; rb = env["LAB_RB"]!; inet = env["LAB_INET"]!
             dir = env["LAB_DIR"]!
             try lab("sync-start")
-            try lab("serve")
+            _ = try script(["serve"])
+            try lab("server-ready")
         }
 
         static var script: String { TestEnvironment.packageDirectory.path + "/scripts/conntrack-lab.sh" }
@@ -76,21 +77,31 @@ import TestSupport
         }
 
         /// The server's answers go through a userspace delay line: round-trip time + `ms`.
-        func delay(ms: Int) throws { try lab("delay \(ms)") }
+        func delay(ms: Int) throws {
+            _ = try script(["delay", "\(ms)"])
+            usleep(300_000)
+            try lab("delay-on")
+        }
 
-        /// `count` spoofed SYN-ACKs from random 198.19.0.0/16 reflectors to 198.18.2.2, into
-        /// router B's outside interface; `gap` nil: flat out. The script execs trafgen, so the
-        /// process is the sender itself.
-        func flood(count: Int, gap: String?) throws -> Process {
+        /// The lab script's foreground commands (server, delay line, flood), as children of the
+        /// test: each execs its program, so the process is that program.
+        func script(_ args: [String]) throws -> Process {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: Self.script)
-            p.arguments = ["flood", "\(count)"] + (gap.map { [$0] } ?? [])
+            p.arguments = args
             p.environment = ProcessInfo.processInfo.environment.merging(["RG_LAB_PREFIX": prefix]) { $1 }
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
             try p.run()
             children.append(p)
             return p
+        }
+
+        /// `count` spoofed SYN-ACKs from random 198.19.0.0/16 reflectors to 198.18.2.2, into
+        /// router B's outside interface; `gap` nil: flat out. The script execs trafgen, so the
+        /// process is the sender itself.
+        func flood(count: Int, gap: String?) throws -> Process {
+            try script(["flood", "\(count)"] + (gap.map { [$0] } ?? []))
         }
 
         func spoofedArrived() throws -> Int {

@@ -23,8 +23,13 @@ trap '$L down' EXIT
 eval "$($L up)"
 T=$LAB_DIR
 $L sync-start
-$L serve
-if (( delay > 0 )); then $L delay "$delay"; fi
+$L serve >/dev/null 2>&1 &
+$L server-ready
+if (( delay > 0 )); then
+  $L delay "$delay" >/dev/null 2>&1 &
+  sleep 0.3
+  $L delay-on
+fi
 
 phase() {
   $L connect 3 0.01 3 >/dev/null   # warm: server, caches
