@@ -104,6 +104,16 @@ import TestSupport
             try script(["flood", "\(count)"] + (gap.map { [$0] } ?? []))
         }
 
+        /// Stops a flood sent flat out: trafgen runs one process per core under the one started,
+        /// and those stop only with it killed (the count of what was sent is read off the link).
+        func stop(_ flood: Process) {
+            let pid = flood.processIdentifier
+            let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+            for c in children.split(separator: " ").compactMap({ Int32($0) }) { kill(c, SIGKILL) }
+            kill(pid, SIGKILL)
+            flood.waitUntilExit()
+        }
+
         func spoofedArrived() throws -> Int {
             let r = try lab("spoofed")
             guard let n = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw HarnessError(r.stdout) }
@@ -238,8 +248,7 @@ import TestSupport
             defer { if flood.isRunning { kill(flood.processIdentifier, SIGKILL) } }
             usleep(500_000)
             let c = try lab.connections(connections, pace: 0.01)
-            kill(flood.processIdentifier, SIGINT)
-            flood.waitUntilExit()
+            lab.stop(flood)
             usleep(300_000)
             let sent = (Int(try lab.lab("sent").stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) - sent0
             let arrived = try lab.spoofedArrived()
