@@ -17,7 +17,10 @@
 # kernel-only ruleset).
 #
 # Usage: conntrack-lab.sh up|down|env|sync-start|sync-stop|link-down|link-up
+#        conntrack-lab.sh serve|server-ready|delay MS|delay-on|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset
 # Prefix: RG_LAB_PREFIX (default rgctlab). `up` prints shell assignments callers can eval.
+# The integration tests (ConntrackLabTests) and scripts/bench/conntrack-flat-out.sh drive the lab
+# only through these commands, so the two measure the same thing.
 set -euo pipefail
 
 prefix=${RG_LAB_PREFIX:-rgctlab}
@@ -203,7 +206,82 @@ EOF
   ip netns exec "$ra" sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
   conf ra 198.18.9.1 198.18.9.2 y0 > "$dir/conntrackd-ra.conf"
   conf rb 198.18.9.2 198.18.9.1 y1 > "$dir/conntrackd-rb.conf"
+  # What reaches the protected host from the spoofed reflectors (198.19.0.0/16), before anything
+  # of the host's own can drop it.
+  ip netns exec "$srv" nft -f - <<'EOF'
+table inet rgcount {
+	counter synack {
+	}
+	chain pre {
+		type filter hook prerouting priority -400; policy accept;
+		ip saddr 198.19.0.0/16 tcp flags & (syn|ack) == syn|ack counter name "synack"
+	}
+}
+EOF
   print_env
+}
+
+# The server the protected host connects to: HTTP on 198.18.1.2:8080 in the internet namespace,
+# in the foreground (exec: the caller's pid becomes the server's; run it in the background).
+serve() {
+  exec ip netns exec "$inet" python3 -m http.server --bind 198.18.1.2 8080
+}
+
+# Returns once the server listens.
+server_ready() {
+  for _ in $(seq 50); do
+    ip netns exec "$inet" python3 -c "import socket; socket.create_connection(('198.18.1.2', 8080), 1).close()" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "server did not come up"
+}
+
+# A userspace delay line (no netem here) of $1 ms on NFQUEUE 7 in the internet namespace, in the
+# foreground like `serve`; `delay-on` then sends the server's answers through it.
+delay() {
+  exec ip netns exec "$inet" python3 "$(dirname "$0")/nfq-delay.py" 7 "$1"
+}
+
+delay_on() {
+  ip netns exec "$inet" iptables-nft -A OUTPUT -p tcp --sport 8080 -j NFQUEUE --queue-num 7
+}
+
+# $1 spoofed SYN-ACKs from random 198.19.0.0/16 reflectors (random ports, sequence and ack) to
+# 198.18.2.2:443 into router B's outside interface; $2 the gap between packets (trafgen -t, e.g.
+# 40us), none: flat out. RG_FLOOD_OPTIONS=1: the SYN-ACKs echo MSS, SACK-permitted and window
+# scale, as reflectors answer forged SYNs that offered them (default: no options, as bare forged
+# SYNs draw). Runs in the foreground (exec: the caller's pid becomes trafgen's).
+flood() {
+  local hex='s/\([0-9a-f]*\)/0x\1/g; s/:/, /g' cfg=$dir/flood-$BASHPID.cfg
+  local len=40 off=0x50 opts=''
+  if [[ ${RG_FLOOD_OPTIONS:-0} == 1 ]]; then
+    len=52 off=0x80 opts='0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x01, 0x03, 0x03, 0x07, 0x01, 0x01,'
+  fi
+  cat > "$cfg" <<EOF
+{ $(mac "$rb" b1 | sed "$hex"), $(mac "$inet" i1 | sed "$hex"), 0x08, 0x00,
+  0x45, 0x00, const16($len), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),
+  198, 19, drnd(), drnd(), 198, 18, 2, 2,
+  const16(443), drnd(2), drnd(4), drnd(4), $off, 0x12, const16(64240), csumtcp(14, 34), const16(0), $opts }
+EOF
+  local pace=()
+  if [[ -n ${2:-} ]]; then pace=(-t "$2" -P 1); fi
+  exec ip netns exec "$inet" trafgen -o i1 -c "$cfg" -n "$1" -q "${pace[@]}"
+}
+
+# $1 fresh connections from the protected host to the server, $2 s apart, each timed from connect
+# to the response's first bytes ($3 s at most): scripts/lab-client.py, which prints
+# `RESULT ok total slow worst_ms median_ms` (slow: over 0.5 s, a lost first SYN-ACK).
+connect() {
+  ip netns exec "$srv" python3 "$(dirname "$0")/lab-client.py" 198.18.1.2 8080 "$1" "$2" "$3"
+}
+
+# Packets the internet namespace sent towards router B (the flood, plus the server's few answers).
+sent() {
+  ip netns exec "$inet" cat /sys/class/net/i1/statistics/tx_packets
+}
+
+spoofed() {
+  ip netns exec "$srv" nft list counter inet rgcount synack | sed -n 's/.*packets \([0-9]*\).*/\1/p'
 }
 
 case "${1:-}" in
@@ -215,5 +293,14 @@ case "${1:-}" in
   # The sync link cut and restored (conntrackd keeps running on both routers).
   link-down) ip -n "$ra" link set y0 down ;;
   link-up) ip -n "$ra" link set y0 up; ip -n "$ra" neigh replace 198.18.9.2 lladdr "$(mac "$rb" y1)" dev y0 nud permanent ;;
-  *) echo "usage: $0 up|down|env|sync-start|sync-stop|link-down|link-up   (prefix: RG_LAB_PREFIX)" >&2; exit 2 ;;
+  serve) serve ;;
+  server-ready) server_ready ;;
+  delay) delay "${2:?delay MS}" ;;
+  delay-on) delay_on ;;
+  flood) flood "${2:?flood COUNT [GAP]}" "${3:-}" ;;
+  connect) connect "${2:?connect N PACE TIMEOUT}" "${3:-0.01}" "${4:-3}" ;;
+  spoofed) spoofed ;;
+  sent) sent ;;
+  count-reset) ip netns exec "$srv" nft reset counters table inet rgcount >/dev/null ;;
+  *) echo "usage: $0 up|down|env|sync-start|sync-stop|link-down|link-up|serve|server-ready|delay MS|delay-on|flood COUNT [GAP]|connect N PACE TIMEOUT|spoofed|sent|count-reset   (prefix: RG_LAB_PREFIX)" >&2; exit 2 ;;
 esac

@@ -69,6 +69,8 @@ public enum DefineTable {
         "ct_wait": .time(0...1000),
         "ct_miss": .choice(ConntrackMiss.allCases.map(\.rawValue)),
         "ct_sync_iface": .interfaces,
+        "ct_armed_rate": .count(rates),
+        "ct_armed_burst": .count(rates),
         "kernel_path": .choice(["auto", "xdp", "nft"]),
         "ephemeral_ports": .ports,
         "rst_rate": .count(rates),

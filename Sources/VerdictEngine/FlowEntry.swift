@@ -165,12 +165,16 @@ struct RateStats: AddressKeyed {
     var lastAboveMs: UInt32
     var lastReflectors: UInt16
     var attackActive: Bool
+    /// Ingress-only (prefix table): the last time the victim context's rate or reflector sign
+    /// fired here, and whether it ever did in this slot's life. Both fit in the padding.
+    var lastContextMs: UInt32
+    var contextSeen: Bool
 
 
     init(key: SIMD16<UInt8>, now: UInt32) {
         self.key = key; reflectors = .zero; windowStart = now; lastSeen = now
         synacks = 0; synackDrops = 0
         synackRate = 0; dropRate = 0; baseline = 0; lastReflectors = 0
-        lastAboveMs = now; attackActive = false
+        lastAboveMs = now; attackActive = false; lastContextMs = now; contextSeen = false
     }
 }

@@ -11,18 +11,18 @@ import TestSupport
 /// first SYN-ACK costs the client a 1 s SYN retransmission, so a slow connection is a lost one).
 @Suite(.serialized) struct ConntrackLabTests {
     static let metricsPort = 9513
-    static let server = "198.18.1.2"
 
     /// The lab, its conntrackd pair and what the test started in it; removed on every exit.
+    /// Everything in the lab (topology, conntrackd, server, delay line, flood, client, counter)
+    /// is scripts/conntrack-lab.sh's, which scripts/bench/conntrack-flat-out.sh drives too.
     final class Lab {
         let prefix: String
         let srv: String, ra: String, rb: String, inet: String, dir: String
-        let rbMAC: String, inetMAC: String
         private var children: [Process] = []
         private var files: [String] = []
 
         init(_ tag: String) throws {
-            prefix = "rg13-\(tag)-\(getpid() % 100000)"
+            prefix = "rg13b-\(tag)-\(getpid() % 100000)"
             let r = try sh("RG_LAB_PREFIX=\(prefix) '\(Self.script)' up")
             var env: [String: String] = [:]
             for line in r.stdout.split(separator: "\n") {
@@ -30,18 +30,10 @@ import TestSupport
                 if kv.count == 2 { env[String(kv[0])] = String(kv[1]) }
             }
             srv = env["LAB_SRV"]!; ra = env["LAB_RA"]!; rb = env["LAB_RB"]!; inet = env["LAB_INET"]!
-            dir = env["LAB_DIR"]!; rbMAC = env["LAB_RB_MAC"]!; inetMAC = env["LAB_INET_MAC"]!
-            try sh("RG_LAB_PREFIX=\(prefix) '\(Self.script)' sync-start")
-            try exec(srv, "nft -f - <<'EOF'\n" + """
-                table inet rgcount {
-                  counter synack {}
-                  chain pre {
-                    type filter hook prerouting priority -400; policy accept;
-                    ip saddr 198.19.0.0/16 tcp flags & (syn|ack) == syn|ack counter name "synack"
-                  }
-                }
-                """ + "\nEOF")
-            try startServer()
+            dir = env["LAB_DIR"]!
+            try lab("sync-start")
+            _ = try script(["serve"])
+            try lab("server-ready")
         }
 
         static var script: String { TestEnvironment.packageDirectory.path + "/scripts/conntrack-lab.sh" }
@@ -58,7 +50,8 @@ import TestSupport
             try sh("ip netns exec \(ns) \(command)", check: check)
         }
 
-        func lab(_ action: String) throws { try sh("RG_LAB_PREFIX=\(prefix) '\(Self.script)' \(action)") }
+        @discardableResult
+        func lab(_ action: String) throws -> CommandResult { try sh("RG_LAB_PREFIX=\(prefix) '\(Self.script)' \(action)") }
 
         func spawn(_ ns: String, _ args: [String], log: String? = nil) throws -> Process {
             let p = Process()
@@ -83,89 +76,63 @@ import TestSupport
             return f
         }
 
-        private func startServer() throws {
-            _ = try spawn(inet, ["python3", "-m", "http.server", "--bind", ConntrackLabTests.server, "8080"])
-            for _ in 0..<50 {
-                if try exec(inet, "python3 -c \"import socket; socket.create_connection(('\(ConntrackLabTests.server)', 8080), 1).close()\"",
-                            check: false).status == 0 { return }
-                usleep(100_000)
-            }
-            throw HarnessError("server did not come up")
-        }
-
         /// The server's answers go through a userspace delay line: round-trip time + `ms`.
         func delay(ms: Int) throws {
-            _ = try spawn(inet, ["python3", TestEnvironment.packageDirectory.path + "/scripts/nfq-delay.py", "7", "\(ms)"])
+            _ = try script(["delay", "\(ms)"])
             usleep(300_000)
-            try exec(inet, "iptables-nft -A OUTPUT -p tcp --sport 8080 -j NFQUEUE --queue-num 7")
+            try lab("delay-on")
+        }
+
+        /// The lab script's foreground commands (server, delay line, flood), as children of the
+        /// test: each execs its program, so the process is that program.
+        func script(_ args: [String]) throws -> Process {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: Self.script)
+            p.arguments = args
+            p.environment = ProcessInfo.processInfo.environment.merging(["RG_LAB_PREFIX": prefix]) { $1 }
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            children.append(p)
+            return p
         }
 
         /// `count` spoofed SYN-ACKs from random 198.19.0.0/16 reflectors to 198.18.2.2, into
-        /// router B's outside interface; `gap` nil: flat out.
+        /// router B's outside interface; `gap` nil: flat out. The script execs trafgen, so the
+        /// process is the sender itself.
         func flood(count: Int, gap: String?) throws -> Process {
-            let dst = rbMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
-            let src = inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
-            let config = """
-                {
-                  \(dst), \(src), 0x08, 0x00,
-                  0x45, 0x00, const16(40), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),
-                  198, 19, drnd(), drnd(), 198, 18, 2, 2,
-                  const16(443), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp(14, 34), const16(0),
-                }
-                """
-            let f = temp("flood.cfg")
-            try config.write(toFile: f, atomically: true, encoding: .utf8)
-            var args = ["trafgen", "-o", "i1", "-c", f, "-n", "\(count)", "-q"]
-            if let gap { args += ["-t", gap, "-P", "1"] }
-            return try spawn(inet, args)
+            try script(["flood", "\(count)"] + (gap.map { [$0] } ?? []))
+        }
+
+        /// Stops a flood sent flat out: trafgen runs one process per core under the one started,
+        /// and those stop only with it killed (the count of what was sent is read off the link).
+        func stop(_ flood: Process) {
+            let pid = flood.processIdentifier
+            let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+            for c in children.split(separator: " ").compactMap({ Int32($0) }) { kill(c, SIGKILL) }
+            kill(pid, SIGKILL)
+            flood.waitUntilExit()
         }
 
         func spoofedArrived() throws -> Int {
-            let r = try exec(srv, "nft list counter inet rgcount synack")
-            guard let m = r.stdout.firstMatch(of: #/packets (\d+)/#), let n = Int(m.1) else { throw HarnessError(r.stdout) }
+            let r = try lab("spoofed")
+            guard let n = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) else { throw HarnessError(r.stdout) }
             return n
         }
 
-        func resetCounter() throws { try exec(srv, "nft reset counters table inet rgcount >/dev/null") }
+        func resetCounter() throws { try lab("count-reset") }
 
         struct Connections { var ok = 0, total = 0, slow = 0; var worstMs = 0.0, medianMs = 0.0 }
 
         /// `count` fresh connections from the protected host to the server, `pace` seconds apart,
         /// each timed from connect to the response's first bytes (`timeout` s at most).
         func connections(_ count: Int, pace: Double, timeout: Double = 3) throws -> Connections {
-            let f = temp("client.py")
-            try Self.client.write(toFile: f, atomically: true, encoding: .utf8)
-            let r = try exec(srv, "python3 \(f) \(ConntrackLabTests.server) 8080 \(count) \(pace) \(timeout)")
+            let r = try lab("connect \(count) \(pace) \(timeout)")
             guard let m = r.stdout.firstMatch(of: #/RESULT (\d+) (\d+) (\d+) ([0-9.]+) ([0-9.]+)/#) else {
                 throw HarnessError("client: \(r.stdout) \(r.stderr)")
             }
             return Connections(ok: Int(m.1)!, total: Int(m.2)!, slow: Int(m.3)!, worstMs: Double(m.4)!, medianMs: Double(m.5)!)
         }
-
-        static let client = """
-            import socket, sys, time
-            host, port, n, pace, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
-            ok = slow = 0
-            times = []
-            for i in range(n):
-                t0 = time.monotonic()
-                try:
-                    s = socket.create_connection((host, port), timeout)
-                    s.settimeout(timeout)
-                    s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
-                    if s.recv(12).startswith(b'HTTP/'):
-                        ok += 1
-                    s.close()
-                except Exception as e:
-                    print('connection', i, 'failed:', e, file=sys.stderr)
-                dt = time.monotonic() - t0
-                times.append(dt)
-                if dt > 0.5:
-                    slow += 1
-                time.sleep(pace)
-            times.sort()
-            print('RESULT', ok, n, slow, '%.1f' % (times[-1] * 1000), '%.2f' % (times[len(times) // 2] * 1000))
-            """
 
         /// The agent on router B.
         func agent(_ extra: [String]) throws -> (Process, String) {
@@ -257,6 +224,48 @@ import TestSupport
         let sentK = delayMs > 0 ? 100_000 : sent
         measured("two routers, kernel-only ct state invalid drop on B, +\(delayMs) ms: legit \(k.ok)/\(k.total), slow \(k.slow), worst \(k.worstMs) ms, median \(k.medianMs) ms; spoofed \(arrivedK)/\(sentK) reached the host")
         #expect(Double(arrivedK) <= Double(sentK) * 0.001, "the kernel-only rule stops the flood too: \(arrivedK)")
+    }
+
+    /// Flat out (trafgen with no gap, as fast as this machine lets it) with the agent's default
+    /// queue of 4096 and overload arming on (after 5 ms here, so arming surely comes first). When
+    /// the agent falls behind it arms the victim, and armed, the kernel's ct-state check still
+    /// hands the invalid SYN-ACKs that could answer a client's SYN (SACK-permitted or window
+    /// scale echoed) to the queue up to `ct_armed_rate` — the first SYN-ACK of a connection that
+    /// beats its replicated state is one of them — and drops the rest: every connection
+    /// succeeds, none waits for a SYN retransmission, and the flood is still stopped. Beside it,
+    /// `ct_armed_rate = 1` stands for the armed check as it was (every invalid SYN-ACK dropped).
+    @Test func agentOnTheReturnRouterFlatOut() throws {
+        try Self.ready()
+        let lab = try Lab("flat")
+        defer { lab.tearDown() }
+        func run(_ extra: [String], connections: Int) throws -> (Lab.Connections, arrived: Int, sent: Int, overloads: Double) {
+            let (agent, log) = try lab.agent(["-D", "ct_sync_iface={ \"y1\" }", "--overload-after", "5"] + extra)
+            _ = try lab.connections(3, pace: 0.01)
+            try lab.resetCounter()
+            let sent0 = Int(try lab.lab("sent").stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            // Flat out until the connections are done (a fast sender stops at 20 M).
+            let flood = try lab.flood(count: 20_000_000, gap: nil)
+            defer { if flood.isRunning { kill(flood.processIdentifier, SIGKILL) } }
+            usleep(500_000)
+            let c = try lab.connections(connections, pace: 0.01)
+            lab.stop(flood)
+            usleep(300_000)
+            let sent = (Int(try lab.lab("sent").stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) - sent0
+            let arrived = try lab.spoofedArrived()
+            let m = try lab.metrics()
+            kill(agent.processIdentifier, SIGTERM)
+            agent.waitUntilExit()
+            #expect(lab.read(log).contains("\"event\":\"victim-armed\""), "the flood outgrew the queue and armed the victim")
+            return (c, arrived, sent, AgentProcess.value(m, "reflectguard_queue_overloads_total{queue=\"0\"}"))
+        }
+        let now = try run([], connections: 60)
+        let before = try run(["-D", "ct_armed_rate=1", "-D", "ct_armed_burst=1"], connections: 10)
+        measured("two routers flat out, agent on B (queue 4096, overload arming after 5 ms): legit \(now.0.ok)/\(now.0.total), slow \(now.0.slow), worst \(now.0.worstMs) ms; spoofed \(now.arrived)/\(now.sent) reached the host; overloads \(Int(now.overloads)) | armed check dropping every invalid SYN-ACK (ct_armed_rate=1): legit \(before.0.ok)/\(before.0.total), slow \(before.0.slow); spoofed \(before.arrived)/\(before.sent)")
+        #expect(now.sent >= 50_000, "a flood worth the name: \(now.sent)")
+        #expect(now.0.ok == now.0.total, "every legitimate connection succeeds: \(now.0)")
+        #expect(now.0.slow == 0, "none slower than 0.5 s: \(now.0)")
+        #expect(Double(now.arrived) <= Double(now.sent) * 0.001, "≥ 99.9 % of spoofed SYN-ACKs stopped: \(now.arrived) of \(now.sent)")
+        #expect(Double(before.arrived) <= Double(before.sent) * 0.001)
     }
 
     /// The sync link cut mid-flood, then restored. With `ct_miss = score` legitimate connections
@@ -371,7 +380,7 @@ import TestSupport
     /// learn (here: conntrack events switched off in the network namespace).
     @Test func nftCheckWarnsWhenConntrackEventsAreOff() throws {
         try Env.requireReady()
-        let ns = "rg13-chk-\(getpid() % 100000)"
+        let ns = "rg13b-chk-\(getpid() % 100000)"
         try sh("ip netns add \(ns)")
         defer { _ = try? sh("ip netns del \(ns)", check: false) }
         // Touching the sysctl brings conntrack up in the namespace.

@@ -235,11 +235,8 @@ final class LabNet {
         throw HarnessError("server on port \(port) in \(ns) did not come up")
     }
 
-    private lazy var clientPath: String = {
-        let f = tempPath("client.py")
-        try? Self.clientScript.write(toFile: f, atomically: true, encoding: .utf8)
-        return f
-    }()
+    /// The labs' client (scripts/lab-client.py, which the two-router lab uses too).
+    private var clientPath: String { TestEnvironment.packageDirectory.path + "/scripts/lab-client.py" }
 
     /// `count` HTTP requests over fresh real-kernel TCP connections from `ns`, one after another;
     /// returns how many completed.
@@ -266,25 +263,6 @@ final class LabNet {
         }
         return (ok, n)
     }
-
-    /// Each connection: connect with a 3 s timeout (a lost SYN-ACK would show as a retransmitted
-    /// SYN at 1 s, still inside it), GET /, read the status line. Failures are printed.
-    static let clientScript = """
-        import socket, sys
-        host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-        ok = 0
-        for i in range(n):
-            try:
-                s = socket.create_connection((host, port), 3)
-                s.settimeout(3)
-                s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
-                if s.recv(12).startswith(b'HTTP/'):
-                    ok += 1
-                s.close()
-            except Exception as e:
-                print('connection', i, 'failed:', e, file=sys.stderr)
-        print('RESULT', ok, n)
-        """
 }
 
 /// The agent under test, run in the router namespace.

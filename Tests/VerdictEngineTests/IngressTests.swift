@@ -66,6 +66,40 @@ import TestSupport
         }
     }
 
+    /// A reflector's fourth and later copies (7, 15, 31 s) on a prefix attacked within the
+    /// SYN-ACK horizon drop on their own, though the attack's rate signs are gone by then; the
+    /// same copies on a prefix never attacked pass (three losses in a row are not evidence
+    /// enough without an attack), and so do the first three after the attack.
+    @Test func lateCopiesAfterAnAttackOnThePrefixDrop() {
+        let e = Engine(policy: policy(["198.18.2.0/24", "198.18.7.0/24"]) { $0.mode = .ingressOnly }, seed: 1)
+        // MSS, SACK-permitted, timestamps, window scale: a SYN forged with full options.
+        let full = TCPOptionSignature(rawValue: 1460 | (9 << 16) | (1 << 20) | (1 << 21) | (1 << 22))
+        func copies(_ dst: String, _ seq: UInt32, from start: Double) -> [Decision] {
+            let sa = tcp(src: "198.51.100.99", dst: dst, sport: 443, dport: 40_000, flags: synack, seq: seq, ack: 1, options: full)
+            return [0.0, 1, 3, 7, 15, 31].map { e.decide(sa, at: t(start + $0)) }
+        }
+        // Never attacked: all six copies pass.
+        let quiet = copies("198.18.7.5", 11, from: 1)
+        #expect(quiet.allSatisfy { $0.verdict == .accept }, "\(quiet)")
+        // A bare-SYN reflection flood on 198.18.2.0/24 for two seconds.
+        var g = SplitMix(state: 5)
+        for k in 0..<6_000 {
+            _ = e.decide(tcp(src: "198.19.\(Int.random(in: 0...255, using: &g)).\(Int.random(in: 1...254, using: &g))",
+                             dst: "198.18.2.\(Int.random(in: 1...254, using: &g))", sport: 80,
+                             dport: UInt16.random(in: 1024...65535, using: &g), flags: synack,
+                             seq: g.next32(), ack: g.next32(), options: mssOnly), at: t(40 + Double(k) / 3_000))
+        }
+        #expect(e.drainAttackEvents().contains { $0.kind == .started })
+        // Twenty seconds after the flood (its rate signs long gone, the attack ended): a full-options
+        // reflected flow to an ephemeral port passes three copies and loses the rest.
+        let tail = copies("198.18.2.77", 22, from: 62)
+        #expect(tail.prefix(3).allSatisfy { $0.verdict == .accept }, "\(tail)")
+        #expect(tail.dropFirst(3).allSatisfy { $0.verdict == .drop && $0.score >= 60 }, "\(tail)")
+        // Another prefix was never attacked: still all pass.
+        let other = copies("198.18.7.9", 33, from: 62)
+        #expect(other.allSatisfy { $0.verdict == .accept }, "\(other)")
+    }
+
     @Test func thresholdIsConfigurable() {
         let e = ingress { $0.scoreThreshold = 95 }
         let sa = tcp(src: server, dst: client, sport: 80, dport: 80, flags: synack, seq: 1, ack: 2, options: mssOnly)
