@@ -57,23 +57,29 @@ let package = Package(
         // MARK: pure Swift
         .target(name: "PacketParser"),
         .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
-        .target(name: "Rules", dependencies: ["VerdictEngine"]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"]),
+        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"]),
         .target(name: "Lab", dependencies: ["PacketParser"]),
 
         // MARK: thin I/O
-        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
-        .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        // The one wrapper under every system call (EINTR, EAGAIN, typed errors) and its test seam:
+        // pure Swift over Glibc. Debug builds let a test's SystemCallMock answer for the kernel.
+        .target(name: "SystemCalls", swiftSettings: [.swiftLanguageMode(.v6), .define("ENABLE_MOCKING", .when(configuration: .debug))]),
+        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
-        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
-        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
+        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
         ]),
@@ -88,7 +94,8 @@ let package = Package(
         .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"]),
-        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
+        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
@@ -97,7 +104,12 @@ let package = Package(
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
-                                                       "TestSupport"]),
+                                                       "TestSupport", "CNetfilterQueue", "SystemCalls"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        // The queue's packet path without root: verdict batching and ordering, the netlink
+        // messages against the kernel headers' layouts, the system-call wrapper.
+        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
         .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
                                                          "TestSupport"]),

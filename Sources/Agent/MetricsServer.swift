@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NFQueue
+import SystemCalls
 
 /// What the metrics endpoint counts about its own clients. Written by the endpoint's thread only.
 enum MetricsServerCounter: Int, CaseIterable {
