@@ -81,7 +81,7 @@ let package = Package(
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
                                               "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
+            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec", "SystemCalls",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
