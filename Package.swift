@@ -104,11 +104,15 @@ let package = Package(
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
-                                                       "TestSupport", "CNetfilterQueue", "SystemCalls"],
+                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The queue's packet path without root: verdict batching and ordering, the netlink
-        // messages against the kernel headers' layouts, the system-call wrapper.
-        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls"],
+        // messages against the kernel headers' layouts, the system-call wrapper. The support
+        // target holds a scripted queue (messages at the C structs' layout, a model of the
+        // kernel's verdict handling) that AgentTests drives a worker with.
+        .target(name: "NFQueueTestSupport", dependencies: ["NFQueue", "CNetfilterQueue"], path: "Tests/NFQueueTestSupport",
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
         .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
