@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
-                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport"],
+                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "Lab"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The queue's packet path without root: verdict batching and ordering, the netlink
         // messages against the kernel headers' layouts, the system-call wrapper. The support

@@ -76,6 +76,14 @@ public final class ScriptedTransport: QueueTransport {
     public var failingSends: [Int32] = []
     /// Called by a receive that finds the script used up (a test stops the worker here).
     public var whenScriptEnds: (() -> Void)? = nil
+    /// Called after the n-th receive that returned packets (1, 2, …).
+    public var afterReceive: ((Int) -> Void)? = nil
+    /// errnos the next receives fail with, first first.
+    public var failingReceives: [Int32] = []
+    /// For each receive that would block (`wait`): the ids still waiting in the kernel then. A
+    /// worker that flushes before it blocks leaves nothing of its own there.
+    public private(set) var waitingWhenBlocking: [[UInt32]] = []
+    private var receives = 0
 
     public init(_ configuration: QueueConfiguration, script: [[PacketMessage]]) {
         self.configuration = configuration
@@ -83,6 +91,10 @@ public final class ScriptedTransport: QueueTransport {
     }
 
     public func receiveMessages(_ headers: UnsafeMutablePointer<rg_mmsghdr>, count: Int, wait: Bool) throws(SystemCallError) -> IOResult<Int> {
+        if wait { waitingWhenBlocking.append(kernel.waiting) }
+        if !failingReceives.isEmpty {
+            throw SystemCallError("recvmmsg(test)", errno: failingReceives.removeFirst())
+        }
         guard !script.isEmpty else {
             whenScriptEnds?()
             return .wouldBlock
@@ -103,6 +115,8 @@ public final class ScriptedTransport: QueueTransport {
             kernel.enqueue(p.id)
         }
         events.append(.received(batch.map(\.id)))
+        receives += 1
+        afterReceive?(receives)
         return .processed(batch.count)
     }
 
