@@ -80,9 +80,11 @@ public final class ScriptedTransport: QueueTransport {
     public var afterReceive: ((Int) -> Void)? = nil
     /// errnos the next receives fail with, first first.
     public var failingReceives: [Int32] = []
-    /// For each receive that would block (`wait`): the ids still waiting in the kernel then. A
-    /// worker that flushes before it blocks leaves nothing of its own there.
-    public private(set) var waitingWhenBlocking: [[UInt32]] = []
+    /// For each receive that follows a drained socket or a short batch (the socket had no more):
+    /// the ids still waiting in the kernel then. A worker that never lets a verdict wait for a
+    /// later packet has sent them all by then.
+    public private(set) var waitingAfterDrain: [[UInt32]] = []
+    private var drained = false
     private var receives = 0
 
     public init(_ configuration: QueueConfiguration, script: [[PacketMessage]]) {
@@ -91,7 +93,8 @@ public final class ScriptedTransport: QueueTransport {
     }
 
     public func receiveMessages(_ headers: UnsafeMutablePointer<rg_mmsghdr>, count: Int, wait: Bool) throws(SystemCallError) -> IOResult<Int> {
-        if wait { waitingWhenBlocking.append(kernel.waiting) }
+        if drained { waitingAfterDrain.append(kernel.waiting) }
+        drained = true
         if !failingReceives.isEmpty {
             throw SystemCallError("recvmmsg(test)", errno: failingReceives.removeFirst())
         }
@@ -115,6 +118,7 @@ public final class ScriptedTransport: QueueTransport {
             kernel.enqueue(p.id)
         }
         events.append(.received(batch.map(\.id)))
+        drained = batch.count < count
         receives += 1
         afterReceive?(receives)
         return .processed(batch.count)
