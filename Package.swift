@@ -4,8 +4,9 @@
 // The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
 // VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
 // thin I/O targets (NFQueue, Conntrack, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
-// Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header), so
-// fuzzing, sanitizers and benchmarks build them on their own.
+// Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header; Rules
+// and Scoring read and write files through SystemCalls, pure Swift over Glibc), so fuzzing,
+// sanitizers and benchmarks build them on their own.
 import PackageDescription
 
 let package = Package(
