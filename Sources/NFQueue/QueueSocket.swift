@@ -145,7 +145,7 @@ public final class QueueSocket: QueueTransport {
             let v = nfq_nlmsg_put(raw.baseAddress!.assumingMemoryBound(to: CChar.self),
                                   Int32(NFQNL_MSG_VERDICT.rawValue), UInt32(configuration.queue))!
             nfq_nlmsg_verdict_put(v, Int32(bitPattern: rg_nfq_packet_id(hdr)), NF_ACCEPT)
-            // Best effort: a stray lost here is dropped when the socket closes, as before the bind.
+            // Best effort, as before: a stray whose accept is lost waits for a later accept batch.
             _ = try? netlink.send(UnsafeRawBufferPointer(start: v, count: Int(v.pointee.nlmsg_len)), name: "sendto(setup accept)")
         }
         acceptedDuringSetup += 1
