@@ -56,11 +56,12 @@ let package = Package(
         .systemLibrary(name: "CProcessControl"),
 
         // MARK: pure Swift
-        .target(name: "PacketParser"),
-        .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
-        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"]),
-        .target(name: "Lab", dependencies: ["PacketParser"]),
+        .target(name: "PacketParser", swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "VerdictEngine", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Lab", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: thin I/O
         // The one wrapper under every system call (EINTR, EAGAIN, typed errors) and its test seam:
@@ -86,23 +87,29 @@ let package = Package(
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
-        ]),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: tests
         // What the test targets share: the test environment (directories, binary, tools, skips) and
-        // a seeded generator. Foundation and Testing only.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
-        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"]),
+        // the package's seeded generator. Foundation, Testing and PacketParser (for the generator).
+        .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport",
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
-                                                         "TestSupport"]),
+                                                         "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"]),
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
                                                        "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "Lab"],
@@ -121,7 +128,7 @@ let package = Package(
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",
-                                                                "Rules"]),
+                                                                "Rules"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.
