@@ -4,8 +4,9 @@
 // The packet path reads from the targets: NFQueue (receive, send verdicts) → PacketParser →
 // VerdictEngine (decide), with Captures and Rules beside it. The C libraries live only in the
 // thin I/O targets (NFQueue, Conntrack, Captures, NftBackend); PacketParser, VerdictEngine, Rules, Scoring and
-// Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header), so
-// fuzzing, sanitizers and benchmarks build them on their own.
+// Lab are pure Swift (Scoring adds CPrefetch, one inline prefetch instruction from a header; Rules
+// and Scoring read and write files through SystemCalls, pure Swift over Glibc), so fuzzing,
+// sanitizers and benchmarks build them on their own.
 import PackageDescription
 
 let package = Package(
@@ -57,26 +58,32 @@ let package = Package(
         // MARK: pure Swift
         .target(name: "PacketParser", swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "VerdictEngine", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Rules", dependencies: ["VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"],
+        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"],
                 swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "Lab", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: thin I/O
-        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
-        .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
+        // The one wrapper under every system call (EINTR, EAGAIN, typed errors) and its test seam:
+        // pure Swift over Glibc. Debug builds let a test's SystemCallMock answer for the kernel.
+        .target(name: "SystemCalls", swiftSettings: [.swiftLanguageMode(.v6), .define("ENABLE_MOCKING", .when(configuration: .debug))]),
+        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
-        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
-        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
+        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"]),
         .executableTarget(name: "reflectguard", dependencies: [
-            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
+            "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec", "SystemCalls",
         ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Scoring", "Lab",
@@ -93,7 +100,8 @@ let package = Package(
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
+        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
@@ -105,7 +113,16 @@ let package = Package(
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
-                                                       "TestSupport"]),
+                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "Lab"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        // The queue's packet path without root: verdict batching and ordering, the netlink
+        // messages against the kernel headers' layouts, the system-call wrapper. The support
+        // target holds a scripted queue (messages at the C structs' layout, a model of the
+        // kernel's verdict handling) that AgentTests drives a worker with.
+        .target(name: "NFQueueTestSupport", dependencies: ["NFQueue", "CNetfilterQueue"], path: "Tests/NFQueueTestSupport",
+                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
         .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
                                                          "TestSupport"]),

@@ -30,12 +30,13 @@ module() {  # name, extra flags..., sources...
 echo "building $build/capture-fuzz"
 module PacketParser "$repo"/Sources/PacketParser/*.swift
 module VerdictEngine "$repo"/Sources/VerdictEngine/*.swift
+module SystemCalls "$repo"/Sources/SystemCalls/*.swift
 c_modules=(-I "$repo/Sources/CPcap" -I "$repo/Sources/CZlib" -I "$repo/Sources/CZstd" -I "$repo/Sources/CLzma")
 module Captures "${c_modules[@]}" "$repo"/Sources/Captures/*.swift
 module Scoring -I "$repo/Sources/CPrefetch" "$repo"/Sources/Scoring/*.swift
 swiftc "${flags[@]}" -module-name CaptureFuzz -I "$build" "${c_modules[@]}" -I "$repo/Sources/CPrefetch" \
     "$repo/Fuzz/CaptureFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/CaptureFuzzInvariants.swift" \
-    "$build/libScoring.a" "$build/libCaptures.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -lpcap -lz -lzstd -llzma \
+    "$build/libScoring.a" "$build/libCaptures.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" "$build/libSystemCalls.a" -lpcap -lz -lzstd -llzma \
     -o "$build/capture-fuzz"
 
 if [[ "${1:-}" == "merge" ]]; then

@@ -44,11 +44,13 @@ if [[ "${1:-}" == "rules" ]]; then
     # The rules scanner and resolver: scripts/fuzz.sh rules [seconds|merge], corpus Fuzz/corpus-rules
     # (inputs are rules files; checks in Tests/FuzzRegressionTests/RulesFuzzInvariants.swift).
     build_modules
+    swiftc "${flags[@]}" -module-name SystemCalls -emit-module -emit-module-path "$build/SystemCalls.swiftmodule" \
+        -emit-library -static -o "$build/libSystemCalls.a" "$repo"/Sources/SystemCalls/*.swift
     swiftc "${flags[@]}" -module-name Rules -I "$build" -emit-module -emit-module-path "$build/Rules.swiftmodule" \
         -emit-library -static -o "$build/libRules.a" "$repo"/Sources/Rules/*.swift
     swiftc "${flags[@]}" -module-name RulesFuzz -I "$build" \
         "$repo/Fuzz/RulesFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/RulesFuzzInvariants.swift" \
-        "$build/libRules.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/rules-fuzz"
+        "$build/libRules.a" "$build/libSystemCalls.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/rules-fuzz"
     rwork=$work/rules
     mkdir -p "$rwork/corpus" "$rwork/artifacts"
     if [[ "${2:-}" == "merge" ]]; then

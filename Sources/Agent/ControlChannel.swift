@@ -101,12 +101,13 @@ public enum ControlChannel {
         while bytes.count < limit {
             let left = deadline - monotonicNanoseconds()
             guard left > 0 else { return nil }
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&p, 1, Int32(min(left / 1_000_000 + 1, Int64(Int32.max))))
-            if ready < 0 { if errno == EINTR { continue }; return nil }
-            if ready == 0 { continue }
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - bytes.count)) }
-            if n < 0 { if errno == EINTR || errno == EAGAIN { continue }; return nil }
+            let wait = Int32(min(left / 1_000_000 + 1, Int64(Int32.max)))
+            guard let ready = try? pollOne(fd, timeoutMilliseconds: wait, name: "poll(control)") else { return nil }
+            if case .wouldBlock = ready { continue }
+            let room = limit - bytes.count
+            let got = chunk.withUnsafeMutableBytes { c in try? syscall("read(control)") { read(fd, c.baseAddress, min(c.count, room)) } }
+            guard let got else { return nil }
+            guard case .processed(let n) = got else { continue }
             if n == 0 { break }
             bytes += chunk[0..<n]
             if stopAtNewline, chunk[0..<n].contains(0x0a) { break }
@@ -118,8 +119,8 @@ public enum ControlChannel {
     static func write(_ fd: Int32, _ text: String) -> Bool {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 { if errno == EINTR { continue }; return false }
+            let sent = bytes.withUnsafeBytes { b in try? syscallValue("send(control)") { Glibc.send(fd, b.baseAddress, b.count, Int32(MSG_NOSIGNAL)) } }
+            guard let n = sent else { return false }
             bytes = bytes.dropFirst(n)
         }
         return true

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// The process's own figures under the names every Prometheus client library exports
 /// (client_golang's process collector: the same names, units and types), read from /proc at
@@ -63,17 +64,7 @@ struct ProcessFigures: Equatable {
 
     /// A /proc file (their size shows as 0, so read until the end), at most 64 KiB.
     static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var data = [UInt8]()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while data.count < 65536 {
-            let n = Glibc.read(fd, &buffer, buffer.count)
-            if n < 0, errno == EINTR { continue }
-            guard n > 0 else { break }
-            data += buffer[0..<n]
-        }
+        guard let data = try? readFile(path, limit: 65536) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
 }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import NFQueue
+import SystemCalls
 
 /// What the metrics endpoint counts about its own clients. Written by the endpoint's thread only.
 enum MetricsServerCounter: Int, CaseIterable {
@@ -89,25 +89,36 @@ final class MetricsServer: @unchecked Sendable {
         for c in try MetricsListen.candidates(host: host, port: port) {
             // Non-blocking: a connection poll reported can be gone (reset) by the time accept runs,
             // and a blocking accept would then stop the whole endpoint until the next client.
-            let s = socket(c.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-            guard s >= 0 else {
-                lastError = SystemCallError("socket(metrics)", errno: errno)
+            let s: Int32
+            do throws(SystemCallError) {
+                s = try syscallValue("socket(metrics)") {
+                    socket(c.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+                }
+            } catch {
+                lastError = error
                 continue
             }
             var one: Int32 = 1
-            setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            _ = try? syscallValue("setsockopt(metrics, SO_REUSEADDR)") {
+                setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
             if c.family == AF_INET6, host.isEmpty {
                 // The wildcard takes IPv4 too (v4-mapped), whatever net.ipv6.bindv6only says.
                 var zero: Int32 = 0
-                setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+                _ = try? syscallValue("setsockopt(metrics, IPV6_V6ONLY)") {
+                    setsockopt(s, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
+                }
             }
             var storage = c.storage
-            let ok = withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, c.length) }
-            }
-            // The backlog holds a burst of connections between two turns of the loop.
-            guard ok == 0, listen(s, Int32(limits.maxConnections)) == 0 else {
-                lastError = SystemCallError("bind/listen(metrics \(MetricsListen.describe(c.storage).text))", errno: errno)
+            let backlog = Int32(limits.maxConnections)
+            do throws(SystemCallError) {
+                _ = try syscallValue("bind(metrics)") {
+                    withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, c.length) } }
+                }
+                // The backlog holds a burst of connections between two turns of the loop.
+                _ = try syscallValue("listen(metrics)") { listen(s, backlog) }
+            } catch {
+                lastError = SystemCallError("bind/listen(metrics \(MetricsListen.describe(c.storage).text))", errno: error.errno)
                 Glibc.close(s)
                 // A busy port stays busy on the next candidate; only a missing family moves on.
                 if lastError.errno == EADDRINUSE || lastError.errno == EACCES { break }
@@ -208,8 +219,11 @@ final class MetricsServer: @unchecked Sendable {
             guard case .processed(let fd) = accepted else { return 0 }
             // Non-blocking, or one client could stop the loop; close-on-exec, or the programs the
             // agent runs (iptables-nft) would hold clients' connections open.
-            let flags = fcntl(fd, F_GETFL)
-            guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0, fcntl(fd, F_SETFD, FD_CLOEXEC) == 0 else {
+            do throws(SystemCallError) {
+                let flags = try syscallValue("fcntl(metrics client, F_GETFL)") { fcntl(fd, F_GETFL) }
+                _ = try syscallValue("fcntl(metrics client, O_NONBLOCK)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+                _ = try syscallValue("fcntl(metrics client, FD_CLOEXEC)") { fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            } catch {
                 Glibc.close(fd)
                 continue
             }
@@ -226,8 +240,8 @@ final class MetricsServer: @unchecked Sendable {
 
     /// Whether the listener's queue holds a connection (poll needs no descriptor of its own).
     private func connectionPending() -> Bool {
-        var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-        return poll(&p, 1, 0) > 0
+        if case .processed? = try? pollOne(listener, timeoutMilliseconds: 0, name: "poll(metrics listener)") { return true }
+        return false
     }
 
     /// Idle, or in a response its client has stopped taking.

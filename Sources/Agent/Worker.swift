@@ -62,7 +62,9 @@ final class Worker: @unchecked Sendable {
         holdWait = Int64(policy.conntrackWait * 1e9)
     }
 
-    func run(_ socket: QueueSocket) {
+    /// Serves the queue until the agent stops. `socket` is the kernel's queue, or in unit tests
+    /// a scripted one (`QueueTransport`).
+    func run(_ socket: any QueueTransport) {
         let receiver = PacketReceiver(socket)
         let batcher = VerdictBatcher(socket, capacity: receiver.batchCapacity)
         var parsed = ParsedPacket()

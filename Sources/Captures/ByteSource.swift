@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// A stream of bytes a capture is read from: a file descriptor, or a decompressor over one. The
 /// readers pull large pieces (megabytes) from it, so a call per piece costs nothing measurable.
@@ -54,11 +55,10 @@ final class FileSource: ByteSource {
     deinit { if owned { Glibc.close(fd) } }
 
     func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
-        while true {
-            let n = Glibc.read(fd, buffer, count)
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            throw CaptureError("error reading \(path): \(String(cString: strerror(errno)))")
+        do throws(SystemCallError) {
+            return try syscallValue("read(\(path))") { Glibc.read(fd, buffer, count) }
+        } catch {
+            throw CaptureError("error reading \(path): \(error.reason)")
         }
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 import CPcap
 import PacketParser
 
@@ -168,7 +169,7 @@ public final class CaptureReader {
         var errbuf = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         // Nanosecond precision when the file has it; libpcap scales microsecond files up.
         guard let h = pcap_open_offline_with_tstamp_precision(path, UInt32(PCAP_TSTAMP_PRECISION_NANO), &errbuf) else {
-            throw CaptureError("cannot read capture \(path): \(String(cString: errbuf))")
+            throw CaptureError("cannot read capture \(path): \(String(nulTerminated: errbuf))")
         }
         return h
     }
@@ -255,7 +256,7 @@ final class CookieStream {
             // libpcap leaves a stream it could not read to its caller.
             fclose(file)
             if let failure { throw CaptureError("cannot read capture \(path): \(failure)") }
-            throw CaptureError("cannot read capture \(path): \(String(cString: errbuf))")
+            throw CaptureError("cannot read capture \(path): \(String(nulTerminated: errbuf))")
         }
         return h
     }
@@ -356,7 +357,7 @@ public final class LiveCapture {
     public init(interface: String, snapLength: Int32 = 256, timeoutMilliseconds: Int32 = 200) throws {
         var errbuf = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard let h = pcap_create(interface, &errbuf) else {
-            throw CaptureError("cannot capture on \(interface): \(String(cString: errbuf))")
+            throw CaptureError("cannot capture on \(interface): \(String(nulTerminated: errbuf))")
         }
         func fail(_ what: String) -> CaptureError {
             let msg = CaptureError("cannot capture on \(interface): \(what): \(String(cString: pcap_geterr(h)))")
@@ -393,7 +394,7 @@ public final class LiveCapture {
         // blocked pcap_next_ex for good). So: non-blocking reads, and our own poll with a timeout.
         if pcap_setnonblock(h, 1, &errbuf) != 0 {
             pcap_close(h)
-            throw CaptureError("cannot capture on \(interface): pcap_setnonblock: \(String(cString: errbuf))")
+            throw CaptureError("cannot capture on \(interface): pcap_setnonblock: \(String(nulTerminated: errbuf))")
         }
         let fd = pcap_get_selectable_fd(h)
         guard fd >= 0 else {
@@ -421,11 +422,11 @@ public final class LiveCapture {
             }
             return .frame(f)
         case 0:
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let n = poll(&p, 1, timeoutMilliseconds)
-            // EINTR is Ctrl-C arriving: the caller checks its flag on the timeout.
-            if n < 0 && errno != EINTR {
-                throw CaptureError("error capturing on \(interface): poll: \(String(cString: strerror(errno)))")
+            // A signal (Ctrl-C) restarts the wait; the caller checks its flag on the timeout.
+            do throws(SystemCallError) {
+                _ = try pollOne(fd, timeoutMilliseconds: timeoutMilliseconds, name: "poll")
+            } catch {
+                throw CaptureError("error capturing on \(interface): poll: \(error.reason)")
             }
             return .timeout
         default:

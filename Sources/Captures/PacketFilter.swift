@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CPcap
+import SystemCalls
 import PacketParser
 
 /// A BPF filter expression (`tcpdump`'s syntax: `tcp port 443`, `net 198.18.0.0/15`) applied to
@@ -40,7 +41,7 @@ public final class PacketFilter {
         var error = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard let program = rg_filter_compile(dlt, expression, &error) else {
             let name = pcap_datalink_val_to_name(dlt).map { String(cString: $0) } ?? "\(dlt)"
-            throw CaptureError("--filter '\(expression)': \(String(cString: error)) (link type \(name))")
+            throw CaptureError("--filter '\(expression)': \(String(nulTerminated: error)) (link type \(name))")
         }
         programs[link] = program
         return program

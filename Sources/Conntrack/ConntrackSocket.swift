@@ -12,11 +12,10 @@ import VerdictEngine
 /// next receive fails with ENOBUFS (NETLINK_NO_ENOBUFS is deliberately not set, so the loss is
 /// seen). The reader then counts it and dumps the table again.
 public final class ConntrackSocket {
-    private let socket: OpaquePointer
-    public let fd: Int32
+    private let netlink: NetlinkSocket
+    public var fd: Int32 { netlink.fd }
     private let buffer: UnsafeMutableRawBufferPointer
     private var sequence: UInt32
-    private var closed = false
 
     /// Messages that did not parse, and ENOBUFS seen.
     public private(set) var malformed = 0
@@ -25,37 +24,20 @@ public final class ConntrackSocket {
     /// Events: the receive buffer is sized for bursts (a flood of new flows on a busy router makes
     /// one NEW and several UPDATEs each); `bufferBytes` through SO_RCVBUFFORCE (CAP_NET_ADMIN).
     public init(events: Bool, bufferBytes: Int = 16 << 20) throws(SystemCallError) {
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw SystemCallError("mnl_socket_open(NETLINK_NETFILTER)", errno: Glibc.errno)
+        netlink = try NetlinkSocket(receiveBufferBytes: bufferBytes, groups: events ? rg_ct_event_groups : 0) {
+            (fd) throws(SystemCallError) in
+            let flags = try syscallValue("fcntl(ctnetlink, F_GETFL)") { fcntl(fd, F_GETFL) }
+            _ = try syscallValue("fcntl(ctnetlink, O_NONBLOCK)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
         }
-        socket = nl
-        fd = mnl_socket_get_fd(nl)
         sequence = UInt32(truncatingIfNeeded: time(nil))
         // One receive takes whole messages; a dump reply batch fits a page or two, an event one.
         buffer = .allocate(byteCount: max(rg_ct_socket_buffer_size(), 32768), alignment: 8)
-        var size = Int32(clamping: bufferBytes)
-        let len = socklen_t(MemoryLayout<Int32>.size)
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, len) != 0 {
-            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, len)
-        }
-        let groups = events ? rg_ct_event_groups : 0
-        if mnl_socket_bind(nl, groups, pid_t(MNL_SOCKET_AUTOPID)) < 0 {
-            let e = Glibc.errno
-            close()
-            throw SystemCallError("mnl_socket_bind(ctnetlink\(events ? " events" : ""))", errno: e)
-        }
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
     }
 
-    deinit { close() }
+    deinit { buffer.deallocate() }
 
-    public func close() {
-        guard !closed else { return }
-        closed = true
-        mnl_socket_close(socket)
-        buffer.deallocate()
-    }
+    /// Closes the socket now (the buffer goes with the object).
+    public func close() { netlink.close() }
 
     public enum Received {
         /// Messages read (facts handed on, others ignored).
@@ -101,8 +83,7 @@ public final class ConntrackSocket {
         sequence &+= 1
         let nlh = rg_ct_put_dump(buffer.baseAddress, family, sequence)!
         let len = Int(nlh.pointee.nlmsg_len)
-        let sock = socket
-        guard case .processed = try syscall("mnl_socket_sendto(ctnetlink dump)", { mnl_socket_sendto(sock, nlh, len) }) else {
+        guard case .processed = try netlink.send(UnsafeRawBufferPointer(start: nlh, count: len), name: "mnl_socket_sendto(ctnetlink dump)") else {
             throw SystemCallError("mnl_socket_sendto(ctnetlink dump)", errno: EAGAIN)
         }
     }
@@ -125,8 +106,7 @@ public final class ConntrackSocket {
                 case .wouldBlock:
                     let left = deadline - monotonicNanoseconds()
                     guard left > 0 else { throw SystemCallError("ctnetlink dump", errno: ETIMEDOUT) }
-                    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                    _ = poll(&p, 1, Int32(min(left / 1_000_000 + 1, 1000)))
+                    _ = try pollOne(fd, timeoutMilliseconds: Int32(min(left / 1_000_000 + 1, 1000)), name: "poll(ctnetlink dump)")
                 }
             }
         }
@@ -167,34 +147,32 @@ public enum ConntrackReadiness {
     }
 
     private static func read(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var buf = [CChar](repeating: 0, count: 64)
-        guard fgets(&buf, 64, f) != nil else { return nil }
-        return String(String(cString: buf).filter { $0 != " " && $0 != "\n" && $0 != "\t" })
+        guard let bytes = try? readFile(path, limit: 64) else { return nil }
+        let line = bytes.prefix { $0 != 0x0a }
+        return String(decoding: line, as: UTF8.self).filter { $0 != " " && $0 != "\t" }
     }
 }
 
 /// A wake-up another thread can poll: an eventfd (the conntrack feed tells a worker that facts
-/// wait). `signal` never blocks; `clear` empties it.
-public final class Wakeup: @unchecked Sendable {
+/// wait). `signal` never blocks; `clear` empties it. Sendable as it is: an immutable descriptor,
+/// and the kernel serialises what is done to it.
+public final class Wakeup: Sendable {
     public let fd: Int32
 
     public init() throws(SystemCallError) {
-        let r = rg_eventfd()
-        guard r >= 0 else { throw SystemCallError("eventfd", errno: Glibc.errno) }
-        fd = r
+        fd = try syscallValue("eventfd") { rg_eventfd() }
     }
 
     deinit { Glibc.close(fd) }
 
     public func signal() {
         var one: UInt64 = 1
-        _ = write(fd, &one, 8)
+        // EAGAIN: the counter is at its maximum, the worker is woken anyway.
+        _ = try? syscall("write(eventfd)") { write(fd, &one, 8) }
     }
 
     public func clear() {
         var v: UInt64 = 0
-        _ = read(fd, &v, 8)
+        _ = try? syscall("read(eventfd)") { read(fd, &v, 8) }
     }
 }

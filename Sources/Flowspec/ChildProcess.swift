@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CProcessControl
+import SystemCalls
 
 /// The speaker's programs, started with `rg_spawn_bound` (CProcessControl): bound to the agent's
 /// life by PR_SET_PDEATHSIG, never through a shell, from fixed directories, with a minimal
@@ -25,19 +26,16 @@ public enum ChildProcess {
         var cEnv: [UnsafeMutablePointer<CChar>?] = environment.map { strdup($0) }
         cEnv.append(nil)
         defer { for p in cArgs + cEnv { free(p) } }
-        let pid = rg_spawn_bound(path, &cArgs, &cEnv, output, deathSignal)
-        guard pid > 0 else { throw FlowspecError("fork for \(path): \(String(cString: strerror(errno)))") }
-        return pid
+        do throws(SystemCallError) {
+            return try syscallValue("fork for \(path)") { rg_spawn_bound(path, &cArgs, &cEnv, output, deathSignal) }
+        } catch {
+            throw FlowspecError("\(error.call): \(error.reason)")
+        }
     }
 
     /// Waits for `pid`; returns its exit code (128 + signal when killed).
     static func wait(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { return -1 }
-        }
-        // WIFEXITED/WEXITSTATUS are macros Swift cannot import.
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        (try? waitForChild(pid)) ?? -1
     }
 
     /// Runs `argv` to completion and returns its exit code and output (stdout and stderr
@@ -47,7 +45,9 @@ public enum ChildProcess {
         guard let path = find(argv[0]) else { throw FlowspecError("\(argv[0]) not found (install the gobgpd package)") }
         var fds: [Int32] = [-1, -1]
         // pipe2 is declared only under _GNU_SOURCE; the child closes every descriptor past 2 anyway.
-        guard pipe(&fds) == 0 else { throw FlowspecError("pipe: \(String(cString: strerror(errno)))") }
+        do throws(SystemCallError) { _ = try syscallValue("pipe") { pipe(&fds) } } catch {
+            throw FlowspecError("\(error.call): \(error.reason)")
+        }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         let pid: pid_t
         do { pid = try start(path, argv, output: fds[1]) } catch {
@@ -57,21 +57,21 @@ public enum ChildProcess {
         close(fds[1])
         var output: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 4096)
-        let deadline = monotonicSeconds() + timeout
+        let deadline = monotonicNanoseconds() + Int64(timeout * 1e9)
         var killed = false
         while true {
-            var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
-            let left = deadline - monotonicSeconds()
-            if left <= 0 {
-                if !killed { kill(pid, SIGKILL); killed = true }
+            let left = deadline - monotonicNanoseconds()
+            if left <= 0, !killed {
+                kill(pid, SIGKILL)
+                killed = true
             }
-            let r = poll(&p, 1, left <= 0 ? 1000 : Int32(min(1000, left * 1000) + 1))
-            if r < 0, errno == EINTR { continue }
-            if r == 0 { continue }
-            let n = read(fds[0], &buf, buf.count)
-            if n > 0 { output.append(contentsOf: buf[0..<n]); if output.count > 1 << 20 { output.removeFirst(output.count - (1 << 20)) }; continue }
-            if n < 0, errno == EINTR { continue }
-            break
+            let slice = left <= 0 ? 1000 : Int32(min(1000, left / 1_000_000 + 1))
+            // A poll error falls through to the read, which tells whether the pipe is still good.
+            if case .wouldBlock? = try? pollOne(fds[0], timeoutMilliseconds: slice, name: "poll(\(argv[0]) output)") { continue }
+            let got = buf.withUnsafeMutableBytes { b in try? syscallValue("read(\(argv[0]) output)") { read(fds[0], b.baseAddress, b.count) } }
+            guard let n = got, n > 0 else { break }
+            output.append(contentsOf: buf[0..<n])
+            if output.count > 1 << 20 { output.removeFirst(output.count - (1 << 20)) }
         }
         close(fds[0])
         let status = wait(pid)
@@ -81,11 +81,7 @@ public enum ChildProcess {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
-}
+func monotonicSeconds() -> Double { Double(monotonicNanoseconds()) / 1e9 }
 
 /// A speaker or escalation failure, said in one line.
 public struct FlowspecError: Error, CustomStringConvertible, Sendable {

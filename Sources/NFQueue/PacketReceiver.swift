@@ -7,7 +7,7 @@ import CNetfilterQueue
 /// messages (the kernel sends each queued packet in its own message), so a flood costs one
 /// receive system call per batch rather than per packet. Buffers are allocated once.
 public final class PacketReceiver {
-    public let socket: QueueSocket
+    public let socket: any QueueTransport
     private let slots: Int
     /// Per slot: big enough for the largest packet message (copy range + attributes), with room.
     private let slotSize: Int
@@ -30,7 +30,7 @@ public final class PacketReceiver {
     /// socket closes.
     public private(set) var undecodedPackets = 0
 
-    public init(_ socket: QueueSocket) {
+    public init(_ socket: any QueueTransport) {
         self.socket = socket
         slots = max(1, socket.configuration.receiveBatch)
         slotSize = max(4096, Int(socket.configuration.copyRange) + 1024)
@@ -61,14 +61,10 @@ public final class PacketReceiver {
             headers[i].msg_hdr.msg_iov = iovecs + i
             headers[i].msg_hdr.msg_iovlen = 1
         }
-        let flags = wait ? rg_msg_waitforone : Int32(MSG_DONTWAIT)
-        let fd = socket.fd
-        let h = headers
-        let n = slots
         do throws(SystemCallError) {
-            let r = try syscall("recvmmsg(queue \(socket.queue))") { rg_recvmmsg(fd, h, UInt32(n), flags, nil) }
-            if case .processed(let count) = r { received = Int(count) } else { received = 0 }
-            return r.map { Int($0) }
+            let r = try socket.receiveMessages(headers, count: slots, wait: wait)
+            if case .processed(let count) = r { received = count } else { received = 0 }
+            return r
         } catch where error.errno == ENOBUFS {
             // The socket overran and the kernel told us (NETLINK_NO_ENOBUFS missing). The lost
             // packets were never ours to verdict (the kernel counted them in user_dropped and,
@@ -144,14 +140,5 @@ public final class PacketReceiver {
         p.inInterface = attributes[Int(NFQA_IFINDEX_INDEV.rawValue)].map { UInt32(bigEndian: mnl_attr_get_u32($0)) } ?? 0
         p.outInterface = attributes[Int(NFQA_IFINDEX_OUTDEV.rawValue)].map { UInt32(bigEndian: mnl_attr_get_u32($0)) } ?? 0
         return true
-    }
-}
-
-extension IOResult {
-    func map<U>(_ f: (T) -> U) -> IOResult<U> {
-        switch self {
-        case .processed(let v): return .processed(f(v))
-        case .wouldBlock: return .wouldBlock
-        }
     }
 }

@@ -7,7 +7,7 @@ import CNetfilterQueue
 /// library's examples/nf-queue.c): open, size the buffer, bind, configure one message at a time
 /// with each checked by its ACK, then hand the descriptor to a `PacketReceiver` and a
 /// `VerdictBatcher`.
-public final class QueueSocket {
+public final class QueueSocket: QueueTransport {
     public let configuration: QueueConfiguration
     public var queue: UInt16 { configuration.queue }
     /// Features the kernel refused, each a line for the start-up log (they degrade, not fail).
@@ -15,9 +15,9 @@ public final class QueueSocket {
     /// Packets that arrived while a config ACK was awaited; they were accepted on the spot.
     public private(set) var acceptedDuringSetup = 0
 
-    let socket: OpaquePointer
-    public let fd: Int32
-    private(set) var portID: UInt32 = 0
+    private let netlink: NetlinkSocket
+    public var fd: Int32 { netlink.fd }
+    var portID: UInt32 { netlink.portID }
     private var sequence: UInt32
     private var bound = false
     private var closed = false
@@ -26,23 +26,13 @@ public final class QueueSocket {
 
     public init(_ configuration: QueueConfiguration) throws(SystemCallError) {
         self.configuration = configuration
-        guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
-            throw SystemCallError("mnl_socket_open(NETLINK_NETFILTER)", errno: Glibc.errno)
+        var optionWarnings: [String] = []
+        netlink = try NetlinkSocket(receiveBufferBytes: configuration.effectiveReceiveBufferBytes) {
+            (fd) throws(SystemCallError) in try Self.setOptions(fd, warnings: &optionWarnings)
         }
-        socket = nl
-        fd = mnl_socket_get_fd(nl)
+        warnings = (netlink.receiveBufferWarning.map { [$0] } ?? []) + optionWarnings
         sequence = UInt32(truncatingIfNeeded: time(nil))
         controlBuffer = .allocate(byteCount: max(rg_mnl_socket_buffer_size(), 8192), alignment: 8)
-
-        do {
-            try setUpSocket()
-        } catch {
-            mnl_socket_close(nl)
-            controlBuffer.deallocate()
-            closed = true
-            throw error
-        }
-        portID = mnl_socket_get_portid(nl)
         do {
             try bindAndConfigure()
         } catch {
@@ -53,32 +43,24 @@ public final class QueueSocket {
 
     deinit { close() }
 
-    private func setUpSocket() throws(SystemCallError) {
-        // The receive buffer first, so that a flood arriving right after the bind finds room.
-        var size = Int32(clamping: configuration.effectiveReceiveBufferBytes)
+    private static func setOptions(_ fd: Int32, warnings: inout [String]) throws(SystemCallError) {
         let len = socklen_t(MemoryLayout<Int32>.size)
-        // SO_RCVBUFFORCE passes rmem_max (it needs CAP_NET_ADMIN, which we have); fall back to
-        // SO_RCVBUF, capped by net.core.rmem_max, with a warning.
-        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, len) != 0 {
-            let e = Glibc.errno
-            _ = try syscallValue("setsockopt(SO_RCVBUF)") { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, len) }
-            warnings.append("SO_RCVBUFFORCE failed (\(String(cString: strerror(e)))); SO_RCVBUF is capped by net.core.rmem_max")
-        }
         // With NETLINK_NO_ENOBUFS the kernel stops reporting receive-buffer overruns as ENOBUFS;
         // losses are read from /proc's user_dropped instead. Where the option is missing the
         // receive loop treats ENOBUFS as "some messages were lost" and carries on.
         var one: Int32 = 1
-        if setsockopt(fd, Int32(SOL_NETLINK), NETLINK_NO_ENOBUFS, &one, len) != 0 {
-            warnings.append("NETLINK_NO_ENOBUFS unavailable (\(String(cString: strerror(Glibc.errno)))); ENOBUFS will be counted")
+        do throws(SystemCallError) {
+            _ = try syscallValue("setsockopt(NETLINK_NO_ENOBUFS)") { setsockopt(fd, Int32(SOL_NETLINK), NETLINK_NO_ENOBUFS, &one, len) }
+        } catch {
+            warnings.append("NETLINK_NO_ENOBUFS unavailable (\(error.reason)); ENOBUFS will be counted")
         }
         // Extended ACKs give the kernel's reason text on config errors; optional.
-        _ = setsockopt(fd, Int32(SOL_NETLINK), NETLINK_EXT_ACK, &one, len)
+        _ = try? syscallValue("setsockopt(NETLINK_EXT_ACK)") { setsockopt(fd, Int32(SOL_NETLINK), NETLINK_EXT_ACK, &one, len) }
         // A receive timeout lets a blocked worker notice shutdown without a wake-up pipe.
         var tv = timeval(tv_sec: 0, tv_usec: 100_000)
         _ = try syscallValue("setsockopt(SO_RCVTIMEO)") {
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         }
-        _ = try syscallValue("mnl_socket_bind") { mnl_socket_bind(socket, 0, pid_t(MNL_SOCKET_AUTOPID)) }
     }
 
     private func bindAndConfigure() throws(SystemCallError) {
@@ -127,8 +109,9 @@ public final class QueueSocket {
     private func sendAndAwaitAck(_ nlh: UnsafeMutablePointer<nlmsghdr>, what: String) throws(SystemCallError) {
         let seq = nlh.pointee.nlmsg_seq
         let length = Int(nlh.pointee.nlmsg_len)
-        _ = try syscallValue("mnl_socket_sendto(\(what))") { mnl_socket_sendto(socket, nlh, length) }
+        _ = try netlink.send(UnsafeRawBufferPointer(start: nlh, count: length), name: "mnl_socket_sendto(\(what))")
         let buf = controlBuffer
+        let fd = self.fd
         let deadline = monotonicNanoseconds() + 2_000_000_000
         while monotonicNanoseconds() < deadline {
             let n: Int
@@ -162,7 +145,8 @@ public final class QueueSocket {
             let v = nfq_nlmsg_put(raw.baseAddress!.assumingMemoryBound(to: CChar.self),
                                   Int32(NFQNL_MSG_VERDICT.rawValue), UInt32(configuration.queue))!
             nfq_nlmsg_verdict_put(v, Int32(bitPattern: rg_nfq_packet_id(hdr)), NF_ACCEPT)
-            _ = mnl_socket_sendto(socket, v, Int(v.pointee.nlmsg_len))
+            // Best effort, as before: a stray whose accept is lost waits for a later accept batch.
+            _ = try? netlink.send(UnsafeRawBufferPointer(start: v, count: Int(v.pointee.nlmsg_len)), name: "sendto(setup accept)")
         }
         acceptedDuringSetup += 1
     }
@@ -170,16 +154,14 @@ public final class QueueSocket {
     /// Sends a prepared buffer of netlink messages (verdicts) in one system call. ENOBUFS/ENOMEM
     /// (the kernel could not allocate) and EAGAIN are retried a few times; the error thrown then
     /// names the last failure.
-    func send(_ bytes: UnsafeRawBufferPointer) throws(SystemCallError) {
+    public func send(_ bytes: UnsafeRawBufferPointer) throws(SystemCallError) {
         var attempts = 0
         while true {
             // What the last attempt failed with, so the final error says what really happened
             // (a full send buffer is EAGAIN, not ENOBUFS).
             let failed: Int32
             do {
-                if case .processed = try syscall("mnl_socket_sendto(verdicts)", {
-                    mnl_socket_sendto(socket, bytes.baseAddress, bytes.count)
-                }) { return }
+                if case .processed = try netlink.send(bytes, name: "mnl_socket_sendto(verdicts)") { return }
                 failed = EAGAIN
             } catch {
                 guard error.errno == ENOBUFS || error.errno == ENOMEM else { throw error }
@@ -189,6 +171,13 @@ public final class QueueSocket {
             if attempts > 3 { throw SystemCallError("mnl_socket_sendto(verdicts)", errno: failed) }
             usleep(100)
         }
+    }
+
+    /// recvmmsg on the queue's socket: one system call per batch of queued packets.
+    public func receiveMessages(_ headers: UnsafeMutablePointer<rg_mmsghdr>, count: Int, wait: Bool) throws(SystemCallError) -> IOResult<Int> {
+        let flags = wait ? rg_msg_waitforone : Int32(MSG_DONTWAIT)
+        let fd = self.fd
+        return try syscall("recvmmsg(queue \(queue))") { rg_recvmmsg(fd, headers, UInt32(count), flags, nil) }.map { Int($0) }
     }
 
     /// Unbinds the queue: from here on the queue rule's bypass accepts new packets in the kernel.
@@ -206,7 +195,7 @@ public final class QueueSocket {
     public func close() {
         guard !closed else { return }
         closed = true
-        mnl_socket_close(socket)
+        netlink.close()
         controlBuffer.deallocate()
     }
 }

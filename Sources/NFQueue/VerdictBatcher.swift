@@ -30,7 +30,9 @@ public enum QueueVerdict: Sendable {
 /// could block (socket drained), when the oldest pending verdict reaches the flush interval, and
 /// at shutdown. A verdict therefore never waits for a later packet to arrive.
 public final class VerdictBatcher {
-    public let socket: QueueSocket
+    public let socket: any VerdictSocket
+    /// The queue every message names (read once: the socket is an existential).
+    private let queue: UInt32
     private let buffer: UnsafeMutableRawBufferPointer
     private var used = 0
     /// The open accept run: its last id and how many packets it covers.
@@ -56,8 +58,9 @@ public final class VerdictBatcher {
     /// One verdict message: nlmsghdr 16 + nfgenmsg 4 + NFQA_VERDICT_HDR attribute 12 = 32 bytes.
     static let messageSize = 32
 
-    public init(_ socket: QueueSocket, capacity: Int) {
+    public init(_ socket: any VerdictSocket, capacity: Int) {
         self.socket = socket
+        queue = UInt32(socket.queue)
         // Worst case every packet of a receive batch alternates verdicts: one message each.
         buffer = .allocate(byteCount: max(capacity, 16) * Self.messageSize * 2, alignment: 8)
     }
@@ -113,7 +116,7 @@ public final class VerdictBatcher {
     private func put(_ type: nfqnl_msg_types, _ id: UInt32, _ verdict: Int32, covering: Int) {
         if used + Self.messageSize * 2 > buffer.count { sendBuffer() }
         let base = (buffer.baseAddress! + used).assumingMemoryBound(to: CChar.self)
-        let nlh = nfq_nlmsg_put(base, Int32(type.rawValue), UInt32(socket.queue))!
+        let nlh = nfq_nlmsg_put(base, Int32(type.rawValue), queue)!
         nfq_nlmsg_verdict_put(nlh, Int32(bitPattern: id), verdict)
         used += Int(mnl_align(nlh.pointee.nlmsg_len))
         bufferedVerdicts += covering

@@ -7,32 +7,35 @@ import Synchronization
 /// record, was there for somebody else's reasons: it stays, with its record given back.
 ///
 /// Called from the agent's main thread (start, SIGHUP reloads, exit) and its rules watchdog;
-/// one call at a time (`serial`), so a check never sees half of a reload.
-public final class AgentRuleset: @unchecked Sendable {
+/// one call at a time (everything it knows is behind one lock), so a check never sees half of a
+/// reload.
+public final class AgentRuleset: Sendable {
     public let owner: TableOwner
-    /// What the first apply found in the kernel: `.some(nil)` for no table; nil before it.
-    private var found: TableOwner??
-    /// The last successful apply (the watchdog re-applies exactly this) and what it left.
-    private var last: (rules: ResolvedRules, hook: Hook, backend: Backend)?
-    private var snapshot: RulesSnapshot?
-    /// The generation id at the last check that found everything in place.
-    private var verified: UInt32?
-    private var generation: NftGeneration?
-    private let serial = Mutex(())
+    private struct State {
+        /// What the first apply found in the kernel: `.some(nil)` for no table; nil before it.
+        var found: TableOwner??
+        /// The last successful apply (the watchdog re-applies exactly this) and what it left.
+        var last: (rules: ResolvedRules, hook: Hook, backend: Backend)?
+        var snapshot: RulesSnapshot?
+        /// The generation id at the last check that found everything in place.
+        var verified: UInt32?
+        var generation: NftGeneration?
+    }
+    private let state = Mutex(State())
 
     public init() { owner = .thisAgent() }
 
     /// Applies `rules` with this agent as the owner. The first call returns a sentence about the
     /// table it adopted, when there was one.
     public func apply(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) -> String? {
-        try serial.withLock { _ throws(NftError) in try applyAlone(rules, hook: hook, backend: backend) }
+        try state.withLock { s throws(NftError) in try applyAlone(&s, rules, hook: hook, backend: backend) }
     }
 
-    private func applyAlone(_ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) -> String? {
+    private func applyAlone(_ s: inout State, _ rules: ResolvedRules, hook: Hook, backend: Backend) throws(NftError) -> String? {
         var note: String? = nil
-        if found == nil {
+        if s.found == nil {
             let current = try NftRuleset.owner()
-            found = .some(current)
+            s.found = .some(current)
             switch current {
             case nil: break
             case .agent(let pid, let since)?:
@@ -47,7 +50,7 @@ public final class AgentRuleset: @unchecked Sendable {
             let woke = "woke the table, which was dormant (its chains hooked nothing)"
             note = note.map { $0 + "; " + woke } ?? woke
         }
-        if last == nil {
+        if s.last == nil {
             // This agent's engines know no flow yet: what the kernel learnt for an earlier one
             // would keep those flows from the queue for up to `learn_interval`.
             do throws(NftError) { try NftRuleset.forgetLearntFlows() } catch {
@@ -55,10 +58,10 @@ public final class AgentRuleset: @unchecked Sendable {
                 note = note.map { $0 + "; " + forgot } ?? forgot
             }
         }
-        last = (rules, hook, backend)
-        if generation == nil { generation = try NftGeneration() }
-        snapshot = try RulesSnapshot.take(try NftContext(), generation!, sets: rules.configuredSets)
-        verified = nil
+        s.last = (rules, hook, backend)
+        if s.generation == nil { s.generation = try NftGeneration() }
+        s.snapshot = try RulesSnapshot.take(try NftContext(), s.generation!, sets: rules.configuredSets)
+        s.verified = nil
         return note
     }
 
@@ -73,23 +76,23 @@ public final class AgentRuleset: @unchecked Sendable {
     /// when somebody took it over (`nft apply --force`): then the rules are theirs, in place as
     /// they applied them, and putting ours back would undo what the operator forced.
     public func check() throws(NftError) -> (missing: String?, takenOverBy: TableOwner?) {
-        try serial.withLock { _ throws(NftError) -> (missing: String?, takenOverBy: TableOwner?) in
-            if generation == nil { generation = try NftGeneration() }
-            let now = try generation!.current()
-            if now == verified { return (nil, nil) }
-            if let flags = try generation!.tableFlags(NftRuleset.table), flags & NftGeneration.tableDormant != 0 {
+        try state.withLock { s throws(NftError) -> (missing: String?, takenOverBy: TableOwner?) in
+            if s.generation == nil { s.generation = try NftGeneration() }
+            let now = try s.generation!.current()
+            if now == s.verified { return (nil, nil) }
+            if let flags = try s.generation!.tableFlags(NftRuleset.table), flags & NftGeneration.tableDormant != 0 {
                 return ("table \(NftRuleset.family) \(NftRuleset.table) is dormant: none of its chains sees a packet", nil)
             }
             let ctx = try NftContext()
             guard let chains = try RulesSnapshot.take(ctx).chains else {
                 return ("table \(NftRuleset.family) \(NftRuleset.table) is gone", nil)
             }
-            if last != nil, let current = try NftRuleset.owner(), current != owner {
+            if s.last != nil, let current = try NftRuleset.owner(), current != owner {
                 return (nil, current)
             }
-            if let last, let snapshot {
+            if let last = s.last, let snapshot = s.snapshot {
                 if chains != snapshot.chains { return ("the chains of table \(NftRuleset.family) \(NftRuleset.table) changed", nil) }
-                if try generation!.contents(NftRuleset.table, sets: last.rules.configuredSets) != snapshot.contents {
+                if try s.generation!.contents(NftRuleset.table, sets: last.rules.configuredSets) != snapshot.contents {
                     return ("the rules or the configured sets (\(last.rules.configuredSets.joined(separator: ", "))) of table \(NftRuleset.family) \(NftRuleset.table) changed", nil)
                 }
                 if last.backend == .xt {
@@ -104,7 +107,7 @@ public final class AgentRuleset: @unchecked Sendable {
                     }
                 }
             }
-            verified = now
+            s.verified = now
             return (nil, nil)
         }
     }
@@ -112,19 +115,19 @@ public final class AgentRuleset: @unchecked Sendable {
     /// Applies the rules of the last successful apply or reload again. Sets that survived keep
     /// their contents (an apply only declares them); a table that went comes back empty.
     public func reapply() throws(NftError) {
-        try serial.withLock { _ throws(NftError) in
-            guard let last else { throw NftError("no rules applied yet", rulesError: false) }
-            _ = try applyAlone(last.rules, hook: last.hook, backend: last.backend)
+        try state.withLock { s throws(NftError) in
+            guard let last = s.last else { throw NftError("no rules applied yet", rulesError: false) }
+            _ = try applyAlone(&s, last.rules, hook: last.hook, backend: last.backend)
         }
     }
 
     /// At exit: removes what this agent owns (unless `keep`, --keep-rules), and returns nil when
     /// it removed the rules, else why they stay.
     public func release(keep: Bool) throws(NftError) -> String? {
-        try serial.withLock { _ throws(NftError) -> String? in try releaseAlone(keep: keep) }
+        try state.withLock { s throws(NftError) -> String? in try releaseAlone(found: s.found, keep: keep) }
     }
 
-    private func releaseAlone(keep: Bool) throws(NftError) -> String? {
+    private func releaseAlone(found: TableOwner??, keep: Bool) throws(NftError) -> String? {
         guard let found else { return "never applied" }
         let current = try NftRuleset.owner()
         if let current, current != owner {

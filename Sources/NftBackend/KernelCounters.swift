@@ -13,7 +13,7 @@ import Synchronization
 /// counters start again at 0 when the table is recreated (`nft flush ruleset` and the watchdog's
 /// re-apply): what they had counted is carried over, so the exported totals only go up while the
 /// agent runs.
-public final class KernelCounters: @unchecked Sendable {
+public final class KernelCounters: Sendable {
     public struct Sample: Sendable, Equatable {
         public var verdict: String
         public var reason: String

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// The nftables ruleset's generation id (NFT_MSG_GETGEN): the kernel counts it up with every
 /// committed transaction, so an unchanged id means an unchanged ruleset, at the cost of one
@@ -52,11 +53,14 @@ final class NftGeneration {
     private var sequence: UInt32 = 0
 
     init() throws(NftError) {
-        fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Self.netlinkNetfilter)
-        guard fd >= 0 else { throw Self.failure("socket") }
+        do throws(SystemCallError) {
+            fd = try syscallValue("socket") { socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Self.netlinkNetfilter) }
+        } catch { throw Self.failure(error) }
         // A kernel that never answers must not hang the watchdog.
         var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = try? syscallValue("setsockopt(SO_RCVTIMEO)") { [fd] in
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        }
     }
 
     deinit { close(fd) }
@@ -179,17 +183,22 @@ final class NftGeneration {
         request += [family, 0, 0, 0]
         request += attributes
         // Unconnected netlink sockets send to the kernel (port id 0).
-        let sent = send(fd, request, request.count, 0)
-        guard sent == request.count else { throw Self.failure("sendto") }
+        let sent: Int
+        do throws(SystemCallError) { sent = try syscallValue("sendto") { send(fd, request, request.count, 0) } } catch {
+            throw Self.failure(error)
+        }
+        guard sent == request.count else { throw NftError("\(what): request cut to \(sent) bytes", rulesError: false) }
 
         let dumping = flags & Self.dumpFlags != 0
         var answers: [[UInt16: ArraySlice<UInt8>]] = []
         // A dump's skbs are at most 32 KiB here (netlink's default); one more page for the header.
         var buffer = [UInt8](repeating: 0, count: 36_864)
         while true {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n < 0, errno == EINTR { continue }
-            guard n >= 16 else { throw n < 0 ? Self.failure("recv") : NftError("\(what): short answer", rulesError: false) }
+            let n: Int
+            do throws(SystemCallError) { n = try syscallValue("recv") { recv(fd, &buffer, buffer.count, 0) } } catch {
+                throw Self.failure(error)
+            }
+            guard n >= 16 else { throw NftError("\(what): short answer", rulesError: false) }
             let received = Array(buffer[0..<n])
             func u16(_ at: Int) -> UInt16 { UInt16(received[at]) | UInt16(received[at + 1]) << 8 }
             func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
@@ -247,9 +256,8 @@ final class NftGeneration {
         bytes.prefix(4).reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    private static func failure(_ call: String) -> NftError {
-        let e = errno
-        if e == EPERM { return NftRuleset.permissionError }
-        return NftError("netlink \(call): \(String(cString: strerror(e)))", rulesError: false)
+    private static func failure(_ error: SystemCallError) -> NftError {
+        if error.errno == EPERM { return NftRuleset.permissionError }
+        return NftError("netlink \(error.call): \(error.reason)", rulesError: false)
     }
 }

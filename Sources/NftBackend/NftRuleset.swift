@@ -2,6 +2,7 @@ import Rules
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// Checks, applies and removes ReflectGuard's ruleset in-process through libnftables.
 ///
@@ -252,21 +253,20 @@ public enum NftRuleset {
 
     static func writeTemporary(_ text: String) throws(NftError) -> String {
         var template = Array("/tmp/reflectguard-rules-XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw NftError("mkstemp: \(String(cString: strerror(errno)))", rulesError: false) }
-        let path = String(cString: template)
-        let bytes = Array(text.utf8)
-        var written = 0
-        while written < bytes.count {
-            let n = bytes[written...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(path)
-                throw NftError("writing \(path): \(reason)", rulesError: false)
-            }
-            written += n
+        let made = template.withUnsafeMutableBufferPointer { t in
+            Result { () throws(SystemCallError) in try syscallValue("mkstemp") { mkstemp(t.baseAddress!) } }
+        }
+        let fd: Int32
+        do throws(SystemCallError) { fd = try made.get() } catch {
+            throw NftError("mkstemp: \(error.reason)", rulesError: false)
+        }
+        let path = String(nulTerminated: template)
+        do throws(SystemCallError) {
+            try writeAll(fd, Array(text.utf8), name: "write(\(path))")
+        } catch {
+            close(fd)
+            unlink(path)
+            throw NftError("writing \(path): \(error.reason)", rulesError: false)
         }
         close(fd)
         return path

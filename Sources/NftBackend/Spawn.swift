@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CProcessControl
+import SystemCalls
 
 /// Runs a program with an argv array through posix_spawn (never a shell: no argument is ever
 /// parsed as shell text), stdin from /dev/null, stdout and stderr captured together.
@@ -33,8 +34,8 @@ enum Spawn {
             throw NftError("\(argv[0]) not found (install the iptables package)", rulesError: false)
         }
         var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else {
-            throw NftError("pipe: \(String(cString: strerror(errno)))", rulesError: false)
+        do throws(SystemCallError) { _ = try syscallValue("pipe") { pipe(&fds) } } catch {
+            throw NftError("\(error.call): \(error.reason)", rulesError: false)
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -65,29 +66,20 @@ enum Spawn {
         posix_spawnattr_setsigmask(&attributes, &unblocked)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, path, &actions, &attributes, cArgs, cEnv)
-        close(fds[1])
-        guard rc == 0 else {
+        do throws(SystemCallError) {
+            defer { close(fds[1]) }
+            try syscallReturningError("posix_spawn \(path)") { posix_spawn(&pid, path, &actions, &attributes, cArgs, cEnv) }
+        } catch {
             close(fds[0])
-            throw NftError("posix_spawn \(path): \(String(cString: strerror(rc)))", rulesError: false)
+            throw NftError("\(error.call): \(error.reason)", rulesError: false)
         }
-        var output: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fds[0], &buf, buf.count)
-            if n > 0 { output.append(contentsOf: buf[0..<n]); continue }
-            if n < 0, errno == EINTR { continue }
-            break   // EOF, or a read error: the exit status still tells what happened
-        }
+        // EOF, or a read error: the exit status still tells what happened.
+        let output = (try? readToEnd(fds[0], limit: Int.max - 1, name: "read(\(argv[0]) output)")) ?? []
         close(fds[0])
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else {
-                throw NftError("waitpid: \(String(cString: strerror(errno)))", rulesError: false)
-            }
+        let exitCode: Int32
+        do throws(SystemCallError) { exitCode = try waitForChild(pid) } catch {
+            throw NftError("\(error.call): \(error.reason)", rulesError: false)
         }
-        // WIFEXITED/WEXITSTATUS are macros Swift cannot import.
-        let exitCode: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return Result(status: exitCode, output: String(decoding: output, as: UTF8.self))
     }
 }

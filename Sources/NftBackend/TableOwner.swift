@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// Who applied ReflectGuard's table, recorded in the table itself: the comment of an empty chain
 /// `owner`, which `nft list table inet reflectguard` shows beside the rules:
@@ -87,6 +88,6 @@ public enum TableOwner: Equatable, Sendable, CustomStringConvertible {
         gmtime_r(&t, &parts)
         var buf = [CChar](repeating: 0, count: 32)
         let n = strftime(&buf, buf.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        return n > 0 ? String(cString: buf) : String(t)
+        return n > 0 ? String(nulTerminated: buf) : String(t)
     }
 }

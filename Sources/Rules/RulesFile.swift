@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 
 /// A rules file's text and the name errors use for it. The default is the ruleset embedded in
 /// the binary (`nft/reflectguard.nft`, see `scripts/embed-rules.sh`), so no file on disk is needed.
@@ -47,20 +48,13 @@ public struct RulesFile: Sendable, Equatable {
         }
         guard st.st_size <= sizeLimit else { throw tooLarge(path) }
         // Read to the end, one byte past the limit at most: the file may grow while it is read.
-        var bytes = [UInt8](repeating: 0, count: sizeLimit + 1)
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
-            if n == 0 { break }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw unreadable(path, errno)
-            }
-            count += n
+        let bytes: [UInt8]
+        do throws(SystemCallError) { bytes = try readToEnd(fd, limit: sizeLimit, name: "read(\(path))") } catch {
+            throw unreadable(path, error.errno)
         }
-        guard count <= sizeLimit else { throw tooLarge(path) }
-        try refuseBinary(bytes[0..<count], path)
-        return RulesFile(name: path, text: String(decoding: bytes[0..<count], as: UTF8.self))
+        guard bytes.count <= sizeLimit else { throw tooLarge(path) }
+        try refuseBinary(bytes[...], path)
+        return RulesFile(name: path, text: String(decoding: bytes, as: UTF8.self))
     }
 
     /// nft's rules are text: a control byte other than tab, newline and carriage return means the

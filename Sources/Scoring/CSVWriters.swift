@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemCalls
 import Foundation
 import PacketParser
 import Synchronization
@@ -128,19 +129,10 @@ public final class BufferedFile {
 
     private func flush() {
         guard !buffer.isEmpty else { return }
-        var failedWith: Int32 = 0
-        buffer.withUnsafeBytes { all in
-            var done = 0
-            while done < all.count {
-                let n = Glibc.write(fd, all.baseAddress! + done, all.count - done)
-                if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else {
-                    failedWith = n < 0 ? errno : ENOSPC
-                    break
-                }
-            }
-        }
-        if failedWith != 0 && failure == nil {
-            failure = "cannot write \(path): \(String(cString: strerror(failedWith)))"
+        do throws(SystemCallError) {
+            try writeAll(fd, buffer, name: "write(\(path))")
+        } catch {
+            if failure == nil { failure = "cannot write \(path): \(error.reason)" }
         }
         buffer.removeAll(keepingCapacity: true)
     }

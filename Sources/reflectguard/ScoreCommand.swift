@@ -7,6 +7,7 @@ import NftBackend
 import PacketParser
 import Rules
 import Scoring
+import SystemCalls
 import VerdictEngine
 
 /// `reflectguard score`: decide every frame of a capture (or of a live interface, observe only)
@@ -351,10 +352,11 @@ enum ScoreCommand {
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         do {
             while true {
-                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    printError("Error: cannot read \(path): \(String(cString: strerror(errno)))")
+                let got = chunk.withUnsafeMutableBytes { c in
+                    Result { () throws(SystemCallError) in try syscallValue("read") { read(fd, c.baseAddress, c.count) } }
+                }
+                guard case .success(let n) = got else {
+                    if case .failure(let error) = got { printError("Error: cannot read \(path): \(error.reason)") }
                     return nil
                 }
                 if n == 0 { return try reader.finish() }

@@ -210,7 +210,9 @@ final class Tricklers: @unchecked Sendable {
 
     init(_ count: Int, port: UInt16) throws {
         clients = try (0..<count).map { _ in try Client(port: port) }
-        let clients = self.clients, done = self.done, finished = self.finished
+        // Handed to the thread: nothing else touches the clients until `stop` has joined it.
+        nonisolated(unsafe) let clients = self.clients
+        let done = self.done, finished = self.finished
         Thread {
             let request = Array("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 100_000)
             var i = 0
