@@ -63,22 +63,24 @@ let package = Package(
 
         // MARK: thin I/O
         .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules"]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue"]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
-        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"]),
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
         .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
-        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
+        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec",
-        ]),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
-            "PacketParser", "VerdictEngine", "Scoring", "Lab",
+            "PacketParser", "VerdictEngine", "Lab",
         ]),
 
         // MARK: tests
@@ -87,20 +89,21 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"]),
-        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
+        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
                                                        "TestSupport"]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
-        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
-                                                         "TestSupport"]),
+        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",

@@ -4,7 +4,6 @@ import Glibc
 import NFQueue
 import Conntrack
 import VerdictEngine
-import Scoring
 
 /// Why the agent could not start, with its documented exit code (1 runtime, 2 usage, 3 rules).
 public struct AgentStartError: Error, CustomStringConvertible {
@@ -106,18 +105,18 @@ public final class Agent {
             throw error
         }
         xdpPath = xdp
+        let flowspec = settings.flowspec.map {
+            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
+                               linger: settings.armedTimeout)
+        }
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
                                                  xdp?.arm(prefix, timeout: timeout)
                                                  try nftArm(prefix, timeout, renew)
                                              },
-                                             armRST: hooks.armRST)
-        let flowspec = settings.flowspec.map {
-            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
-                               linger: settings.armedTimeout)
-        }
-        if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
+                                             armRST: hooks.armRST,
+                                             observer: flowspec.map(Self.observer))
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         // state = conntrack: the ctnetlink event socket opens before the rules go in, so a kernel
         // without conntrack events fails the start with nothing applied.
@@ -256,7 +255,7 @@ public final class Agent {
         xdp?.release()
         shared.stop()
         for t in threads { pthread_join(t, nil) }
-        if settings.dryRun { reportDryRun(shared.dryRunPipelines()) }
+        if settings.dryRun { reportDryRun(shared.dryRunTotals()) }
         logger.info("stop", [
             ("received", .from(registry.total(.received))),
             ("accepted", .from(registry.total(.accepted))),
@@ -266,6 +265,11 @@ public final class Agent {
         ])
         withExtendedLifetime(lock) {}
         return exitCode
+    }
+
+    /// The Flowspec escalation told every attack event beside kernel enforcement.
+    private static func observer(_ f: FlowspecEscalation) -> @Sendable ([AttackEvent], UInt16) -> Void {
+        { events, q in f.submit(events, queue: q) }
     }
 
     /// What the agent keeps once set up. CAP_NET_ADMIN covers libnftables (arming, reloads,
@@ -351,20 +355,20 @@ public final class Agent {
         return reply
     }
 
-    private func reportDryRun(_ pipelines: [ScoringPipeline]) {
+    private func reportDryRun(_ pipelines: [DryRunTotals]) {
         var accepted: UInt64 = 0
         var wouldDrop: UInt64 = 0
         var reasons: [Reason: UInt64] = [:]
         for p in pipelines {
             accepted += p.accepted
-            wouldDrop += p.dropped
+            wouldDrop += p.wouldDrop
             for (r, n) in p.reasons { reasons[r, default: 0] += n }
         }
         let sorted = reasons.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key.rawValue < $1.key.rawValue) }
         var text = "dry-run summary: \(accepted + wouldDrop) packets judged, \(wouldDrop) would be dropped, \(accepted) accepted\n"
         for (r, n) in sorted { text += "  \(r.token): \(n)\n" }
         print(text, terminator: "")
-        fflush(stdout)
+        StandardStreams.flushOutput()
         logger.info("dry-run-summary", [("judged", .from(accepted + wouldDrop)), ("would_drop", .from(wouldDrop))]
                     + sorted.map { ("reason_\($0.key.token)", LogValue.from($0.value)) })
     }

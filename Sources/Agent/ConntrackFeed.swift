@@ -170,11 +170,8 @@ final class ConntrackFeed: @unchecked Sendable {
 
     /// The interface's receive counter (sysfs of this network namespace), nil if it has none.
     static func receivedPackets(_ interface: String) -> UInt64? {
-        guard !interface.contains("/"), let f = fopen("/sys/class/net/\(interface)/statistics/rx_packets", "r") else { return nil }
-        defer { fclose(f) }
-        var buf = [CChar](repeating: 0, count: 32)
-        guard fgets(&buf, 32, f) != nil else { return nil }
-        return UInt64(String(cString: buf).filter(\.isNumber))
+        guard !interface.contains("/") else { return nil }
+        return ProcFiles.number(in: "/sys/class/net/\(interface)/statistics/rx_packets")
     }
 
     /// A whole dump on its own socket, handed on like events. A failed dump is reported and
