@@ -144,8 +144,8 @@ public final class Agent {
 
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
-        let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed,
+        let registry = MetricsRegistry(workers: workers.map { $0.0.figures }, enforcement: enforcement, watchdog: watchdog,
+                                       dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed?.figures,
                                        kernelCounters: hooks.kernelCounters,
                                        reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil

@@ -1,10 +1,11 @@
 import NFQueue
+import Synchronization
 import VerdictEngine
 
 /// Collects the workers' counters, the kernel's per-queue figures and the enforcement state into
 /// Prometheus text. Runs on the metrics thread only.
-final class MetricsRegistry: @unchecked Sendable {
-    private let workers: [Worker]
+final class MetricsRegistry: Sendable {
+    private let workers: [WorkerFigures]
     private let enforcement: KernelEnforcement
     private let watchdog: RulesWatchdog
     private let dryRun: Bool
@@ -12,14 +13,14 @@ final class MetricsRegistry: @unchecked Sendable {
     let kernelCounters: @Sendable () throws -> [KernelCount]
     let reloads: ReloadCounters
     let version: String
-    /// Metrics thread only: the kernel counters of the last scrape that could read them.
-    var lastKernelCounts: [KernelCount] = []
+    /// The kernel counters of the last scrape that could read them.
+    let lastKernelCounts = Mutex<[KernelCount]>([])
     let kernelReadFailures = CounterBlock(count: 1)
 
-    private let conntrack: ConntrackFeed?
+    private let conntrack: ConntrackFeed.Figures?
 
-    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
-         flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed? = nil,
+    init(workers: [WorkerFigures], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
+         flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed.Figures? = nil,
          kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
          reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.flowspec = flowspec
@@ -134,23 +135,23 @@ final class MetricsRegistry: @unchecked Sendable {
     }
 
     /// `state = conntrack`: the feed, replication health and the held SYN-ACKs.
-    private func renderConntrack(_ feed: ConntrackFeed) -> String {
+    private func renderConntrack(_ feed: ConntrackFeed.Figures) -> String {
         var out = ""
         out += Self.single("reflectguard_ct_events_total", "counter", "ctnetlink messages read (events and dump replies).",
-               feed.eventsTotal.load(ordering: .relaxed))
+               feed.counts[.events])
         out += Self.single("reflectguard_ct_facts_total", "counter", "Conntrack facts of TCP flows with a protected end handed to the engines.",
-               feed.factsTotal.load(ordering: .relaxed))
+               feed.counts[.facts])
         out += Self.single("reflectguard_ct_enobufs_total", "counter", "Conntrack events lost (ENOBUFS on the event socket); each starts a re-dump.",
-               feed.overruns.load(ordering: .relaxed))
+               feed.counts[.overruns])
         out += Self.single("reflectguard_ct_dumps_total", "counter", "Whole conntrack table dumps read (start and after event losses).",
-               feed.dumps.load(ordering: .relaxed))
-        out += Self.single("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.dumpFailures.load(ordering: .relaxed))
-        out += Self.single("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.malformed.load(ordering: .relaxed))
+               feed.counts[.dumps])
+        out += Self.single("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.counts[.dumpFailures])
+        out += Self.single("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.counts[.malformed])
         out += Self.single("reflectguard_ct_replication_healthy", "gauge",
                "1 while replicated conntrack state arrives; 0 while stalled (SYN-ACKs without state get ct_miss).",
                feed.replicationHealthy ? 1 : 0)
         out += Self.single("reflectguard_ct_replication_stalls_total", "counter", "Times replication was found stalled.",
-               feed.stalls.load(ordering: .relaxed))
+               feed.counts[.stalls])
         func perQueue(_ name: String, _ type: String, _ help: String, _ c: HoldCounter) {
             out += Self.family(name, type, help)
             for w in workers { out += "\(name){queue=\"\(w.queue)\"} \(w.holdCounters.value(c.rawValue))\n" }
