@@ -182,7 +182,7 @@ public final class Agent {
         watchdog.start()
         flowspec?.start()
         var threads: [pthread_t] = []
-        for (w, s) in workers { threads.append(spawn { w.run(s) }) }
+        threads += spawn(each: workers.map { w, s in { w.run(s) } })
         if let feed { threads.append(spawn { feed.run() }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
 
@@ -379,8 +379,16 @@ public protocol ExitCoded {
     var exitCode: Int32 { get }
 }
 
-/// Starts a thread running `body`; the agent joins it at shutdown.
-func spawn(_ body: @escaping () -> Void) -> pthread_t {
+/// Starts a thread running `body`; the agent joins it at shutdown. `sending`: what the closure
+/// captures belongs to the new thread from now on, and the compiler checks the caller keeps no
+/// use of it.
+func spawn(_ body: sending @escaping () -> Void) -> pthread_t { startThread(body) }
+
+/// One thread per closure, `sending` as for `spawn` (the closures and all they capture, the
+/// workers and their sockets say, go to the threads together).
+func spawn(each bodies: sending [() -> Void]) -> [pthread_t] { bodies.map { startThread($0) } }
+
+private func startThread(_ body: @escaping () -> Void) -> pthread_t {
     final class Box { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var t = pthread_t()

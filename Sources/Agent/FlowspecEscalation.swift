@@ -37,13 +37,13 @@ final class FlowspecEscalation: Sendable {
     private let escalation: SerialState<Escalation>
     let speaker: GoBGPSpeaker
 
-    // Metrics (read by the metrics thread).
-    let sessionUp = Atomic<UInt64>(0)
-    let routesNow = Atomic<UInt64>(0)
-    let announcements = Atomic<UInt64>(0)
-    let withdrawals = Atomic<UInt64>(0)
-    let errors = Atomic<UInt64>(0)
-    let sessionFailures = Atomic<UInt64>(0)
+    /// What the escalation counts, for the metrics thread.
+    enum Counter: Int, CaseIterable {
+        /// Gauges: the session to the upstream established; routes announced now.
+        case sessionUp, routesNow
+        case announcements, withdrawals, errors, sessionFailures
+    }
+    private let counts = Tally<Counter>()
     /// Per `Escalator.RefusalReason`, in `allCases` order.
     private let refused = Mutex<[UInt64]>(Array(repeating: 0, count: Escalator.RefusalReason.allCases.count))
 
@@ -95,7 +95,7 @@ final class FlowspecEscalation: Sendable {
                 s.counters = k
             } catch {
                 s.countersFailed = true
-                errors.add(1, ordering: .relaxed)
+                counts.add(.errors)
                 logger.error("flowspec-error", [("error", .string("kernel counts unavailable, the engines' rates alone decide: \(error)"))])
             }
         }
@@ -103,7 +103,7 @@ final class FlowspecEscalation: Sendable {
             do throws(FlowspecError) {
                 try speaker.start()
             } catch {
-                errors.add(1, ordering: .relaxed)
+                counts.add(.errors)
                 logger.error("flowspec-speaker-missing", [("error", .string(error.message)),
                                                          ("detail", .string("no Flowspec escalation; local protection is unaffected"))])
             }
@@ -123,14 +123,14 @@ final class FlowspecEscalation: Sendable {
                 if !speaker.runsDaemon {
                     for r in routes {
                         do throws(FlowspecError) { try speaker.withdraw(r) } catch {
-                            errors.add(1, ordering: .relaxed)
+                            counts.add(.errors)
                             logger.error("flowspec-error", [("route", .string(r.description)), ("error", .string(error.message))])
                         }
                     }
                 }
                 logger.warning("flowspec-withdraw", [("routes", .strings(routes.map(\.description))),
                                                      ("reason", .string(speaker.runsDaemon ? "agent stopping (session closed)" : "agent stopping"))])
-                withdrawals.add(UInt64(routes.count), ordering: .relaxed)
+                counts.add(.withdrawals, UInt64(routes.count))
             }
             try? s.counters?.clear()
         }
@@ -160,9 +160,9 @@ final class FlowspecEscalation: Sendable {
         var since: [Escalator.Target: Double] = [:]
         if let counters = s.counters {
             do throws(NftError) {
-                let counts = try counters.read()
+                let kernel = try counters.read()
                 for t in s.escalator.watched {
-                    guard let n = counts[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
+                    guard let n = kernel[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
                     var samples = s.lastCounts[t] ?? []
                     if let base = samples.first, n >= base.packets, now > base.at {
                         rates[t] = Double(n - base.packets) / (now - base.at)
@@ -176,7 +176,7 @@ final class FlowspecEscalation: Sendable {
                 s.countersFailed = false
             } catch {
                 if !s.countersFailed {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     logger.error("flowspec-error", [("error", .string("reading kernel counts: \(error)"))])
                 }
                 s.countersFailed = true
@@ -195,7 +195,7 @@ final class FlowspecEscalation: Sendable {
         let state: String
         do throws(FlowspecError) { state = try speaker.sessionState() } catch { state = "unreachable: \(error.message)" }
         let up = state == "established"
-        sessionUp.store(up ? 1 : 0, ordering: .relaxed)
+        counts.set(.sessionUp, up ? 1 : 0)
         if state != s.lastSession {
             let f: [(String, LogValue)] = [("state", .string(state)), ("previous", .string(s.lastSession.isEmpty ? "none" : s.lastSession)),
                                            ("peer", .string(s.escalator.config.peer.description))]
@@ -207,7 +207,7 @@ final class FlowspecEscalation: Sendable {
             s.sessionAlarm = false
         } else if !s.sessionAlarm, now - s.sessionDownSince >= Self.sessionGrace {
             s.sessionAlarm = true
-            sessionFailures.add(1, ordering: .relaxed)
+            counts.add(.sessionFailures)
             logger.error("flowspec-session-down", [
                 ("peer", .string(s.escalator.config.peer.description)), ("peer_as", .from(Int(s.escalator.config.peerAS))),
                 ("state", .string(state)), ("down_s", .double(now - s.sessionDownSince)),
@@ -226,7 +226,7 @@ final class FlowspecEscalation: Sendable {
                 }
             } catch {
                 // The API may not listen yet; the next look tries again.
-                if up { errors.add(1, ordering: .relaxed) }
+                if up { counts.add(.errors) }
             }
         }
     }
@@ -242,7 +242,7 @@ final class FlowspecEscalation: Sendable {
                     // A fresh element counts from zero: the first tick has a rate already.
                     s.lastCounts[t] = [(0, Self.now())]
                 } catch {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     logger.error("flowspec-error", [("error", .string("\(error)")), ("prefix", .string(t.prefix.description))])
                 }
             case .unwatch(let t):
@@ -259,12 +259,12 @@ final class FlowspecEscalation: Sendable {
                     logger.warning("flowspec-would-announce", f + [("dry_run", .bool(true))])
                     continue
                 }
-                announcements.add(1, ordering: .relaxed)
+                counts.add(.announcements)
                 do throws(FlowspecError) {
                     try speaker.announce(r)
                     logger.warning("flowspec-announce", f)
                 } catch {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     s.syncedGeneration = 0   // try again at the next look at the speaker
                     logger.error("flowspec-error", f + [("error", .string(error.message))])
                 }
@@ -278,12 +278,12 @@ final class FlowspecEscalation: Sendable {
                     logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
                     continue
                 }
-                withdrawals.add(1, ordering: .relaxed)
+                counts.add(.withdrawals)
                 do throws(FlowspecError) {
                     try speaker.withdraw(r)
                     logger.info("flowspec-withdraw", f)
                 } catch {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     logger.error("flowspec-error", f + [("error", .string(error.message))])
                 }
             case .refuse(let t, let reason, let detail, let rate):
@@ -294,7 +294,7 @@ final class FlowspecEscalation: Sendable {
             }
         }
         if changed {
-            routesNow.store(dryRun ? 0 : UInt64(s.escalator.announced.count), ordering: .relaxed)
+            counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count))
             if !dryRun { try? speaker.publish(s.escalator.announced) }
         }
     }
@@ -302,18 +302,18 @@ final class FlowspecEscalation: Sendable {
     func renderMetrics() -> String {
         var out = ""
         out += MetricsRegistry.single("reflectguard_flowspec_session_up", "gauge", "1 while the BGP session to the Flowspec upstream is established.",
-              sessionUp.load(ordering: .relaxed))
+              counts[.sessionUp])
         out += MetricsRegistry.single("reflectguard_flowspec_speaker_running", "gauge", "1 while the agent's own gobgpd runs (external speaker: 1).",
               speaker.runsDaemon ? (speaker.generation.load(ordering: .relaxed) > 0 && speaker.isRunning ? 1 : 0) : 1)
         out += MetricsRegistry.single("reflectguard_flowspec_speaker_restarts_total", "counter", "Times the agent's gobgpd died and was started again.",
               speaker.restarts.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", routesNow.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", announcements.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", withdrawals.load(ordering: .relaxed))
+        out += MetricsRegistry.single("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", counts[.routesNow])
+        out += MetricsRegistry.single("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", counts[.announcements])
+        out += MetricsRegistry.single("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", counts[.withdrawals])
         out += MetricsRegistry.single("reflectguard_flowspec_session_failures_total", "counter",
-              "Times the session stayed down past 30 s (unreachable peer, wrong AS, refused).", sessionFailures.load(ordering: .relaxed))
+              "Times the session stayed down past 30 s (unreachable peer, wrong AS, refused).", counts[.sessionFailures])
         out += MetricsRegistry.single("reflectguard_flowspec_errors_total", "counter", "Speaker or kernel-count operations that failed.",
-              errors.load(ordering: .relaxed))
+              counts[.errors])
         out += MetricsRegistry.family("reflectguard_flowspec_refused_total", "counter",
                                       "Escalations refused: outside-protected, too-wide (flowspec_widest_v4/v6), max-rules.")
         let counts = refused.withLock { $0 }
