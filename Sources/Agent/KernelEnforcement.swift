@@ -182,10 +182,10 @@ final class KernelEnforcement: Sendable {
         let submitted = monotonicNanoseconds()
         arming.async { [self] s in
             s.policy = policy
-            let arming = Self.armingRefusal(policy) == nil
+            let allowed = Self.armingRefusal(policy) == nil
             s.lastOverload = monotonicNanoseconds()
             logger.warning("queue-overload", [("queue", .from(Int(q))), ("backlog_ms", .double(Double(backlogFor) / 1e6)),
-                                              ("arming", .bool(arming)),
+                                              ("arming", .bool(allowed)),
                                               ("prefixes", .strings(policy.protected.prefixes.map { $0.description }))])
             // RST attacks going on now have outgrown the queue: the kernel holds their RSTs on
             // flows it does not know, in either mode (ingress-only, the engine cannot track

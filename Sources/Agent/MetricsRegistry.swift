@@ -97,25 +97,25 @@ final class MetricsRegistry: Sendable {
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         if let conntrack { out += renderConntrack(conntrack) }
-        family("reflectguard_arming_refused_total", "counter",
-               "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).")
-        out += "reflectguard_arming_refused_total \(enforcement.armRefusals.load(ordering: .relaxed))\n"
-        family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
-        out += "reflectguard_victims_armed \(enforcement.armedNow.load(ordering: .relaxed))\n"
-        family("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.")
-        out += "reflectguard_victims_under_attack \(enforcement.attacksNow.load(ordering: .relaxed))\n"
-        family("reflectguard_rst_attacks_active", "gauge",
-               "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).")
-        out += "reflectguard_rst_attacks_active \(enforcement.rstAttacksNow.load(ordering: .relaxed))\n"
-        family("reflectguard_rst_armed", "gauge",
-               "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.")
-        out += "reflectguard_rst_armed \(enforcement.rstArmedNow.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.")
-        out += "reflectguard_arm_operations_total \(enforcement.armOperations.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_failures_total", "counter", "Failed arming attempts.")
-        out += "reflectguard_arm_failures_total \(enforcement.armFailures.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.")
-        out += "reflectguard_arm_latency_seconds \(Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)\n"
+        out += Self.single("reflectguard_arming_refused_total", "counter",
+               "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).",
+            enforcement.armRefusals.load(ordering: .relaxed))
+        out += Self.single("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.",
+            enforcement.armedNow.load(ordering: .relaxed))
+        out += Self.single("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.",
+            enforcement.attacksNow.load(ordering: .relaxed))
+        out += Self.single("reflectguard_rst_attacks_active", "gauge",
+               "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).",
+            enforcement.rstAttacksNow.load(ordering: .relaxed))
+        out += Self.single("reflectguard_rst_armed", "gauge",
+               "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.",
+            enforcement.rstArmedNow.load(ordering: .relaxed))
+        out += Self.single("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.",
+            enforcement.armOperations.load(ordering: .relaxed))
+        out += Self.single("reflectguard_arm_failures_total", "counter", "Failed arming attempts.",
+            enforcement.armFailures.load(ordering: .relaxed))
+        out += Self.single("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.",
+            Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)
         out += Self.single("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
             watchdog.present.load(ordering: .relaxed))
         out += Self.single("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
@@ -126,8 +126,8 @@ final class MetricsRegistry: Sendable {
             watchdog.reapplyFailures.load(ordering: .relaxed))
         out += Self.single("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
             Logger.droppedLines.load(ordering: .relaxed))
-        family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
-        out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
+        out += Self.single("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.",
+            dryRun ? 1 : 0)
         if let flowspec { out += flowspec.renderMetrics() }
         out += renderKernel()
         out += renderLifecycle()
