@@ -97,37 +97,38 @@ final class MetricsRegistry: Sendable {
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         if let conntrack { out += renderConntrack(conntrack) }
-        out += Self.single("reflectguard_arming_refused_total", "counter",
-               "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).",
-            enforcement.armRefusals.load(ordering: .relaxed))
-        out += Self.single("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.",
-            enforcement.armedNow.load(ordering: .relaxed))
-        out += Self.single("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.",
-            enforcement.attacksNow.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rst_attacks_active", "gauge",
-               "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).",
-            enforcement.rstAttacksNow.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rst_armed", "gauge",
-               "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.",
-            enforcement.rstArmedNow.load(ordering: .relaxed))
-        out += Self.single("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.",
-            enforcement.armOperations.load(ordering: .relaxed))
-        out += Self.single("reflectguard_arm_failures_total", "counter", "Failed arming attempts.",
-            enforcement.armFailures.load(ordering: .relaxed))
-        out += Self.single("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.",
-            Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)
-        out += Self.single("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
-            watchdog.present.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
-            watchdog.checks.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
-            watchdog.reapplied.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
-            watchdog.reapplyFailures.load(ordering: .relaxed))
-        out += Self.single("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
-            Logger.droppedLines.load(ordering: .relaxed))
-        out += Self.single("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.",
-            dryRun ? 1 : 0)
+        // The agent's one-sample families, in this order: (name, type, help, value).
+        let singles: [(String, String, String, any CustomStringConvertible)] = [
+            ("reflectguard_arming_refused_total", "counter", "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).",
+             enforcement.armRefusals.load(ordering: .relaxed)),
+            ("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.",
+             enforcement.armedNow.load(ordering: .relaxed)),
+            ("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.",
+             enforcement.attacksNow.load(ordering: .relaxed)),
+            ("reflectguard_rst_attacks_active", "gauge", "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).",
+             enforcement.rstAttacksNow.load(ordering: .relaxed)),
+            ("reflectguard_rst_armed", "gauge", "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.",
+             enforcement.rstArmedNow.load(ordering: .relaxed)),
+            ("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.",
+             enforcement.armOperations.load(ordering: .relaxed)),
+            ("reflectguard_arm_failures_total", "counter", "Failed arming attempts.",
+             enforcement.armFailures.load(ordering: .relaxed)),
+            ("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.",
+             Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9),
+            ("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
+             watchdog.present.load(ordering: .relaxed)),
+            ("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
+             watchdog.checks.load(ordering: .relaxed)),
+            ("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
+             watchdog.reapplied.load(ordering: .relaxed)),
+            ("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
+             watchdog.reapplyFailures.load(ordering: .relaxed)),
+            ("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
+             Logger.droppedLines.load(ordering: .relaxed)),
+            ("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.",
+             dryRun ? 1 : 0),
+        ]
+        for (name, type, help, value) in singles { out += Self.single(name, type, help, value) }
         if let flowspec { out += flowspec.renderMetrics() }
         out += renderKernel()
         out += renderLifecycle()
