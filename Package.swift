@@ -58,7 +58,8 @@ let package = Package(
         .target(name: "PacketParser"),
         .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
         .target(name: "Rules", dependencies: ["VerdictEngine"]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "Lab", dependencies: ["PacketParser"]),
 
         // MARK: thin I/O
@@ -85,14 +86,16 @@ let package = Package(
 
         // MARK: tests
         // What the test targets share: the test environment (directories, binary, tools, skips) and
-        // a seeded generator. Foundation and Testing only.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // the package's seeded generator. Foundation, Testing and PacketParser (for the generator).
+        .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport",
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
-                                                         "TestSupport"]),
+                                                         "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"]),
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"],

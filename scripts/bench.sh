@@ -88,7 +88,9 @@ engine() {
 # gives medians and ratios. RG_SCORE_PACKETS (default 5000000), RG_SCORE_ROUNDS (default 3),
 # RG_TSHARK_FRAMES (default 1000000: tshark dissects every frame fully, so it runs on a subset of
 # the capture, and rg and tcpdump run on the same subset for its ratios), RG_SCORE_PERF=1 (add a
-# perf profile of reflectguard by function).
+# perf profile of reflectguard by function), RG_SCORE_BASELINE=PATH (another reflectguard binary,
+# e.g. the main branch built at a scratch path: its runs alternate with this one's as rg-before
+# and rg-1t-before, its reports must equal this one's, and a line gives after/before ratios).
 build_cli() {
     echo "bench: building release (swift build -c release --product reflectguard)"
     swift build -c release "${scratch[@]}" --product reflectguard
@@ -135,17 +137,21 @@ score() {
     out_dir=$(mktemp -d /tmp/rg-bench-score.XXXXXX); times=$out_dir/times
     local protect=(--protect 198.18.2.0/24 --protect 2001:db8:2::/64)
     local bpf='tcp[tcpflags] & (tcp-syn|tcp-ack) == (tcp-syn|tcp-ack)'
-    local rounds=${RG_SCORE_ROUNDS:-3}
+    local rounds=${RG_SCORE_ROUNDS:-3} baseline=${RG_SCORE_BASELINE:-}
+    [[ -z $baseline || -x $baseline ]] || { echo "bench: FAIL: RG_SCORE_BASELINE=$baseline is not executable" >&2; exit 1; }
     echo "bench: rg      = $bin/reflectguard score CAPTURE ${protect[*]} --format json (two threads when the process may use two CPUs; nproc here: $(nproc))"
     echo "bench: rg-1t   = the same with --threads 1"
     echo "bench: rg-pcapng, rg-gz, rg-zst = the same on the capture as pcapng, gzip and zstd"
     echo "bench: mem-*   = the readers alone (--filter matching no frame, so nothing is scored): peak memory by size and form"
     echo "bench: tcpdump = tcpdump -r CAPTURE -w /dev/null '$bpf'"
     echo "bench: tshark  = tshark -n -r SUBSET -o ip.defragment:FALSE -o ipv6.defragment:FALSE -o tcp.desegment_tcp_streams:FALSE -Y 'tcp.flags.syn==1 && tcp.flags.ack==1' -T fields -e frame.number | wc -l"
+    [[ -z $baseline ]] || echo "bench: rg-before, rg-1t-before = rg and rg-1t with the baseline $baseline"
     for ((r = 1; r <= rounds; r++)); do
         timed rg "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json
+        [[ -z $baseline ]] || timed rg-before "$frames" "$baseline" score "$cap" "${protect[@]}" --format json
         timed tcpdump "$frames" tcpdump -r "$cap" -w /dev/null "$bpf"
         timed rg-1t "$frames" "$bin/reflectguard" score "$cap" "${protect[@]}" --format json --threads 1
+        [[ -z $baseline ]] || timed rg-1t-before "$frames" "$baseline" score "$cap" "${protect[@]}" --format json --threads 1
         timed rg-pcapng "$frames" "$bin/reflectguard" score "$ng" "${protect[@]}" --format json
         timed rg-gz "$frames" "$bin/reflectguard" score "$cap.gz" "${protect[@]}" --format json
         timed rg-zst "$frames" "$bin/reflectguard" score "$cap.zst" "${protect[@]}" --format json
@@ -175,6 +181,10 @@ score() {
     echo "bench: SYN-ACKs in the subset: reflectguard $rg_synack, tshark $ts_synack, tcpdump's BPF $td_synack; reflectguard frames on the full capture $rg_frames of $frames"
     [[ $rg_frames == "$frames" ]] || { echo "bench: FAIL: reflectguard scored $rg_frames frames, the capture has $frames" >&2; exit 1; }
     cmp -s "$out_dir/rg.out" "$out_dir/rg-1t.out" || { echo "bench: FAIL: --threads 1 and the default gave different reports" >&2; exit 1; }
+    if [[ -n $baseline ]]; then
+        cmp -s "$out_dir/rg.out" "$out_dir/rg-before.out" || { echo "bench: FAIL: the baseline gave another report" >&2; exit 1; }
+        echo "bench: the baseline's report is byte for byte this build's"
+    fi
     local form
     for form in pcapng gz zst; do
         cmp -s <(grep -v '"source"' "$out_dir/rg.out") <(grep -v '"source"' "$out_dir/rg-$form.out") \
@@ -191,16 +201,20 @@ score() {
             return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
         }
         { wall[$1] = wall[$1] " " $3; cpu[$1] = cpu[$1] " " ($4 + $5); n[$1] = $2
+          if (!($1 in lo) || $3 < lo[$1]) lo[$1] = $3; if ($3 > hi[$1]) hi[$1] = $3
           if ($6 > rss[$1]) rss[$1] = $6; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
         END {
-            printf "%-15s %9s %5s %9s %9s %9s %12s %11s %11s\n", "tool", "frames", "runs", "wall s", "cpu s", "peak MiB", "Mpps (wall)", "wall / rg", "cpu / rg"
+            printf "%-15s %9s %5s %9s %13s %9s %9s %12s %11s %11s\n", "tool", "frames", "runs", "wall s", "wall min-max", "cpu s", "peak MiB", "Mpps (wall)", "wall / rg", "cpu / rg"
             for (i = 1; i <= k; i++) {
                 t = order[i]; w = median(wall[t]); c = median(cpu[t]); runs = split(wall[t], x, " ")
                 base = (t ~ /-subset$|-1M$/) ? "rg-subset" : "rg"
                 bw = median(wall[base]); bc = median(cpu[base])
-                printf "%-15s %9d %5d %9.2f %9.2f %9.1f %12.2f %10.2fx %10.2fx\n", t, n[t], runs, w, c, rss[t] / 1024, n[t] / w / 1e6, w / bw, c / bc
+                printf "%-15s %9d %5d %9.2f %6.2f-%-6.2f %9.2f %9.1f %12.2f %10.2fx %10.2fx\n", t, n[t], runs, w, lo[t], hi[t], c, rss[t] / 1024, n[t] / w / 1e6, w / bw, c / bc
                 mw[t] = w; mc[t] = c
             }
+            if ("rg-before" in mw)
+                printf "baseline ratio (after / before, medians of %d alternating runs): two threads wall %.3f, cpu %.3f; one thread wall %.3f, cpu %.3f\n", rounds,
+                    mw["rg"] / mw["rg-before"], mc["rg"] / mc["rg-before"], mw["rg-1t"] / mw["rg-1t-before"], mc["rg-1t"] / mc["rg-1t-before"]
             printf "score target (reflectguard faster than the tcpdump run, medians of %d): wall %s (reflectguard takes %.2fx tcpdump'"'"'s), CPU %s (%.2fx; one thread: %.2fx)\n", rounds,
                 mw["rg"] < mw["tcpdump"] ? "met" : "NOT met", mw["rg"] / mw["tcpdump"],
                 mc["rg"] < mc["tcpdump"] ? "met" : "NOT met", mc["rg"] / mc["tcpdump"], mc["rg-1t"] / mc["tcpdump"]

@@ -993,7 +993,7 @@ struct ReflectorPool {
 
     func pick(_ r: inout LabRandom) -> Reflector {
         let i = UInt64(r.below(UInt64(count)))
-        var h = LabRandom(seed: seed ^ (i &* 0x9e37_79b9_7f4a_7c15))
+        var h = LabRandom(seed: seed ^ (i &* SplitMix64.golden))
         let hash = h.next()
         let v6 = hash % 5 == 0
         let address: IPAddress

@@ -172,6 +172,8 @@ public final class BufferedFile {
 public final class VerdictsCSV {
     private let out: BufferedFile
     private let files: FileColumn?
+    /// The file of the last row written (see `FileColumn.field`).
+    private var currentFile = 0
 
     public init(path: String, files: FileColumn? = nil) throws {
         out = try BufferedFile(path: path)
@@ -185,7 +187,7 @@ public final class VerdictsCSV {
         out.write(decision.reason.token)
         if let files {
             out.write(bytes: ",")
-            out.write(files.field(ofFrame: frame))
+            out.write(files.field(ofFrame: frame, current: &currentFile))
         }
         out.write(bytes: "\n")
     }
@@ -265,14 +267,14 @@ public struct FileIdentity: Hashable {
 /// Which input file a frame came from, for the verdicts CSV's `file` column of a file set. The
 /// thread reading the files calls `begin` for each file in order, before handing out its first
 /// frame (or passing over it); the thread writing the rows (with `--threads 2`, another one) asks
-/// for frames in increasing order, so it follows the starts with one atomic load a row.
-public final class FileColumn: @unchecked Sendable {
+/// for frames in increasing order, so it follows the starts with one atomic load a row. Shared
+/// between the two threads, so nothing in it changes but the atomics: where the writer has got
+/// to is the writer's own (`VerdictsCSV`).
+public final class FileColumn: Sendable {
     private final class Start: Sendable { let frame = Atomic<Int>(.max) }
     /// The names as CSV fields (quoted when they hold a comma, a quote or a line break).
     private let fields: [String]
     private let starts: [Start]
-    /// Reader side only: the file the last looked-up frame came from.
-    private var current = 0
 
     public init(files: [String]) {
         fields = files.map(csvField)
@@ -284,7 +286,9 @@ public final class FileColumn: @unchecked Sendable {
         starts[index].frame.store(frame, ordering: .releasing)
     }
 
-    func field(ofFrame frame: Int) -> String {
+    /// The field of the file `frame` came from; `current` is the file of the frame asked before
+    /// (0 at first), moved on to this frame's.
+    func field(ofFrame frame: Int, current: inout Int) -> String {
         while current + 1 < starts.count && frame >= starts[current + 1].frame.load(ordering: .acquiring) { current += 1 }
         return fields[current]
     }

@@ -14,10 +14,10 @@ import VerdictEngine
 /// order, and each side's state stays on its own thread, so the report is the one-thread report,
 /// bit for bit (tests compare them). The pipeline's tables are most of the work and miss the
 /// caches on nearly every frame; the second core overlaps that with reading and deciding.
+///
+/// Every source goes through here: capture files and a live interface (`score --interface`, on
+/// one thread: its status line reads the pipeline between frames) are `FrameSource`s.
 public enum FrameScoring {
-    /// Parses the next frame into `packet` and returns its capture time; nil at the end. A throw
-    /// ends the stream (a cut capture): everything before it is scored, then it is rethrown.
-    public typealias Source = (inout ParsedPacket) throws -> Int64?
 
     /// Two threads when this process may run on two cores or more, else one: pinned to one core
     /// (`taskset -c 0`), the two threads took turns and a run took up to 1.7x as long.
@@ -47,12 +47,19 @@ public enum FrameScoring {
         return total > 0 ? total : nil
     }
 
-    public static func run(engine: Engine, pipeline: ScoringPipeline, threads: Int, source: Source) throws {
+    public static func run(engine: Engine, pipeline: ScoringPipeline, threads: Int, source: inout some FrameSource) throws {
         if threads > 1 {
-            try pipelined(engine: engine, pipeline: pipeline, source: source)
+            try pipelined(engine: engine, pipeline: pipeline, source: &source)
         } else {
-            try inline(engine: engine, pipeline: pipeline, source: source)
+            try inline(engine: engine, pipeline: pipeline, source: &source)
         }
+    }
+
+    /// `run` with a closure as the source (see `ClosureFrameSource`).
+    public static func run(engine: Engine, pipeline: ScoringPipeline, threads: Int,
+                           source: @escaping (inout ParsedPacket) throws -> Int64?) throws {
+        var s = ClosureFrameSource(source)
+        try run(engine: engine, pipeline: pipeline, threads: threads, source: &s)
     }
 
     struct Scored {
@@ -62,7 +69,7 @@ public enum FrameScoring {
     }
 
     /// One thread: a ring of three frames, the oldest scored while the two newer are prefetched.
-    static func inline(engine: Engine, pipeline: ScoringPipeline, source: Source) throws {
+    static func inline(engine: Engine, pipeline: ScoringPipeline, source: inout some FrameSource) throws {
         let depth = 3
         let ring = UnsafeMutablePointer<Scored>.allocate(capacity: depth)
         ring.initialize(repeating: Scored(), count: depth)
@@ -74,7 +81,7 @@ public enum FrameScoring {
             while !ended && pending < depth {
                 let r = ring + (oldest + pending) % depth
                 do {
-                    if let t = try source(&r.pointee.packet) {
+                    if let t = try source.nextFrame(into: &r.pointee.packet) {
                         r.pointee.time = t
                         pending += 1
                     } else {
@@ -165,7 +172,7 @@ public enum FrameScoring {
         if waits < 8 { sched_yield() } else { usleep(100) }
     }
 
-    static func pipelined(engine: Engine, pipeline: ScoringPipeline, source: Source) throws {
+    static func pipelined(engine: Engine, pipeline: ScoringPipeline, source: inout some FrameSource) throws {
         let handoff = Handoff(pipeline: pipeline)
         var thread = pthread_t()
         let context = Unmanaged.passRetained(handoff).toOpaque()
@@ -176,7 +183,7 @@ public enum FrameScoring {
         guard rc == 0 else {
             // No second thread to be had: the same work on this one.
             Unmanaged<Handoff>.fromOpaque(context).release()
-            return try inline(engine: engine, pipeline: pipeline, source: source)
+            return try inline(engine: engine, pipeline: pipeline, source: &source)
         }
 
         var cut: Error?
@@ -193,7 +200,7 @@ public enum FrameScoring {
             var n = 0
             while n < Handoff.batchSize {
                 do {
-                    guard let t = try source(&b[n].packet) else { ended = true; break }
+                    guard let t = try source.nextFrame(into: &b[n].packet) else { ended = true; break }
                     b[n].time = t
                 } catch {
                     cut = error

@@ -38,14 +38,18 @@ public final class ScoringPipeline {
     public let labels: LabelTable?
     @exclusivity(unchecked) private(set) var confusion: [[UInt64]]
 
+    /// `hashSeed` keys the session, victim and reflector indexes, whose keys are addresses and
+    /// ports the senders pick: random (a new one per pipeline) unless a test fixes it. The report,
+    /// the verdicts and the session rows are the same whatever it is.
     public init(policy: Policy, labels: LabelTable? = nil, sessionCapacity: Int = 1 << 18,
                 sessionTimeouts: SessionTimeouts = SessionTimeouts(), reflectorCapacity: Int = 1 << 16,
-                victimCapacity: Int = 1 << 16) {
+                victimCapacity: Int = 1 << 16, hashSeed: UInt64 = KeyedHash.randomSeed()) {
         self.policy = policy
         self.labels = labels
-        self.sessions = SessionTable(capacity: sessionCapacity, timeouts: sessionTimeouts)
-        self.reflectors = ReflectorTable(capacity: reflectorCapacity)
-        self.victims = VictimTable(capacity: victimCapacity)
+        let keyed = KeyedHash(hashSeed)
+        self.sessions = SessionTable(capacity: sessionCapacity, timeouts: sessionTimeouts, hashSeed: hashSeed)
+        self.reflectors = ReflectorTable(capacity: reflectorCapacity, hash: keyed)
+        self.victims = VictimTable(capacity: victimCapacity, hash: keyed)
         self.confusion = Array(repeating: [0, 0], count: labels?.names.count ?? 0)
         reasonCounts = .allocate(capacity: Reason.ordinalCount)
         reasonCounts.initialize(repeating: 0, count: Reason.ordinalCount)

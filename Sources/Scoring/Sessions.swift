@@ -81,14 +81,10 @@ struct FlowKey: Equatable {
     var lowPort: UInt16 { UInt16(truncatingIfNeeded: ports >> 16) }
     var highPort: UInt16 { UInt16(truncatingIfNeeded: ports) }
 
-    /// A multiply-xorshift mix (splitmix64's finaliser): spreads neighbouring addresses and ports.
+    /// The key under the table's secret hash: every field is the sender's choice.
     @inline(__always)
-    var hash: UInt64 {
-        var x = low0 ^ (low1 &* 0x9E37_79B9_7F4A_7C15) ^ (high0 &* 0xC2B2_AE3D_27D4_EB4F)
-            ^ (high1 &* 0x1656_67B1_9E37_79F9) ^ UInt64(ports)
-        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
-        return x ^ (x >> 31)
+    func hash(_ keyed: KeyedHash) -> UInt64 {
+        keyed.hash(low0, low1, high0, high1, UInt64(ports))
     }
 }
 
@@ -144,8 +140,11 @@ struct SessionEntry {
 /// age out by packet time (never by the wall clock, so a capture always gives the same result);
 /// when the table is full the least recently seen session is closed as `aged-out` and counted in
 /// `evicted`. Each closed session is counted by end reason and conn_state and handed to `sink`.
+/// The index is keyed with a secret seed; nothing the table reports depends on it: which session
+/// expires or is evicted follows packet time, and entries take free slots in closing order.
 public final class SessionTable {
     public let capacity: Int
+    private let keyedHash: KeyedHash
     // Read on every packet; set once before the first (see the exclusivity note below).
     @exclusivity(unchecked) public var timeouts: SessionTimeouts
     /// Called with every session as it closes (for `--sessions FILE.csv`).
@@ -197,9 +196,12 @@ public final class SessionTable {
     @exclusivity(unchecked) private var heads = (Int32(-1), Int32(-1), Int32(-1), Int32(-1))
     @exclusivity(unchecked) private var tails = (Int32(-1), Int32(-1), Int32(-1), Int32(-1))
 
-    public init(capacity: Int = 1 << 18, timeouts: SessionTimeouts = SessionTimeouts()) {
+    /// `hashSeed` keys the index: random unless a test fixes it.
+    public init(capacity: Int = 1 << 18, timeouts: SessionTimeouts = SessionTimeouts(),
+                hashSeed: UInt64 = KeyedHash.randomSeed()) {
         self.capacity = max(1, min(capacity, Int(Int32.max / 4)))
         self.timeouts = timeouts
+        keyedHash = KeyedHash(hashSeed)
         entries = UnsafeMutableRawPointer.allocate(byteCount: self.capacity * MemoryLayout<SessionEntry>.stride,
                                                    alignment: 128).bindMemory(to: SessionEntry.self, capacity: self.capacity)
         freeSlots = .allocate(capacity: self.capacity)
@@ -245,7 +247,7 @@ public final class SessionTable {
     private static func slot(_ b: UInt64) -> Int32 { Int32(truncatingIfNeeded: b) }
 
     private func find(_ key: FlowKey) -> Int32? {
-        let h = UInt32(truncatingIfNeeded: key.hash)
+        let h = UInt32(truncatingIfNeeded: key.hash(keyedHash))
         var i = Int(h) & bucketMask
         while true {
             let b = buckets[i]
@@ -254,6 +256,17 @@ public final class SessionTable {
             if UInt32(truncatingIfNeeded: b >> 32) == h && entries[Int(e)].key == key { return e }
             i = (i + 1) & bucketMask
         }
+    }
+
+    /// How far the live sessions sit from their home buckets (see `ProbeStatistics`): read from
+    /// the index alone, whose buckets carry their hash's low bits.
+    public var probeStatistics: ProbeStatistics {
+        var stats = ProbeStatistics()
+        for i in 0...bucketMask where SessionTable.slot(buckets[i]) >= 0 {
+            let home = Int(buckets[i] >> 32) & bucketMask
+            stats.add(probes: ((i - home) & bucketMask) + 1)
+        }
+        return stats
     }
 
     /// Doubles the index and re-inserts every live session: rare (log2 of the peak), amortized.
@@ -269,7 +282,7 @@ public final class SessionTable {
     }
 
     private func indexInsert(_ key: FlowKey, _ slot: Int32) {
-        let h = UInt32(truncatingIfNeeded: key.hash)
+        let h = UInt32(truncatingIfNeeded: key.hash(keyedHash))
         var i = Int(h) & bucketMask
         while SessionTable.slot(buckets[i]) >= 0 { i = (i + 1) & bucketMask }
         buckets[i] = SessionTable.bucket(hash: h, slot: slot)
@@ -277,7 +290,7 @@ public final class SessionTable {
 
     /// Backward-shift deletion: no tombstones, so probe chains never grow stale.
     private func indexRemove(_ key: FlowKey, _ slot: Int32) {
-        var i = Int(truncatingIfNeeded: key.hash) & bucketMask
+        var i = Int(truncatingIfNeeded: key.hash(keyedHash)) & bucketMask
         while SessionTable.slot(buckets[i]) != slot {
             if SessionTable.slot(buckets[i]) < 0 { return }
             i = (i + 1) & bucketMask
@@ -322,7 +335,7 @@ public final class SessionTable {
     /// scoring run (perf).
     public func prefetch(_ packet: ParsedPacket, distance: Int) {
         guard packet.hasTCP else { return }
-        let h = UInt32(truncatingIfNeeded: Self.key(of: packet).0.hash)
+        let h = UInt32(truncatingIfNeeded: Self.key(of: packet).0.hash(keyedHash))
         let home = Int(h) & bucketMask
         if distance >= 2 {
             rg_prefetch(buckets + home)
@@ -335,7 +348,7 @@ public final class SessionTable {
         guard oldest >= 0 else { return }
         let next = entries[Int(oldest)].next
         if next >= 0 { rg_prefetch(entries + Int(next)) }
-        rg_prefetch(buckets + (Int(truncatingIfNeeded: entries[Int(oldest)].key.hash) & bucketMask))
+        rg_prefetch(buckets + (Int(truncatingIfNeeded: entries[Int(oldest)].key.hash(keyedHash)) & bucketMask))
     }
 
     /// Feeds one TCP packet (`packet.hasTCP` must be true).

@@ -21,9 +21,13 @@ final class VictimTable {
     /// Drops to protected hosts that came after the table was full.
     @exclusivity(unchecked) private(set) var overflow: UInt64 = 0
 
-    init(capacity: Int) { self.capacity = capacity }
+    /// `hash` keys the address index (victims are addresses an attacker picks).
+    init(capacity: Int, hash: KeyedHash) {
+        self.capacity = capacity
+        index = AddressIndex(hash: hash)
+    }
     // Single-threaded per-drop state: see ScoringPipeline on @exclusivity(unchecked).
-    private let index = AddressIndex()
+    let index: AddressIndex
     @exclusivity(unchecked) private var stats: [Stats] = []
     @exclusivity(unchecked) private var registers: [UInt8] = []
 
@@ -84,14 +88,13 @@ final class VictimTable {
             .prefix(limit).map { $0 }
     }
 
-    /// A 64-bit mix of the address (splitmix64 finaliser over both halves): HLL needs the bits
-    /// spread evenly, which neighbouring addresses are not.
+    /// A 64-bit mix of the address (SplitMix64's finaliser over both halves): HLL needs the bits
+    /// spread evenly, which neighbouring addresses are not. Unkeyed on purpose: the estimate is in
+    /// the report, which must not change with the tables' seed, and the registers are no table an
+    /// attacker can slow down (picking reflectors that collide only lowers an estimate).
     private static func hash(_ a: IPAddress) -> UInt64 {
         let v = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
-        var x = v[0] ^ (v[1] &* 0x9E37_79B9_7F4A_7C15)
-        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
-        return x ^ (x >> 31)
+        return SplitMix64.mix(v[0] ^ (v[1] &* SplitMix64.golden))
     }
 }
 
@@ -107,12 +110,16 @@ public struct VictimRow: Sendable {
 /// of reflectors (the top ones are seen early anyway, since they send the most).
 final class ReflectorTable {
     let capacity: Int
-    private let index = AddressIndex()
+    let index: AddressIndex
     @exclusivity(unchecked) private var keys: [AddressKey] = []
     @exclusivity(unchecked) private var counts: [UInt64] = []
     @exclusivity(unchecked) private(set) var overflow: UInt64 = 0
 
-    init(capacity: Int) { self.capacity = capacity }
+    /// `hash` keys the address index (reflector addresses are the attacker's pick, or spoofed).
+    init(capacity: Int, hash: KeyedHash) {
+        self.capacity = capacity
+        index = AddressIndex(hash: hash)
+    }
 
     var count: Int { counts.count }
 
@@ -134,31 +141,42 @@ final class ReflectorTable {
     }
 }
 
-/// Address → dense index, open addressing with linear probing and our own hash: `Dictionary`
+/// Address → dense index, open addressing with linear probing and the keyed hash: `Dictionary`
 /// runs SipHash over every key, and the victim and reflector lookups on each dropped packet were
-/// ~15% of scoring an attack capture (perf). Grows by doubling, kept at most half full; never
-/// removes (victims and reflectors are kept for the report).
+/// ~15% of scoring an attack capture (perf). Keyed, because linear probing under an unkeyed hash
+/// lets whoever picks the addresses (a carpet over a /64 has 2^64 to choose from) put them all on
+/// one probe chain, and every lookup then walks it. Grows by doubling, kept at most half full;
+/// never removes (victims and reflectors are kept for the report). What is stored where depends
+/// on the seed; what the owners report (in insertion order, sorted) does not.
 final class AddressIndex {
     private struct Slot { var key: AddressKey; var value: Int32 }
     @exclusivity(unchecked) private var slots: [Slot]
     @exclusivity(unchecked) private var mask: Int
     @exclusivity(unchecked) private(set) var count = 0
+    private let keyedHash: KeyedHash
 
-    init() {
+    init(hash: KeyedHash) {
+        keyedHash = hash
         slots = Array(repeating: Slot(key: AddressKey(high: 0, low: 0), value: -1), count: 64)
         mask = 63
     }
 
     @inline(__always)
-    private static func hash(_ k: AddressKey) -> Int {
-        var x = k.high ^ (k.low &* 0x9E37_79B9_7F4A_7C15)
-        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
-        return Int(truncatingIfNeeded: x ^ (x >> 31))
+    private func hash(_ k: AddressKey) -> Int {
+        Int(truncatingIfNeeded: keyedHash.hash(k.high, k.low))
+    }
+
+    /// How far the stored keys sit from their home slots (see `ProbeStatistics`).
+    var probeStatistics: ProbeStatistics {
+        var stats = ProbeStatistics()
+        for (i, s) in slots.enumerated() where s.value >= 0 {
+            stats.add(probes: ((i - hash(s.key)) & mask) + 1)
+        }
+        return stats
     }
 
     func find(_ k: AddressKey) -> Int32? {
-        var i = Self.hash(k) & mask
+        var i = hash(k) & mask
         while true {
             let s = slots[i]
             if s.value < 0 { return nil }
@@ -169,7 +187,7 @@ final class AddressIndex {
 
     /// Starts loading the slot where a lookup of `k` begins (see `SessionTable.prefetch`).
     func prefetch(_ k: AddressKey) {
-        slots.withUnsafeBufferPointer { rg_prefetch($0.baseAddress! + (Self.hash(k) & mask)) }
+        slots.withUnsafeBufferPointer { rg_prefetch($0.baseAddress! + (hash(k) & mask)) }
     }
 
     /// Inserts a key known to be absent.
@@ -180,7 +198,7 @@ final class AddressIndex {
     }
 
     private func place(_ k: AddressKey, _ v: Int32) {
-        var i = Self.hash(k) & mask
+        var i = hash(k) & mask
         while slots[i].value >= 0 { i = (i + 1) & mask }
         slots[i] = Slot(key: k, value: v)
     }

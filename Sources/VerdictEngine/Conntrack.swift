@@ -56,7 +56,7 @@ struct ConntrackEntry: TableSlot {
     /// Endpoint 0 of the key sent the original direction's first packet (the SYN).
     var openerIs0: Bool
 
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
+    func hash(_ seed: KeyedHash) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
 
     @inline(__always)
     func hasKey(_ key: FlowKey) -> Bool {

@@ -83,7 +83,7 @@ public final class Engine {
     private var protected: PrefixMatcher { tuning.pointee.protected }
     private var allowlist: PrefixMatcher { tuning.pointee.allowlist }
 
-    let seed: HashSeed
+    let seed: KeyedHash
     private let flows: GroupTable<FlowEntry>
     /// `state = conntrack`: the kernel's conntrack entries of protected flows, as the agent
     /// reports them (`learn`). Full size only when the engine starts with that state.
@@ -124,7 +124,7 @@ public final class Engine {
     /// a fixed one in tests.
     public init(policy: Policy, seed: UInt64) {
         self.policy = policy
-        self.seed = HashSeed(seed)
+        self.seed = KeyedHash(seed)
         tuning = .allocate(capacity: 1)
         tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
                                      networkBuckets: Engine.networkBuckets(policy),
@@ -149,8 +149,7 @@ public final class Engine {
 
     /// An engine with a random hash seed (production).
     public convenience init(policy: Policy) {
-        var g = SystemRandomNumberGenerator()
-        self.init(policy: policy, seed: g.next())
+        self.init(policy: policy, seed: KeyedHash.randomSeed())
     }
 
     deinit {

@@ -48,7 +48,7 @@ struct FlowEntry: TableSlot {
         p0 == key.p0 && p1 == key.p1 && sameBytes(a0, key.a0) && sameBytes(a1, key.a1)
     }
 
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
+    func hash(_ seed: KeyedHash) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
 
     init(key: FlowKey, now: UInt32) {
         a0 = key.a0; a1 = key.a1; p0 = key.p0; p1 = key.p1
@@ -129,7 +129,7 @@ struct SeenSynack: TableSlot {
     var p1: UInt16
     var repeats: UInt8
 
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
+    func hash(_ seed: KeyedHash) -> UInt64 { seed.hash(a0, a1, UInt64(p0) << 16 | UInt64(p1)) }
 
     @inline(__always)
     func hasKey(_ key: FlowKey) -> Bool {

@@ -4,6 +4,7 @@ import _Builtin_intrinsics.intel
 #if canImport(Glibc)
 import Glibc
 #endif
+import PacketParser
 
 /// A slot of a `GroupTable`: a plain value (no references) that knows its key and when it was last
 /// touched, in packet milliseconds.
@@ -12,7 +13,7 @@ protocol TableSlot {
     func hasKey(_ key: Key) -> Bool
     var lastSeen: UInt32 { get }
     /// The hash of the slot's own key (the same the owner passes for it), to move it.
-    func hash(_ seed: HashSeed) -> UInt64
+    func hash(_ seed: KeyedHash) -> UInt64
 }
 
 /// One bit per lane, set where the lane of `mask` is true: a single `pmovmskb` on x86_64.
@@ -196,7 +197,7 @@ struct GroupTable<Slot: TableSlot> {
 
     /// Claims a slot for a key that is not in the table (the caller looked first) and returns its
     /// index; the caller writes the slot. Never fails: it reuses an expired slot or evicts.
-    func claim(hash: UInt64, now: UInt32, idleLimit: UInt32, seed: HashSeed) -> Int {
+    func claim(hash: UInt64, now: UInt32, idleLimit: UInt32, seed: KeyedHash) -> Int {
         let (g1, g2, tag) = locate(hash)
         let empty = SIMD16<UInt8>(repeating: Self.emptyTag)
         let e1 = laneBits(tags[g1] .== empty)

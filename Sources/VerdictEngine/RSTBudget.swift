@@ -1,3 +1,5 @@
+import PacketParser
+
 /// A slot keyed by one address or prefix.
 protocol AddressKeyed: TableSlot where Key == SIMD16<UInt8> {
     var key: SIMD16<UInt8> { get }
@@ -5,7 +7,7 @@ protocol AddressKeyed: TableSlot where Key == SIMD16<UInt8> {
 
 extension AddressKeyed {
     @inline(__always) func hasKey(_ k: SIMD16<UInt8>) -> Bool { sameBytes(key, k) }
-    func hash(_ seed: HashSeed) -> UInt64 { seed.hash(key) }
+    func hash(_ seed: KeyedHash) -> UInt64 { seed.hash(key) }
 }
 
 /// A slot whose `tokens` refill at a rate up to a burst (`Engine.refill` keeps them).

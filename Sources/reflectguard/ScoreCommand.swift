@@ -139,8 +139,10 @@ enum ScoreCommand {
             return ExitCode.failure.rawValue
         }
 
-        // Same seed every run: a capture must always give the same verdicts (docs/output.md).
-        let engine = Engine(policy: policy, seed: 0)
+        // Files: the same engine seed every run, since a capture must always give the same
+        // verdicts (docs/output.md) and the engine's tables evict by neighbourhood when full.
+        // Live traffic: a random one, as `run` uses (the scoring pipeline's is random either way).
+        let engine = interface == nil ? Engine(policy: policy, seed: 0) : Engine(policy: policy)
         let source: String
         var linkNames: [String]
         do {
@@ -302,93 +304,37 @@ enum ScoreCommand {
         }
     }
 
-    /// Scores the files one after the other as one capture: one engine, one pipeline, frame
-    /// numbers continuing. A file that fails part-way (cut short, a malformed block) is scored up
-    /// to the failure, with a warning, and the next file follows; with one file, that ends the
-    /// run as before. Returns the link type names seen, first seen first.
+    /// Scores the files one after the other as one capture (see `CaptureFileSource`). Returns
+    /// the link type names seen, first seen first.
     static func scoreFiles(_ members: [CaptureSet.Member], first: CaptureReader, filter: PacketFilter?, files: FileColumn?,
                            engine: Engine, pipeline: ScoringPipeline, threads: Int) -> [String] {
-        var names: [String] = []
-        func note(_ reader: CaptureReader) { for n in reader.linkTypeNames where !names.contains(n) { names.append(n) } }
-        var index = 0
-        var reader: CaptureReader? = first
-        files?.begin(file: 0, atFrame: 1)
-        var produced = 0
-        let several = members.count > 1
+        var frames = CaptureFileSource(paths: members.map(\.path), first: first, filter: filter,
+                                       warn: { printError("Warning: \($0)") },
+                                       fileStarted: { files?.begin(file: $0, atFrame: $1) })
         do {
-            try FrameScoring.run(engine: engine, pipeline: pipeline, threads: threads) { packet in
-                while true {
-                    if reader == nil {
-                        index += 1
-                        guard index < members.count else { return nil }
-                        files?.begin(file: index, atFrame: produced + 1)
-                        do { reader = try CaptureReader(path: members[index].path) } catch {
-                            printError("Warning: \(describe(error)); continuing with the next file")
-                            continue
-                        }
-                    }
-                    let frame: CapturedFrame
-                    do {
-                        guard let f = try reader!.next() else {
-                            note(reader!)
-                            reader = nil
-                            continue
-                        }
-                        frame = f
-                        if let filter, try !filter.matches(frame) { continue }
-                    } catch {
-                        guard several else { throw error }
-                        printError("Warning: \(describe(error)); its frames before that are scored, continuing with the next file")
-                        note(reader!)
-                        reader = nil
-                        continue
-                    }
-                    if let link = frame.link {
-                        PacketParser.parse(frame.bytes, link: link, into: &packet)
-                    } else {
-                        // An interface of a link type we cannot read: the frame counts, with no IP.
-                        packet = ParsedPacket()
-                    }
-                    produced += 1
-                    return frame.timestamp
-                }
-            }
+            try FrameScoring.run(engine: engine, pipeline: pipeline, threads: threads, source: &frames)
         } catch {
             // A capture cut short (a crashed tcpdump) still scores up to the cut, as tshark does.
             printError("Warning: \(describe(error)); reporting the \(pipeline.frames) frames before it")
         }
-        if let reader { note(reader) }
-        return names
+        return frames.linkTypeNames
     }
 
+    /// Scores a live interface until Ctrl-C, SIGTERM or `duration`, with a status line on a
+    /// terminal. One thread: the status line reads the pipeline between frames.
     static func scoreLive(_ live: LiveCapture, engine: Engine, pipeline: ScoringPipeline, duration: Double?) throws {
         stopRequested = 0
         signal(SIGINT) { _ in stopRequested = 1 }
         signal(SIGTERM) { _ in stopRequested = 1 }
         defer { signal(SIGINT, SIG_DFL); signal(SIGTERM, SIG_DFL) }
         let tty = isatty(STDERR_FILENO) == 1
-        let start = monotonicSeconds()
-        var lastStatus = start
-        var packet = ParsedPacket()
-        let link = live.linkType
-        while stopRequested == 0 {
-            let now = monotonicSeconds()
-            if let duration, now - start >= duration { break }
-            if tty && now - lastStatus >= 1 {
-                lastStatus = now
-                var line = pipeline.statusLine
-                if let s = live.statistics(), s.dropped > 0 { line += "  kernel dropped \(s.dropped)" }
-                StandardStreams.writeError("\r\u{1b}[K" + line)
-            }
-            switch try live.next() {
-            case .timeout:
-                continue
-            case .frame(let frame):
-                PacketParser.parse(frame.bytes, link: link, into: &packet)
-                let d = engine.decideObserved(packet, at: frame.timestamp, side: .unknown)
-                pipeline.observe(packet, at: frame.timestamp, decision: d)
-            }
-        }
+        var frames = LiveFrameSource(live, duration: duration, shouldStop: { stopRequested != 0 }, tick: {
+            guard tty else { return }
+            var line = pipeline.statusLine
+            if let s = live.statistics(), s.dropped > 0 { line += "  kernel dropped \(s.dropped)" }
+            StandardStreams.writeError("\r\u{1b}[K" + line)
+        })
+        try FrameScoring.run(engine: engine, pipeline: pipeline, threads: 1, source: &frames)
         if tty { StandardStreams.writeError("\r\u{1b}[K") }
     }
 
@@ -418,12 +364,6 @@ enum ScoreCommand {
             printError("Error: \(path): \(describe(error))")
             return nil
         }
-    }
-
-    static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     static func describe(_ error: Error) -> String {

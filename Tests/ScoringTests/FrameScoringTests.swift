@@ -14,22 +14,26 @@ import TestSupport
 
     struct Outcome: Equatable {
         var json: String
+        var text: String
+        var html: String
         var sessions: [String]
         var verdicts: [String]
         var error: String?
     }
 
     /// Scores `path` with small tables (so sessions are evicted and the victim and reflector
-    /// tables overflow), stopping with an error after `cutAfter` frames when given.
-    func score(_ path: String, threads: Int, cutAfter: Int? = nil) throws -> Outcome {
+    /// tables overflow), stopping with an error after `cutAfter` frames when given; the
+    /// pipeline's tables hashed with `hashSeed`.
+    func score(_ path: String, threads: Int, cutAfter: Int? = nil, hashSeed: UInt64 = 1,
+               policy: Policy = FrameScoringTests.policy()) throws -> Outcome {
         let reader = try CaptureReader(path: path)
-        let pipeline = ScoringPipeline(policy: Self.policy(), sessionCapacity: 2048, reflectorCapacity: 500,
-                                       victimCapacity: 50)
+        let pipeline = ScoringPipeline(policy: policy, sessionCapacity: 2048, reflectorCapacity: 500,
+                                       victimCapacity: 50, hashSeed: hashSeed)
         var sessions: [String] = []
         var verdicts: [String] = []
         pipeline.sessions.sink = { sessions.append("\($0.client) \($0.clientPort) \($0.server) \($0.serverPort) \($0.start) \($0.end) \($0.packetsToServer) \($0.packetsToClient) \($0.endReason) \($0.connState) \($0.history)") }
         pipeline.verdictSink = { verdicts.append("\($0) \($1.verdict) \($1.reason)") }
-        let engine = Engine(policy: Self.policy(), seed: 0)
+        let engine = Engine(policy: policy, seed: 0)
         var read = 0
         var error: String?
         do {
@@ -44,7 +48,8 @@ import TestSupport
             error = "\(failure)"
         }
         pipeline.finish()
-        return Outcome(json: JSONReport.render(pipeline.report(source: "x", linkType: "EN10MB")),
+        let report = pipeline.report(source: "x", linkType: "EN10MB")
+        return Outcome(json: JSONReport.render(report), text: TextReport.render(report), html: HTMLReport.render(report),
                        sessions: sessions, verdicts: verdicts, error: error)
     }
 

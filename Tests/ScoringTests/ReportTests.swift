@@ -281,7 +281,7 @@ func csvSecondsMatchTheJSONFormat(_ ns: Int64) throws {
 }
 
 @Test func addressIndexFindsEveryKeyAcrossGrowth() {
-    let index = AddressIndex()
+    let index = AddressIndex(hash: KeyedHash(1))
     var keys: [AddressKey] = []
     for i in 0..<20_000 {
         let a = i % 2 == 0 ? IPAddress(v4: UInt32(0xC613_0000) + UInt32(i)) : IPAddress("2001:db8:ff::\(String(i, radix: 16))")!

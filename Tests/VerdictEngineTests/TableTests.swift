@@ -100,7 +100,7 @@ import TestSupport
     }
 
     @Test func seedsPlaceKeysDifferently() {
-        let a = HashSeed(1), b = HashSeed(2)
+        let a = KeyedHash(1), b = KeyedHash(2)
         var d = false
         var key = FlowKey(Self.syn(5), senderIs0: &d)
         #expect(key.hash(a) != key.hash(b))
@@ -113,6 +113,6 @@ import TestSupport
         let k1 = FlowKey(Self.syn(7), senderIs0: &s0)
         let k2 = FlowKey(Self.answer(7), senderIs0: &s1)
         #expect(s0 != s1)
-        #expect(k1.hash(HashSeed(4)) == k2.hash(HashSeed(4)))
+        #expect(k1.hash(KeyedHash(4)) == k2.hash(KeyedHash(4)))
     }
 }
