@@ -55,12 +55,12 @@ let package = Package(
         .systemLibrary(name: "CProcessControl"),
 
         // MARK: pure Swift
-        .target(name: "PacketParser"),
-        .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
-        .target(name: "Rules", dependencies: ["VerdictEngine"]),
+        .target(name: "PacketParser", swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "VerdictEngine", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Rules", dependencies: ["VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch"],
                 swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Lab", dependencies: ["PacketParser"]),
+        .target(name: "Lab", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: thin I/O
         .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser"]),
@@ -82,16 +82,19 @@ let package = Package(
         ], swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Lab",
-        ]),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: tests
         // What the test targets share: the test environment (directories, binary, tools, skips) and
         // the package's seeded generator. Foundation, Testing and PacketParser (for the generator).
         .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport",
                 swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
-        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"]),
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
                                                          "TestSupport"],
@@ -100,7 +103,8 @@ let package = Package(
                                                             "VerdictEngine"]),
         .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
                                                        "TestSupport"]),
@@ -110,7 +114,7 @@ let package = Package(
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",
-                                                                "Rules"]),
+                                                                "Rules"], swiftSettings: [.swiftLanguageMode(.v6)]),
     ],
     // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
     // per worker thread, no shared state), and the few cross-thread values are explicit.

@@ -36,9 +36,6 @@ public final class Agent {
 
     /// Runs until SIGTERM/SIGINT. Returns the process exit code.
     public func run(initialPolicy: Policy) throws(AgentStartError) -> Int32 {
-        guard ReasonIndex.verify() else {
-            throw AgentStartError(message: "internal: reason counter layout changed", exitCode: 1)
-        }
         // A log reader that goes away (a pipe, a terminal closed) must not kill the agent before
         // its shutdown has removed the rules: writes then fail with EPIPE, which the logger drops.
         signal(SIGPIPE, SIG_IGN)

@@ -95,24 +95,10 @@ public enum WorkerCounter: Int, CaseIterable {
     /// Slot of (reason, verdict): two per reason.
     @inline(__always)
     public static func slot(_ reason: Reason, _ verdict: Verdict) -> Int {
-        reasonBase + ReasonIndex.of(reason) * 2 + (verdict == .drop ? 1 : 0)
+        reasonBase + reason.ordinal * 2 + (verdict == .drop ? 1 : 0)
     }
 
-    public static var slotCount: Int { reasonBase + Reason.allCases.count * 2 }
-}
-
-/// Reason → dense index without hashing a string-backed enum per packet.
-enum ReasonIndex {
-    /// A payload-free enum is stored as its case's declaration index; `Reason.allCases` lists the
-    /// cases in that order. Checked once at start (`verify`), so a compiler change cannot
-    /// silently mix the counters up.
-    @inline(__always)
-    static func of(_ r: Reason) -> Int { Int(unsafeBitCast(r, to: UInt8.self)) }
-
-    static func verify() -> Bool {
-        MemoryLayout<Reason>.size == 1
-            && Reason.allCases.enumerated().allSatisfy { of($0.element) == $0.offset }
-    }
+    public static var slotCount: Int { reasonBase + Reason.ordinalCount * 2 }
 }
 
 /// SIGHUP reloads, for /metrics: the agent's main thread writes, the metrics thread reads.

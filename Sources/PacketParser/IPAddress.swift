@@ -26,6 +26,19 @@ public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var isIPv4Mapped: Bool { (bytes & IPAddress.v4PrefixMask) == IPAddress.v4MappedPrefix }
 
+    /// The 16 bytes as two 64-bit lanes (little-endian loads), the form prefix matching and
+    /// equality compare in: a whole-vector `==` on `SIMD16` compiles to a lane-by-lane loop.
+    @inlinable @inline(__always)
+    public var lanes: SIMD2<UInt64> { unsafeBitCast(bytes, to: SIMD2<UInt64>.self) }
+
+    /// Whether `lanes` are an IPv4-mapped address (`::ffff:0:0/96`), written with literal
+    /// constants: a `static let` mask costs a `swift_once` call per use (callgrind).
+    @inlinable @inline(__always)
+    public static func lanesAreV4(_ x: SIMD2<UInt64>) -> Bool {
+        // Little-endian lanes: bytes 10 and 11 (0xff 0xff) are bits 16-31 of lane 1.
+        x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000
+    }
+
     /// The IPv4 address in host order, for an IPv4-mapped address.
     public var v4Value: UInt32 {
         UInt32(bytes[12]) << 24 | UInt32(bytes[13]) << 16 | UInt32(bytes[14]) << 8 | UInt32(bytes[15])

@@ -19,12 +19,40 @@ public enum EndReason: String, CaseIterable, Sendable {
 }
 
 extension EndReason {
-    /// The case's position in `allCases` (a field-less enum is stored as that one-byte tag).
-    @inline(__always) var ordinal: Int { Int(unsafeBitCast(self, to: UInt8.self)) }
+    /// The case's position in `allCases`, the way `Reason.ordinal` numbers reasons: a switch in
+    /// declaration order, which the compiler checks for every case and compiles to the stored tag
+    /// (a cast of the enum's storage would trust its layout instead). A test checks the order.
+    @inline(__always) var ordinal: Int {
+        switch self {
+        case .tcpFin: 0
+        case .tcpRstFromClient: 1
+        case .tcpRstFromServer: 2
+        case .agedOut: 3
+        case .incomplete: 4
+        case .open: 5
+        }
+    }
 }
 
 extension ConnState {
-    @inline(__always) var ordinal: Int { Int(unsafeBitCast(self, to: UInt8.self)) }
+    /// As `EndReason.ordinal`.
+    @inline(__always) var ordinal: Int {
+        switch self {
+        case .S0: 0
+        case .S1: 1
+        case .SF: 2
+        case .REJ: 3
+        case .S2: 4
+        case .S3: 5
+        case .RSTO: 6
+        case .RSTR: 7
+        case .RSTOS0: 8
+        case .RSTRH: 9
+        case .SH: 10
+        case .SHR: 11
+        case .OTH: 12
+        }
+    }
 }
 
 /// Zeek's conn.log `conn_state`, computed the way Zeek's `conn_state()` does from the two

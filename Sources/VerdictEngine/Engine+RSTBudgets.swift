@@ -11,7 +11,7 @@ import PacketParser
 extension Engine {
     /// A RST to a protected host on a flow the engine does not track (or past its tracked RSTs).
     func untrackedRST(_ p: ParsedPacket, _ ms: UInt32, now: Nanoseconds) -> Decision {
-        let t = tuning
+        let t = tuning.base
         let hold = t.pointee.rstHoldRate
         let a = rstAddressBuckets.slots
             + refill(rstAddressBuckets, p.destination.bytes, ms, rate: t.pointee.rstRate, burst: t.pointee.rstBurst, holdFloor: hold)
@@ -40,13 +40,13 @@ extension Engine {
     /// The destination's /24 or /64 budget and its protected network's, refilled to `ms`.
     @inline(__always)
     private func prefixAndNetwork(_ p: ParsedPacket, _ ms: UInt32) -> (UnsafeMutablePointer<RSTBudget>, UnsafeMutablePointer<RSTBudget>) {
-        let t = tuning
+        let t = tuning.base
         let hold = t.pointee.rstHoldRate
         let b = rstPrefixBuckets.slots
             + refill(rstPrefixBuckets, Engine.prefix(p.destination.bytes), ms, rate: t.pointee.rstPrefixRate,
                      burst: t.pointee.rstPrefixBurst, holdFloor: hold)
         // The destination is protected here, so its network has a budget.
-        let n = t.pointee.networkBuckets + max(0, t.pointee.protected.index(of: p.destination))
+        let n = t.pointee.networkBuckets.base + max(0, t.pointee.protected.index(of: p.destination))
         n.pointee.refill(seconds: Float(age(ms, since: n.pointee.lastSeen)) / 1000, rate: t.pointee.rstNetworkRate,
                          burst: t.pointee.rstNetworkBurst, holdFloor: hold)
         n.pointee.lastSeen = ms
@@ -65,13 +65,13 @@ extension Engine {
     @inline(__always)
     private func count(_ b: UnsafeMutablePointer<RSTBudget>, _ n: UnsafeMutablePointer<RSTBudget>, _ p: ParsedPacket,
                        _ ms: UInt32, now: Nanoseconds) {
-        let t = tuning
+        let t = tuning.base
         let alpha = learningRate(ms)
         b.pointee.countUntracked(ms, alpha: alpha, slack: t.pointee.rstHoldRate, frozen: b.pointee.attackActive)
         n.pointee.countUntracked(ms, alpha: alpha, slack: t.pointee.rstHoldRate, frozen: n.pointee.attackActive)
         watch(b, floor: t.pointee.rstAttackFloor, network: -1, ms, now: now)
         if n.pointee.wide {
-            watch(n, floor: t.pointee.rstNetworkAttackFloor, network: n - t.pointee.networkBuckets, ms, now: now)
+            watch(n, floor: t.pointee.rstNetworkAttackFloor, network: n - t.pointee.networkBuckets.base, ms, now: now)
         }
     }
 
@@ -125,7 +125,7 @@ extension Engine {
             var slot: UnsafeMutablePointer<RSTBudget>?
             if a.network >= 0 {
                 if a.network < max(1, tuning.pointee.protected.count) {
-                    let n = tuning.pointee.networkBuckets + a.network
+                    let n = tuning.pointee.networkBuckets.base + a.network
                     if sameBytes(n.pointee.key, a.key) { slot = n }
                 }
             } else {

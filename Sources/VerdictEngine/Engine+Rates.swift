@@ -3,14 +3,11 @@ import PacketParser
 /// Token buckets (RST budgets), per-victim and per-prefix drop rates, and the attack detector
 /// that reports victims under attack (`AttackEvent`).
 extension Engine {
-    /// Whether an address is IPv4-mapped (`::ffff:0:0/96`). Written on the two 64-bit lanes with
-    /// literal constants: `static let` masks cost a `swift_once` call per use (three per drop,
-    /// measured with callgrind).
+    /// Whether an address is IPv4-mapped (`::ffff:0:0/96`), on its lanes (`IPAddress.lanesAreV4`:
+    /// `isIPv4Mapped`'s `static let` masks cost a `swift_once` call per use, three per drop).
     @inline(__always)
     static func isV4(_ a: SIMD16<UInt8>) -> Bool {
-        let x = unsafeBitCast(a, to: SIMD2<UInt64>.self)
-        // Little-endian lanes: bytes 10 and 11 (0xff 0xff) are bits 16-31 of lane 1.
-        return x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000
+        IPAddress.lanesAreV4(unsafeBitCast(a, to: SIMD2<UInt64>.self))
     }
 
     /// The victim prefix of an address: /24 for IPv4, /64 for IPv6.
@@ -25,7 +22,7 @@ extension Engine {
     /// The rate slot for `key`, created if needed, with its window rolled to `ms`. Updates the
     /// slot in place: copying the whole slot out and back cost more than the rest of a drop.
     @inline(__always)
-    func touch(_ t: GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
+    func touch(_ t: borrowing GroupTable<RateStats>, _ key: SIMD16<UInt8>, _ ms: UInt32) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
         if i < 0 {
@@ -123,7 +120,7 @@ extension Engine {
     /// Refills the bucket for `key` to packet time `ms` (a new bucket starts full, or at the
     /// level of the bucket it replaced); its slot. `holdFloor` is for `RSTBudget`'s hold bucket.
     @inline(__always)
-    func refill<S: TokenSlot>(_ t: GroupTable<S>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float,
+    func refill<S: TokenSlot>(_ t: borrowing GroupTable<S>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float,
                               holdFloor: Float = 0) -> Int {
         let h = seed.hash(key)
         var i = t.find(key, hash: h)
@@ -151,7 +148,7 @@ extension Engine {
 
     /// Takes one token from the bucket for `key`, if it has one.
     @inline(__always)
-    func take(_ t: GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
+    func take(_ t: borrowing GroupTable<Bucket>, _ key: SIMD16<UInt8>, _ ms: UInt32, rate: Float, burst: Float) -> Bool {
         let i = refill(t, key, ms, rate: rate, burst: burst)
         guard t.slots[i].tokens >= 1 else { return false }
         t.slots[i].tokens -= 1

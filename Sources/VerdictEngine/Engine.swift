@@ -12,10 +12,11 @@ public final class Engine {
     public private(set) var policy: Policy
 
     /// Values the hot path reads (horizons in ms, per-engine rates: each of the `queueCount`
-    /// engines gets its share of the agent's rates, matchers) and state it updates, behind
-    /// pointers: reads and writes through a `let` pointer need no dynamic exclusivity check,
-    /// which class stored `var`s pay on every access (measured: ~8% of a decision).
-    struct Tuning {
+    /// engines gets its share of the agent's rates, matchers) and state it updates, each in an
+    /// `OwnedBuffer` held in a `let` (see there: no dynamic exclusivity checks, freed once).
+    /// `~Copyable` because it owns the matchers and the per-network budgets, which a policy
+    /// change replaces in place.
+    struct Tuning: ~Copyable {
         var synHorizonMs: UInt32 = 0
         var synackHorizonMs: UInt32 = 0
         var rstRate: Float = 0, rstBurst: Float = 0
@@ -45,11 +46,11 @@ public final class Engine {
         var allowlist: PrefixMatcher
         /// One RST budget per protected prefix (`protected.index(of:)`), at least one; replaced
         /// with the matcher on a policy change.
-        var networkBuckets: UnsafeMutablePointer<RSTBudget>
+        var networkBuckets: OwnedBuffer<RSTBudget>
         /// Guarded flows (`Policy.trackFullPorts`, `trackFullHosts`): one bit per port, and the
         /// hosts; `guarding` false skips both.
         var guarding = false
-        var guardPorts: UnsafeMutablePointer<UInt64>
+        var guardPorts: OwnedBuffer<UInt64>
         var guardHosts: PrefixMatcher
     }
 
@@ -66,8 +67,8 @@ public final class Engine {
         var replicationStalled = false
     }
 
-    let tuning: UnsafeMutablePointer<Tuning>
-    let hot: UnsafeMutablePointer<HotState>
+    let tuning: OwnedBuffer<Tuning>
+    let hot: OwnedBuffer<HotState>
 
     private var synHorizonMs: UInt32 { tuning.pointee.synHorizonMs }
     var synackHorizonMs: UInt32 { tuning.pointee.synackHorizonMs }
@@ -80,8 +81,6 @@ public final class Engine {
     var attackThreshold: Float { tuning.pointee.attackThreshold }
     var victimFloor: Float { tuning.pointee.victimFloor }
     var prefixFloor: Float { tuning.pointee.prefixFloor }
-    private var protected: PrefixMatcher { tuning.pointee.protected }
-    private var allowlist: PrefixMatcher { tuning.pointee.allowlist }
 
     let seed: KeyedHash
     private let flows: GroupTable<FlowEntry>
@@ -95,7 +94,8 @@ public final class Engine {
     let victimRates: GroupTable<RateStats>
     let prefixRates: GroupTable<RateStats>
 
-    private let counts: UnsafeMutablePointer<UInt64>
+    /// Decisions per `Reason.ordinal`.
+    private let counts: OwnedBuffer<UInt64>
 
 
     var active: [ActiveAttack] = []
@@ -125,12 +125,11 @@ public final class Engine {
     public init(policy: Policy, seed: UInt64) {
         self.policy = policy
         self.seed = KeyedHash(seed)
-        tuning = .allocate(capacity: 1)
-        tuning.initialize(to: Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
-                                     networkBuckets: Engine.networkBuckets(policy),
-                                     guardPorts: .allocate(capacity: 1024), guardHosts: PrefixMatcher(policy.trackFullHosts)))
-        hot = .allocate(capacity: 1)
-        hot.initialize(to: HotState())
+        tuning = OwnedBuffer(Tuning(protected: PrefixMatcher(policy.protected), allowlist: PrefixMatcher(policy.allowlist),
+                                    networkBuckets: Engine.networkBuckets(policy),
+                                    guardPorts: OwnedBuffer(repeating: 0, count: 1024),
+                                    guardHosts: PrefixMatcher(policy.trackFullHosts)))
+        hot = OwnedBuffer(HotState())
         flows = GroupTable(capacity: max(16, policy.synTableCapacity))
         conntrack = GroupTable(capacity: policy.stateSource == .conntrack ? max(16, policy.conntrackTableCapacity) : 16)
         seenSynacks = GroupTable(capacity: 1 << 16)
@@ -139,8 +138,7 @@ public final class Engine {
         backscatterBuckets = GroupTable(capacity: 1 << 14)
         victimRates = GroupTable(capacity: 1 << 16)
         prefixRates = GroupTable(capacity: 1 << 14)
-        counts = .allocate(capacity: Reason.ordinalCount)
-        counts.initialize(repeating: 0, count: Reason.ordinalCount)
+        counts = OwnedBuffer(repeating: 0, count: Reason.ordinalCount)
         active.reserveCapacity(Engine.maxActiveAttacks)
         rstActive.reserveCapacity(Engine.maxActiveAttacks)
         events.reserveCapacity(Engine.maxPendingEvents)
@@ -150,16 +148,6 @@ public final class Engine {
     /// An engine with a random hash seed (production).
     public convenience init(policy: Policy) {
         self.init(policy: policy, seed: KeyedHash.randomSeed())
-    }
-
-    deinit {
-        flows.deallocate(); conntrack.deallocate(); seenSynacks.deallocate(); rstAddressBuckets.deallocate()
-        rstPrefixBuckets.deallocate(); backscatterBuckets.deallocate()
-        victimRates.deallocate(); prefixRates.deallocate()
-        counts.deallocate()
-        protected.deallocate(); allowlist.deallocate(); tuning.pointee.networkBuckets.deallocate()
-        tuning.pointee.guardPorts.deallocate(); tuning.pointee.guardHosts.deallocate()
-        tuning.deallocate(); hot.deallocate()
     }
 
     /// Backs all of the engine's tables with memory now, so no packet waits for a first-touch page
@@ -173,21 +161,21 @@ public final class Engine {
 
     /// Replaces the policy (SIGHUP) and keeps all state: tracked flows keep answering SYN-ACKs
     /// across a reload. The flow table's capacity is fixed at init and not changed here.
+    /// Each replaced matcher and budget array is freed as its replacement is assigned.
     public func updatePolicy(_ newPolicy: Policy) {
         policy = newPolicy
-        protected.deallocate(); allowlist.deallocate(); tuning.pointee.networkBuckets.deallocate()
-        tuning.pointee.protected = PrefixMatcher(newPolicy.protected)
-        tuning.pointee.allowlist = PrefixMatcher(newPolicy.allowlist)
+        let t = tuning.base
+        t.pointee.protected = PrefixMatcher(newPolicy.protected)
+        t.pointee.allowlist = PrefixMatcher(newPolicy.allowlist)
         // Prefixes may have changed: the per-network budgets start over, full.
-        tuning.pointee.networkBuckets = Engine.networkBuckets(newPolicy)
-        tuning.pointee.guardHosts.deallocate()
-        tuning.pointee.guardHosts = PrefixMatcher(newPolicy.trackFullHosts)
+        t.pointee.networkBuckets = Engine.networkBuckets(newPolicy)
+        t.pointee.guardHosts = PrefixMatcher(newPolicy.trackFullHosts)
         derive()
     }
 
     private func derive() {
         let q = Float(max(1, policy.queueCount))
-        let t = tuning
+        let t = tuning.base
         t.pointee.synHorizonMs = Engine.ms(policy.synHorizon)
         t.pointee.synackHorizonMs = Engine.ms(policy.synackHorizon)
         t.pointee.rstRate = Float(policy.rstRate) / q
@@ -214,21 +202,21 @@ public final class Engine {
         t.pointee.conntrack = policy.stateSource == .conntrack
         t.pointee.ephemeralPorts = policy.ephemeralPorts
         t.pointee.scoreThreshold = policy.scoreThreshold
-        t.pointee.guardPorts.initialize(repeating: 0, count: 1024)
+        t.pointee.guardPorts.base.update(repeating: 0, count: t.pointee.guardPorts.count)
         for r in policy.trackFullPorts { for port in r { t.pointee.guardPorts[Int(port) >> 6] |= 1 << UInt64(port & 63) } }
         t.pointee.guarding = !policy.trackFullPorts.isEmpty || !policy.trackFullHosts.isEmpty
         t.pointee.transportLimit = UInt16(clamping: max(0, policy.copyRange - 20))
     }
 
     /// Full network budgets, one per protected prefix (at least one, so the pointer is valid).
-    private static func networkBuckets(_ policy: Policy) -> UnsafeMutablePointer<RSTBudget> {
+    private static func networkBuckets(_ policy: Policy) -> OwnedBuffer<RSTBudget> {
         let n = max(1, policy.protected.prefixes.count)
         let burst = max(1, Float(policy.rstNetworkBurst) / Float(max(1, policy.queueCount)))
-        let b = UnsafeMutablePointer<RSTBudget>.allocate(capacity: n)
-        b.initialize(repeating: RSTBudget(key: .zero, tokens: burst, now: 0), count: n)
+        let b = OwnedBuffer(repeating: RSTBudget(key: .zero, tokens: burst, now: 0), count: n)
+        let budgets = b.base
         for (i, c) in networkPrefixes(policy).enumerated() {
-            b[i].key = c.address.bytes
-            b[i].wide = c.length < (c.isIPv4 ? 120 : 64)
+            budgets[i].key = c.address.bytes
+            budgets[i].wide = c.length < (c.isIPv4 ? 120 : 64)
         }
         return b
     }
@@ -259,12 +247,22 @@ public final class Engine {
     /// accepted with a reason, so they are counted).
     public static func wouldQueue(_ packet: ParsedPacket, policy: Policy, side: Side = .unknown) -> Bool {
         guard packet.hasTCP else { return false }
-        let srcP = policy.protected.contains(packet.source)
-        guard srcP || policy.protected.contains(packet.destination) else { return false }
-        if policy.track == .full || policy.guards(packet) { return true }
-        let f = packet.flags
-        if f.isRST || f.isSYNACK { return true }
-        return f.isSYN && srcP
+        return queues(packet.flags, sourceProtected: policy.protected.contains(packet.source),
+                      destinationProtected: policy.protected.contains(packet.destination), track: policy.track)
+            ?? policy.guards(packet)
+    }
+
+    /// The rules' queue predicate (nft/reflectguard.nft), the one place it is written: both
+    /// `wouldQueue`s and `decideObserved` ask it. It answers from the flags and which ends are
+    /// protected, and nil where the flow decides: queued then only if it is guarded or, for a
+    /// packet the protected side sends, if the learn rule takes it (`queuedByFlow`; the static
+    /// `wouldQueue`, which has no flows, asks only the first). Plain values, no closures: as a
+    /// call taking closures it was not inlined into `route` (callgrind: +10% a decision).
+    @inline(__always)
+    static func queues(_ f: TCPFlags, sourceProtected srcP: Bool, destinationProtected dstP: Bool, track: Track) -> Bool? {
+        guard srcP || dstP else { return false }
+        if track == .full || f.isRST || f.isSYNACK || (f.isSYN && srcP) { return true }
+        return nil
     }
 
     /// `wouldQueue` with the one rule that depends on state, asked before the packet is decided:
@@ -275,9 +273,17 @@ public final class Engine {
     /// packets this rule queues), and the sets start empty with the engine (the agent empties
     /// them at start). The two differ only when one of them is full.
     public func wouldQueue(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Bool {
-        if Engine.wouldQueue(packet, policy: policy, side: side) { return true }
-        guard packet.hasTCP, tuning.pointee.track == .handshake, protected.contains(packet.source) else { return false }
-        return learns(packet, Engine.msTime(now))
+        guard packet.hasTCP else { return false }
+        let srcP = tuning.pointee.protected.contains(packet.source)
+        return Engine.queues(packet.flags, sourceProtected: srcP, destinationProtected: tuning.pointee.protected.contains(packet.destination),
+                             track: tuning.pointee.track) ?? queuedByFlow(packet, sourceProtected: srcP, now: now)
+    }
+
+    /// Where `Engine.queues` leaves it to the flow: a guarded flow's packet, or one the protected
+    /// side sends that the learn rule takes.
+    @inline(__always)
+    private func queuedByFlow(_ p: ParsedPacket, sourceProtected srcP: Bool, now: Nanoseconds) -> Bool {
+        guarded(p) || (srcP && learns(p, Engine.msTime(now)))
     }
 
     /// Whether the kernel's learn rule queues this packet of a protected host (see `wouldQueue(_:at:)`).
@@ -315,13 +321,12 @@ public final class Engine {
         if !p.hasTCP {
             d = unjudged(p, now: now, side: side, observed: observed)
         } else {
-            let srcP = protected.contains(p.source)
-            let dstP = protected.contains(p.destination)
+            let srcP = tuning.pointee.protected.contains(p.source)
+            let dstP = tuning.pointee.protected.contains(p.destination)
             if observed && !(srcP || dstP) {
                 d = Decision(.accept, .notProtected)
-            } else if observed && tuning.pointee.track == .handshake
-                        && !(p.flags.isRST || p.flags.isSYNACK || (p.flags.isSYN && srcP)) && !guarded(p)
-                        && !(srcP && learns(p, Engine.msTime(now))) {
+            } else if observed && !(Engine.queues(p.flags, sourceProtected: srcP, destinationProtected: dstP,
+                                                  track: tuning.pointee.track) ?? queuedByFlow(p, sourceProtected: srcP, now: now)) {
                 d = Decision(.accept, .notQueued)
             } else if observed && p.transportOffset &- p.networkOffset > tuning.pointee.transportLimit {
                 // A captured header past the bytes `run` copies: judged on what `run` had of it,
@@ -398,8 +403,8 @@ public final class Engine {
     /// accepted: it cannot be tracked, but it is the protected side's own packet.
     @inline(never)
     private func unreadable(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
-        let srcP = protected.contains(p.source)
-        guard protected.contains(p.destination) || srcP else { return Decision(.accept, .notProtected) }
+        let srcP = tuning.pointee.protected.contains(p.source)
+        guard tuning.pointee.protected.contains(p.destination) || srcP else { return Decision(.accept, .notProtected) }
         let ms = Engine.msTime(now)
         if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
         if srcP && side == .outside { return drop(.spoofedSource, p) }
@@ -450,7 +455,7 @@ public final class Engine {
     /// Allowlisted endpoints are never dropped: the drop becomes an accept with `allowlisted`.
     @inline(__always)
     func drop(_ reason: Reason, _ p: ParsedPacket, score: UInt8 = 0) -> Decision {
-        if !allowlist.isEmpty, allowlist.contains(p.source) || allowlist.contains(p.destination) {
+        if !tuning.pointee.allowlist.isEmpty, tuning.pointee.allowlist.contains(p.source) || tuning.pointee.allowlist.contains(p.destination) {
             return Decision(.accept, .allowlisted, score: score)
         }
         return Decision(.drop, reason, score: score)
@@ -704,7 +709,7 @@ public final class Engine {
     @discardableResult
     public func seedEstablished(protectedEnd: IPAddress, port: UInt16, peer: IPAddress, peerPort: UInt16,
                                 at now: Nanoseconds) -> Bool {
-        guard protected.contains(protectedEnd) else { return false }
+        guard tuning.pointee.protected.contains(protectedEnd) else { return false }
         var p = ParsedPacket()
         p.network = protectedEnd.isIPv4Mapped ? .ipv4 : .ipv6
         p.hasTCP = true
@@ -729,9 +734,9 @@ public final class Engine {
     /// Whether `p` belongs to a guarded flow (`Policy.guards`, from the tables in `tuning`).
     @inline(__always)
     func guarded(_ p: ParsedPacket) -> Bool {
-        let t = tuning
+        let t = tuning.base
         guard t.pointee.guarding else { return false }
-        let bits = t.pointee.guardPorts
+        let bits = t.pointee.guardPorts.base
         @inline(__always) func has(_ port: UInt16) -> Bool { bits[Int(port) >> 6] & (1 << UInt64(port & 63)) != 0 }
         return has(p.sourcePort) || has(p.destinationPort)
             || t.pointee.guardHosts.contains(p.source) || t.pointee.guardHosts.contains(p.destination)

@@ -1,9 +1,6 @@
 #if canImport(_Builtin_intrinsics.intel)
 import _Builtin_intrinsics.intel
 #endif
-#if canImport(Glibc)
-import Glibc
-#endif
 import PacketParser
 
 /// A slot of a `GroupTable`: a plain value (no references) that knows its key and when it was last
@@ -60,26 +57,27 @@ let ageFutureSlackMs: UInt32 = 1 << 22
 /// the caller's horizon: oldest-first within the key's neighbourhood, which is where a new key can go.
 ///
 /// Memory is allocated once (the slots untouched until used, so the kernel maps pages lazily),
-/// and nothing allocates afterwards. The owner frees it with `deallocate()`.
-struct GroupTable<Slot: TableSlot> {
+/// and nothing allocates afterwards. `~Copyable`: the table is its memory's only owner, which it
+/// releases when it goes (`OwnedBuffer`).
+struct GroupTable<Slot: TableSlot>: ~Copyable {
     static var emptyTag: UInt8 { 0x80 }
 
     let groupCount: Int
-    let tags: UnsafeMutablePointer<SIMD16<UInt8>>
+    /// Tags, then slots, in one mapping: `groupCount` tag vectors, then `groupCount * 16` slots
+    /// (counted in 16-byte units, which every slot array fills exactly).
+    private let memory: OwnedBuffer<SIMD16<UInt8>>
+    var tags: UnsafeMutablePointer<SIMD16<UInt8>> { memory.base }
+    /// The slots, inside `memory` (borrowed from it: valid while the table lives).
     let slots: UnsafeMutablePointer<Slot>
-    /// Whether the memory is an mmap (else an allocation, when mmap failed).
-    private let mapped: Bool
     /// [0] slots holding an entry (expired entries count until their slot is reused); [1] live
-    /// entries pushed out because both of a new key's groups were full. Behind a pointer, like
-    /// the slots, so the table is an immutable value: the engine holds it in a `let` and the hot
-    /// path pays no dynamic exclusivity checks (measured: ~8% of a decision).
-    private let counters: UnsafeMutablePointer<Int>
+    /// entries pushed out because both of a new key's groups were full.
+    private let counters: OwnedBuffer<Int>
     var count: Int { counters[0] }
     /// One bit per group: some key whose first group this is lives in its second group. A
     /// lookup reads the second group only then, so a key that is absent (every spoofed SYN-ACK)
     /// usually costs one tag line, not two. Sticky until `removeAll` (a stale bit only costs a
     /// probe); 8 KiB for a 1M table, so it stays in cache.
-    private let overflow: UnsafeMutablePointer<UInt64>
+    private let overflow: OwnedBuffer<UInt64>
 
     @inline(__always) private func overflowed(_ g: Int) -> Bool { overflow[g >> 6] & (1 << UInt64(g & 63)) != 0 }
     @inline(__always) private func markOverflow(_ g: Int) { overflow[g >> 6] |= 1 << UInt64(g & 63) }
@@ -88,31 +86,11 @@ struct GroupTable<Slot: TableSlot> {
     /// Room for `capacity` entries plus 1/8 slack, so a full table rarely evicts early.
     init(capacity: Int) {
         groupCount = Self.groupCount(capacity: capacity)
-        let (raw, mapped) = Self.map(groupCount * 16 + groupCount * 16 * MemoryLayout<Slot>.stride)
-        self.mapped = mapped
-        tags = raw.bindMemory(to: SIMD16<UInt8>.self, capacity: groupCount)
-        tags.initialize(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
-        slots = (raw + groupCount * 16).bindMemory(to: Slot.self, capacity: groupCount * 16)
-        counters = .allocate(capacity: 2)
-        counters.initialize(repeating: 0, count: 2)
-        overflow = .allocate(capacity: (groupCount + 63) / 64)
-        overflow.initialize(repeating: 0, count: (groupCount + 63) / 64)
-    }
-
-    /// Tags and slots in one anonymous mapping with transparent huge pages requested: lookups
-    /// land on random slots of a table of up to ~100 MB, and with 4 KiB pages nearly every one
-    /// was a TLB miss on top of the cache miss (measured: ~3x slower with a 1M table).
-    private static func map(_ bytes: Int) -> (UnsafeMutableRawPointer, Bool) {
-        #if canImport(Glibc)
-        let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        if let p, p != MAP_FAILED {
-            // Advice only: without THP (or with it disabled) the table works the same, slower.
-            _ = madvise(p, bytes, MADV_HUGEPAGE)
-            return (p, true)
-        }
-        // No mapping (address space exhausted): the allocator will fail the same way, loudly.
-        #endif
-        return (.allocate(byteCount: bytes, alignment: 64), false)
+        memory = OwnedBuffer(mapping: groupCount * (1 + MemoryLayout<Slot>.stride))
+        memory.base.initialize(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
+        slots = UnsafeMutableRawPointer(memory.base + groupCount).bindMemory(to: Slot.self, capacity: groupCount * 16)
+        counters = OwnedBuffer(repeating: 0, count: 2)
+        overflow = OwnedBuffer(repeating: 0, count: (groupCount + 63) / 64)
     }
 
     var mappedBytes: Int { groupCount * 16 + groupCount * 16 * MemoryLayout<Slot>.stride }
@@ -130,32 +108,10 @@ struct GroupTable<Slot: TableSlot> {
         return overflow ? .max : bytes
     }
 
-    /// Has the kernel back every page of the table now (MADV_POPULATE_WRITE, Linux 5.14+; advice
-    /// only, ignored where unsupported). Otherwise the first packet to land in each huge page
-    /// waits for the kernel to allocate and zero it: measured as 10 ms of added p99 connect
-    /// latency right after the agent started.
-    /// Returns whether the kernel did.
+    /// Has the kernel back every page of the table now (`OwnedBuffer.populate`). Returns whether
+    /// the kernel did.
     @discardableResult
-    func prefault() -> Bool {
-        #if canImport(Glibc)
-        if mapped { return madvise(UnsafeMutableRawPointer(tags), mappedBytes, 23 /* MADV_POPULATE_WRITE */) == 0 }
-        #endif
-        return false
-    }
-
-    func deallocate() {
-        counters.deallocate()
-        overflow.deallocate()
-        #if canImport(Glibc)
-        if mapped {
-            // munmap fails only on a bad range, which would be a bug here.
-            let rc = munmap(UnsafeMutableRawPointer(tags), mappedBytes)
-            precondition(rc == 0, "munmap of a GroupTable failed")
-            return
-        }
-        #endif
-        UnsafeMutableRawPointer(tags).deallocate()
-    }
+    func prefault() -> Bool { memory.populate() }
 
     var slotCount: Int { groupCount * 16 }
     /// Bytes the table holds for its whole life.
@@ -264,7 +220,7 @@ struct GroupTable<Slot: TableSlot> {
     /// Frees every slot.
     func removeAll() {
         tags.update(repeating: SIMD16<UInt8>(repeating: Self.emptyTag), count: groupCount)
-        overflow.update(repeating: 0, count: (groupCount + 63) / 64)
+        overflow.base.update(repeating: 0, count: overflow.count)
         counters[0] = 0
     }
 }

@@ -8,7 +8,10 @@ import PacketParser
 /// waited longest): under a flood every held packet waits `capacity / rate` at most, which still
 /// covers replication's usual delay (p50 0.4 ms) at rates far above what a queue takes, and the
 /// kernel queue always keeps room for packets still to come.
-public struct HoldQueue {
+///
+/// `~Copyable`: a copy would hold the same packets twice, and each held packet must get exactly
+/// one verdict.
+public struct HoldQueue: ~Copyable {
     public struct Held {
         /// The kernel queue's packet id; nil when nothing waits on it (dry-run: the packet was
         /// accepted at once, only its decision waits).
@@ -22,7 +25,7 @@ public struct HoldQueue {
     }
 
     public let capacity: Int
-    private var ring: [Held?]
+    private let ring: OwnedBuffer<Held?>
     private var head = 0
     /// Slots from `head` on, settled ones included (a packet settled early leaves a hole that
     /// `compact` skips once it reaches the head).
@@ -31,7 +34,7 @@ public struct HoldQueue {
 
     public init(capacity: Int) {
         self.capacity = max(1, capacity)
-        ring = Array(repeating: nil, count: self.capacity)
+        ring = OwnedBuffer(repeating: nil, count: self.capacity)
     }
 
     public var isEmpty: Bool { count == 0 }

@@ -58,9 +58,19 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
         return m
     }
 
-    @inlinable
+    /// `mask(length)` as two 64-bit lanes (`IPAddress.lanes`).
+    static func maskLanes(_ length: UInt8) -> SIMD2<UInt64> { unsafeBitCast(mask(length), to: SIMD2<UInt64>.self) }
+
+    /// Whether the address `x` lies in the prefix (`network`, `mask`), all as lanes: the one
+    /// address-in-prefix compare, which `PrefixLanes` runs per prefix.
+    @inline(__always)
+    static func matches(_ x: SIMD2<UInt64>, _ network: SIMD2<UInt64>, _ mask: SIMD2<UInt64>) -> Bool {
+        let d = (x & mask) ^ network
+        return d[0] | d[1] == 0
+    }
+
     public func contains(_ a: IPAddress) -> Bool {
-        (a.bytes & CIDR.mask(length)) == address.bytes
+        CIDR.matches(a.lanes, address.lanes, CIDR.maskLanes(length))
     }
 
     public var description: String {
@@ -68,36 +78,35 @@ public struct CIDR: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A small set of prefixes (protected networks, allowlist).
+/// A small set of prefixes (protected networks, allowlist), matched by `PrefixLanes`, the one
+/// prefix matcher (the engine keeps its own copy in a `PrefixMatcher`).
 public struct PrefixSet: Sendable, Equatable {
     public private(set) var prefixes: [CIDR]
-    private var masks: [SIMD16<UInt8>]
+    /// `prefixes` compiled for matching.
+    private(set) var lanes: PrefixLanes
 
     public init(_ prefixes: [CIDR] = []) {
         self.prefixes = prefixes
-        self.masks = prefixes.map { CIDR.mask($0.length) }
+        self.lanes = PrefixLanes(prefixes)
     }
+
+    public static func == (a: PrefixSet, b: PrefixSet) -> Bool { a.prefixes == b.prefixes }
 
     public var isEmpty: Bool { prefixes.isEmpty }
 
     public mutating func insert(_ p: CIDR) {
         guard !prefixes.contains(p) else { return }
         prefixes.append(p)
-        masks.append(CIDR.mask(p.length))
+        lanes.append(p)
     }
 
-    @inlinable
     public func contains(_ a: IPAddress) -> Bool {
-        // Two 64-bit compares: a whole-vector `==` on SIMD16 compiles to a lane-by-lane loop.
-        for i in prefixes.indices {
-            let d = unsafeBitCast((a.bytes & maskAt(i)) ^ prefixes[i].address.bytes, to: SIMD2<UInt64>.self)
-            if d[0] | d[1] == 0 { return true }
+        lanes.v4.withUnsafeBufferPointer { v4 in
+            lanes.other.withUnsafeBufferPointer { other in
+                PrefixLanes.index(of: a, v4: v4, other: other, otherCoversV4: lanes.otherCoversV4) >= 0
+            }
         }
-        return false
     }
-
-    @usableFromInline
-    func maskAt(_ i: Int) -> SIMD16<UInt8> { masks[i] }
 }
 
 public enum Mode: String, Sendable, CaseIterable {

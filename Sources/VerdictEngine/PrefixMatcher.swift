@@ -1,65 +1,47 @@
 import PacketParser
 
-/// The protected networks (or the allowlist) flattened into buffers the hot path reads without
-/// array bounds checks, retains or exclusivity checks; rebuilt on every policy change.
-/// Deliberately linear scans: sites list a handful of prefixes.
+/// The one way an address is matched against a list of prefixes, for `PrefixSet` (the policy's
+/// value) and `PrefixMatcher` (the engine's copy of it): both compile the prefixes here and ask
+/// `index(of:…)`. Deliberately linear scans: sites list a handful of prefixes.
 ///
 /// IPv4 prefixes (inside `::ffff:0:0/96`, as IPv4 addresses are stored) are kept apart as 32-bit
 /// (network, mask) pairs, so an IPv4 address costs one 32-bit compare per IPv4 prefix and never
 /// looks at the IPv6 ones, unless an IPv6 prefix is wide enough to cover mapped addresses.
 /// Same answers as comparing every prefix on all 128 bits (callgrind: the two lookups per
 /// packet were ~12% of a decision that way).
-struct PrefixMatcher {
+struct PrefixLanes: Sendable {
     /// IPv4 prefixes: network in the low 32 bits, mask in the high 32, both as the address's
     /// last four bytes load (the high half of its second 64-bit lane).
-    private let v4: UnsafeMutablePointer<UInt64>
-    private let v4Count: Int
-    /// Every other prefix as (network lanes, mask lanes).
-    private let other: UnsafeMutablePointer<SIMD2<UInt64>>
-    private let otherCount: Int
+    var v4: [UInt64] = []
+    /// Every other prefix as (network lanes, mask lanes), two entries each.
+    var other: [SIMD2<UInt64>] = []
     /// Some prefix of `other` contains IPv4-mapped addresses (`::/0`, `::ffff:0:0/80`, …).
-    private let otherCoversV4: Bool
+    var otherCoversV4 = false
 
-    init(_ set: PrefixSet) {
-        let mappedBase = SIMD2<UInt64>(0, 0xffff_0000)
-        var fours: [UInt64] = [], others: [SIMD2<UInt64>] = []
-        var covers = false
-        for p in set.prefixes {
-            let net = unsafeBitCast(p.address.bytes, to: SIMD2<UInt64>.self)
-            let mask = unsafeBitCast(CIDR.mask(p.length), to: SIMD2<UInt64>.self)
-            if p.length >= 96 && net[0] == 0 && net[1] & 0xffff_ffff == 0xffff_0000 {
-                fours.append((net[1] >> 32) | (mask[1] & 0xffff_ffff_0000_0000))
-            } else {
-                others += [net, mask]
-                let d = (mappedBase & mask) ^ net
-                if d[0] | d[1] == 0 { covers = true }
-            }
-        }
-        v4Count = fours.count
-        v4 = .allocate(capacity: max(1, fours.count))
-        v4.initialize(from: fours, count: fours.count)
-        otherCount = others.count / 2
-        other = .allocate(capacity: max(1, others.count))
-        other.initialize(from: others, count: others.count)
-        otherCoversV4 = covers
+    init(_ prefixes: [CIDR]) {
+        for p in prefixes { append(p) }
     }
 
-    func deallocate() { v4.deallocate(); other.deallocate() }
+    mutating func append(_ p: CIDR) {
+        let net = p.address.lanes
+        let mask = CIDR.maskLanes(p.length)
+        if p.length >= 96 && IPAddress.lanesAreV4(net) {
+            v4.append((net[1] >> 32) | (mask[1] & 0xffff_ffff_0000_0000))
+        } else {
+            other += [net, mask]
+            if CIDR.matches(SIMD2<UInt64>(0, 0xffff_0000), net, mask) { otherCoversV4 = true }
+        }
+    }
 
-    var isEmpty: Bool { v4Count == 0 && otherCount == 0 }
-
-    /// How many prefixes `index(of:)` numbers.
-    var count: Int { v4Count + otherCount }
-
-    /// The number (0..<count) of the first prefix holding `a`, or -1: IPv4 prefixes first, in
-    /// the order `contains` tries them.
+    /// The number of the first prefix holding `a`, or -1: IPv4 prefixes first, in list order.
     @inline(__always)
-    func index(of a: IPAddress) -> Int {
-        let x = unsafeBitCast(a.bytes, to: SIMD2<UInt64>.self)
-        if x[0] == 0 && x[1] & 0xffff_ffff == 0xffff_0000 {
+    static func index(of a: IPAddress, v4: UnsafeBufferPointer<UInt64>, other: UnsafeBufferPointer<SIMD2<UInt64>>,
+                      otherCoversV4: Bool) -> Int {
+        let x = a.lanes
+        if IPAddress.lanesAreV4(x) {
             let y = x[1] >> 32
             var i = 0
-            while i < v4Count {
+            while i < v4.count {
                 let e = v4[i]
                 if y & (e >> 32) == e & 0xffff_ffff { return i }
                 i &+= 1
@@ -67,12 +49,39 @@ struct PrefixMatcher {
             if !otherCoversV4 { return -1 }
         }
         var i = 0
-        while i < otherCount {
-            let d = (x & other[2 &* i &+ 1]) ^ other[2 &* i]
-            if d[0] | d[1] == 0 { return v4Count &+ i }
+        while i < other.count / 2 {
+            if CIDR.matches(x, other[2 &* i], other[2 &* i &+ 1]) { return v4.count &+ i }
             i &+= 1
         }
         return -1
+    }
+}
+
+/// The engine's copy of a `PrefixSet` (protected networks, allowlist, guarded hosts), in memory it
+/// owns, so the hot path reads it without array bounds checks, retains or exclusivity checks;
+/// replaced on every policy change (the old one freed as it is replaced: `~Copyable`).
+struct PrefixMatcher: ~Copyable {
+    private let v4: OwnedBuffer<UInt64>
+    private let other: OwnedBuffer<SIMD2<UInt64>>
+    private let otherCoversV4: Bool
+
+    init(_ set: PrefixSet) {
+        v4 = OwnedBuffer(copying: set.lanes.v4)
+        other = OwnedBuffer(copying: set.lanes.other)
+        otherCoversV4 = set.lanes.otherCoversV4
+    }
+
+    var isEmpty: Bool { v4.count == 0 && other.count == 0 }
+
+    /// How many prefixes `index(of:)` numbers.
+    var count: Int { v4.count + other.count / 2 }
+
+    /// The number (0..<count) of the first prefix holding `a`, or -1: IPv4 prefixes first, in
+    /// the order `contains` tries them.
+    @inline(__always)
+    func index(of a: IPAddress) -> Int {
+        PrefixLanes.index(of: a, v4: UnsafeBufferPointer(start: v4.base, count: v4.count),
+                          other: UnsafeBufferPointer(start: other.base, count: other.count), otherCoversV4: otherCoversV4)
     }
 
     @inline(__always)

@@ -60,10 +60,12 @@ public struct AttackEvent: Sendable, Equatable {
 }
 
 extension Reason {
-    /// Dense index for the counter array (a switch compiles to a table lookup). Public so other
-    /// per-packet counters (the scoring pipeline's) can count by reason without hashing it: a
-    /// `Reason` hashes its String raw value. Numbered in declaration order, so the switch compiles
-    /// to nothing: one case numbered out of order cost 17 instructions a decision (callgrind).
+    /// The one dense index of a reason, for every per-reason counter array (the engine's, the
+    /// scoring pipeline's, the agent's metric slots): a `Reason` hashes its String raw value, too
+    /// slow per packet. A switch, so the compiler checks every case is numbered (a cast of the
+    /// enum's storage would trust its layout); numbered in declaration order, so it compiles to
+    /// nothing: one case numbered out of order cost 17 instructions a decision (callgrind). A
+    /// test checks it against `allCases`.
     public var ordinal: Int {
         switch self {
         case .solicitedSynack: return 0

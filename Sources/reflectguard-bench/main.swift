@@ -17,6 +17,8 @@ if which == "all" {
     b.run()
 } else {
     let names = (benches.map(\.name) + ["all"]).joined(separator: "|")
-    fputs("Error: unknown benchmark '\(which)'\nUsage: reflectguard-bench \(names)\n", stderr)
+    // Straight to fd 2: glibc's `stderr` is a mutable C global, which Swift 6 will not share.
+    let message = "Error: unknown benchmark '\(which)'\nUsage: reflectguard-bench \(names)\n"
+    _ = message.withCString { write(2, $0, strlen($0)) }
     exit(2)
 }

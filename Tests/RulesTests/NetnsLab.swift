@@ -59,7 +59,7 @@ enum NetnsLab {
     /// Tests name namespaces by role (`rgt-rules-probe`); the kernel's names carry this process's
     /// id as well, so two test runs on one machine (CI beside a developer's run) never meet in,
     /// or delete, each other's namespaces.
-    final class Namespaces {
+    final class Namespaces: Sendable {
         let names: [String]
 
         init(_ names: [String]) throws {

@@ -3,8 +3,9 @@ import PacketParser
 @testable import VerdictEngine
 import TestSupport
 
-/// The matcher splits IPv4 prefixes from the rest; it must answer exactly as `CIDR.contains` on
-/// all 128 bits, including IPv6 prefixes wide enough to hold IPv4-mapped addresses.
+/// The matcher splits IPv4 prefixes from the rest; it (and `PrefixSet`, which matches the same
+/// way) must answer exactly as `CIDR.contains` on all 128 bits, including IPv6 prefixes wide
+/// enough to hold IPv4-mapped addresses.
 @Suite struct PrefixMatcherTests {
     static let sets: [[String]] = [
         ["198.18.2.0/24", "2001:db8:2::/64"],
@@ -24,7 +25,6 @@ import TestSupport
         let cidrs = Self.sets[n].map { CIDR($0)! }
         for c in cidrs { set.insert(c) }
         let m = PrefixMatcher(set)
-        defer { m.deallocate() }
         #expect(m.isEmpty == cidrs.isEmpty)
         var g = SplitMix(state: UInt64(n) &+ 11)
         var hits = 0
@@ -41,6 +41,7 @@ import TestSupport
             }
             let expected = cidrs.contains { $0.contains(a) }
             #expect(m.contains(a) == expected, "\(a) in \(Self.sets[n])")
+            #expect(set.contains(a) == expected, "PrefixSet: \(a) in \(Self.sets[n])")
             if expected { hits += 1 }
         }
         // The generated addresses exercise both answers wherever the set allows both.
