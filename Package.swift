@@ -69,24 +69,26 @@ let package = Package(
         .target(name: "SystemCalls", swiftSettings: [.swiftLanguageMode(.v6), .define("ENABLE_MOCKING", .when(configuration: .debug))]),
         .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"],
                 swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "SystemCalls"],
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine", "SystemCalls"],
                 swiftSettings: [.swiftLanguageMode(.v6)]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
-        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"]),
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
         .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"],
                 swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
+        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"],
+                swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec", "SystemCalls",
-        ]),
+        ], swiftSettings: [.swiftLanguageMode(.v6)]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
-            "PacketParser", "VerdictEngine", "Scoring", "Lab",
+            "PacketParser", "VerdictEngine", "Lab",
         ], swiftSettings: [.swiftLanguageMode(.v6)]),
 
         // MARK: tests
@@ -98,7 +100,7 @@ let package = Package(
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "TestSupport"],
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
@@ -108,7 +110,8 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
                                                             "VerdictEngine"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules", "TestSupport"]),
+        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
@@ -124,8 +127,8 @@ let package = Package(
         .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"],
                     swiftSettings: [.swiftLanguageMode(.v6)]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
-        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "Rules",
-                                                         "TestSupport"]),
+        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "TestSupport"],
+                    swiftSettings: [.swiftLanguageMode(.v6)]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",

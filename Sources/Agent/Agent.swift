@@ -4,7 +4,6 @@ import Glibc
 import NFQueue
 import Conntrack
 import VerdictEngine
-import Scoring
 
 /// Why the agent could not start, with its documented exit code (1 runtime, 2 usage, 3 rules).
 public struct AgentStartError: Error, CustomStringConvertible {
@@ -103,18 +102,18 @@ public final class Agent {
             throw error
         }
         xdpPath = xdp
+        let flowspec = settings.flowspec.map {
+            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
+                               linger: settings.armedTimeout)
+        }
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
                                                  xdp?.arm(prefix, timeout: timeout)
                                                  try nftArm(prefix, timeout, renew)
                                              },
-                                             armRST: hooks.armRST)
-        let flowspec = settings.flowspec.map {
-            FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
-                               linger: settings.armedTimeout)
-        }
-        if let flowspec { enforcement.observer = { events, q in flowspec.submit(events, queue: q) } }
+                                             armRST: hooks.armRST,
+                                             observer: flowspec.map(Self.observer))
         let shared = AgentShared(settings: settings, policy: policy, logger: logger, enforcement: enforcement)
         // state = conntrack: the ctnetlink event socket opens before the rules go in, so a kernel
         // without conntrack events fails the start with nothing applied.
@@ -142,8 +141,8 @@ public final class Agent {
 
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
-        let registry = MetricsRegistry(workers: workers.map { $0.0 }, enforcement: enforcement, watchdog: watchdog,
-                                       dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed,
+        let registry = MetricsRegistry(workers: workers.map { $0.0.figures }, enforcement: enforcement, watchdog: watchdog,
+                                       dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed?.figures,
                                        kernelCounters: hooks.kernelCounters,
                                        reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil
@@ -180,7 +179,7 @@ public final class Agent {
         watchdog.start()
         flowspec?.start()
         var threads: [pthread_t] = []
-        for (w, s) in workers { threads.append(spawn { w.run(s) }) }
+        threads += spawn(each: workers.map { w, s in { w.run(s) } })
         if let feed { threads.append(spawn { feed.run() }) }
         if let metricsServer { threads.append(spawn { metricsServer.serve() }) }
 
@@ -253,7 +252,7 @@ public final class Agent {
         xdp?.release()
         shared.stop()
         for t in threads { pthread_join(t, nil) }
-        if settings.dryRun { reportDryRun(shared.dryRunPipelines()) }
+        if settings.dryRun { reportDryRun(shared.dryRunTotals()) }
         logger.info("stop", [
             ("received", .from(registry.total(.received))),
             ("accepted", .from(registry.total(.accepted))),
@@ -263,6 +262,11 @@ public final class Agent {
         ])
         withExtendedLifetime(lock) {}
         return exitCode
+    }
+
+    /// The Flowspec escalation told every attack event beside kernel enforcement.
+    private static func observer(_ f: FlowspecEscalation) -> @Sendable ([AttackEvent], UInt16) -> Void {
+        { events, q in f.submit(events, queue: q) }
     }
 
     /// What the agent keeps once set up. CAP_NET_ADMIN covers libnftables (arming, reloads,
@@ -348,20 +352,20 @@ public final class Agent {
         return reply
     }
 
-    private func reportDryRun(_ pipelines: [ScoringPipeline]) {
+    private func reportDryRun(_ pipelines: [DryRunTotals]) {
         var accepted: UInt64 = 0
         var wouldDrop: UInt64 = 0
         var reasons: [Reason: UInt64] = [:]
         for p in pipelines {
             accepted += p.accepted
-            wouldDrop += p.dropped
+            wouldDrop += p.wouldDrop
             for (r, n) in p.reasons { reasons[r, default: 0] += n }
         }
         let sorted = reasons.sorted { $0.value > $1.value || ($0.value == $1.value && $0.key.rawValue < $1.key.rawValue) }
         var text = "dry-run summary: \(accepted + wouldDrop) packets judged, \(wouldDrop) would be dropped, \(accepted) accepted\n"
         for (r, n) in sorted { text += "  \(r.token): \(n)\n" }
         print(text, terminator: "")
-        fflush(stdout)
+        StandardStreams.flushOutput()
         logger.info("dry-run-summary", [("judged", .from(accepted + wouldDrop)), ("would_drop", .from(wouldDrop))]
                     + sorted.map { ("reason_\($0.key.token)", LogValue.from($0.value)) })
     }
@@ -372,8 +376,16 @@ public protocol ExitCoded {
     var exitCode: Int32 { get }
 }
 
-/// Starts a thread running `body`; the agent joins it at shutdown.
-func spawn(_ body: @escaping () -> Void) -> pthread_t {
+/// Starts a thread running `body`; the agent joins it at shutdown. `sending`: what the closure
+/// captures belongs to the new thread from now on, and the compiler checks the caller keeps no
+/// use of it.
+func spawn(_ body: sending @escaping () -> Void) -> pthread_t { startThread(body) }
+
+/// One thread per closure, `sending` as for `spawn` (the closures and all they capture, the
+/// workers and their sockets say, go to the threads together).
+func spawn(each bodies: sending [() -> Void]) -> [pthread_t] { bodies.map { startThread($0) } }
+
+private func startThread(_ body: @escaping () -> Void) -> pthread_t {
     final class Box { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var t = pthread_t()

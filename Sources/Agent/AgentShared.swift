@@ -1,18 +1,17 @@
 import Synchronization
 import VerdictEngine
-import Scoring
 
 /// The little the workers share with the rest of the agent, none of it on the per-packet path:
 /// a stop flag, the current policy with a generation number (checked once per batch), the
 /// enforcement hand-off and the dry-run results.
-final class AgentShared: @unchecked Sendable {
+final class AgentShared: Sendable {
     let settings: AgentSettings
     let logger: Logger
     let enforcement: KernelEnforcement
     private let stopFlag = Atomic<Bool>(false)
     private let generation = Atomic<Int>(0)
     private let policyBox: Mutex<Policy>
-    private let dryRunResults = Mutex<[ScoringPipeline]>([])
+    private let dryRunResults = Mutex<[DryRunTotals]>([])
     /// `state = conntrack`: the feed's verdict on replication (workers pass it to their engines
     /// once per batch), and the SYN-ACKs the workers settled without state (the feed's evidence).
     let replicationHealthy = Atomic<Bool>(true)
@@ -42,9 +41,9 @@ final class AgentShared: @unchecked Sendable {
     }
 
     func finishDryRun(_ r: DryRunRecorder) {
-        r.pipeline.finish()
-        dryRunResults.withLock { $0.append(r.pipeline) }
+        let totals = r.finish()
+        dryRunResults.withLock { $0.append(totals) }
     }
 
-    func dryRunPipelines() -> [ScoringPipeline] { dryRunResults.withLock { $0 } }
+    func dryRunTotals() -> [DryRunTotals] { dryRunResults.withLock { $0 } }
 }

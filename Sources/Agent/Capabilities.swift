@@ -85,22 +85,9 @@ public enum Capabilities {
     /// The highest capability this kernel knows (40 on 6.x); 63 when it cannot be read, which
     /// only costs a few prctl calls that fail with EINVAL.
     static func lastCapability() -> Int {
-        guard let f = fopen("/proc/sys/kernel/cap_last_cap", "r") else { return 63 }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 16)
-        guard fgets(&line, Int32(line.count), f) != nil,
-              let n = Int(String(cString: line).filter { $0.isNumber }), n > 0, n < 64 else { return 63 }
-        return n
+        guard let n = ProcFiles.number(in: "/proc/sys/kernel/cap_last_cap"), n > 0, n < 64 else { return 63 }
+        return Int(n)
     }
 
-    static func threadCount() -> Int {
-        guard let d = opendir("/proc/self/task") else { return 1 }
-        defer { closedir(d) }
-        var n = 0
-        while let e = readdir(d) {
-            let first = withUnsafeBytes(of: e.pointee.d_name) { $0[0] }
-            if first != UInt8(ascii: ".") { n += 1 }
-        }
-        return n
-    }
+    static func threadCount() -> Int { ProcFiles.entryCount("/proc/self/task") ?? 1 }
 }

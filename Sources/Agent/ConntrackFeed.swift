@@ -9,7 +9,7 @@ import VerdictEngine
 /// Conntrack facts on their way to one worker: the feed appends and wakes the worker through an
 /// eventfd; the worker takes them all at once between receive batches (a lock per batch, never
 /// per packet), and its engine learns them on its own thread.
-final class ConntrackMailbox: @unchecked Sendable {
+final class ConntrackMailbox: Sendable {
     private let box = Mutex<[ConntrackFact]>([])
     /// Facts dropped because the worker fell this far behind (the mailbox is bounded).
     let dropped = Atomic<UInt64>(0)
@@ -53,20 +53,22 @@ final class ConntrackMailbox: @unchecked Sendable {
 /// then NEW / UPDATE / DESTROY events; ENOBUFS counted and answered with a fresh dump), hands
 /// every TCP fact with a protected end to each worker's mailbox, and watches replication
 /// (`ReplicationWatch`): while it is stalled the engines give `ct_miss` to SYN-ACKs without state.
-final class ConntrackFeed: @unchecked Sendable {
+/// Not `Sendable`: it lives on its own thread; the metrics thread reads its `figures` only.
+final class ConntrackFeed {
+    /// What the feed counts (`FeedCounter`) and the replication verdict, for the metrics thread.
+    final class Figures: Sendable {
+        let counts = Tally<FeedCounter>()
+        private let shared: AgentShared
+        init(_ shared: AgentShared) { self.shared = shared }
+        var replicationHealthy: Bool { shared.replicationHealthy.load(ordering: .relaxed) }
+    }
+    let figures: Figures
+    private var counts: Tally<FeedCounter> { figures.counts }
     private let shared: AgentShared
     private let mailboxes: [ConntrackMailbox]
     private let events: ConntrackSocket
     private var watch: ReplicationWatch
 
-    let eventsTotal = Atomic<UInt64>(0)
-    let factsTotal = Atomic<UInt64>(0)
-    let overruns = Atomic<UInt64>(0)
-    let dumps = Atomic<UInt64>(0)
-    let dumpFailures = Atomic<UInt64>(0)
-    let malformed = Atomic<UInt64>(0)
-    let stalls = Atomic<UInt64>(0)
-    var replicationHealthy: Bool { shared.replicationHealthy.load(ordering: .relaxed) }
     private var unmatchedSeen: UInt64 = 0
     /// The sync link watched (`ct_sync_iface`, fixed at start) and its last receive count.
     private let syncInterface: String?
@@ -76,6 +78,7 @@ final class ConntrackFeed: @unchecked Sendable {
     /// fails with the kernel untouched).
     init(shared: AgentShared, mailboxes: [ConntrackMailbox]) throws(SystemCallError) {
         self.shared = shared
+        figures = Figures(shared)
         self.mailboxes = mailboxes
         events = try ConntrackSocket(events: true)
         syncInterface = shared.currentPolicy().0.conntrackSyncInterface
@@ -104,10 +107,10 @@ final class ConntrackFeed: @unchecked Sendable {
                     break reading
                 }
                 switch r {
-                case .messages(let n): eventsTotal.add(UInt64(n), ordering: .relaxed)
+                case .messages(let n): counts.add(.events, UInt64(n))
                 case .wouldBlock, .dumpEnded: break reading
                 case .overrun:
-                    overruns.add(1, ordering: .relaxed)
+                    counts.add(.overruns)
                     deliver(&batch)
                     dumpAll(reason: "events lost (ENOBUFS)")
                 }
@@ -118,7 +121,7 @@ final class ConntrackFeed: @unchecked Sendable {
                 lastEvaluate = now
                 evaluate(now)
             }
-            malformed.store(UInt64(events.malformed), ordering: .relaxed)
+            counts.set(.malformed, UInt64(events.malformed))
         }
         events.close()
     }
@@ -138,7 +141,7 @@ final class ConntrackFeed: @unchecked Sendable {
             relevant.append(f)
         }
         batch.removeAll(keepingCapacity: true)
-        factsTotal.add(UInt64(relevant.count), ordering: .relaxed)
+        counts.add(.facts, UInt64(relevant.count))
         for m in mailboxes { m.post(relevant) }
         if outbound, let change = watch.stateArrived(at: monotonicNanoseconds()) { report(change) }
     }
@@ -159,7 +162,7 @@ final class ConntrackFeed: @unchecked Sendable {
         switch change {
         case .stalled(let reason):
             shared.replicationHealthy.store(false, ordering: .releasing)
-            stalls.add(1, ordering: .relaxed)
+            counts.add(.stalls)
             shared.logger.warning("replication-stalled", [("reason", .string(reason)), ("ct_miss", .string(miss)),
                                                           ("fallback", .string("SYN-ACKs without state get ct_miss = \(miss) until replicated state arrives again"))])
         case .restored(let reason):
@@ -170,11 +173,8 @@ final class ConntrackFeed: @unchecked Sendable {
 
     /// The interface's receive counter (sysfs of this network namespace), nil if it has none.
     static func receivedPackets(_ interface: String) -> UInt64? {
-        guard !interface.contains("/"), let f = fopen("/sys/class/net/\(interface)/statistics/rx_packets", "r") else { return nil }
-        defer { fclose(f) }
-        var buf = [CChar](repeating: 0, count: 32)
-        guard fgets(&buf, 32, f) != nil else { return nil }
-        return UInt64(String(cString: buf).filter(\.isNumber))
+        guard !interface.contains("/") else { return nil }
+        return ProcFiles.number(in: "/sys/class/net/\(interface)/statistics/rx_packets")
     }
 
     /// A whole dump on its own socket, handed on like events. A failed dump is reported and
@@ -185,16 +185,32 @@ final class ConntrackFeed: @unchecked Sendable {
             let socket = try ConntrackSocket(events: false, bufferBytes: 4 << 20)
             defer { socket.close() }
             _ = try socket.dump { facts.append($0) }
-            dumps.add(1, ordering: .relaxed)
+            counts.add(.dumps)
             let n = facts.count
             deliver(&facts)
             shared.logger.info("conntrack-dump", [("reason", .string(reason)), ("tcp_entries", .from(n))])
         } catch {
-            dumpFailures.add(1, ordering: .relaxed)
+            counts.add(.dumpFailures)
             deliver(&facts)
             shared.logger.error("conntrack-dump-failed", [("reason", .string(reason)), ("error", .string("\(error)"))])
         }
     }
+}
+
+/// What the conntrack feed counts (`reflectguard_ct_*`).
+enum FeedCounter: Int, CaseIterable {
+    /// ctnetlink messages read, events and dump replies.
+    case events
+    /// Facts of TCP flows with a protected end handed to the engines.
+    case facts
+    /// ENOBUFS on the event socket (each starts a re-dump).
+    case overruns
+    case dumps
+    case dumpFailures
+    /// Messages that did not parse (a gauge copied from the socket).
+    case malformed
+    /// Times replication was found stalled.
+    case stalls
 }
 
 /// What each worker counts about held SYN-ACKs (`state = conntrack`), beside its `WorkerCounter`s.

@@ -7,6 +7,13 @@ import VerdictEngine
 /// Counters written by exactly one worker thread and read by the metrics endpoint. The writer does
 /// a relaxed load and store (no locked instruction on the hot path: there is a single writer);
 /// readers do relaxed loads. A metrics scrape may see a count a few packets old, never a torn one.
+///
+/// `@unchecked Sendable`, and why that holds: the only stored properties are `count` (immutable)
+/// and `slots`, an immutable pointer to `count` `Atomic<UInt64>`s initialised in `init` and freed
+/// in `deinit` only, so every access from any thread is an atomic operation. (A class cannot hold
+/// a variable number of `Atomic`s any other way: `Atomic` is `~Copyable`, arrays need copies.)
+/// What the type system cannot see is the single-writer rule of `add`, which is about counts
+/// lost, not memory safety: a second writer could lose an increment, never tear a value.
 public final class CounterBlock: @unchecked Sendable {
     private let slots: UnsafeMutablePointer<Atomic<UInt64>>
     public let count: Int
@@ -36,6 +43,23 @@ public final class CounterBlock: @unchecked Sendable {
     }
 
     public func value(_ index: Int) -> UInt64 { slots[index].load(ordering: .relaxed) }
+
+    /// An increment from any thread (a locked add): for counters off the packet path.
+    public func addShared(_ index: Int, _ n: UInt64 = 1) {
+        slots[index].wrappingAdd(n, ordering: .relaxed)
+    }
+}
+
+/// The named counters and gauges of one part of the agent, one slot per case of `Key` (as
+/// `WorkerCounter` names a worker's): written from any thread, read by the metrics thread.
+final class Tally<Key: RawRepresentable & CaseIterable>: Sendable where Key.RawValue == Int {
+    private let block = CounterBlock(count: Key.allCases.count)
+
+    init() {}
+
+    func add(_ key: Key, _ n: UInt64 = 1) { block.addShared(key.rawValue, n) }
+    func set(_ key: Key, _ value: UInt64) { block.set(key.rawValue, value) }
+    subscript(_ key: Key) -> UInt64 { block.value(key.rawValue) }
 }
 
 /// What each worker counts. The per-reason verdict counters follow these fixed slots.

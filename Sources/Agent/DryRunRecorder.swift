@@ -12,8 +12,21 @@ final class DryRunRecorder {
         pipeline = ScoringPipeline(policy: policy)
     }
 
+    /// What the pipeline counted, once its worker finished: a value the main thread can sum.
+    func finish() -> DryRunTotals {
+        pipeline.finish()
+        return DryRunTotals(accepted: pipeline.accepted, wouldDrop: pipeline.dropped, reasons: pipeline.reasons)
+    }
+
     @inline(__always)
     func observe(_ packet: ParsedPacket, at time: Nanoseconds, decision: Decision) {
         pipeline.observe(packet, at: time, decision: decision)
     }
+}
+
+/// One worker's dry-run figures at exit.
+struct DryRunTotals: Sendable {
+    var accepted: UInt64
+    var wouldDrop: UInt64
+    var reasons: [Reason: UInt64]
 }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Dispatch
 import Flowspec
 import NFQueue
 import NftBackend
@@ -13,36 +12,38 @@ import VerdictEngine
 /// and withdraws routes through the speaker. Runs on its own serial queue, so no worker ever
 /// waits for nft or the speaker. Whatever fails here (no speaker, no session, a refused route)
 /// is reported with an event and a metric and never touches local protection.
-final class FlowspecEscalation: @unchecked Sendable {
-    private let queue = DispatchQueue(label: "reflectguard.flowspec")
+final class FlowspecEscalation: Sendable {
     private let logger: Logger
     private let dryRun: Bool
     private let queueCount: Int
-    /// Touched on `queue` only.
-    private var escalator: Escalator
-    private var counters: FlowspecCounters?
-    /// Per target, the kernel's counts at the last two ticks: the rate is taken over about a
-    /// second (two ticks), so a sender's stall of a few hundred milliseconds does not restart
-    /// the hold, while the hold is still measured in half seconds.
-    private var lastCounts: [Escalator.Target: [(packets: UInt64, at: Double)]] = [:]
-    /// Per target, the queues whose engines report the attack (one engine per queue).
-    private var reporting: [Escalator.Target: Set<UInt16>] = [:]
-    private var timer: DispatchSourceTimer?
-    private var syncedGeneration: UInt64 = 0
-    private var lastSession = ""
-    private var sessionDownSince: Double
-    private var sessionAlarm = false
-    private var ticks = 0
-    private var countersFailed = false
+    private let config: FlowspecConfig
+    /// What the escalation's queue works on (`SerialState`: nothing else reaches it).
+    private struct Escalation {
+        var escalator: Escalator
+        var counters: FlowspecCounters?
+        /// Per target, the kernel's counts at the last two ticks: the rate is taken over about a
+        /// second (two ticks), so a sender's stall of a few hundred milliseconds does not restart
+        /// the hold, while the hold is still measured in half seconds.
+        var lastCounts: [Escalator.Target: [(packets: UInt64, at: Double)]] = [:]
+        /// Per target, the queues whose engines report the attack (one engine per queue).
+        var reporting: [Escalator.Target: Set<UInt16>] = [:]
+        var syncedGeneration: UInt64 = 0
+        var lastSession = ""
+        var sessionDownSince: Double
+        var sessionAlarm = false
+        var ticks = 0
+        var countersFailed = false
+    }
+    private let escalation: SerialState<Escalation>
     let speaker: GoBGPSpeaker
 
-    // Metrics (read by the metrics thread).
-    let sessionUp = Atomic<UInt64>(0)
-    let routesNow = Atomic<UInt64>(0)
-    let announcements = Atomic<UInt64>(0)
-    let withdrawals = Atomic<UInt64>(0)
-    let errors = Atomic<UInt64>(0)
-    let sessionFailures = Atomic<UInt64>(0)
+    /// What the escalation counts, for the metrics thread.
+    enum Counter: Int, CaseIterable {
+        /// Gauges: the session to the upstream established; routes announced now.
+        case sessionUp, routesNow
+        case announcements, withdrawals, errors, sessionFailures
+    }
+    private let counts = Tally<Counter>()
     /// Per `Escalator.RefusalReason`, in `allCases` order.
     private let refused = Mutex<[UInt64]>(Array(repeating: 0, count: Escalator.RefusalReason.allCases.count))
 
@@ -56,8 +57,9 @@ final class FlowspecEscalation: @unchecked Sendable {
         self.logger = logger
         self.dryRun = dryRun
         self.queueCount = queueCount
-        escalator = Escalator(config: config, linger: linger)
-        sessionDownSince = Self.now()
+        self.config = config
+        escalation = SerialState(label: "reflectguard.flowspec",
+                                 Escalation(escalator: Escalator(config: config, linger: linger), sessionDownSince: Self.now()))
         speaker = GoBGPSpeaker(config: config, onEvent: { [logger] e in
             switch e {
             case .started(let pid):
@@ -84,16 +86,16 @@ final class FlowspecEscalation: @unchecked Sendable {
     /// Starts the speaker and the once-a-second tick. After the agent dropped its privileges
     /// and is threaded anyway (the speaker's supervising thread is one of its threads).
     func start() {
-        let c = escalator.config
+        let c = config
         logger.info("flowspec-start", fields(c) + [("dry_run", .bool(dryRun)), ("directory", .string(speaker.directory))])
-        queue.sync {
+        escalation.sync { [self] s in
             do throws(NftError) {
                 let k = try FlowspecCounters()
                 try k.clear()
-                counters = k
+                s.counters = k
             } catch {
-                countersFailed = true
-                errors.add(1, ordering: .relaxed)
+                s.countersFailed = true
+                counts.add(.errors)
                 logger.error("flowspec-error", [("error", .string("kernel counts unavailable, the engines' rates alone decide: \(error)"))])
             }
         }
@@ -101,72 +103,67 @@ final class FlowspecEscalation: @unchecked Sendable {
             do throws(FlowspecError) {
                 try speaker.start()
             } catch {
-                errors.add(1, ordering: .relaxed)
+                counts.add(.errors)
                 logger.error("flowspec-speaker-missing", [("error", .string(error.message)),
                                                          ("detail", .string("no Flowspec escalation; local protection is unaffected"))])
             }
         }
-        let t = DispatchSource.makeTimerSource(queue: queue)
         // Twice a second: the hold is measured in these steps (a route reaches the upstream
         // within hold + 2 s of the flood's start, the bound, with room for a loaded box).
-        t.schedule(deadline: .now() + Self.tick, repeating: Self.tick)
-        t.setEventHandler { [weak self] in self?.tick() }
-        t.resume()
-        timer = t
+        escalation.every(Self.tick, after: Self.tick) { [weak self] in self?.tick(&$0) }
     }
 
     /// Stops the tick and the speaker: its session closes and the upstream withdraws the routes.
     func stop() {
-        timer?.cancel()
-        queue.sync {
-            let routes = escalator.announced
+        escalation.stop { [self] s in
+            let routes = s.escalator.announced
             if !routes.isEmpty, !dryRun {
                 // The agent's own gobgpd takes them along when it stops (its session closes); an
                 // operator's speaker keeps running and must be told.
                 if !speaker.runsDaemon {
                     for r in routes {
                         do throws(FlowspecError) { try speaker.withdraw(r) } catch {
-                            errors.add(1, ordering: .relaxed)
+                            counts.add(.errors)
                             logger.error("flowspec-error", [("route", .string(r.description)), ("error", .string(error.message))])
                         }
                     }
                 }
                 logger.warning("flowspec-withdraw", [("routes", .strings(routes.map(\.description))),
                                                      ("reason", .string(speaker.runsDaemon ? "agent stopping (session closed)" : "agent stopping"))])
-                withdrawals.add(UInt64(routes.count), ordering: .relaxed)
+                counts.add(.withdrawals, UInt64(routes.count))
             }
-            try? counters?.clear()
+            try? s.counters?.clear()
         }
         speaker.stop()
     }
 
     /// The engines' attack events (a worker's batch, from KernelEnforcement.submit).
     func submit(_ events: [AttackEvent], queue workerQueue: UInt16) {
-        queue.async { [self] in
+        escalation.async { [self] s in
             let now = Self.now()
             for e in events {
                 let t = Escalator.Target(prefix: e.prefix, vector: e.vector)
-                var q = reporting[t] ?? []
+                var q = s.reporting[t] ?? []
                 if e.kind == .started { q.insert(workerQueue) } else { q.remove(workerQueue) }
-                reporting[t] = q.isEmpty ? nil : q
+                s.reporting[t] = q.isEmpty ? nil : q
                 // An attack ends for the escalation when no engine reports it any more.
                 if e.kind == .ended, !q.isEmpty { continue }
-                perform(escalator.attack(e.kind, t, rate: e.agentRate(queues: queueCount), now: now))
+                perform(s.escalator.attack(e.kind, t, rate: e.agentRate(queues: queueCount), now: now), &s)
             }
         }
     }
 
-    private func tick() {
+    private func tick(_ s: inout Escalation) {
         let now = Self.now()
-        ticks += 1
+        s.ticks += 1
         var rates: [Escalator.Target: Double] = [:]
         var since: [Escalator.Target: Double] = [:]
-        if let counters {
+        if let counters = s.counters {
             do throws(NftError) {
-                let counts = try counters.read()
-                for t in escalator.watched {
-                    guard let n = counts[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
-                    var samples = lastCounts[t] ?? []
+                let kernel = try counters.read()
+                for t in s.escalator.watched {
+                    guard let n = kernel[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
+                    var samples = s.lastCounts[t] ?? []
                     if let base = samples.first, n >= base.packets, now > base.at {
                         rates[t] = Double(n - base.packets) / (now - base.at)
                         since[t] = base.at
@@ -174,83 +171,83 @@ final class FlowspecEscalation: @unchecked Sendable {
                         samples = []   // the element was re-added: counting starts again
                     }
                     samples.append((n, now))
-                    lastCounts[t] = Array(samples.suffix(2))
+                    s.lastCounts[t] = Array(samples.suffix(2))
                 }
-                countersFailed = false
+                s.countersFailed = false
             } catch {
-                if !countersFailed {
-                    errors.add(1, ordering: .relaxed)
+                if !s.countersFailed {
+                    counts.add(.errors)
                     logger.error("flowspec-error", [("error", .string("reading kernel counts: \(error)"))])
                 }
-                countersFailed = true
+                s.countersFailed = true
             }
         }
-        perform(escalator.tick(now: now, kernelRates: rates, measuredSince: since))
-        if !dryRun { checkSpeaker(now) }
+        perform(s.escalator.tick(now: now, kernelRates: rates, measuredSince: since), &s)
+        if !dryRun { checkSpeaker(now, &s) }
     }
 
     /// Session state, and the routes again after the speaker (re)started with an empty table.
-    private func checkSpeaker(_ now: Double) {
+    private func checkSpeaker(_ now: Double, _ s: inout Escalation) {
         let running = !speaker.runsDaemon || speaker.generation.load(ordering: .acquiring) > 0
         guard running else { return }
         // Every two seconds: each look runs the CLI (a fork and a gRPC call).
-        guard ticks % 4 == 0 else { return }
+        guard s.ticks % 4 == 0 else { return }
         let state: String
         do throws(FlowspecError) { state = try speaker.sessionState() } catch { state = "unreachable: \(error.message)" }
         let up = state == "established"
-        sessionUp.store(up ? 1 : 0, ordering: .relaxed)
-        if state != lastSession {
-            let f: [(String, LogValue)] = [("state", .string(state)), ("previous", .string(lastSession.isEmpty ? "none" : lastSession)),
-                                           ("peer", .string(escalator.config.peer.description))]
+        counts.set(.sessionUp, up ? 1 : 0)
+        if state != s.lastSession {
+            let f: [(String, LogValue)] = [("state", .string(state)), ("previous", .string(s.lastSession.isEmpty ? "none" : s.lastSession)),
+                                           ("peer", .string(s.escalator.config.peer.description))]
             if up { logger.info("flowspec-session", f) } else { logger.warning("flowspec-session", f) }
-            lastSession = state
+            s.lastSession = state
         }
         if up {
-            sessionDownSince = now
-            sessionAlarm = false
-        } else if !sessionAlarm, now - sessionDownSince >= Self.sessionGrace {
-            sessionAlarm = true
-            sessionFailures.add(1, ordering: .relaxed)
+            s.sessionDownSince = now
+            s.sessionAlarm = false
+        } else if !s.sessionAlarm, now - s.sessionDownSince >= Self.sessionGrace {
+            s.sessionAlarm = true
+            counts.add(.sessionFailures)
             logger.error("flowspec-session-down", [
-                ("peer", .string(escalator.config.peer.description)), ("peer_as", .from(Int(escalator.config.peerAS))),
-                ("state", .string(state)), ("down_s", .double(now - sessionDownSince)),
+                ("peer", .string(s.escalator.config.peer.description)), ("peer_as", .from(Int(s.escalator.config.peerAS))),
+                ("state", .string(state)), ("down_s", .double(now - s.sessionDownSince)),
                 ("speaker_log", .string(speaker.runsDaemon ? speaker.lastLog() : "")),
                 ("detail", .string("no route can reach the upstream (peer unreachable, wrong AS, or refused); local protection is unaffected")),
             ])
         }
         let generation = speaker.generation.load(ordering: .acquiring)
-        if generation != syncedGeneration {
-            let routes = escalator.announced
+        if generation != s.syncedGeneration {
+            let routes = s.escalator.announced
             do throws(FlowspecError) {
                 for r in routes { try speaker.announce(r) }
-                syncedGeneration = generation
+                s.syncedGeneration = generation
                 if !routes.isEmpty {
                     logger.warning("flowspec-resync", [("routes", .strings(routes.map(\.description)))])
                 }
             } catch {
                 // The API may not listen yet; the next look tries again.
-                if up { errors.add(1, ordering: .relaxed) }
+                if up { counts.add(.errors) }
             }
         }
     }
 
-    private func perform(_ actions: [Escalator.Action]) {
+    private func perform(_ actions: [Escalator.Action], _ s: inout Escalation) {
         var changed = false
         for a in actions {
             switch a {
             case .watch(let t):
-                lastCounts[t] = nil
+                s.lastCounts[t] = nil
                 do throws(NftError) {
-                    try counters?.watch(t.prefix, t.vector == .synack ? .synack : .rst)
+                    try s.counters?.watch(t.prefix, t.vector == .synack ? .synack : .rst)
                     // A fresh element counts from zero: the first tick has a rate already.
-                    lastCounts[t] = [(0, Self.now())]
+                    s.lastCounts[t] = [(0, Self.now())]
                 } catch {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     logger.error("flowspec-error", [("error", .string("\(error)")), ("prefix", .string(t.prefix.description))])
                 }
             case .unwatch(let t):
-                try? counters?.unwatch(t.prefix, t.vector == .synack ? .synack : .rst)
-                lastCounts[t] = nil
+                try? s.counters?.unwatch(t.prefix, t.vector == .synack ? .synack : .rst)
+                s.lastCounts[t] = nil
             case .announce(let r, let rate):
                 changed = true
                 let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
@@ -258,17 +255,17 @@ final class FlowspecEscalation: @unchecked Sendable {
                                                ("action", .string(r.action))]
                 if dryRun {
                     print("flowspec: would announce \(r)")
-                    fflush(stdout)
+                    StandardStreams.flushOutput()
                     logger.warning("flowspec-would-announce", f + [("dry_run", .bool(true))])
                     continue
                 }
-                announcements.add(1, ordering: .relaxed)
+                counts.add(.announcements)
                 do throws(FlowspecError) {
                     try speaker.announce(r)
                     logger.warning("flowspec-announce", f)
                 } catch {
-                    errors.add(1, ordering: .relaxed)
-                    syncedGeneration = 0   // try again at the next look at the speaker
+                    counts.add(.errors)
+                    s.syncedGeneration = 0   // try again at the next look at the speaker
                     logger.error("flowspec-error", f + [("error", .string(error.message))])
                 }
             case .withdraw(let r, let quiet):
@@ -277,16 +274,16 @@ final class FlowspecEscalation: @unchecked Sendable {
                                                ("vector", .string(r.vector.rawValue)), ("quiet_s", .double(quiet))]
                 if dryRun {
                     print("flowspec: would withdraw \(r)")
-                    fflush(stdout)
+                    StandardStreams.flushOutput()
                     logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
                     continue
                 }
-                withdrawals.add(1, ordering: .relaxed)
+                counts.add(.withdrawals)
                 do throws(FlowspecError) {
                     try speaker.withdraw(r)
                     logger.info("flowspec-withdraw", f)
                 } catch {
-                    errors.add(1, ordering: .relaxed)
+                    counts.add(.errors)
                     logger.error("flowspec-error", f + [("error", .string(error.message))])
                 }
             case .refuse(let t, let reason, let detail, let rate):
@@ -297,26 +294,26 @@ final class FlowspecEscalation: @unchecked Sendable {
             }
         }
         if changed {
-            routesNow.store(dryRun ? 0 : UInt64(escalator.announced.count), ordering: .relaxed)
-            if !dryRun { try? speaker.publish(escalator.announced) }
+            counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count))
+            if !dryRun { try? speaker.publish(s.escalator.announced) }
         }
     }
 
     func renderMetrics() -> String {
         var out = ""
         out += MetricsRegistry.single("reflectguard_flowspec_session_up", "gauge", "1 while the BGP session to the Flowspec upstream is established.",
-              sessionUp.load(ordering: .relaxed))
+              counts[.sessionUp])
         out += MetricsRegistry.single("reflectguard_flowspec_speaker_running", "gauge", "1 while the agent's own gobgpd runs (external speaker: 1).",
               speaker.runsDaemon ? (speaker.generation.load(ordering: .relaxed) > 0 && speaker.isRunning ? 1 : 0) : 1)
         out += MetricsRegistry.single("reflectguard_flowspec_speaker_restarts_total", "counter", "Times the agent's gobgpd died and was started again.",
               speaker.restarts.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", routesNow.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", announcements.load(ordering: .relaxed))
-        out += MetricsRegistry.single("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", withdrawals.load(ordering: .relaxed))
+        out += MetricsRegistry.single("reflectguard_flowspec_routes_announced", "gauge", "Flowspec routes announced now.", counts[.routesNow])
+        out += MetricsRegistry.single("reflectguard_flowspec_announcements_total", "counter", "Flowspec routes announced.", counts[.announcements])
+        out += MetricsRegistry.single("reflectguard_flowspec_withdrawals_total", "counter", "Flowspec routes withdrawn.", counts[.withdrawals])
         out += MetricsRegistry.single("reflectguard_flowspec_session_failures_total", "counter",
-              "Times the session stayed down past 30 s (unreachable peer, wrong AS, refused).", sessionFailures.load(ordering: .relaxed))
+              "Times the session stayed down past 30 s (unreachable peer, wrong AS, refused).", counts[.sessionFailures])
         out += MetricsRegistry.single("reflectguard_flowspec_errors_total", "counter", "Speaker or kernel-count operations that failed.",
-              errors.load(ordering: .relaxed))
+              counts[.errors])
         out += MetricsRegistry.family("reflectguard_flowspec_refused_total", "counter",
                                       "Escalations refused: outside-protected, too-wide (flowspec_widest_v4/v6), max-rules.")
         let counts = refused.withLock { $0 }

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import Scoring
+import Synchronization
 import CSystemd
 
 /// Structured log lines: one JSON object per event on stderr (`jq` reads them as they are), or,
@@ -41,11 +41,7 @@ public struct Logger: Sendable {
         // One write per line: concurrent workers never interleave inside a line. A reader that
         // went away (EPIPE, with SIGPIPE ignored) or a closed stderr (EBADF) loses the line, never
         // the process: the shutdown that removes the rules still has to run.
-        let written = line.withCString { p in fputs(p, stderr) }
-        if written == EOF {
-            Logger.droppedLines.add(1, ordering: .relaxed)
-            clearerr(stderr)
-        }
+        if !StandardStreams.writeError(line) { Logger.droppedLines.add(1, ordering: .relaxed) }
     }
 
     /// Lines that could not be written to stderr.

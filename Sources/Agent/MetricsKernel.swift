@@ -26,8 +26,15 @@ extension MetricsRegistry {
         var out = ""
         // A failed read shows the last totals read: the counts happened, and a series that
         // vanishes for a scrape reads as a reset in rate().
-        do { lastKernelCounts = try kernelCounters() } catch { kernelReadFailures.add(0) }
-        let counts = lastKernelCounts
+        let counts: [KernelCount]
+        do {
+            let fresh = try kernelCounters()
+            lastKernelCounts.withLock { $0 = fresh }
+            counts = fresh
+        } catch {
+            kernelReadFailures.add(0)
+            counts = lastKernelCounts.withLock { $0 }
+        }
         func labelled(_ name: String, _ help: String, verdict: String, _ value: (KernelCount) -> UInt64) {
             out += Self.family(name, "counter", help)
             for c in counts where c.verdict == verdict {

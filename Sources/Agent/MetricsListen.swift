@@ -76,11 +76,11 @@ enum MetricsListen {
             if Int32(s.ss_family) == AF_INET6 {
                 var a = raw.load(fromByteOffset: 8, as: in6_addr.self)                     // sin6_addr
                 inet_ntop(AF_INET6, &a, &buffer, socklen_t(buffer.count))
-                return ("[\(String(cString: buffer))]:\(port)", port)
+                return ("[\(String(decoding: buffer.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self))]:\(port)", port)
             }
             var a = raw.load(fromByteOffset: 4, as: in_addr.self)                           // sin_addr
             inet_ntop(AF_INET, &a, &buffer, socklen_t(buffer.count))
-            return ("\(String(cString: buffer)):\(port)", port)
+            return ("\(String(decoding: buffer.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self)):\(port)", port)
         }
     }
 }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import SystemCalls
 
 /// The process's own figures under the names every Prometheus client library exports
 /// (client_golang's process collector: the same names, units and types), read from /proc at
@@ -16,7 +15,7 @@ struct ProcessFigures: Equatable {
 
     /// nil when /proc cannot be read (no procfs mounted).
     static func read() -> ProcessFigures? {
-        guard let stat = readSmallFile("/proc/self/stat"), let btime = bootTime() else { return nil }
+        guard let stat = ProcFiles.read("/proc/self/stat"), let btime = bootTime() else { return nil }
         return parse(stat: stat, bootTime: btime, ticksPerSecond: Double(sysconf(Int32(_SC_CLK_TCK))),
                      pageSize: UInt64(sysconf(Int32(_SC_PAGESIZE))), openFDs: countOpenFDs(), maxFDs: maxFDs())
     }
@@ -37,44 +36,16 @@ struct ProcessFigures: Equatable {
 
     /// `btime` of /proc/stat: the boot time in seconds since the epoch.
     private static func bootTime() -> Double? {
-        guard let text = readSmallFile("/proc/stat") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("btime ") {
-            return Double(line.dropFirst(6).trimmingSpaces)
-        }
-        return nil
+        ProcFiles.number(in: "/proc/stat", after: "btime ").map(Double.init)
     }
 
-    private static func countOpenFDs() -> Int {
-        guard let dir = opendir("/proc/self/fd") else { return 0 }
-        defer { closedir(dir) }
-        var n = 0
-        while let e = readdir(dir) {
-            let first = withUnsafeBytes(of: e.pointee.d_name) { $0[0] }
-            if first != UInt8(ascii: ".") { n += 1 }
-        }
-        // The directory's own descriptor is listed while it is open.
-        return max(0, n - 1)
-    }
+    /// The directory's own descriptor is listed while it is open.
+    private static func countOpenFDs() -> Int { max(0, (ProcFiles.entryCount("/proc/self/fd") ?? 0) - 1) }
 
     private static func maxFDs() -> UInt64 {
         var l = rlimit()
         guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &l) == 0 else { return 0 }
         return UInt64(l.rlim_cur)
-    }
-
-    /// A /proc file (their size shows as 0, so read until the end), at most 64 KiB.
-    static func readSmallFile(_ path: String) -> String? {
-        guard let data = try? readFile(path, limit: 65536) else { return nil }
-        return String(decoding: data, as: UTF8.self)
-    }
-}
-
-private extension Substring {
-    var trimmingSpaces: Substring {
-        var s = self
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " || s.last == "\n" { s.removeLast() }
-        return s
     }
 }
 

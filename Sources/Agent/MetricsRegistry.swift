@@ -1,10 +1,11 @@
 import NFQueue
+import Synchronization
 import VerdictEngine
 
 /// Collects the workers' counters, the kernel's per-queue figures and the enforcement state into
 /// Prometheus text. Runs on the metrics thread only.
-final class MetricsRegistry: @unchecked Sendable {
-    private let workers: [Worker]
+final class MetricsRegistry: Sendable {
+    private let workers: [WorkerFigures]
     private let enforcement: KernelEnforcement
     private let watchdog: RulesWatchdog
     private let dryRun: Bool
@@ -12,14 +13,14 @@ final class MetricsRegistry: @unchecked Sendable {
     let kernelCounters: @Sendable () throws -> [KernelCount]
     let reloads: ReloadCounters
     let version: String
-    /// Metrics thread only: the kernel counters of the last scrape that could read them.
-    var lastKernelCounts: [KernelCount] = []
+    /// The kernel counters of the last scrape that could read them.
+    let lastKernelCounts = Mutex<[KernelCount]>([])
     let kernelReadFailures = CounterBlock(count: 1)
 
-    private let conntrack: ConntrackFeed?
+    private let conntrack: ConntrackFeed.Figures?
 
-    init(workers: [Worker], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
-         flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed? = nil,
+    init(workers: [WorkerFigures], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
+         flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed.Figures? = nil,
          kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
          reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.flowspec = flowspec
@@ -96,37 +97,38 @@ final class MetricsRegistry: @unchecked Sendable {
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         if let conntrack { out += renderConntrack(conntrack) }
-        family("reflectguard_arming_refused_total", "counter",
-               "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).")
-        out += "reflectguard_arming_refused_total \(enforcement.armRefusals.load(ordering: .relaxed))\n"
-        family("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.")
-        out += "reflectguard_victims_armed \(enforcement.armedNow.load(ordering: .relaxed))\n"
-        family("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.")
-        out += "reflectguard_victims_under_attack \(enforcement.attacksNow.load(ordering: .relaxed))\n"
-        family("reflectguard_rst_attacks_active", "gauge",
-               "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).")
-        out += "reflectguard_rst_attacks_active \(enforcement.rstAttacksNow.load(ordering: .relaxed))\n"
-        family("reflectguard_rst_armed", "gauge",
-               "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.")
-        out += "reflectguard_rst_armed \(enforcement.rstArmedNow.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.")
-        out += "reflectguard_arm_operations_total \(enforcement.armOperations.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_failures_total", "counter", "Failed arming attempts.")
-        out += "reflectguard_arm_failures_total \(enforcement.armFailures.load(ordering: .relaxed))\n"
-        family("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.")
-        out += "reflectguard_arm_latency_seconds \(Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9)\n"
-        out += Self.single("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
-            watchdog.present.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
-            watchdog.checks.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
-            watchdog.reapplied.load(ordering: .relaxed))
-        out += Self.single("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
-            watchdog.reapplyFailures.load(ordering: .relaxed))
-        out += Self.single("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
-            Logger.droppedLines.load(ordering: .relaxed))
-        family("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.")
-        out += "reflectguard_dry_run \(dryRun ? 1 : 0)\n"
+        // The agent's one-sample families, in this order: (name, type, help, value).
+        let singles: [(String, String, String, any CustomStringConvertible)] = [
+            ("reflectguard_arming_refused_total", "counter", "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).",
+             enforcement.armRefusals.load(ordering: .relaxed)),
+            ("reflectguard_victims_armed", "gauge", "Victim prefixes with kernel enforcement armed.",
+             enforcement.armedNow.load(ordering: .relaxed)),
+            ("reflectguard_victims_under_attack", "gauge", "Victim prefixes some engine reports under attack.",
+             enforcement.attacksNow.load(ordering: .relaxed)),
+            ("reflectguard_rst_attacks_active", "gauge", "Victim prefixes and protected networks some engine reports under an RST attack (untracked RSTs held to their baseline).",
+             enforcement.rstAttacksNow.load(ordering: .relaxed)),
+            ("reflectguard_rst_armed", "gauge", "Prefixes whose RST attack outgrew the queue, with the kernel's RST meter armed for them.",
+             enforcement.rstArmedNow.load(ordering: .relaxed)),
+            ("reflectguard_arm_operations_total", "counter", "Additions or renewals of armed victim prefixes.",
+             enforcement.armOperations.load(ordering: .relaxed)),
+            ("reflectguard_arm_failures_total", "counter", "Failed arming attempts.",
+             enforcement.armFailures.load(ordering: .relaxed)),
+            ("reflectguard_arm_latency_seconds", "gauge", "Last time from attack report to the kernel set holding the prefix.",
+             Double(enforcement.lastArmLatencyNanoseconds.load(ordering: .relaxed)) / 1e9),
+            ("reflectguard_rules_present", "gauge", "1 while the agent's table and queue rules are in the kernel (checked every 0.5 s).",
+             watchdog.present.load(ordering: .relaxed)),
+            ("reflectguard_rules_checks_total", "counter", "Checks whether the rules are still in the kernel.",
+             watchdog.checks.load(ordering: .relaxed)),
+            ("reflectguard_rules_reapplied_total", "counter", "Times the rules were found gone (nft flush ruleset, say) and applied again.",
+             watchdog.reapplied.load(ordering: .relaxed)),
+            ("reflectguard_rules_reapply_failures_total", "counter", "Failed attempts to apply the missing rules again.",
+             watchdog.reapplyFailures.load(ordering: .relaxed)),
+            ("reflectguard_log_lines_dropped_total", "counter", "Log lines lost because stderr was closed or its reader gone.",
+             Logger.droppedLines.load(ordering: .relaxed)),
+            ("reflectguard_dry_run", "gauge", "1 when every packet is accepted and verdicts are only scored.",
+             dryRun ? 1 : 0),
+        ]
+        for (name, type, help, value) in singles { out += Self.single(name, type, help, value) }
         if let flowspec { out += flowspec.renderMetrics() }
         out += renderKernel()
         out += renderLifecycle()
@@ -134,23 +136,23 @@ final class MetricsRegistry: @unchecked Sendable {
     }
 
     /// `state = conntrack`: the feed, replication health and the held SYN-ACKs.
-    private func renderConntrack(_ feed: ConntrackFeed) -> String {
+    private func renderConntrack(_ feed: ConntrackFeed.Figures) -> String {
         var out = ""
         out += Self.single("reflectguard_ct_events_total", "counter", "ctnetlink messages read (events and dump replies).",
-               feed.eventsTotal.load(ordering: .relaxed))
+               feed.counts[.events])
         out += Self.single("reflectguard_ct_facts_total", "counter", "Conntrack facts of TCP flows with a protected end handed to the engines.",
-               feed.factsTotal.load(ordering: .relaxed))
+               feed.counts[.facts])
         out += Self.single("reflectguard_ct_enobufs_total", "counter", "Conntrack events lost (ENOBUFS on the event socket); each starts a re-dump.",
-               feed.overruns.load(ordering: .relaxed))
+               feed.counts[.overruns])
         out += Self.single("reflectguard_ct_dumps_total", "counter", "Whole conntrack table dumps read (start and after event losses).",
-               feed.dumps.load(ordering: .relaxed))
-        out += Self.single("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.dumpFailures.load(ordering: .relaxed))
-        out += Self.single("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.malformed.load(ordering: .relaxed))
+               feed.counts[.dumps])
+        out += Self.single("reflectguard_ct_dump_failures_total", "counter", "Conntrack dumps that failed.", feed.counts[.dumpFailures])
+        out += Self.single("reflectguard_ct_malformed_total", "counter", "ctnetlink messages that did not parse.", feed.counts[.malformed])
         out += Self.single("reflectguard_ct_replication_healthy", "gauge",
                "1 while replicated conntrack state arrives; 0 while stalled (SYN-ACKs without state get ct_miss).",
                feed.replicationHealthy ? 1 : 0)
         out += Self.single("reflectguard_ct_replication_stalls_total", "counter", "Times replication was found stalled.",
-               feed.stalls.load(ordering: .relaxed))
+               feed.counts[.stalls])
         func perQueue(_ name: String, _ type: String, _ help: String, _ c: HoldCounter) {
             out += Self.family(name, type, help)
             for w in workers { out += "\(name){queue=\"\(w.queue)\"} \(w.holdCounters.value(c.rawValue))\n" }

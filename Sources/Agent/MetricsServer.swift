@@ -31,6 +31,11 @@ enum MetricsServerCounter: Int, CaseIterable {
 /// clients there are. Connections are HTTP/1.1 keep-alive (Prometheus reuses one per target);
 /// HTTP/1.0 and `Connection: close` end after the response. Nothing is logged per request, and
 /// nothing here touches the packet path (it only reads the workers' counters).
+///
+/// `@unchecked Sendable`, and why that holds: every stored property is a `let` of a Sendable
+/// value (`counters` is atomics, the closures are `@Sendable`) except `scratch` and `nextSerial`,
+/// which only `serve()` and the methods it calls touch, on the one thread that serves; other
+/// threads read `counters`, `boundPort` and `boundAddress` only.
 final class MetricsServer: @unchecked Sendable {
     struct Limits: Sendable {
         /// Connections at once; when full, the oldest idle one makes room (or, with none idle, a

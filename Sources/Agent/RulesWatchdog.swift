@@ -18,8 +18,7 @@ import Synchronization
 /// Re-applies every time: the agent's job is that protection stays on while it runs, and the way
 /// to turn it off is to stop the agent (`reflectguard nft remove --force` under a running agent
 /// is undone within a period, logged and counted each time).
-final class RulesWatchdog: @unchecked Sendable {
-    private let queue = DispatchQueue(label: "reflectguard.rules-watchdog")
+final class RulesWatchdog: Sendable {
     private let logger: Logger
     private let period: Double
     /// false with `--no-apply`: the rules are somebody else's, so missing ones are only reported.
@@ -28,14 +27,16 @@ final class RulesWatchdog: @unchecked Sendable {
     private let reapply: @Sendable () throws -> Void
     /// Told after each successful re-apply (the enforcement re-arms its victims).
     private let afterReapply: @Sendable () -> Void
-    private var timer: DispatchSourceTimer?
-
-    /// Touched on `queue` only: the current disappearance (nil while the rules are there), how
-    /// many re-applies it took so far, and the last check error reported.
-    private var gone: (why: String, since: Int64, attempts: Int)?
-    private var lastCheckError: String?
-    /// Who took the table over, once reported.
-    private var takenOverBy: String?
+    /// The current disappearance (nil while the rules are there), how many re-applies it took so
+    /// far, and the last check error reported; who took the table over, once reported.
+    private struct Watch {
+        var gone: (why: String, since: Int64, attempts: Int)?
+        var lastCheckError: String?
+        var takenOverBy: String?
+        /// Set by `cancel`: a check that was due runs no more.
+        var cancelled = false
+    }
+    private let watch = SerialState(label: "reflectguard.rules-watchdog", Watch())
 
     let present = Atomic<UInt64>(1)
     let reapplied = Atomic<UInt64>(0)
@@ -56,22 +57,17 @@ final class RulesWatchdog: @unchecked Sendable {
     /// After the capabilities are dropped, like the enforcement's timer: its thread then holds
     /// CAP_NET_ADMIN alone, and so do the iptables-nft children a re-apply starts.
     func start() {
-        let t = DispatchSource.makeTimerSource(queue: queue)
-        t.schedule(deadline: .now() + period, repeating: period)
-        t.setEventHandler { [weak self] in self?.check() }
-        t.resume()
-        timer = t
+        watch.every(period, after: period) { [weak self] in self?.check(&$0) }
     }
 
     /// Returns once no check or re-apply runs or can start: the shutdown removes the rules next,
     /// and a re-apply racing it would put them back.
     func cancel() {
-        timer?.cancel()
-        queue.sync { timer = nil }
+        watch.stop { $0.cancelled = true }
     }
 
-    private func check() {
-        guard timer != nil else { return }
+    private func check(_ w: inout Watch) {
+        guard !w.cancelled else { return }
         checks.add(1, ordering: .relaxed)
         let why: String?
         do {
@@ -80,35 +76,35 @@ final class RulesWatchdog: @unchecked Sendable {
             case .missing(let detail): why = detail
             case .takenOver(let owner):
                 // Protection is on, by rules that are no longer this agent's to repair or remove.
-                if owner != takenOverBy {
+                if owner != w.takenOverBy {
                     logger.warning("rules-taken-over", [("owner", .string(owner)),
                                                        ("detail", .string("left as they are; not re-applied, not removed at exit"))])
-                    takenOverBy = owner
+                    w.takenOverBy = owner
                 }
                 why = nil
             }
-            lastCheckError = nil
+            w.lastCheckError = nil
         } catch {
             // Not knowing is not "missing": report it once, and keep the gauge as it was.
             let text = "\(error)"
-            if text != lastCheckError { logger.error("rules-check-failed", [("error", .string(text))]) }
-            lastCheckError = text
+            if text != w.lastCheckError { logger.error("rules-check-failed", [("error", .string(text))]) }
+            w.lastCheckError = text
             return
         }
         guard let why else {
-            if let g = gone {
+            if let g = w.gone {
                 present.store(1, ordering: .relaxed)
                 logger.info("rules-present", [("missing_ms", .double(Double(monotonicNanoseconds() - g.since) / 1e6))])
-                gone = nil
+                w.gone = nil
             }
             return
         }
-        if gone == nil {
+        if w.gone == nil {
             present.store(0, ordering: .relaxed)
-            gone = (why, monotonicNanoseconds(), 0)
+            w.gone = (why, monotonicNanoseconds(), 0)
             logger.warning("rules-missing", [("detail", .string(why)), ("reapply", .bool(repair))])
         }
-        guard repair, var g = gone else { return }
+        guard repair, var g = w.gone else { return }
         g.attempts += 1
         do {
             try reapply()
@@ -117,7 +113,7 @@ final class RulesWatchdog: @unchecked Sendable {
             logger.warning("rules-reapplied", [("detail", .string(g.why)),
                                                ("reapply_ms", .double(Double(monotonicNanoseconds() - g.since) / 1e6)),
                                                ("afterReapplytotal", .from(n))])
-            gone = nil
+            w.gone = nil
             afterReapply()
         } catch {
             reapplyFailures.add(1, ordering: .relaxed)
@@ -125,7 +121,7 @@ final class RulesWatchdog: @unchecked Sendable {
             if g.attempts % 60 == 1 {
                 logger.error("rules-reapply-failed", [("error", .string("\(error)")), ("attempts", .from(g.attempts))])
             }
-            gone = g
+            w.gone = g
         }
     }
 }

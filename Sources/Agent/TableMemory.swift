@@ -35,37 +35,11 @@ enum TableMemory {
     /// What can be had without swapping: MemAvailable of /proc/meminfo, and less when this
     /// process's cgroup (v2: systemd's MemoryMax=) allows less.
     static func available() -> Int? {
-        let system = firstNumber(in: "/proc/meminfo", after: "MemAvailable:").map { $0 * 1024 }
-        guard let group = cgroupPath(),
-              let limit = firstNumber(in: "/sys/fs/cgroup\(group)/memory.max", after: ""),
-              let used = firstNumber(in: "/sys/fs/cgroup\(group)/memory.current", after: "") else { return system }
-        return min(system ?? .max, max(0, limit - used))
-    }
-
-    /// This process's cgroup v2 path (the `0::` line of /proc/self/cgroup).
-    static func cgroupPath() -> String? {
-        guard let f = fopen("/proc/self/cgroup", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 4096)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            if s.hasPrefix("0::") { return String(s.dropFirst(3).filter { $0 != "\n" }) }
-        }
-        return nil
-    }
-
-    /// The digits of the first line of `path` that starts with `prefix`; nil when there is no
-    /// such line or it holds no number (`max`, cgroup's "no limit").
-    static func firstNumber(in path: String, after prefix: String) -> Int? {
-        guard let f = fopen(path, "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
-            guard s.hasPrefix(prefix) else { continue }
-            return Int(s.dropFirst(prefix.count).filter { $0.isNumber })
-        }
-        return nil
+        let system = ProcFiles.number(in: "/proc/meminfo", after: "MemAvailable:").map { Int($0) * 1024 }
+        guard let group = ProcFiles.line(in: "/proc/self/cgroup", after: "0::"),
+              let limit = ProcFiles.number(in: "/sys/fs/cgroup\(group)/memory.max"),
+              let used = ProcFiles.number(in: "/sys/fs/cgroup\(group)/memory.current") else { return system }
+        return min(system ?? .max, max(0, Int(limit) - Int(used)))
     }
 
     static func size(_ bytes: Int) -> String {

@@ -8,10 +8,13 @@ import Synchronization
 
 /// One queue's packet path on its own thread: receive a batch → parse → decide → record the
 /// verdict → flush. It owns its engine outright (the kernel's balancing hash sends both
-/// directions of a host pair to the same queue), so nothing on this path takes a lock.
-final class Worker: @unchecked Sendable {
+/// directions of a host pair to the same queue), so nothing on this path takes a lock. Not
+/// `Sendable`: it lives on its thread; the metrics thread reads its `figures` only.
+final class Worker {
     let queue: UInt16
-    let counters = CounterBlock(count: WorkerCounter.slotCount)
+    let figures: WorkerFigures
+    /// `figures`' own blocks, held here too so the packet path reaches them in one load.
+    let counters: CounterBlock
     private let shared: AgentShared
     private let flushInterval: Int64
     private var engine: Engine
@@ -39,12 +42,15 @@ final class Worker: @unchecked Sendable {
     let mailbox: ConntrackMailbox?
     private var hold: HoldQueue
     private let holdWait: Int64
-    let holdCounters = CounterBlock(count: HoldCounter.slotCount)
+    let holdCounters: CounterBlock
     private var replicationHealthy = true
     private var settled: [HoldQueue.Held] = []
 
     init(queue: UInt16, shared: AgentShared, seed: UInt64, mailbox: ConntrackMailbox? = nil) {
         self.queue = queue
+        figures = WorkerFigures(queue: queue)
+        counters = figures.counters
+        holdCounters = figures.holdCounters
         self.shared = shared
         self.flushInterval = shared.settings.flushInterval
         let (policy, generation) = shared.currentPolicy()
@@ -327,6 +333,15 @@ final class Worker: @unchecked Sendable {
             holdCounters.set(HoldCounter.mailboxDropped.rawValue, mailbox.dropped.load(ordering: .relaxed))
         }
     }
+}
+
+/// What the metrics thread reads of one worker: its queue and its counters.
+final class WorkerFigures: Sendable {
+    let queue: UInt16
+    let counters = CounterBlock(count: WorkerCounter.slotCount)
+    let holdCounters = CounterBlock(count: HoldCounter.slotCount)
+
+    init(queue: UInt16) { self.queue = queue }
 }
 
 /// inside_ifaces / outside_ifaces resolved to interface indexes (the kernel sends indexes).

@@ -1,4 +1,3 @@
-import Dispatch
 import Synchronization
 import VerdictEngine
 import XDPPath
@@ -33,17 +32,15 @@ public struct XDPSettings: Sendable {
 ///
 /// Every armed entry carries its expiry and is renewed by whoever arms it (KernelEnforcement for
 /// attacks, the timer here for `kernel_enforce = always`), so a killed agent's entries run out.
-final class XDPEnforcement: @unchecked Sendable {
+final class XDPEnforcement: Sendable {
     private let programs: BPFPrograms
     private let attachments: [XDPAttachment]
     private let logger: Logger
     private let pinDirectory: String?
     private let always: Bool
     private let timeout: Double
-    private let queue = DispatchQueue(label: "reflectguard.xdp")
-    private var timer: DispatchSourceTimer?
-    /// Touched on `queue`: the protected networks `always` keeps armed.
-    private var alwaysArmed: [CIDR]
+    /// The protected networks `always` keeps armed.
+    private let alwaysArmed: SerialState<[CIDR]>
     let armFailures = Atomic<UInt64>(0)
 
     /// Chooses the path and sets XDP up when it is chosen. Returns nil (nft only) with the reason
@@ -134,22 +131,17 @@ final class XDPEnforcement: @unchecked Sendable {
         self.pinDirectory = pinDirectory
         self.always = always
         self.timeout = timeout
-        self.alwaysArmed = always ? protected : []
+        alwaysArmed = SerialState(label: "reflectguard.xdp", always ? protected : [])
     }
 
     /// `kernel_enforce = always`: arms every protected network now and renews it every quarter
     /// of armed_timeout, so the entries outlive the agent by at most that timeout.
     func start() {
         guard always else { return }
-        let t = DispatchSource.makeTimerSource(queue: queue)
-        let period = max(0.5, timeout / 4)
-        t.schedule(deadline: .now(), repeating: period)
-        t.setEventHandler { [weak self] in
+        alwaysArmed.every(max(0.5, timeout / 4), after: 0) { [weak self] prefixes in
             guard let self else { return }
-            for p in alwaysArmed { arm(p, timeout: timeout) }
+            for p in prefixes { arm(p, timeout: timeout) }
         }
-        t.resume()
-        timer = t
     }
 
     /// Beside the nft armed set: the same prefix, the same timeout.
@@ -162,7 +154,7 @@ final class XDPEnforcement: @unchecked Sendable {
 
     /// A reload: the tries follow the new protected networks and allowlist.
     func update(_ policy: Policy) {
-        queue.async { [self] in
+        alwaysArmed.async { [self] alwaysArmed in
             do throws(BPFError) {
                 try programs.setPrefixes("protected", policy.protected.prefixes)
                 try programs.setPrefixes("allow", policy.allowlist.prefixes)
@@ -179,8 +171,7 @@ final class XDPEnforcement: @unchecked Sendable {
     /// At exit: the programs leave the interfaces (only where they are still ours) and the pins
     /// go. Armed entries go with the maps.
     func release() {
-        timer?.cancel()
-        queue.sync {}
+        alwaysArmed.stop()
         var detached: [String] = [], failed: [String] = []
         for a in attachments {
             if XDPAttachments.detach(a, programs) { detached.append(a.description) } else { failed.append(a.description) }

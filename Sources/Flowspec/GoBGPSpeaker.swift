@@ -8,7 +8,7 @@ import Synchronization
 /// when it dies, gone with the agent however the agent goes), or talks to an operator's gobgpd
 /// at its API. Routes go in and out through the `gobgp` CLI, which is the interface Debian's
 /// package keeps stable across its gRPC API's versions.
-public final class GoBGPSpeaker: @unchecked Sendable {
+public final class GoBGPSpeaker: Sendable {
     public enum Event: Sendable {
         case started(pid: Int32)
         /// `log`: the speaker's last log lines.
@@ -30,7 +30,8 @@ public final class GoBGPSpeaker: @unchecked Sendable {
     /// Speaker starts so far: a new one has an empty RIB, so the routes go in again.
     public let generation = Atomic<UInt64>(0)
     public let restarts = Atomic<UInt64>(0)
-    private var thread: pthread_t?
+    /// The supervising thread, joined by `stop`.
+    private let thread = Mutex<pthread_t?>(nil)
 
     public init(config: FlowspecConfig, directory: String = GoBGPSpeaker.runtimeDirectory(),
                 onEvent: @escaping @Sendable (Event) -> Void) {
@@ -65,7 +66,8 @@ public final class GoBGPSpeaker: @unchecked Sendable {
         try write(GoBGP.configuration(config, routerID: routerID), to: "\(directory)/gobgpd.toml")
         let argv = [daemon, "-f", "\(directory)/gobgpd.toml", "-t", "toml", "--api-hosts", target,
                     "--pprof-disable", "-p", "-l", "info"]
-        thread = startThread { [self] in supervise(argv) }
+        let t = startThread { [self] in supervise(argv) }
+        thread.withLock { $0 = t }
     }
 
     /// Whether the agent's gobgpd runs now.
@@ -80,7 +82,7 @@ public final class GoBGPSpeaker: @unchecked Sendable {
         stopping.store(true, ordering: .releasing)
         let pid = childPid.load(ordering: .acquiring)
         if pid > 0 { kill(pid, SIGTERM) }
-        if let t = thread { pthread_join(t, nil); thread = nil }
+        if let t = thread.withLock({ t in defer { t = nil }; return t }) { pthread_join(t, nil) }
         // Nothing is announced any more; what is left would mislead `flowspec show`.
         for f in ["gobgpd.toml", "gobgp.sock", "gobgpd.log", "announced"] { unlink("\(directory)/\(f)") }
         rmdir(directory)

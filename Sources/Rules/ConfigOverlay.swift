@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The operator's configuration file (`/etc/reflectguard/reflectguard.conf`): only the defines
 /// they change, in the rules file's own syntax (`define NAME = VALUE`, a `{ … }` value may span
 /// lines), and comments. It is layered over a ruleset (the embedded one by default), so an upgrade
@@ -7,6 +11,20 @@
 public enum ConfigOverlay {
     /// The path every command reads when it exists and neither `--config` nor `--rules` is given.
     public static let defaultPath = "/etc/reflectguard/reflectguard.conf"
+
+    /// The ruleset (`--rules`, default the embedded one) and the configuration layered over it
+    /// (`--config`, default `defaultPath` when it exists and `--rules` is not given: a whole
+    /// ruleset of the operator's own replaces the built-in one and its configuration; `none`
+    /// skips it).
+    public static func files(rules: String?, config: String?) throws(RulesError) -> (rules: RulesFile, config: RulesFile?) {
+        let file = try rules.map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
+        var configPath = config
+        if configPath == nil, rules == nil, access(defaultPath, F_OK) == 0 {
+            configPath = defaultPath
+        }
+        guard let configPath, configPath != "none" else { return (file, nil) }
+        return (file, try RulesFile.load(path: configPath))
+    }
 
     /// One `define` of the configuration file, with where its value was written.
     struct Entry {

@@ -2,6 +2,7 @@ import CBPF
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 import VerdictEngine
 
 /// A failed libbpf or bpf(2) step: the step, the errno text, and libbpf's own messages (the
@@ -25,7 +26,7 @@ public struct BPFError: Error, CustomStringConvertible, Sendable {
 ///
 /// Loading needs CAP_BPF/CAP_SYS_ADMIN and happens before the agent drops its privileges; the map
 /// writes and reads afterwards work on the descriptors held here.
-public final class BPFPrograms: @unchecked Sendable {
+public final class BPFPrograms: Sendable {
     /// The programs' names in the kernel (`bpftool prog`, `ip link`), by which a restarted agent
     /// recognises its own attachments (the kernel keeps 15 characters).
     public enum Program: String, CaseIterable, Sendable {
@@ -52,8 +53,11 @@ public final class BPFPrograms: @unchecked Sendable {
         public var dropped: Bool { self == .synackUnsolicited }
     }
 
-    private let object: OpaquePointer
-    private var closed = false
+    /// libbpf's object; nil once closed. Behind a lock: the enforcement queue, the XDP path's
+    /// timer and the metrics thread all look maps up in it, and `close` must not free it under a
+    /// lookup (each use is a name lookup and a descriptor; the map operations themselves are
+    /// bpf(2) calls on those descriptors, outside the lock).
+    private let object: Mutex<OpaquePointer?>
 
     /// Sizes and horizons the program needs, from the same defines as the nft pending set and
     /// the engine.
@@ -67,7 +71,6 @@ public final class BPFPrograms: @unchecked Sendable {
     public init(_ configuration: Configuration) throws(BPFError) {
         rg_libbpf_capture()
         guard let o = rg_open_embedded() else { throw BPFError("opening the embedded BPF object", errno) }
-        object = o
         do throws(BPFError) {
             for name in ["rg_pending4", "rg_pending6"] {
                 let r = bpf_map__set_max_entries(try Self.map(o, name), UInt32(clamping: configuration.pendingCapacity))
@@ -78,11 +81,13 @@ public final class BPFPrograms: @unchecked Sendable {
             var cfg = rg_config(synack_horizon_ns: UInt64(configuration.synackHorizon * 1e9),
                                 established_horizon_ns: UInt64(configuration.establishedHorizon * 1e9))
             var zero: UInt32 = 0
-            try Self.check(bpf_map_update_elem(try mapFD("rg_config"), &zero, &cfg, UInt64(BPF_ANY)), "writing rg_config")
+            try Self.check(bpf_map_update_elem(bpf_map__fd(try Self.map(o, "rg_config")), &zero, &cfg, UInt64(BPF_ANY)),
+                           "writing rg_config")
         } catch {
             bpf_object__close(o)
             throw error
         }
+        object = Mutex(o)
     }
 
     deinit { close() }
@@ -90,17 +95,23 @@ public final class BPFPrograms: @unchecked Sendable {
     /// Closes the object's descriptors. Attached programs stay attached (the interface holds
     /// them) until detached.
     public func close() {
-        if closed { return }
-        closed = true
-        bpf_object__close(object)
+        object.withLock { o in
+            if let o { bpf_object__close(o) }
+            o = nil
+        }
     }
 
     public func programFD(_ p: Program) throws(BPFError) -> Int32 {
-        guard let prog = bpf_object__find_program_by_name(object, p.rawValue) else {
-            throw BPFError(message: "the embedded BPF object has no program \(p.rawValue)")
+        try object.withLock { o throws(BPFError) -> Int32 in
+            guard let o else { throw Self.closedError }
+            guard let prog = bpf_object__find_program_by_name(o, p.rawValue) else {
+                throw BPFError(message: "the embedded BPF object has no program \(p.rawValue)")
+            }
+            return bpf_program__fd(prog)
         }
-        return bpf_program__fd(prog)
     }
+
+    private static let closedError = BPFError(message: "the BPF programs are closed")
 
     private static func map(_ o: OpaquePointer, _ name: String) throws(BPFError) -> OpaquePointer {
         guard let m = bpf_object__find_map_by_name(o, name) else {
@@ -109,7 +120,12 @@ public final class BPFPrograms: @unchecked Sendable {
         return m
     }
 
-    func mapFD(_ name: String) throws(BPFError) -> Int32 { bpf_map__fd(try Self.map(object, name)) }
+    func mapFD(_ name: String) throws(BPFError) -> Int32 {
+        try object.withLock { o throws(BPFError) -> Int32 in
+            guard let o else { throw Self.closedError }
+            return bpf_map__fd(try Self.map(o, name))
+        }
+    }
 
     private static func check(_ r: Int32, _ step: String) throws(BPFError) {
         if r != 0 { throw BPFError(step, r < 0 && r != -1 ? r : errno, log: false) }
@@ -215,12 +231,15 @@ public final class BPFPrograms: @unchecked Sendable {
 extension BPFPrograms {
     /// Pins each map and program under `dir` by its name.
     func pinAll(_ dir: String) throws(BPFError) {
-        var r = bpf_object__pin_maps(object, dir)
-        if r != 0 { throw BPFError("pinning maps in \(dir)", r) }
-        for p in Program.allCases {
-            guard let prog = bpf_object__find_program_by_name(object, p.rawValue) else { continue }
-            r = bpf_program__pin(prog, "\(dir)/\(p.rawValue)")
-            if r != 0 { throw BPFError("pinning \(p.rawValue) in \(dir)", r) }
+        try object.withLock { o throws(BPFError) in
+            guard let o else { throw Self.closedError }
+            var r = bpf_object__pin_maps(o, dir)
+            if r != 0 { throw BPFError("pinning maps in \(dir)", r) }
+            for p in Program.allCases {
+                guard let prog = bpf_object__find_program_by_name(o, p.rawValue) else { continue }
+                r = bpf_program__pin(prog, "\(dir)/\(p.rawValue)")
+                if r != 0 { throw BPFError("pinning \(p.rawValue) in \(dir)", r) }
+            }
         }
     }
 }

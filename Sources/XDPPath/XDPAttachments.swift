@@ -106,7 +106,7 @@ public enum XDPAttachments {
         var buf = [CChar](repeating: 0, count: 32)
         var fd: Int32 = -1
         guard rg_prog_name(id, &buf, buf.count, &fd) == 0 else { return nil }
-        return (String(cString: buf), fd)
+        return (String(decoding: buf.prefix { $0 != 0 }.map(UInt8.init(bitPattern:)), as: UTF8.self), fd)
     }
 }
 

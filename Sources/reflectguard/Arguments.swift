@@ -160,27 +160,48 @@ func printError(_ line: String) {
     let lower = line.lowercased()
     var line = Logger.plainLine(line, warning: lower.hasPrefix("warning") || lower.hasPrefix("note"))
     if !line.hasSuffix("\n") { line += "\n" }
-    fputs(line, stderr)
+    StandardStreams.writeError(line)
 }
 
-/// Prints a usage error the way swift-argument-parser does and exits 2.
-func exitUsage(_ error: UsageError, _ spec: CommandSpec) -> Never {
-    printUsageError(error, spec)
-    exit(ExitCode.usage.rawValue)
+/// How a command ends early. Thrown up to `main.swift`, the one place that prints it and exits:
+/// no helper exits the process itself.
+enum CommandExit: Error {
+    /// A usage error (exit 2): printed the way swift-argument-parser does.
+    case usage(UsageError, CommandSpec)
+    /// `-h`/`--help`: the help on stdout, exit 0.
+    case help(CommandSpec)
+    /// Whatever had to be said is said already: just this exit code.
+    case code(ExitCode)
+
+    /// A usage error of `spec` with this message.
+    static func usage(_ message: String, _ spec: CommandSpec) -> CommandExit {
+        .usage(UsageError(message: message), spec)
+    }
+
+    /// Prints what is still to be said and returns the process exit code.
+    func report() -> Int32 {
+        switch self {
+        case .usage(let error, let spec):
+            printUsageError(error, spec)
+            return ExitCode.usage.rawValue
+        case .help(let spec):
+            print(spec.helpText, terminator: "")
+            return ExitCode.success.rawValue
+        case .code(let code):
+            return code.rawValue
+        }
+    }
 }
 
-/// The three lines of a usage error, for a caller that must clean up before returning exit 2.
+/// The three lines of a usage error.
 func printUsageError(_ error: UsageError, _ spec: CommandSpec) {
     printError("Error: \(error.message)")
     printError("Usage: \(spec.usageLine(spec.usage.first ?? ""))")
     printError("  See '\(spec.path) --help' for more information.")
 }
 
-/// Parses, handling `-h`/`--help` (help on stdout, exit 0) and usage errors (exit 2).
-func parseOrExit(_ args: [String], _ spec: CommandSpec) -> Arguments {
-    if args.contains("-h") || args.contains("--help") {
-        print(spec.helpText, terminator: "")
-        exit(0)
-    }
-    do { return try Arguments.parse(args, spec: spec) } catch { exitUsage(error, spec) }
+/// Parses `args` against `spec`; `-h`/`--help` and usage errors end the command (`CommandExit`).
+func parse(_ args: [String], _ spec: CommandSpec) throws(CommandExit) -> Arguments {
+    if args.contains("-h") || args.contains("--help") { throw .help(spec) }
+    do { return try Arguments.parse(args, spec: spec) } catch { throw .usage(error, spec) }
 }

@@ -11,21 +11,19 @@ enum ControlCommand {
     static let timeout = OptionSpec(name: "--timeout", value: "SECONDS",
         help: "How long to wait for the agent (default 60).")
 
-    static let reloadSpec = CommandSpec(
-        path: "reflectguard reload",
-        overview: "Ask the running agent to check and apply its rules and configuration again; wait for the result.",
-        usage: ["[--timeout SECONDS]"],
-        options: [timeout])
+    static let reloadSpec = spec("reload",
+        "Ask the running agent to check and apply its rules and configuration again; wait for the result.")
+    static let stopSpec = spec("stop",
+        "Ask the running agent to remove its rules and exit; wait until it has (nothing running: exit 0).")
 
-    static let stopSpec = CommandSpec(
-        path: "reflectguard stop",
-        overview: "Ask the running agent to remove its rules and exit; wait until it has (nothing running: exit 0).",
-        usage: ["[--timeout SECONDS]"],
-        options: [timeout])
+    /// Both requests take the same options: only the wait.
+    private static func spec(_ name: String, _ overview: String) -> CommandSpec {
+        CommandSpec(path: "reflectguard \(name)", overview: overview, usage: ["[--timeout SECONDS]"], options: [timeout])
+    }
 
-    static func reload(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, reloadSpec)
-        let seconds = parseTimeout(a, reloadSpec)
+    static func reload(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, reloadSpec)
+        let seconds = try parseTimeout(a, reloadSpec)
         switch ControlChannel.send(.reload, timeout: seconds) {
         case .failure(let e):
             printError("Error: \(e)")
@@ -39,9 +37,9 @@ enum ControlCommand {
         }
     }
 
-    static func stop(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, stopSpec)
-        let seconds = parseTimeout(a, stopSpec)
+    static func stop(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, stopSpec)
+        let seconds = try parseTimeout(a, stopSpec)
         let pid: Int32?
         if case .agent(let p) = NamespaceLock.holder() { pid = p } else { return ExitCode.success.rawValue }
         switch ControlChannel.send(.stop, timeout: seconds) {
@@ -64,10 +62,10 @@ enum ControlCommand {
         return ExitCode.failure.rawValue
     }
 
-    private static func parseTimeout(_ a: Arguments, _ spec: CommandSpec) -> Int32 {
+    private static func parseTimeout(_ a: Arguments, _ spec: CommandSpec) throws(CommandExit) -> Int32 {
         guard let t = a.value("--timeout") else { return 60 }
         guard let v = Int32(t), v >= 1, v <= 3600 else {
-            exitUsage(UsageError(message: "--timeout '\(t)': expected seconds, 1 to 3600"), spec)
+            throw CommandExit.usage(UsageError(message: "--timeout '\(t)': expected seconds, 1 to 3600"), spec)
         }
         return v
     }

@@ -13,17 +13,17 @@ enum FlowspecCommand {
         positionals: 1...1,
         argumentKind: "action")
 
-    static func main(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, spec)
+    static func main(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, spec)
         guard a.positionals[0] == "show" else {
-            exitUsage(UsageError(message: "unknown action '\(a.positionals[0])' (show)"), spec)
+            throw CommandExit.usage(UsageError(message: "unknown action '\(a.positionals[0])' (show)"), spec)
         }
         let resolved: ResolvedRules
         do {
             let file = try a.value("--rules").map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
             resolved = try RulesConfig.resolve(rules: file, protect: [], defines: a.all("-D"))
         } catch {
-            if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
+            if error.fromCommandLine { throw CommandExit.usage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
             return error.isUnreadableFile ? ExitCode.failure.rawValue : ExitCode.rules.rawValue
         }

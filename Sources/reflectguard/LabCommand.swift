@@ -56,62 +56,62 @@ enum LabCommand {
         }.joined(separator: "\n")
     }
 
-    static func main(_ args: [String]) -> Int32 {
+    static func main(_ args: [String]) throws(CommandExit) -> Int32 {
         switch args.first {
-        case "gen": return gen(Array(args.dropFirst()))
+        case "gen": return try gen(Array(args.dropFirst()))
         case "list":
-            _ = parseOrExit(Array(args.dropFirst()), CommandSpec(path: "reflectguard lab list",
+            _ = try parse(Array(args.dropFirst()), CommandSpec(path: "reflectguard lab list",
                                                                  overview: "List the scenarios.", usage: [""]))
             print(scenarioList(indent: ""))
             return ExitCode.success.rawValue
         default:
-            let parsed = parseOrExit(args, spec)
+            let parsed = try parse(args, spec)
             if let sub = parsed.positionals.first {
-                exitUsage(UsageError(message: "unknown subcommand '\(sub)'"), spec)
+                throw CommandExit.usage(UsageError(message: "unknown subcommand '\(sub)'"), spec)
             }
-            exitUsage(UsageError(message: "missing subcommand (gen or list)"), spec)
+            throw CommandExit.usage(UsageError(message: "missing subcommand (gen or list)"), spec)
         }
     }
 
-    static func gen(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, genSpec)
+    static func gen(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, genSpec)
         if a.flag("--list") {
             print(scenarioList(indent: ""))
             return ExitCode.success.rawValue
         }
         guard let name = a.value("--scenario") else {
-            exitUsage(UsageError(message: "missing --scenario NAME (one of: \(Scenario.all.map(\.name).joined(separator: ", ")))"), genSpec)
+            throw CommandExit.usage(UsageError(message: "missing --scenario NAME (one of: \(Scenario.all.map(\.name).joined(separator: ", ")))"), genSpec)
         }
         guard let scenario = Scenario(name: name) else {
-            exitUsage(UsageError(message: "unknown scenario '\(name)' (one of: \(Scenario.all.map(\.name).joined(separator: ", ")))"), genSpec)
+            throw CommandExit.usage(UsageError(message: "unknown scenario '\(name)' (one of: \(Scenario.all.map(\.name).joined(separator: ", ")))"), genSpec)
         }
-        guard let out = a.value("--out") else { exitUsage(UsageError(message: "missing --out FILE.pcap"), genSpec) }
+        guard let out = a.value("--out") else { throw CommandExit.usage(UsageError(message: "missing --out FILE.pcap"), genSpec) }
         // The labels would truncate the capture being written (or the other way round).
         if out == "-" && a.value("--labels") == "-" {
-            exitUsage(UsageError(message: "--out - and --labels - would both go to standard output"), genSpec)
+            throw CommandExit.usage(UsageError(message: "--out - and --labels - would both go to standard output"), genSpec)
         }
         if let labels = a.value("--labels"), labels != "-", out != "-", let l = FileIdentity(path: labels), l.isFile,
            l == FileIdentity(path: out) {
-            exitUsage(UsageError(message: "--labels \(labels) names the same file as --out \(out)"), genSpec)
+            throw CommandExit.usage(UsageError(message: "--labels \(labels) names the same file as --out \(out)"), genSpec)
         }
         var seed: UInt64 = 1
         if let s = a.value("--seed") {
             guard let v = UInt64(s) else {
-                exitUsage(UsageError(message: "invalid --seed '\(s)': expected an unsigned 64-bit integer"), genSpec)
+                throw CommandExit.usage(UsageError(message: "invalid --seed '\(s)': expected an unsigned 64-bit integer"), genSpec)
             }
             seed = v
         }
         var packets = 20_000
         if let s = a.value("--packets") {
             guard let v = Int(s), v > 0, v <= 1_000_000_000 else {
-                exitUsage(UsageError(message: "invalid --packets '\(s)': expected an integer from 1 to 1000000000"), genSpec)
+                throw CommandExit.usage(UsageError(message: "invalid --packets '\(s)': expected an integer from 1 to 1000000000"), genSpec)
             }
             packets = v
         }
         var snapLength: UInt32 = 262_144
         if let s = a.value("--snaplen") {
             guard let v = UInt32(s), v >= 64, v <= 262_144 else {
-                exitUsage(UsageError(message: "invalid --snaplen '\(s)': expected an integer from 64 to 262144"), genSpec)
+                throw CommandExit.usage(UsageError(message: "invalid --snaplen '\(s)': expected an integer from 64 to 262144"), genSpec)
             }
             snapLength = v
         }
@@ -120,7 +120,7 @@ enum LabCommand {
         case nil, "ethernet": break
         case "raw": link = .raw
         case let other?:
-            exitUsage(UsageError(message: "invalid --link '\(other)': expected ethernet or raw"), genSpec)
+            throw CommandExit.usage(UsageError(message: "invalid --link '\(other)': expected ethernet or raw"), genSpec)
         }
         var t0 = timespec(), t1 = timespec()
         clock_gettime(CLOCK_MONOTONIC, &t0)

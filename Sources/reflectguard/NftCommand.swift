@@ -10,10 +10,6 @@ import Glibc
 /// `reflectguard nft generate|check|apply|remove`: the rules file rendered for a hook and a queue
 /// backend, checked or applied atomically through libnftables, or removed.
 enum NftCommand {
-    static let backend = OptionSpec(name: "--backend", value: "auto|nft|xt",
-        help: "How packets reach the agent: nft queue, xtables NFQUEUE on marked packets, or probe (default auto).")
-    static let hook = OptionSpec(name: "--hook", value: "router|host",
-        help: "Forwarded traffic (default) or this host's own.")
     static let kernelOnly = OptionSpec(name: "--kernel-only", value: nil,
         help: "The standalone ruleset that enforces in the kernel alone, no agent, no conntrack.")
     static let force = OptionSpec(name: "--force", value: nil,
@@ -28,15 +24,15 @@ enum NftCommand {
                     ("apply", "Check, then apply atomically (again: replaces chains, keeps set contents)."),
                     ("remove", "Delete ReflectGuard's table and tagged xtables rules, nothing else (refused while an agent runs).")],
         options: [SharedOptions.rules, SharedOptions.config, SharedOptions.protect, SharedOptions.define, SharedOptions.queue,
-                  backend, hook, kernelOnly, force],
+                  SharedOptions.backend, SharedOptions.hook, kernelOnly, force],
         positionals: 1...1,
         argumentKind: "action")
 
-    static func main(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, spec)
+    static func main(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, spec)
         let action = a.positionals[0]
         guard ["generate", "check", "apply", "remove"].contains(action) else {
-            exitUsage(UsageError(message: "unknown action '\(action)' (generate, check, apply or remove)"), spec)
+            throw CommandExit.usage(UsageError(message: "unknown action '\(action)' (generate, check, apply or remove)"), spec)
         }
         if action == "remove" {
             // Whatever its owner record says: an agent running with --no-apply reads its packets
@@ -57,25 +53,13 @@ enum NftCommand {
             if !detached.isEmpty { printError("removed XDP programs: \(detached.joined(separator: ", "))") }
             return ExitCode.success.rawValue
         }
-        var hookValue = Hook.router
-        if let h = a.value("--hook") {
-            guard let v = Hook(rawValue: h) else {
-                exitUsage(UsageError(message: "--hook '\(h)': expected router or host"), spec)
-            }
-            hookValue = v
-        }
-        var defines = a.all("-D")
-        if let q = a.value("--queue") {
-            guard QueueRange(q) != nil, !q.contains("-") else {
-                exitUsage(UsageError(message: "--queue '\(q)': expected a queue number N or a range N:M"), spec)
-            }
-            defines.append("queue=\(q)")
-        }
+        let hookValue = try SharedOptions.hook(a, spec)
+        let defines = try SharedOptions.defines(a, spec)
         let resolved: ResolvedRules
         do {
             resolved = try SharedOptions.resolve(a, defines: defines)
         } catch {
-            if error.fromCommandLine { exitUsage(UsageError(message: error.message), spec) }
+            if error.fromCommandLine { throw CommandExit.usage(UsageError(message: error.message), spec) }
             printError("Error: \(error)")
             return error.isUnreadableFile ? ExitCode.failure.rawValue : ExitCode.rules.rawValue
         }
@@ -83,19 +67,14 @@ enum NftCommand {
         var backendValue: Backend
         if a.flag("--kernel-only") {
             backendValue = .none
+        } else if let chosen = try SharedOptions.backend(a, spec) {
+            backendValue = chosen
         } else {
-            switch a.value("--backend") ?? "auto" {
-            case "nft": backendValue = .nft
-            case "xt": backendValue = .xt
-            case "auto":
-                do { backendValue = try NftRuleset.probeBackend() } catch {
-                    guard action == "generate" else { return fail(error) }
-                    // Printing needs no privilege; say what was assumed.
-                    printError("note: cannot probe the kernel (\(error.message)); generating for --backend nft")
-                    backendValue = .nft
-                }
-            case let other:
-                exitUsage(UsageError(message: "--backend '\(other)': expected auto, nft or xt"), spec)
+            do { backendValue = try NftRuleset.probeBackend() } catch {
+                guard action == "generate" else { return fail(error) }
+                // Printing needs no privilege; say what was assumed.
+                printError("note: cannot probe the kernel (\(error.message)); generating for --backend nft")
+                backendValue = .nft
             }
         }
 

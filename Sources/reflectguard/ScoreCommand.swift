@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Agent
 import Captures
 import NftBackend
 import PacketParser
@@ -45,40 +46,40 @@ enum ScoreCommand {
 
     enum Format: String { case text, json, html }
 
-    static func main(_ args: [String]) -> Int32 {
-        let a = parseOrExit(args, spec)
+    static func main(_ args: [String]) throws(CommandExit) -> Int32 {
+        let a = try parse(args, spec)
         let captures = a.positionals + a.all("-r")
         if a.value("--interface") != nil && a.value("-i") != nil {
-            exitUsage(UsageError(message: "give --interface or -i, not both"), spec)
+            throw CommandExit.usage(UsageError(message: "give --interface or -i, not both"), spec)
         }
         let interface = a.value("--interface") ?? a.value("-i")
         if !captures.isEmpty && interface != nil {
-            exitUsage(UsageError(message: "give capture files or --interface, not both"), spec)
+            throw CommandExit.usage(UsageError(message: "give capture files or --interface, not both"), spec)
         }
         if captures.isEmpty && interface == nil {
-            exitUsage(UsageError(message: "missing argument: <capture> (or --interface IF)"), spec)
+            throw CommandExit.usage(UsageError(message: "missing argument: <capture> (or --interface IF)"), spec)
         }
         if captures.filter({ $0 == "-" }).count > 1 {
-            exitUsage(UsageError(message: "standard input (-) can be read once"), spec)
+            throw CommandExit.usage(UsageError(message: "standard input (-) can be read once"), spec)
         }
         guard let format = Format(rawValue: a.value("--format") ?? "text") else {
-            exitUsage(UsageError(message: "--format '\(a.value("--format")!)': expected text, json or html"), spec)
+            throw CommandExit.usage(UsageError(message: "--format '\(a.value("--format")!)': expected text, json or html"), spec)
         }
         var duration: Double? = nil
         if let d = a.value("--duration") {
-            guard interface != nil else { exitUsage(UsageError(message: "--duration needs --interface"), spec) }
+            guard interface != nil else { throw CommandExit.usage(UsageError(message: "--duration needs --interface"), spec) }
             guard let v = Double(d), v > 0, v.isFinite else {
-                exitUsage(UsageError(message: "--duration '\(d)': expected a positive number of seconds"), spec)
+                throw CommandExit.usage(UsageError(message: "--duration '\(d)': expected a positive number of seconds"), spec)
             }
             duration = v
         }
         var threads = FrameScoring.defaultThreads
         if let t = a.value("--threads") {
-            guard let v = Int(t), v == 1 || v == 2 else { exitUsage(UsageError(message: "--threads '\(t)': expected 1 or 2"), spec) }
+            guard let v = Int(t), v == 1 || v == 2 else { throw CommandExit.usage(UsageError(message: "--threads '\(t)': expected 1 or 2"), spec) }
             threads = v
         }
-        refuseTwoOutputsOnStandardOutput(a)
-        guard let policy = resolvePolicy(a) else { return ExitCode.rules.rawValue }
+        try refuseTwoOutputsOnStandardOutput(a)
+        guard let policy = try resolvePolicy(a) else { return ExitCode.rules.rawValue }
 
         // The files, in time order: opened (and a bad one reported) before anything is written.
         var members: [CaptureSet.Member] = []
@@ -104,7 +105,7 @@ enum ScoreCommand {
             }
             if let expression = a.value("--filter") {
                 do { filter = try PacketFilter(expression, link: first!.linkType) } catch {
-                    exitUsage(UsageError(message: describe(error)), spec)
+                    throw CommandExit.usage(UsageError(message: describe(error)), spec)
                 }
             }
         }
@@ -115,7 +116,7 @@ enum ScoreCommand {
             labels = table
         }
 
-        refuseOutputsOverwritingFiles(a, captures: members.map(\.path))
+        try refuseOutputsOverwritingFiles(a, captures: members.map(\.path))
         let pipeline = ScoringPipeline(policy: policy, labels: labels)
         let fileColumn = members.count > 1 ? FileColumn(files: members.map(\.path)) : nil
         var verdicts: VerdictsCSV? = nil
@@ -205,20 +206,20 @@ enum ScoreCommand {
                 return ExitCode.failure.rawValue
             }
         } else {
-            fputs(text, stdout)
-            fflush(stdout)
+            print(text, terminator: "")
+            StandardStreams.flushOutput()
         }
         return ExitCode.success.rawValue
     }
 
     /// Exits 2 when two outputs would go to standard output (the report goes there unless
     /// `--output FILE`): their lines would interleave.
-    static func refuseTwoOutputsOnStandardOutput(_ a: Arguments) {
+    static func refuseTwoOutputsOnStandardOutput(_ a: Arguments) throws(CommandExit) {
         var onStdout: [String] = []
         if a.value("--output") == nil || a.value("--output") == "-" { onStdout.append(a.value("--output") == nil ? "the report" : "--output -") }
         for flag in ["--verdicts", "--sessions"] where a.value(flag) == "-" { onStdout.append("\(flag) -") }
         if onStdout.count > 1 {
-            exitUsage(UsageError(message: "\(onStdout.joined(separator: " and ")) would all go to standard output; "
+            throw CommandExit.usage(UsageError(message: "\(onStdout.joined(separator: " and ")) would all go to standard output; "
                 + "give the others a file (e.g. --output report.txt)"), spec)
         }
     }
@@ -226,7 +227,7 @@ enum ScoreCommand {
     /// Exits 2 when an output names an input (`score x.pcap --verdicts x.pcap` would replace the
     /// capture with its verdicts) or the file another output names (one would replace the other):
     /// the command line names one file twice, however it spells it.
-    static func refuseOutputsOverwritingFiles(_ a: Arguments, captures: [String]) {
+    static func refuseOutputsOverwritingFiles(_ a: Arguments, captures: [String]) throws(CommandExit) {
         var inputs: [(String, FileIdentity)] = []
         for (what, path) in captures.map({ ("the capture", Optional($0)) })
             + [("--labels", a.value("--labels")), ("--rules", a.value("--rules"))] {
@@ -237,44 +238,43 @@ enum ScoreCommand {
             guard let path = a.value(flag), path != "-", let id = FileIdentity(path: path) else { continue }
             let named = "\(flag) \(path)"
             if let input = inputs.first(where: { $0.1 == id }) {
-                exitUsage(UsageError(message: "\(named) is \(input.0): an output never overwrites an input"), spec)
+                throw CommandExit.usage(UsageError(message: "\(named) is \(input.0): an output never overwrites an input"), spec)
             }
             if id.isFile, let other = outputs.first(where: { $0.1 == id }) {
-                exitUsage(UsageError(message: "\(named) is the file \(other.0) writes"), spec)
+                throw CommandExit.usage(UsageError(message: "\(named) is the file \(other.0) writes"), spec)
             }
             outputs.append((named, id))
         }
     }
 
     /// The policy from the rules file (default: embedded), `--protect`, `-D` and `--mode`; nil
-    /// after printing a rules error (exit 3). A bad command-line value exits 2 here, an unreadable
-    /// rules file exits 1.
-    static func resolvePolicy(_ a: Arguments) -> Policy? {
-        do {
-            let resolved = try SharedOptions.resolve(a, defines: a.all("-D"))
-            let file = resolved.file
-            var policy = resolved.policy
-            if let m = a.value("--mode") {
-                guard let mode = Mode(rawValue: m) else {
-                    exitUsage(UsageError(message: "--mode '\(m)': expected symmetric or ingress-only"), spec)
-                }
-                policy.mode = mode
-            }
-            // The embedded default is checked when it is built; a file given is checked here so a
-            // ruleset that `run` could not load does not score as if it could.
-            if !file.isEmbedded || resolved.config != nil, !nftAccepts(resolved) { return nil }
-            if policy.stateSource == .conntrack {
-                // A capture carries no conntrack table: scoring judges with the SYNs it holds.
-                printError("Note: state = conntrack is ignored by score (a capture carries no conntrack state); scoring with state = local")
-                policy.stateSource = .local
-            }
-            return policy
-        } catch {
-            if error.fromCommandLine { exitUsage(UsageError(message: error.description), spec) }
+    /// after printing a rules error (exit 3). A bad command-line value ends the command with exit 2,
+    /// an unreadable rules file with exit 1.
+    static func resolvePolicy(_ a: Arguments) throws(CommandExit) -> Policy? {
+        let resolved: ResolvedRules
+        do throws(RulesError) { resolved = try SharedOptions.resolve(a, defines: a.all("-D")) } catch {
+            if error.fromCommandLine { throw CommandExit.usage(UsageError(message: error.description), spec) }
             printError("Error: \(error.description)")
-            if error.isUnreadableFile { exit(ExitCode.failure.rawValue) }
+            if error.isUnreadableFile { throw .code(.failure) }
             return nil
         }
+        let file = resolved.file
+        var policy = resolved.policy
+        if let m = a.value("--mode") {
+            guard let mode = Mode(rawValue: m) else {
+                throw CommandExit.usage(UsageError(message: "--mode '\(m)': expected symmetric or ingress-only"), spec)
+            }
+            policy.mode = mode
+        }
+        // The embedded default is checked when it is built; a file given is checked here so a
+        // ruleset that `run` could not load does not score as if it could.
+        if !file.isEmbedded || resolved.config != nil, !nftAccepts(resolved) { return nil }
+        if policy.stateSource == .conntrack {
+            // A capture carries no conntrack table: scoring judges with the SYNs it holds.
+            printError("Note: state = conntrack is ignored by score (a capture carries no conntrack state); scoring with state = local")
+            policy.stateSource = .local
+        }
+        return policy
     }
 
     /// Whether nft accepts the rules, by libnftables' dry run (`nft -c`: the kernel checks the
@@ -333,10 +333,10 @@ enum ScoreCommand {
             guard tty else { return }
             var line = pipeline.statusLine
             if let s = live.statistics(), s.dropped > 0 { line += "  kernel dropped \(s.dropped)" }
-            fputs("\r\u{1b}[K" + line, stderr)
+            StandardStreams.writeError("\r\u{1b}[K" + line)
         })
         try FrameScoring.run(engine: engine, pipeline: pipeline, threads: 1, source: &frames)
-        if tty { fputs("\r\u{1b}[K", stderr) }
+        if tty { StandardStreams.writeError("\r\u{1b}[K") }
     }
 
     /// The labels file, read in 64 KiB pieces (memory and work stay bounded whatever the path

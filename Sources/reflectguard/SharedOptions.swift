@@ -20,23 +20,43 @@ enum SharedOptions {
         help: "'define NAME = VALUE' lines layered over the rules (default \(ConfigOverlay.defaultPath) "
             + "if present and no --rules; 'none': skip it).")
     static let policy: [OptionSpec] = [rules, config, protect, define, mode]
+    static let hook = OptionSpec(name: "--hook", value: "router|host",
+        help: "Forwarded traffic (default) or this host's own.")
+    static let backend = OptionSpec(name: "--backend", value: "auto|nft|xt",
+        help: "How packets reach the agent: nft queue, xtables NFQUEUE on marked packets, or probe (default auto).")
 
-    /// The ruleset (`--rules`, default the embedded one) and the configuration layered over it
-    /// (`--config`, default `ConfigOverlay.defaultPath` when it exists and `--rules` is not given:
-    /// a whole ruleset of the operator's own replaces the built-in one and its configuration).
-    static func rulesFiles(rules: String?, config: String?) throws(RulesError) -> (rules: RulesFile, config: RulesFile?) {
-        let file = try rules.map { p throws(RulesError) in try RulesFile.load(path: p) } ?? .embedded
-        var configPath = config
-        if configPath == nil, rules == nil, access(ConfigOverlay.defaultPath, F_OK) == 0 {
-            configPath = ConfigOverlay.defaultPath
+    /// `-D`, with `--queue SPEC` folded in as the `queue` define.
+    static func defines(_ a: Arguments, _ spec: CommandSpec) throws(CommandExit) -> [String] {
+        var defines = a.all("-D")
+        if let q = a.value("--queue") {
+            guard QueueRange(q) != nil, !q.contains("-") else {
+                throw .usage("--queue '\(q)': expected a queue number N or a range N:M", spec)
+            }
+            defines.append("queue=\(q)")
         }
-        guard let configPath, configPath != "none" else { return (file, nil) }
-        return (file, try RulesFile.load(path: configPath))
+        return defines
     }
 
-    /// `rulesFiles` then `RulesConfig.resolve`.
+    /// `--hook`, default router.
+    static func hook(_ a: Arguments, _ spec: CommandSpec) throws(CommandExit) -> Hook {
+        guard let h = a.value("--hook") else { return .router }
+        guard let v = Hook(rawValue: h) else { throw .usage("--hook '\(h)': expected router or host", spec) }
+        return v
+    }
+
+    /// `--backend`; nil for auto (the caller probes the kernel).
+    static func backend(_ a: Arguments, _ spec: CommandSpec) throws(CommandExit) -> Backend? {
+        switch a.value("--backend") ?? "auto" {
+        case "nft": return .nft
+        case "xt": return .xt
+        case "auto": return nil
+        case let other: throw .usage("--backend '\(other)': expected auto, nft or xt", spec)
+        }
+    }
+
+    /// `ConfigOverlay.files` then `RulesConfig.resolve`.
     static func resolve(_ a: Arguments, defines: [String]) throws(RulesError) -> ResolvedRules {
-        let files = try rulesFiles(rules: a.value("--rules"), config: a.value("--config"))
+        let files = try ConfigOverlay.files(rules: a.value("--rules"), config: a.value("--config"))
         return try RulesConfig.resolve(rules: files.rules, config: files.config, protect: a.all("--protect"),
                                        defines: defines)
     }

@@ -21,7 +21,7 @@ let topSpec = CommandSpec(
         ("stop", "Make the running agent remove its rules and exit."),
     ])
 
-let commands: [String: ([String]) -> Int32] = [
+let commands: [String: ([String]) throws(CommandExit) -> Int32] = [
     "run": RunCommand.main,
     "score": ScoreCommand.main,
     "nft": NftCommand.main,
@@ -31,19 +31,21 @@ let commands: [String: ([String]) -> Int32] = [
     "stop": ControlCommand.stop,
 ]
 
-var argv = Array(CommandLine.arguments.dropFirst())
-guard let first = argv.first else {
-    exitUsage(UsageError(message: "missing subcommand"), topSpec)
+/// The one place the process's exit code is decided: commands return it or end early with a
+/// `CommandExit` (a usage error, help), and nothing below exits by itself.
+@MainActor func main(_ argv: [String]) -> Int32 {
+    do throws(CommandExit) {
+        guard let first = argv.first else { throw .usage("missing subcommand", topSpec) }
+        if first == "--version" {
+            print("reflectguard \(version)")
+            return ExitCode.success.rawValue
+        }
+        if first == "-h" || first == "--help" || first == "help" { throw .help(topSpec) }
+        guard let command = commands[first] else { throw .usage("unknown subcommand '\(first)'", topSpec) }
+        return try command(Array(argv.dropFirst()))
+    } catch {
+        return error.report()
+    }
 }
-if first == "--version" {
-    print("reflectguard \(version)")
-    exit(0)
-}
-if first == "-h" || first == "--help" || first == "help" {
-    print(topSpec.helpText, terminator: "")
-    exit(0)
-}
-guard let command = commands[first] else {
-    exitUsage(UsageError(message: "unknown subcommand '\(first)'"), topSpec)
-}
-exit(command(Array(argv.dropFirst())))
+
+exit(main(Array(CommandLine.arguments.dropFirst())))

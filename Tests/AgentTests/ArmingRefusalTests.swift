@@ -9,7 +9,7 @@ import VerdictEngine
 /// never sees them, and arming used to black-hole the victim prefix's legitimate SYN-ACKs
 /// (measured on the return router of a two-router lab: 5 of 200 connections during a flood).
 @Suite struct ArmingRefusalTests {
-    final class Arms: @unchecked Sendable {
+    final class Arms: Sendable {
         let calls = Mutex<[String]>([])
     }
 
