@@ -56,85 +56,66 @@ let package = Package(
         .systemLibrary(name: "CProcessControl"),
 
         // MARK: pure Swift
-        .target(name: "PacketParser", swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "VerdictEngine", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "Lab", dependencies: ["PacketParser"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "PacketParser"),
+        .target(name: "VerdictEngine", dependencies: ["PacketParser"]),
+        .target(name: "Rules", dependencies: ["VerdictEngine", "SystemCalls"]),
+        .target(name: "Scoring", dependencies: ["PacketParser", "VerdictEngine", "CPrefetch", "SystemCalls"]),
+        .target(name: "Lab", dependencies: ["PacketParser"]),
 
         // MARK: thin I/O
         // The one wrapper under every system call (EINTR, EAGAIN, typed errors) and its test seam:
         // pure Swift over Glibc. Debug builds let a test's SystemCallMock answer for the kernel.
-        .target(name: "SystemCalls", swiftSettings: [.swiftLanguageMode(.v6), .define("ENABLE_MOCKING", .when(configuration: .debug))]),
-        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine", "SystemCalls"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "SystemCalls", swiftSettings: [.define("ENABLE_MOCKING", .when(configuration: .debug))]),
+        .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"]),
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine", "SystemCalls"]),
+        .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
-        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"]),
         // Reads conntrack entries (dump and events) and hands them on as the engine's facts.
-        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"], swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "Conntrack", dependencies: ["CConntrack", "NFQueue", "VerdictEngine", "PacketParser"]),
+        .target(name: "XDPPath", dependencies: ["CBPF", "VerdictEngine"]),
 
         // MARK: wiring
         .target(name: "Agent", dependencies: ["NFQueue", "Conntrack", "PacketParser", "VerdictEngine", "Rules",
-                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"],
-                swiftSettings: [.swiftLanguageMode(.v6)]),
+                                              "NftBackend", "Scoring", "CProcessControl", "XDPPath", "Flowspec", "CSystemd", "SystemCalls"]),
         .executableTarget(name: "reflectguard", dependencies: [
             "Agent", "Conntrack", "Captures", "Lab", "NftBackend", "Rules", "Scoring", "VerdictEngine", "PacketParser", "XDPPath", "Flowspec", "SystemCalls",
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
         .executableTarget(name: "reflectguard-bench", dependencies: [
             "PacketParser", "VerdictEngine", "Lab",
-        ], swiftSettings: [.swiftLanguageMode(.v6)]),
+        ]),
 
         // MARK: tests
         // What the test targets share: the test environment (directories, binary, tools, skips) and
         // the package's seeded generator. Foundation, Testing and PacketParser (for the generator).
-        .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport",
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "TestSupport", dependencies: ["PacketParser"], path: "Tests/TestSupport"),
+        .testTarget(name: "PacketParserTests", dependencies: ["PacketParser", "Lab", "Captures", "TestSupport"]),
+        .testTarget(name: "VerdictEngineTests", dependencies: ["VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "NftBackend", "VerdictEngine", "PacketParser", "TestSupport"]),
+        .testTarget(name: "CapturesTests", dependencies: ["Captures", "PacketParser", "Lab", "TestSupport"]),
         .testTarget(name: "ScoringTests", dependencies: ["Scoring", "Captures", "Lab", "VerdictEngine", "PacketParser",
-                                                         "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+                                                         "TestSupport"]),
         .testTarget(name: "IntegrationTests", dependencies: ["PacketParser", "Lab", "NFQueue", "TestSupport", "XDPPath",
-                                                            "VerdictEngine"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+                                                            "VerdictEngine"]),
+        .testTarget(name: "FlowspecTests", dependencies: ["Flowspec", "VerdictEngine", "PacketParser", "Rules"]),
+        .testTarget(name: "LabTests", dependencies: ["Lab", "PacketParser", "TestSupport"]),
         // The agent's pieces that need no kernel queue (the metrics endpoint on loopback).
         .testTarget(name: "AgentTests", dependencies: ["Agent", "NFQueue", "Conntrack", "VerdictEngine", "PacketParser",
-                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "Lab"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+                                                       "TestSupport", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "Lab"]),
         // The queue's packet path without root: verdict batching and ordering, the netlink
         // messages against the kernel headers' layouts, the system-call wrapper. The support
         // target holds a scripted queue (messages at the C structs' layout, a model of the
         // kernel's verdict handling) that AgentTests drives a worker with.
-        .target(name: "NFQueueTestSupport", dependencies: ["NFQueue", "CNetfilterQueue"], path: "Tests/NFQueueTestSupport",
-                swiftSettings: [.swiftLanguageMode(.v6)]),
-        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .target(name: "NFQueueTestSupport", dependencies: ["NFQueue", "CNetfilterQueue"], path: "Tests/NFQueueTestSupport"),
+        .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
-        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "TestSupport"],
-                    swiftSettings: [.swiftLanguageMode(.v6)]),
+        .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
         // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
         // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",
-                                                                "Rules"], swiftSettings: [.swiftLanguageMode(.v6)]),
+                                                                "Rules"]),
     ],
-    // Swift 5 language mode: the packet path is single-threaded per queue by design (one engine
-    // per worker thread, no shared state), and the few cross-thread values are explicit.
-    swiftLanguageModes: [.v5]
+    // Swift 6 language mode everywhere: strict concurrency checking across the agent's threads
+    // (workers, metrics, control, timers); the few `@unchecked Sendable` left each carry their proof.
+    swiftLanguageModes: [.v6]
 )

@@ -5,7 +5,7 @@ import NFQueue
 @testable import Agent
 
 /// A metrics server on 127.0.0.1 and an ephemeral port, serving on its own thread until `stop`.
-final class RunningServer: @unchecked Sendable {
+final class RunningServer: Sendable {
     let server: MetricsServer
     var port: UInt16 { server.boundPort }
     private let stopping: StopFlag
@@ -203,7 +203,7 @@ extension Client {
 
 /// Connections that send a request one byte every 200 ms and never finish it (slowloris), for as
 /// long as the value lives.
-final class Tricklers: @unchecked Sendable {
+final class Tricklers {
     let clients: [Client]
     private let done = StopFlag()
     private let finished = DispatchSemaphore(value: 0)

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 
 /// Runs programs for the network-namespace tests: root, `ip`, `nft`, iptables-nft and the built
@@ -33,13 +34,13 @@ enum NetnsLab {
         p.standardInput = FileHandle.nullDevice
         do { try p.run() } catch { return Output(status: -1, stdout: "", stderr: "\(argv[0]): \(error)") }
         // Read while it runs: a full pipe would block the child.
-        final class Box: @unchecked Sendable { var data = Data() }   // written once, read after wait()
+        final class Box: Sendable { let data = Mutex(Data()) }
         let o = Box(), e = Box()
         let group = DispatchGroup()
         group.enter()
-        DispatchQueue.global().async { o.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async { let d = out.fileHandleForReading.readDataToEndOfFile(); o.data.withLock { $0 = d }; group.leave() }
         group.enter()
-        DispatchQueue.global().async { e.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        DispatchQueue.global().async { let d = err.fileHandleForReading.readDataToEndOfFile(); e.data.withLock { $0 = d }; group.leave() }
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(10_000) }
         if p.isRunning {
@@ -51,8 +52,8 @@ enum NetnsLab {
         }
         p.waitUntilExit()
         group.wait()
-        return Output(status: p.terminationStatus, stdout: String(decoding: o.data, as: UTF8.self),
-                      stderr: String(decoding: e.data, as: UTF8.self))
+        return Output(status: p.terminationStatus, stdout: o.data.withLock { String(decoding: $0, as: UTF8.self) },
+                      stderr: e.data.withLock { String(decoding: $0, as: UTF8.self) })
     }
 
     /// A set of namespaces that exist for one test.
