@@ -192,8 +192,10 @@ import TestSupport
 
     // MARK: the command
 
-    static func writeCapture(_ name: String, frames: [[UInt8]]) throws -> String {
-        let path = TestEnvironment.temporaryPath(name)
+    /// Writes `frames` to `name` in the tests' temporary directory, or in `directory` when a
+    /// test has its own (tests run in parallel: two never share a file).
+    static func writeCapture(_ name: String, frames: [[UInt8]], in directory: String? = nil) throws -> String {
+        let path = directory.map { $0 + "/" + name } ?? TestEnvironment.temporaryPath(name)
         let w = try PcapWriter(path: path, link: .ethernet)
         for (i, f) in frames.enumerated() { try w.write(f, timestamp: 1_700_000_000 * second + Nanoseconds(i) * 1000) }
         try w.close()

@@ -20,7 +20,9 @@ import TestSupport
     /// A small capture: a handshake, a reflected SYN-ACK and a RST to a protected host.
     static func capture(in dir: String) throws -> String {
         let a = IPAddress("198.18.2.2")!, b = IPAddress("203.0.113.5")!
-        let path = try ReportTests.writeCapture("safety-capture.pcap", frames: [
+        // Written in the test's own directory: parameterised cases run in parallel, and one
+        // shared file, copied by one case while another rewrote it, was once read empty.
+        return try ReportTests.writeCapture("capture.pcap", frames: [
             ReportTests.frame(FrameSpec(source: a, destination: b, sourcePort: 40000, destinationPort: 443, flags: .syn,
                                         sequence: 1000)),
             ReportTests.frame(FrameSpec(source: b, destination: a, sourcePort: 443, destinationPort: 40000,
@@ -29,10 +31,7 @@ import TestSupport
                                         flags: [.syn, .ack], sequence: 9, acknowledgment: 77)),
             ReportTests.frame(FrameSpec(source: b, destination: a, sourcePort: 443, destinationPort: 40002, flags: .rst,
                                         sequence: 9)),
-        ])
-        let inDir = dir + "/capture.pcap"
-        try FileManager.default.copyItem(atPath: path, toPath: inDir)
-        return inDir
+        ], in: dir)
     }
 
     /// Runs a program (stdout and stderr to files: no pipe to fill) and, past `deadline`
