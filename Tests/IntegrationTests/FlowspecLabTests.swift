@@ -116,9 +116,14 @@ struct FlowspecLabTests {
         let dropDelay = Date().timeIntervalSince(killed)
         print("flowspec lab: withdrawn \(String(format: "%.2f", dropDelay)) s after kill -9 of the agent")
         #expect(dropDelay <= 10)
-        Thread.sleep(forTimeInterval: 0.5)
-        // Gone, or a zombie waiting for whoever reaps orphans here.
-        let stat = (try? String(contentsOfFile: "/proc/\(newSpeaker)/stat", encoding: .utf8)) ?? ""
+        // Gone, or a zombie waiting for whoever reaps orphans here (polled, 10 s at most).
+        var stat = ""
+        let gone = Date().addingTimeInterval(10)
+        repeat {
+            stat = (try? String(contentsOfFile: "/proc/\(newSpeaker)/stat", encoding: .utf8)) ?? ""
+            if stat.isEmpty || stat.contains(") Z ") { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < gone
         #expect(stat.isEmpty || stat.contains(") Z "), "the agent's gobgpd died with it: \(stat)")
         for f in again { f?.waitUntilExit() }
     }
@@ -245,12 +250,12 @@ enum FlowspecLab {
             ns = "\(lab.prefix)-up"
             dir = NSTemporaryDirectory() + "\(lab.prefix)-bird"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let tag = "rg18\(getpid() % 100000)\(lab.prefix.count % 10)"
             try sh("ip netns add \(ns)")
-            try sh("ip link add \(tag)r type veth peer name \(tag)u")
-            try sh("ip link set \(tag)r netns \(lab.router) && ip link set \(tag)u netns \(ns)")
-            try sh("ip -n \(lab.router) addr add 192.0.2.1/30 dev \(tag)r && ip -n \(lab.router) link set \(tag)r up")
-            try sh("ip -n \(ns) addr add 192.0.2.2/30 dev \(tag)u && ip -n \(ns) link set \(tag)u up && ip -n \(ns) link set lo up")
+            // Both ends made inside their namespaces: a name in the host's namespace, even one
+            // built from the pid, is shared with every other lab of this process running beside it.
+            try sh("ip link add up0 netns \(lab.router) type veth peer name up1 netns \(ns)")
+            try sh("ip -n \(lab.router) addr add 192.0.2.1/30 dev up0 && ip -n \(lab.router) link set up0 up")
+            try sh("ip -n \(ns) addr add 192.0.2.2/30 dev up1 && ip -n \(ns) link set up1 up && ip -n \(ns) link set lo up")
             let conf = """
                 router id 192.0.2.2;
                 protocol device {}
