@@ -54,6 +54,21 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// `read`'s value once it has stopped changing: read every 100 ms until it has not moved for half
+/// a second (`seconds` at most, then the last). For counters after a burst: a fixed sleep can be
+/// outlasted on a loaded machine, with packets still in a veth or in the agent's queue.
+func settled<T: Equatable>(within seconds: Double = 15, _ read: () throws -> T) throws -> T {
+    let deadline = Date().addingTimeInterval(seconds)
+    var last = try read(), same = 0
+    while same < 5 && Date() < deadline {
+        usleep(100_000)
+        let now = try read()
+        same = now == last ? same + 1 : 0
+        last = now
+    }
+    return last
+}
+
 /// One three-namespace lab (scripts/netns-lab.sh) with names unique to this test and process.
 final class LabNet {
     let prefix: String
