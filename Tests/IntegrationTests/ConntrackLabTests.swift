@@ -240,7 +240,7 @@ import TestSupport
         usleep(300_000)
         let arrivedK = try lab.spoofedArrived()
         let sentK = delayMs > 0 ? 100_000 : sent
-        measured("two routers, kernel-only ct state invalid drop on B, +\(delayMs) ms: legit \(k.ok)/\(k.total), slow \(k.slow), worst \(k.worstMs) ms, median \(k.medianMs) ms; spoofed \(arrivedK)/\(sentK) reached the host")
+        measured("two routers, kernel-only ct state invalid drop on B, +\(delayMs) ms: legit \(k.ok)/\(k.total), SYNs sent again \(k.retransmitted), slow \(k.slow), worst \(k.worstMs) ms, median \(k.medianMs) ms; spoofed \(arrivedK)/\(sentK) reached the host")
         #expect(Double(arrivedK) <= Double(sentK) * 0.001, "the kernel-only rule stops the flood too: \(arrivedK)")
     }
 

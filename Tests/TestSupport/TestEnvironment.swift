@@ -102,6 +102,6 @@ public enum TestEnvironment {
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
         // Without a directory of its own a test would share files again: better no test run at all.
         precondition(made, "mkdtemp in \(dir.path): \(String(cString: strerror(errno)))")
-        return String(cString: template) + "/" + name
+        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } + "/" + name
     }
 }
