@@ -203,10 +203,13 @@ public final class Agent {
         // The lifecycle loop: signals and control requests (`reflectguard reload|stop`) move it.
         // Signals are taken as they come (two SIGHUPs a quarter second apart are two reloads; a
         // signal pending while another is handled would merge with the next of its kind); the
-        // lock's socket is looked at after each wait, so a request waits a quarter second at most.
-        var tick = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+        // lock's socket is looked at after each wait, so a request waits a quarter second at most;
+        // the control server never waits on a client, so no client can hold up a signal.
+        let control = lock.controlServer()
         var running = true
         while running {
+            // A client still sending its request line is looked at again soon.
+            var tick = timespec(tv_sec: 0, tv_nsec: control.waiting > 0 ? 10_000_000 : 250_000_000)
             let s = sigtimedwait(&signals, nil, &tick)
             if s == SIGHUP {
                 _ = reload(shared)
@@ -214,16 +217,14 @@ public final class Agent {
                 logger.info("stopping", [("signal", .string(s == SIGTERM ? "SIGTERM" : "SIGINT"))])
                 break
             }
-            if lock.waitForConnection(milliseconds: 0) {
-                lock.serve { command in
-                    switch command {
-                    case .reload:
-                        return reload(shared)
-                    case .stop:
-                        logger.info("stopping", [("request", .string("reflectguard stop"))])
-                        running = false
-                        return .ok("stopping: the agent removes its rules and exits")
-                    }
+            control.step { command in
+                switch command {
+                case .reload:
+                    return reload(shared)
+                case .stop:
+                    logger.info("stopping", [("request", .string("reflectguard stop"))])
+                    running = false
+                    return .ok("stopping: the agent removes its rules and exits")
                 }
             }
         }
