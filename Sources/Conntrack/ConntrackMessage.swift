@@ -83,6 +83,10 @@ public enum ConntrackMessage {
         guard ok else { return .malformed }
         guard let t = tuple else { return .ignored }
         guard family == (t.v6 ? afInet6 : afInet) else { return .malformed }
+        // An IPv6 entry with an IPv4-mapped address (::ffff:a.b.c.d) would alias the IPv4 flow of
+        // those addresses, which the engine keys the same way; no packet the kernel takes has one
+        // as its source (ip6_rcv_core drops it), so only an injected entry could.
+        if t.v6 && (IPAddress.lanesAreV4(t.src.lanes) || IPAddress.lanesAreV4(t.dst.lanes)) { return .ignored }
         guard t.proto == 6 else { return .ignored }
         return .fact(ConntrackFact(kind, source: t.src, sourcePort: t.sport, destination: t.dst, destinationPort: t.dport,
                                    state: state))

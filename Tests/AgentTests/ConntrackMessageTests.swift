@@ -77,6 +77,15 @@ import VerdictEngine
         #expect(Self.parse(Self.message(type: 0x100, family: 10) + next).last == Self.parse(next).first)
     }
 
+    /// Found by the fuzzer too: IPv6 attributes carrying IPv4-mapped addresses became a fact of
+    /// IPv4 addresses (or of both kinds), aliasing the IPv4 flow. Ignored: no flow to mirror.
+    @Test func ipv4MappedAddressesInAnIPv6EntryAreIgnored() {
+        let mapped = Self.attr(4, [UInt8](repeating: 0, count: 10) + [0xff, 0xff, 198, 51, 100, 7])
+        #expect(Self.parse(Self.message(type: 0x100, v6: true, addresses: Self.v6Source + mapped)) == [.ignored])
+        let both = Self.attr(3, [UInt8](repeating: 0, count: 10) + [0xff, 0xff, 198, 18, 2, 2]) + mapped
+        #expect(Self.parse(Self.message(type: 0x100, v6: true, addresses: both)) == [.ignored])
+    }
+
     @Test func doneAndErrors() {
         let done: [UInt8] = [20, 0, 0, 0, 3, 0, 0, 0] + [UInt8](repeating: 0, count: 12)
         var err: [UInt8] = [20, 0, 0, 0, 2, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
