@@ -3,6 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds]        (default 60)
 #   scripts/fuzz.sh rules [seconds]  the rules scanner and resolver instead
+#   scripts/fuzz.sh conntrack [seconds]  the ctnetlink message reader instead
 #   scripts/fuzz.sh captures [...]   the file readers' fuzzer: scripts/fuzz-captures.sh
 #
 # The package's `swift build` does not take -sanitize=fuzzer, so the two pure-Swift modules are
@@ -69,6 +70,41 @@ if [[ "${1:-}" == "rules" ]]; then
         -artifact_prefix="$rwork/artifacts/" -timeout=10 -rss_limit_mb=2048
     rc=$?
     echo "exit $rc; corpus now $(ls "$rwork/corpus" | wc -l) inputs; findings in $rwork/artifacts: $(ls "$rwork/artifacts" | wc -l)"
+    exit $rc
+fi
+
+if [[ "${1:-}" == "conntrack" ]]; then
+    # The ctnetlink message reader: scripts/fuzz.sh conntrack [seconds|merge], corpus
+    # Fuzz/corpus-conntrack (inputs are one receive's bytes; checks in
+    # Tests/FuzzRegressionTests/ConntrackFuzzInvariants.swift). Seeds from the kernel:
+    # `unshare -n Fuzz/make_conntrack_seeds.py DIR`, then copy DIR into the work corpus.
+    build_modules
+    swiftc "${flags[@]}" -module-name Conntrack -I "$build" -emit-module -emit-module-path "$build/Conntrack.swiftmodule" \
+        -emit-library -static -o "$build/libConntrack.a" "$repo/Sources/Conntrack/ConntrackMessage.swift"
+    swiftc "${flags[@]}" -module-name ConntrackFuzz -I "$build" \
+        "$repo/Fuzz/ConntrackFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/ConntrackFuzzInvariants.swift" \
+        "$build/libConntrack.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/conntrack-fuzz"
+    cwork=$work/conntrack
+    mkdir -p "$cwork/corpus" "$cwork/artifacts"
+    if [[ "${2:-}" == "merge" ]]; then
+        fresh=$(mktemp -d /tmp/rg-fuzz-merge.XXXXXX)
+        snapshot=$(mktemp -d /tmp/rg-fuzz-snapshot.XXXXXX)
+        cp "$cwork"/corpus/* "$snapshot"/ 2>/dev/null || true
+        "$build/conntrack-fuzz" -set_cover_merge=1 -use_counters=0 -max_len=4096 "$fresh" "$repo/Fuzz/corpus-conntrack" "$snapshot"
+        rm -rf "$snapshot"
+        rm -f "$repo"/Fuzz/corpus-conntrack/*
+        cp "$fresh"/* "$repo/Fuzz/corpus-conntrack/"
+        rm -rf "$fresh"
+        echo "Fuzz/corpus-conntrack: $(ls "$repo/Fuzz/corpus-conntrack" | wc -l) files"
+        exit 0
+    fi
+    cp -n "$repo"/Fuzz/corpus-conntrack/* "$cwork/corpus/" 2>/dev/null || true
+    set +e
+    # -max_len 4096: a page of dump replies (a dozen entries) fits.
+    "$build/conntrack-fuzz" "$cwork/corpus" -max_total_time="${2:-60}" -max_len=4096 -print_final_stats=1 \
+        -artifact_prefix="$cwork/artifacts/" -timeout=10 -rss_limit_mb=2048
+    rc=$?
+    echo "exit $rc; corpus now $(ls "$cwork/corpus" | wc -l) inputs; findings in $cwork/artifacts: $(ls "$cwork/artifacts" | wc -l)"
     exit $rc
 fi
 
