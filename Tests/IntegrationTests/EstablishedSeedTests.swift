@@ -66,21 +66,6 @@ struct EstablishedSeedTests {
                 sys.exit(0)
         """
 
-    /// One RST from the server's address and port, as a blind attacker (or the server) sends it.
-    static let forge = """
-        import socket, struct, sys
-        src, dst, sport, dport, seq = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-        tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-        def csum(b):
-            s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
-            while s >> 16: s = (s & 0xffff) + (s >> 16)
-            return ~s & 0xffff
-        ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, 20)
-        h = struct.pack('!HHIIBBHHH', sport, dport, seq & 0xffffffff, 0, 5 << 4, 0x04, 0, 0, 0)
-        h = h[:16] + struct.pack('!H', csum(ph + h)) + h[18:]
-        tx.sendto(h, (dst, 0))
-        """
-
     struct Outcome {
         var seeded: Int
         /// Forged RSTs that reached the protected host after (a), and whether the session
@@ -128,10 +113,10 @@ struct EstablishedSeedTests {
             return n
         }
 
-        let server = lab.tempPath("echo.py"), clientFile = lab.tempPath("client.py"), forgeFile = lab.tempPath("forge.py")
+        let server = lab.tempPath("echo.py"), clientFile = lab.tempPath("client.py"), sweepFile = lab.tempPath("sweep.py")
         try RSTInlineTests.echoServer.write(toFile: server, atomically: true, encoding: .utf8)
         try client.write(toFile: clientFile, atomically: true, encoding: .utf8)
-        try forge.write(toFile: forgeFile, atomically: true, encoding: .utf8)
+        try RSTInlineTests.sweeper.write(toFile: sweepFile, atomically: true, encoding: .utf8)
         _ = try lab.spawn(lab.inet, ["python3", server])
         usleep(300_000)
 
@@ -160,7 +145,7 @@ struct EstablishedSeedTests {
             throw HarnessError("client: \(output())")
         }
         func send(_ seq: UInt32) throws {
-            try lab.exec(lab.inet, "python3 \(forgeFile) 198.18.1.2 198.18.2.2 179 \(port) \(seq)")
+            try lab.exec(lab.inet, "python3 \(sweepFile) 198.18.1.2 198.18.2.2 \(port) \(seq)")
             usleep(300_000)
         }
 
