@@ -67,9 +67,7 @@ struct EstablishedSeeds: Sendable {
 
     /// The kernel's table through a socket of its own, 10 s at most (a table of millions).
     static func dumpConntrack(_ body: (ConntrackFact) -> Void) throws(SystemCallError) {
-        let socket = try ConntrackSocket(events: false, bufferBytes: 4 << 20)
-        defer { socket.close() }
-        _ = try socket.dump(timeout: 10, body)
+        _ = try ConntrackSocket.dumpTable(timeout: 10, body)
     }
 }
 

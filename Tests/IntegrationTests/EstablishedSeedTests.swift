@@ -118,20 +118,22 @@ struct EstablishedSeedTests {
         try client.write(toFile: clientFile, atomically: true, encoding: .utf8)
         try RSTInlineTests.sweeper.write(toFile: sweepFile, atomically: true, encoding: .utf8)
         _ = try lab.spawn(lab.inet, ["python3", server])
-        usleep(300_000)
+        // A loaded machine starts python slowly: the client must not find the port closed.
+        for _ in 0..<100 where try lab.exec(lab.inet, "ss -Hltn 'sport = :179'").stdout.isEmpty { usleep(100_000) }
 
         // The session starts with no agent, then goes quiet.
-        let trigger = lab.tempPath("trigger"), out = lab.tempPath("client.out")
-        _ = try lab.spawn(lab.protected, ["python3", clientFile, "198.18.1.2", "179", trigger], stdoutFile: out)
+        let trigger = lab.tempPath("trigger"), out = lab.tempPath("client.out"), err = lab.tempPath("client.err")
+        _ = try lab.spawn(lab.protected, ["python3", clientFile, "198.18.1.2", "179", trigger], stderrFile: err, stdoutFile: out)
         func output() -> String { (try? String(contentsOfFile: out, encoding: .utf8)) ?? "" }
-        /// The client's last line starting with one of `prefixes`, waiting up to 10 s for it.
+        /// The client's last line starting with one of `prefixes`, waiting up to 30 s for it.
         func line(_ prefixes: String...) throws -> String {
-            for _ in 0..<100 {
+            for _ in 0..<300 {
                 let lines = output().split(separator: "\n")
                 if let l = lines.last(where: { l in prefixes.contains { l.hasPrefix($0) } }) { return String(l) }
                 usleep(100_000)
             }
-            throw HarnessError("the client printed none of \(prefixes): \(output())")
+            let stderr = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
+            throw HarnessError("the client printed none of \(prefixes): \(output()) \(stderr)")
         }
         var steps: [String] = []
         defer { for s in steps { unlink(s) } }
