@@ -33,6 +33,9 @@ final class FlowspecEscalation: Sendable {
         var sessionAlarm = false
         var ticks = 0
         var countersFailed = false
+        /// Routes whose withdrawal the speaker refused: tried again at every look at the speaker
+        /// and listed by `flowspec show` until it takes them, so none stays announced unseen.
+        var unwithdrawn: [FlowspecRoute] = []
     }
     private let escalation: SerialState<Escalation>
     let speaker: GoBGPSpeaker
@@ -116,7 +119,7 @@ final class FlowspecEscalation: Sendable {
     /// Stops the tick and the speaker: its session closes and the upstream withdraws the routes.
     func stop() {
         escalation.stop { [self] s in
-            let routes = s.escalator.announced
+            let routes = s.escalator.announced + s.unwithdrawn
             if !routes.isEmpty, !dryRun {
                 // The agent's own gobgpd takes them along when it stops (its session closes); an
                 // operator's speaker keeps running and must be told.
@@ -158,9 +161,17 @@ final class FlowspecEscalation: Sendable {
         s.ticks += 1
         var rates: [Escalator.Target: Double] = [:]
         var since: [Escalator.Target: Double] = [:]
+        var ports: [Escalator.Target: SourcePortCounts] = [:]
         if let counters = s.counters {
             do throws(NftError) {
+                // Ports first: the totals read after them are never below their sum.
+                let synackTargets = s.escalator.watched.filter { $0.vector == .synack }
+                let perPort = synackTargets.isEmpty ? [:] : try counters.readPorts()
                 let kernel = try counters.read()
+                for t in synackTargets {
+                    guard let total = kernel[t.prefix]?[.synack] else { continue }
+                    ports[t] = SourcePortCounts(total: total, perPort: perPort[t.prefix] ?? [:])
+                }
                 for t in s.escalator.watched {
                     guard let n = kernel[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
                     var samples = s.lastCounts[t] ?? []
@@ -182,7 +193,7 @@ final class FlowspecEscalation: Sendable {
                 s.countersFailed = true
             }
         }
-        perform(s.escalator.tick(now: now, kernelRates: rates, measuredSince: since), &s)
+        perform(s.escalator.tick(now: now, kernelRates: rates, measuredSince: since, sourcePorts: ports), &s)
         if !dryRun { checkSpeaker(now, &s) }
     }
 
@@ -214,6 +225,15 @@ final class FlowspecEscalation: Sendable {
                 ("speaker_log", .string(speaker.runsDaemon ? speaker.lastLog() : "")),
                 ("detail", .string("no route can reach the upstream (peer unreachable, wrong AS, or refused); local protection is unaffected")),
             ])
+        }
+        if !s.unwithdrawn.isEmpty {
+            s.unwithdrawn = s.unwithdrawn.filter { r in
+                do throws(FlowspecError) { try speaker.withdraw(r) } catch { return true }
+                logger.info("flowspec-withdraw", [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
+                                                  ("vector", .string(r.vector.rawValue)), ("reason", .string("retried"))])
+                return false
+            }
+            if s.unwithdrawn.isEmpty { publish(s) }
         }
         let generation = speaker.generation.load(ordering: .acquiring)
         if generation != s.syncedGeneration {
@@ -248,11 +268,11 @@ final class FlowspecEscalation: Sendable {
             case .unwatch(let t):
                 try? s.counters?.unwatch(t.prefix, t.vector == .synack ? .synack : .rst)
                 s.lastCounts[t] = nil
-            case .announce(let r, let rate):
+            case .announce(let r, let rate, let ports):
                 changed = true
                 let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
                                                ("vector", .string(r.vector.rawValue)), ("rate_pps", .double(rate)),
-                                               ("action", .string(r.action))]
+                                               ("action", .string(r.action))] + Self.fields(ports)
                 if dryRun {
                     print("flowspec: would announce \(r)")
                     StandardStreams.flushOutput()
@@ -278,14 +298,41 @@ final class FlowspecEscalation: Sendable {
                     logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
                     continue
                 }
-                counts.add(.withdrawals)
+                withdraw(r, f, &s)
+            case .retract(let r, let reason):
+                changed = true
+                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
+                                               ("vector", .string(r.vector.rawValue)), ("reason", .string("reload: \(reason)"))]
+                if dryRun {
+                    print("flowspec: would withdraw \(r)")
+                    StandardStreams.flushOutput()
+                    logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
+                    continue
+                }
+                withdraw(r, f, &s)
+            case .replace(let old, let new, let ports):
+                changed = true
+                let f: [(String, LogValue)] = [("route", .string(new.description)), ("previous", .string(old.description)),
+                                               ("prefix", .string(new.prefix.description)), ("vector", .string(new.vector.rawValue)),
+                                               ("action", .string(new.action)), ("reason", .string("reload"))] + Self.fields(ports)
+                if dryRun {
+                    print("flowspec: would replace \(old) with \(new)")
+                    StandardStreams.flushOutput()
+                    logger.warning("flowspec-would-replace", f + [("dry_run", .bool(true))])
+                    continue
+                }
+                // The new route first: for the same match the speaker replaces the path (one
+                // UPDATE upstream, no gap); for other ports the old one goes once the new stands.
+                counts.add(.announcements)
                 do throws(FlowspecError) {
-                    try speaker.withdraw(r)
-                    logger.info("flowspec-withdraw", f)
+                    try speaker.announce(new)
+                    logger.warning("flowspec-replace", f)
                 } catch {
                     counts.add(.errors)
+                    s.syncedGeneration = 0
                     logger.error("flowspec-error", f + [("error", .string(error.message))])
                 }
+                if !old.sameMatch(new) { withdraw(old, f, &s) }
             case .refuse(let t, let reason, let detail, let rate):
                 refused.withLock { $0[Escalator.RefusalReason.allCases.firstIndex(of: reason)!] += 1 }
                 logger.warning("flowspec-refused", [("prefix", .string(t.prefix.description)), ("vector", .string(t.vector.rawValue)),
@@ -293,9 +340,50 @@ final class FlowspecEscalation: Sendable {
                                                     ("rate_pps", .double(rate))])
             }
         }
-        if changed {
-            counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count))
-            if !dryRun { try? speaker.publish(s.escalator.announced) }
+        if changed { publish(s) }
+    }
+
+    private func withdraw(_ r: FlowspecRoute, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        counts.add(.withdrawals)
+        do throws(FlowspecError) {
+            try speaker.withdraw(r)
+            logger.info("flowspec-withdraw", f)
+        } catch {
+            counts.add(.errors)
+            s.unwithdrawn.append(r)
+            logger.error("flowspec-error", f + [("error", .string(error.message)), ("detail", .string("withdrawal retried every 2 s"))])
+        }
+    }
+
+    /// The routes announced now, for `flowspec show` and the gauge.
+    private func publish(_ s: Escalation) {
+        counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count + s.unwithdrawn.count))
+        if !dryRun { try? speaker.publish(s.escalator.announced, unwithdrawn: s.unwithdrawn) }
+    }
+
+    /// How a route's source ports were chosen, for its event.
+    private static func fields(_ c: SourcePortChoice) -> [(String, LogValue)] {
+        [("source_ports", .strings(c.ports.map { String($0) })), ("port_decision", .string(c.decision.rawValue)),
+         ("port_share", .double((c.share * 1000).rounded() / 1000)), ("port_sample", .from(c.sample))]
+    }
+
+    /// The policy in force (the start's, or the last reload's).
+    var escalatorConfig: FlowspecConfig { escalation.sync { $0.escalator.config } }
+
+    /// A reload's Flowspec policy (SIGHUP, `reflectguard reload`), applied before the reload
+    /// answers: the announced routes become what the new policy allows (`Escalator.reconfigure`).
+    /// The caller has checked that the session's settings are unchanged. Returns a summary.
+    func reconfigure(_ new: FlowspecConfig) -> String {
+        escalation.sync { [self] s in
+            let actions = s.escalator.reconfigure(new)
+            perform(actions, &s)
+            var retracted = 0, replaced = 0
+            for a in actions {
+                if case .retract = a { retracted += 1 } else if case .replace = a { replaced += 1 }
+            }
+            logger.info("flowspec-reload", fields(new) + [("withdrawn", .from(retracted)), ("replaced", .from(replaced)),
+                                                          ("announced", .from(s.escalator.announced.count))])
+            return "flowspec: \(s.escalator.announced.count) route(s) announced, \(retracted) withdrawn, \(replaced) replaced"
         }
     }
 

@@ -25,13 +25,59 @@ public final class FlowspecCounters {
         return r.output
     }
 
-    /// Starts counting `prefix`'s attack packets (from zero).
+    /// Starts counting `prefix`'s attack packets (from zero), and for SYN-ACKs their source ports.
     public func watch(_ prefix: CIDR, _ vector: Vector) throws(NftError) {
         let s = Self.set(prefix, vector)
         // Add first: deleting a missing element fails. Then delete and add again, so a stale
         // element (a previous agent's) starts from zero.
         let element = "\(NftRuleset.family) \(NftRuleset.table) \(s) { \(prefix) }"
-        _ = try run("watching \(prefix)", "add element \(element)\ndelete element \(element)\nadd element \(element)\n")
+        var cmd = "add element \(element)\ndelete element \(element)\nadd element \(element)\n"
+        // The prefix's port counts start from zero too: a port counted before this watch (an
+        // earlier attack within the set's minute) would otherwise count against the new total.
+        if vector == .synack {
+            let ports = Self.portSet(prefix)
+            for (p, port, _) in Self.parsePorts(try run("reading the source ports", "list set \(NftRuleset.family) \(NftRuleset.table) \(ports)\n"))
+            where p == prefix {
+                cmd += "delete element \(NftRuleset.family) \(NftRuleset.table) \(ports) { \(Self.address(p)) . \(port) }\n"
+            }
+        }
+        _ = try run("watching \(prefix)", cmd)
+    }
+
+    static func portSet(_ prefix: CIDR) -> String { "flowspec_sport\(prefix.isIPv4 ? 4 : 6)" }
+
+    /// A prefix's address as nft writes it (an IPv4 address without the mapping).
+    static func address(_ p: CIDR) -> String {
+        p.description.split(separator: "/").first.map(String.init) ?? p.description
+    }
+
+    /// Source-port counts of the watched SYN-ACK prefixes, per prefix (the rule keys them by
+    /// the /24 or /64). Read before `read()`: both count the same packets, and the totals read
+    /// after the ports are never below the ports' sum.
+    public func readPorts() throws(NftError) -> [CIDR: [UInt16: UInt64]] {
+        var out: [CIDR: [UInt16: UInt64]] = [:]
+        for f in [4, 6] {
+            let text = try run("reading the source-port counters", "list set \(NftRuleset.family) \(NftRuleset.table) flowspec_sport\(f)\n")
+            for (p, port, n) in Self.parsePorts(text) { out[p, default: [:]][port, default: 0] += n }
+        }
+        return out
+    }
+
+    /// The elements of a port set's listing: `elements = { 198.18.2.0 . 443 counter packets 3
+    /// bytes 120 expires 59s, … }`, as (the /24 or /64, port, packets). nft prints the port as a
+    /// number (no service names without `-S`); an element it printed otherwise is skipped.
+    static func parsePorts(_ text: String) -> [(CIDR, UInt16, UInt64)] {
+        guard let start = text.firstRange(of: "elements = {") else { return [] }
+        let body = text[start.upperBound...].prefix { $0 != "}" }
+        var out: [(CIDR, UInt16, UInt64)] = []
+        for element in body.split(separator: ",") {
+            let words = element.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+            guard words.count >= 3, words[1] == ".", !words[0].contains("/"),
+                  let p = CIDR("\(words[0])/\(words[0].contains(":") ? 64 : 24)"), let port = UInt16(words[2]),
+                  let i = words.firstIndex(of: "packets"), i + 1 < words.count, let n = UInt64(words[i + 1]) else { continue }
+            out.append((p, port, n))
+        }
+        return out
     }
 
     public func unwatch(_ prefix: CIDR, _ vector: Vector) throws(NftError) {
@@ -39,10 +85,10 @@ public final class FlowspecCounters {
         _ = try run("unwatching \(prefix)", "add element \(element)\ndelete element \(element)\n")
     }
 
-    /// Empties the four sets (at start: a previous agent's watches mean nothing now).
+    /// Empties the six sets (at start: a previous agent's watches mean nothing now).
     public func clear() throws(NftError) {
         var cmd = ""
-        for v in ["synack", "rst"] { for f in [4, 6] { cmd += "flush set \(NftRuleset.family) \(NftRuleset.table) flowspec_\(v)\(f)\n" } }
+        for v in ["synack", "rst", "sport"] { for f in [4, 6] { cmd += "flush set \(NftRuleset.family) \(NftRuleset.table) flowspec_\(v)\(f)\n" } }
         _ = try run("clearing the flowspec sets", cmd)
     }
 
