@@ -164,14 +164,19 @@ final class FlowspecEscalation: Sendable {
         var ports: [Escalator.Target: SourcePortCounts] = [:]
         if let counters = s.counters {
             do throws(NftError) {
-                // Ports first: the totals read after them are never below their sum.
-                let synackTargets = s.escalator.watched.filter { $0.vector == .synack }
-                let perPort = synackTargets.isEmpty ? [:] : try counters.readPorts()
-                let kernel = try counters.read()
-                for t in synackTargets {
-                    guard let total = kernel[t.prefix]?[.synack] else { continue }
-                    ports[t] = SourcePortCounts(total: total, perPort: perPort[t.prefix] ?? [:])
+                // Source ports once a second, and only while a SYN-ACK route may be announced
+                // (its ports are chosen then): a full port set takes a noticeable part of a
+                // second to list on a loaded router, and these ticks measure the hold.
+                let waiting = Set(s.escalator.awaitingAnnouncement.filter { $0.vector == .synack }.map { $0.prefix.isIPv4 ? 4 : 6 })
+                if s.ticks % 2 == 0 || s.escalator.awaitingAnnouncement.contains(where: { s.escalator.sourcePorts($0) == nil }) {
+                    for family in waiting.sorted() {
+                        let counted = try counters.readPorts(family: family)
+                        for t in s.escalator.awaitingAnnouncement where t.vector == .synack && (t.prefix.isIPv4 ? 4 : 6) == family {
+                            if let c = counted[t.prefix] { ports[t] = SourcePortCounts(total: c.total, perPort: c.perPort) }
+                        }
+                    }
                 }
+                let kernel = try counters.read()
                 for t in s.escalator.watched {
                     guard let n = kernel[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
                     var samples = s.lastCounts[t] ?? []

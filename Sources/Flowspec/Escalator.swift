@@ -80,6 +80,12 @@ public struct Escalator: Sendable {
     /// Targets whose kernel counts the agent should read.
     public var watched: [Target] { Array(states.keys) }
 
+    /// Watched targets with no route: those a tick may announce, whose source ports it needs.
+    public var awaitingAnnouncement: [Target] { states.filter { $0.value.route == nil }.map(\.key) }
+
+    /// The last source-port counts `tick` was given for a target.
+    public func sourcePorts(_ t: Target) -> SourcePortCounts? { states[t]?.ports }
+
     /// An engine's attack event; `rate` is the whole agent's (AttackEvent.agentRate). `now` in
     /// seconds on any monotonic clock.
     public mutating func attack(_ kind: AttackEvent.Kind, _ target: Target, rate: Double, now: Double) -> [Action] {

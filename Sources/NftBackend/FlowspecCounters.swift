@@ -51,15 +51,17 @@ public final class FlowspecCounters {
         p.description.split(separator: "/").first.map(String.init) ?? p.description
     }
 
-    /// Source-port counts of the watched SYN-ACK prefixes, per prefix (the rule keys them by
-    /// the /24 or /64). Read before `read()`: both count the same packets, and the totals read
-    /// after the ports are never below the ports' sum.
-    public func readPorts() throws(NftError) -> [CIDR: [UInt16: UInt64]] {
-        var out: [CIDR: [UInt16: UInt64]] = [:]
-        for f in [4, 6] {
-            let text = try run("reading the source-port counters", "list set \(NftRuleset.family) \(NftRuleset.table) flowspec_sport\(f)\n")
-            for (p, port, n) in Self.parsePorts(text) { out[p, default: [:]][port, default: 0] += n }
-        }
+    /// Source-port counts of the watched SYN-ACK prefixes of one family (4 or 6), per prefix (the
+    /// rule keys them by the /24 or /64), with each prefix's SYN-ACK total read right after them:
+    /// both count the same packets, so the total is never below the ports' sum, and it exceeds
+    /// it only by the packets of the moment between the two listings (and those the bounded port
+    /// set could not hold): a share taken from these can come out low, never high.
+    public func readPorts(family: Int) throws(NftError) -> [CIDR: (perPort: [UInt16: UInt64], total: UInt64)] {
+        let text = try run("reading the source-port counters", "list set \(NftRuleset.family) \(NftRuleset.table) flowspec_sport\(family)\n")
+        let totals = try run("reading the flowspec counters", "list set \(NftRuleset.family) \(NftRuleset.table) flowspec_synack\(family)\n")
+        var out: [CIDR: (perPort: [UInt16: UInt64], total: UInt64)] = [:]
+        for (p, n) in Self.parse(totals) { out[p] = ([:], n) }
+        for (p, port, n) in Self.parsePorts(text) where out[p] != nil { out[p]!.perPort[port, default: 0] += n }
         return out
     }
 

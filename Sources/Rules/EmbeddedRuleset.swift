@@ -251,14 +251,14 @@ table inet reflectguard {
 		type ipv4_addr . inet_service
 		flags dynamic, timeout
 		timeout 60s
-		size 4096
+		size 1024
 		counter
 	}
 	set flowspec_sport6 {
 		type ipv6_addr . inet_service
 		flags dynamic, timeout
 		timeout 60s
-		size 4096
+		size 1024
 		counter
 	}
 	set flowspec_rst4 {
