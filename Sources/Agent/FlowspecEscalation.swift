@@ -234,8 +234,7 @@ final class FlowspecEscalation: Sendable {
         if !s.unwithdrawn.isEmpty {
             s.unwithdrawn = s.unwithdrawn.filter { r in
                 do throws(FlowspecError) { try speaker.withdraw(r) } catch { return true }
-                logger.info("flowspec-withdraw", [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                                  ("vector", .string(r.vector.rawValue)), ("reason", .string("retried"))])
+                logger.info("flowspec-withdraw", Self.fields(r) + [("reason", .string("retried"))])
                 return false
             }
             if s.unwithdrawn.isEmpty { publish(s) }
@@ -275,68 +274,29 @@ final class FlowspecEscalation: Sendable {
                 s.lastCounts[t] = nil
             case .announce(let r, let rate, let ports):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                               ("vector", .string(r.vector.rawValue)), ("rate_pps", .double(rate)),
-                                               ("action", .string(r.action))] + Self.fields(ports)
+                let f = Self.fields(r) + [("rate_pps", .double(rate)), ("action", .string(r.action))] + Self.fields(ports)
                 if dryRun {
-                    print("flowspec: would announce \(r)")
-                    StandardStreams.flushOutput()
-                    logger.warning("flowspec-would-announce", f + [("dry_run", .bool(true))])
+                    report("would announce \(r)", "flowspec-would-announce", f)
                     continue
                 }
-                counts.add(.announcements)
-                do throws(FlowspecError) {
-                    try speaker.announce(r)
-                    logger.warning("flowspec-announce", f)
-                } catch {
-                    counts.add(.errors)
-                    s.syncedGeneration = 0   // try again at the next look at the speaker
-                    logger.error("flowspec-error", f + [("error", .string(error.message))])
-                }
+                send(r, "flowspec-announce", f, &s)
             case .withdraw(let r, let quiet):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                               ("vector", .string(r.vector.rawValue)), ("quiet_s", .double(quiet))]
-                if dryRun {
-                    print("flowspec: would withdraw \(r)")
-                    StandardStreams.flushOutput()
-                    logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
-                    continue
-                }
-                withdraw(r, f, &s)
+                retire(r, Self.fields(r) + [("quiet_s", .double(quiet))], &s)
             case .retract(let r, let reason):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                               ("vector", .string(r.vector.rawValue)), ("reason", .string("reload: \(reason)"))]
-                if dryRun {
-                    print("flowspec: would withdraw \(r)")
-                    StandardStreams.flushOutput()
-                    logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
-                    continue
-                }
-                withdraw(r, f, &s)
+                retire(r, Self.fields(r) + [("reason", .string("reload: \(reason)"))], &s)
             case .replace(let old, let new, let ports):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(new.description)), ("previous", .string(old.description)),
-                                               ("prefix", .string(new.prefix.description)), ("vector", .string(new.vector.rawValue)),
-                                               ("action", .string(new.action)), ("reason", .string("reload"))] + Self.fields(ports)
+                let f = Self.fields(new) + [("previous", .string(old.description)), ("action", .string(new.action)),
+                                            ("reason", .string("reload"))] + Self.fields(ports)
                 if dryRun {
-                    print("flowspec: would replace \(old) with \(new)")
-                    StandardStreams.flushOutput()
-                    logger.warning("flowspec-would-replace", f + [("dry_run", .bool(true))])
+                    report("would replace \(old) with \(new)", "flowspec-would-replace", f)
                     continue
                 }
                 // The new route first: for the same match the speaker replaces the path (one
                 // UPDATE upstream, no gap); for other ports the old one goes once the new stands.
-                counts.add(.announcements)
-                do throws(FlowspecError) {
-                    try speaker.announce(new)
-                    logger.warning("flowspec-replace", f)
-                } catch {
-                    counts.add(.errors)
-                    s.syncedGeneration = 0
-                    logger.error("flowspec-error", f + [("error", .string(error.message))])
-                }
+                send(new, "flowspec-replace", f, &s)
                 if !old.sameMatch(new) { withdraw(old, f, &s) }
             case .refuse(let t, let reason, let detail, let rate):
                 refused.withLock { $0[Escalator.RefusalReason.allCases.firstIndex(of: reason)!] += 1 }
@@ -346,6 +306,42 @@ final class FlowspecEscalation: Sendable {
             }
         }
         if changed { publish(s) }
+    }
+
+    /// Dry-run: what would be done, on standard output and as an event; nothing else.
+    private func report(_ text: String, _ event: String, _ f: [(String, LogValue)]) {
+        print("flowspec: \(text)")
+        StandardStreams.flushOutput()
+        logger.warning(event, f + [("dry_run", .bool(true))])
+    }
+
+    private func send(_ r: FlowspecRoute, _ event: String, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        counts.add(.announcements)
+        do throws(FlowspecError) {
+            try speaker.announce(r)
+            logger.warning(event, f)
+        } catch {
+            counts.add(.errors)
+            s.syncedGeneration = 0   // try again at the next look at the speaker
+            logger.error("flowspec-error", f + [("error", .string(error.message))])
+        }
+    }
+
+    /// A route withdrawn (its flood over, or a reload's policy refuses it), or in a dry run
+    /// reported.
+    private func retire(_ r: FlowspecRoute, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        if dryRun {
+            print("flowspec: would withdraw \(r)")
+            StandardStreams.flushOutput()
+            logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
+        } else {
+            withdraw(r, f, &s)
+        }
+    }
+
+    /// A route's own fields, first in each of its events.
+    private static func fields(_ r: FlowspecRoute) -> [(String, LogValue)] {
+        [("route", .string(r.description)), ("prefix", .string(r.prefix.description)), ("vector", .string(r.vector.rawValue))]
     }
 
     private func withdraw(_ r: FlowspecRoute, _ f: [(String, LogValue)], _ s: inout Escalation) {
