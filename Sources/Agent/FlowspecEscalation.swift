@@ -167,11 +167,11 @@ final class FlowspecEscalation: Sendable {
                 // Source ports once a second, and only while a SYN-ACK route may be announced
                 // (its ports are chosen then): a full port set takes a noticeable part of a
                 // second to list on a loaded router, and these ticks measure the hold.
-                let waiting = Set(s.escalator.awaitingAnnouncement.filter { $0.vector == .synack }.map { $0.prefix.isIPv4 ? 4 : 6 })
-                if s.ticks % 2 == 0 || s.escalator.awaitingAnnouncement.contains(where: { s.escalator.sourcePorts($0) == nil }) {
-                    for family in waiting.sorted() {
+                let awaiting = s.escalator.awaitingAnnouncement
+                if s.ticks % 2 == 0 || awaiting.contains(where: { s.escalator.sourcePorts($0) == nil }) {
+                    for family in Set(awaiting.map { $0.prefix.isIPv4 ? 4 : 6 }).sorted() {
                         let counted = try counters.readPorts(family: family)
-                        for t in s.escalator.awaitingAnnouncement where t.vector == .synack && (t.prefix.isIPv4 ? 4 : 6) == family {
+                        for t in awaiting where (t.prefix.isIPv4 ? 4 : 6) == family {
                             if let c = counted[t.prefix] { ports[t] = SourcePortCounts(total: c.total, perPort: c.perPort) }
                         }
                     }

@@ -80,8 +80,11 @@ public struct Escalator: Sendable {
     /// Targets whose kernel counts the agent should read.
     public var watched: [Target] { Array(states.keys) }
 
-    /// Watched targets with no route: those a tick may announce, whose source ports it needs.
-    public var awaitingAnnouncement: [Target] { states.filter { $0.value.route == nil }.map(\.key) }
+    /// SYN-ACK targets above the trigger and not announced yet: those a coming tick may
+    /// announce, whose source ports it needs.
+    public var awaitingAnnouncement: [Target] {
+        states.filter { $0.key.vector == .synack && $0.value.route == nil && $0.value.aboveSince != nil }.map(\.key)
+    }
 
     /// The last source-port counts `tick` was given for a target.
     public func sourcePorts(_ t: Target) -> SourcePortCounts? { states[t]?.ports }
