@@ -33,9 +33,10 @@ final class FlowspecEscalation: Sendable {
         var sessionAlarm = false
         var ticks = 0
         var countersFailed = false
-        /// Routes whose withdrawal the speaker refused: tried again at every look at the speaker
-        /// and listed by `flowspec show` until it takes them, so none stays announced unseen.
-        var unwithdrawn: [FlowspecRoute] = []
+        /// Routes whose withdrawal the speaker refused, with the speaker's start (`generation`)
+        /// they were refused by: tried again at every look at the speaker and listed by
+        /// `flowspec show` until it takes them, so none stays announced unseen.
+        var unwithdrawn: [(route: FlowspecRoute, generation: UInt64)] = []
     }
     private let escalation: SerialState<Escalation>
     let speaker: GoBGPSpeaker
@@ -119,7 +120,7 @@ final class FlowspecEscalation: Sendable {
     /// Stops the tick and the speaker: its session closes and the upstream withdraws the routes.
     func stop() {
         escalation.stop { [self] s in
-            let routes = s.escalator.announced + s.unwithdrawn
+            let routes = s.escalator.announced + s.unwithdrawn.map(\.route)
             if !routes.isEmpty, !dryRun {
                 // The agent's own gobgpd takes them along when it stops (its session closes); an
                 // operator's speaker keeps running and must be told.
@@ -167,10 +168,12 @@ final class FlowspecEscalation: Sendable {
                 // Source ports once a second, and only while a SYN-ACK route may be announced
                 // (its ports are chosen then): a full port set takes a noticeable part of a
                 // second to list on a loaded router, and these ticks measure the hold.
+                // A table applied by an older version has no port sets: its routes match any
+                // port, and the rates still count.
                 let awaiting = s.escalator.awaitingAnnouncement
                 if s.ticks % 2 == 0 || awaiting.contains(where: { s.escalator.sourcePorts($0) == nil }) {
                     for family in Set(awaiting.map { $0.prefix.isIPv4 ? 4 : 6 }).sorted() {
-                        let counted = try counters.readPorts(family: family)
+                        guard let counted = try? counters.readPorts(family: family) else { continue }
                         for t in awaiting where (t.prefix.isIPv4 ? 4 : 6) == family {
                             if let c = counted[t.prefix] { ports[t] = SourcePortCounts(total: c.total, perPort: c.perPort) }
                         }
@@ -231,15 +234,18 @@ final class FlowspecEscalation: Sendable {
                 ("detail", .string("no route can reach the upstream (peer unreachable, wrong AS, or refused); local protection is unaffected")),
             ])
         }
+        let generation = speaker.generation.load(ordering: .acquiring)
         if !s.unwithdrawn.isEmpty {
+            let before = s.unwithdrawn.count
             s.unwithdrawn = s.unwithdrawn.filter { r in
-                do throws(FlowspecError) { try speaker.withdraw(r) } catch { return true }
-                logger.info("flowspec-withdraw", Self.fields(r) + [("reason", .string("retried"))])
+                // The agent's own gobgpd started again since: the route went with the old one.
+                if speaker.runsDaemon, r.generation != generation { return false }
+                do throws(FlowspecError) { try speaker.withdraw(r.route) } catch { return true }
+                logger.info("flowspec-withdraw", Self.fields(r.route) + [("reason", .string("retried"))])
                 return false
             }
-            if s.unwithdrawn.isEmpty { publish(s) }
+            if s.unwithdrawn.count != before { publish(s) }
         }
-        let generation = speaker.generation.load(ordering: .acquiring)
         if generation != s.syncedGeneration {
             let routes = s.escalator.announced
             do throws(FlowspecError) {
@@ -351,7 +357,7 @@ final class FlowspecEscalation: Sendable {
             logger.info("flowspec-withdraw", f)
         } catch {
             counts.add(.errors)
-            s.unwithdrawn.append(r)
+            s.unwithdrawn.append((r, speaker.generation.load(ordering: .acquiring)))
             logger.error("flowspec-error", f + [("error", .string(error.message)), ("detail", .string("withdrawal retried every 2 s"))])
         }
     }
@@ -359,7 +365,7 @@ final class FlowspecEscalation: Sendable {
     /// The routes announced now, for `flowspec show` and the gauge.
     private func publish(_ s: Escalation) {
         counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count + s.unwithdrawn.count))
-        if !dryRun { try? speaker.publish(s.escalator.announced, unwithdrawn: s.unwithdrawn) }
+        if !dryRun { try? speaker.publish(s.escalator.announced, unwithdrawn: s.unwithdrawn.map(\.route)) }
     }
 
     /// How a route's source ports were chosen, for its event.

@@ -34,10 +34,11 @@ public final class FlowspecCounters {
         var cmd = "add element \(element)\ndelete element \(element)\nadd element \(element)\n"
         // The prefix's port counts start from zero too: a port counted before this watch (an
         // earlier attack within the set's minute) would otherwise count against the new total.
-        if vector == .synack {
+        // Best effort: a table applied by an older version has no port sets, and the prefix's
+        // own count matters more (its routes then match any port).
+        if vector == .synack, let listing = try? run("reading the source ports", "list set \(NftRuleset.family) \(NftRuleset.table) \(Self.portSet(prefix))\n") {
             let ports = Self.portSet(prefix)
-            for (p, port, _) in Self.parsePorts(try run("reading the source ports", "list set \(NftRuleset.family) \(NftRuleset.table) \(ports)\n"))
-            where p == prefix {
+            for (p, port, _) in Self.parsePorts(listing) where p == prefix {
                 cmd += "delete element \(NftRuleset.family) \(NftRuleset.table) \(ports) { \(Self.address(p)) . \(port) }\n"
             }
         }
