@@ -110,10 +110,10 @@ let package = Package(
         .testTarget(name: "NFQueueTests", dependencies: ["NFQueue", "CNetfilterQueue", "SystemCalls", "NFQueueTestSupport", "TestSupport"]),
         // The BPF programs against the engine's verdicts (BPF_PROG_TEST_RUN), and the XDP lab.
         .testTarget(name: "XDPPathTests", dependencies: ["XDPPath", "VerdictEngine", "PacketParser", "Lab", "TestSupport"]),
-        // Replays Fuzz/corpus, Fuzz/corpus-captures and Fuzz/corpus-rules through the fuzz targets'
-        // checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
+        // Replays Fuzz/corpus, Fuzz/corpus-captures, Fuzz/corpus-rules and Fuzz/corpus-conntrack
+        // through the fuzz targets' checks (scripts/fuzz.sh and scripts/fuzz-captures.sh build the fuzzers).
         .testTarget(name: "FuzzRegressionTests", dependencies: ["PacketParser", "VerdictEngine", "Captures", "Scoring",
-                                                                "Rules"]),
+                                                                "Rules", "Conntrack"]),
     ],
     // Swift 6 language mode everywhere: strict concurrency checking across the agent's threads
     // (workers, metrics, control, timers); the few `@unchecked Sendable` left each carry their proof.

@@ -3,6 +3,7 @@
 #
 #   scripts/fuzz.sh [seconds]        (default 60)
 #   scripts/fuzz.sh rules [seconds]  the rules scanner and resolver instead
+#   scripts/fuzz.sh conntrack [seconds]  the ctnetlink message reader instead
 #   scripts/fuzz.sh captures [...]   the file readers' fuzzer: scripts/fuzz-captures.sh
 #
 # The package's `swift build` does not take -sanitize=fuzzer, so the two pure-Swift modules are
@@ -40,6 +41,36 @@ build_fuzzer() {
         "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/parser-engine-fuzz"
 }
 
+# The rules and conntrack targets, once built: fuzz_target NAME CORPUS MAX_LEN SECONDS|merge runs
+# $build/NAME-fuzz on its work corpus $work/NAME (seeded from Fuzz/CORPUS) for SECONDS, or
+# minimises that work corpus and Fuzz/CORPUS into a fresh Fuzz/CORPUS. Exits with the fuzzer.
+fuzz_target() {
+    local name=$1 corpus=$repo/Fuzz/$2 max_len=$3 arg=$4
+    local twork=$work/$name
+    mkdir -p "$twork/corpus" "$twork/artifacts"
+    if [[ "$arg" == "merge" ]]; then
+        local fresh snapshot
+        fresh=$(mktemp -d /tmp/rg-fuzz-merge.XXXXXX)
+        # A snapshot: a fuzzer still running on the work corpus deletes inputs it reduced.
+        snapshot=$(mktemp -d /tmp/rg-fuzz-snapshot.XXXXXX)
+        cp "$twork"/corpus/* "$snapshot"/ 2>/dev/null || true
+        "$build/$name-fuzz" -set_cover_merge=1 -use_counters=0 -max_len="$max_len" "$fresh" "$corpus" "$snapshot"
+        rm -rf "$snapshot"
+        rm -f "$corpus"/*
+        cp "$fresh"/* "$corpus/"
+        rm -rf "$fresh"
+        echo "Fuzz/$2: $(ls "$corpus" | wc -l) files"
+        exit 0
+    fi
+    cp -n "$corpus"/* "$twork/corpus/" 2>/dev/null || true
+    set +e
+    "$build/$name-fuzz" "$twork/corpus" -max_total_time="$arg" -max_len="$max_len" -print_final_stats=1 \
+        -artifact_prefix="$twork/artifacts/" -timeout=10 -rss_limit_mb=2048
+    local rc=$?
+    echo "exit $rc; corpus now $(ls "$twork/corpus" | wc -l) inputs; findings in $twork/artifacts: $(ls "$twork/artifacts" | wc -l)"
+    exit $rc
+}
+
 if [[ "${1:-}" == "rules" ]]; then
     # The rules scanner and resolver: scripts/fuzz.sh rules [seconds|merge], corpus Fuzz/corpus-rules
     # (inputs are rules files; checks in Tests/FuzzRegressionTests/RulesFuzzInvariants.swift).
@@ -51,25 +82,23 @@ if [[ "${1:-}" == "rules" ]]; then
     swiftc "${flags[@]}" -module-name RulesFuzz -I "$build" \
         "$repo/Fuzz/RulesFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/RulesFuzzInvariants.swift" \
         "$build/libRules.a" "$build/libSystemCalls.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/rules-fuzz"
-    rwork=$work/rules
-    mkdir -p "$rwork/corpus" "$rwork/artifacts"
-    if [[ "${2:-}" == "merge" ]]; then
-        fresh=$(mktemp -d /tmp/rg-fuzz-merge.XXXXXX)
-        "$build/rules-fuzz" -set_cover_merge=1 -use_counters=0 -max_len=16384 "$fresh" "$repo/Fuzz/corpus-rules" "$rwork/corpus"
-        rm -f "$repo"/Fuzz/corpus-rules/*
-        cp "$fresh"/* "$repo/Fuzz/corpus-rules/"
-        rm -rf "$fresh"
-        echo "Fuzz/corpus-rules: $(ls "$repo/Fuzz/corpus-rules" | wc -l) files"
-        exit 0
-    fi
-    cp -n "$repo"/Fuzz/corpus-rules/* "$rwork/corpus/" 2>/dev/null || true
-    set +e
     # -max_len 16384: the embedded ruleset (12 KiB) fits whole.
-    "$build/rules-fuzz" "$rwork/corpus" -max_total_time="${2:-60}" -max_len=16384 -print_final_stats=1 \
-        -artifact_prefix="$rwork/artifacts/" -timeout=10 -rss_limit_mb=2048
-    rc=$?
-    echo "exit $rc; corpus now $(ls "$rwork/corpus" | wc -l) inputs; findings in $rwork/artifacts: $(ls "$rwork/artifacts" | wc -l)"
-    exit $rc
+    fuzz_target rules corpus-rules 16384 "${2:-60}"
+fi
+
+if [[ "${1:-}" == "conntrack" ]]; then
+    # The ctnetlink message reader: scripts/fuzz.sh conntrack [seconds|merge], corpus
+    # Fuzz/corpus-conntrack (inputs are one receive's bytes; checks in
+    # Tests/FuzzRegressionTests/ConntrackFuzzInvariants.swift). Seeds from the kernel:
+    # `unshare -n Fuzz/make_conntrack_seeds.py DIR`, then copy DIR into the work corpus.
+    build_modules
+    swiftc "${flags[@]}" -module-name Conntrack -I "$build" -emit-module -emit-module-path "$build/Conntrack.swiftmodule" \
+        -emit-library -static -o "$build/libConntrack.a" "$repo/Sources/Conntrack/ConntrackMessage.swift"
+    swiftc "${flags[@]}" -module-name ConntrackFuzz -I "$build" \
+        "$repo/Fuzz/ConntrackFuzz.swift" "$repo/Fuzz/FuzzEntry.swift" "$repo/Tests/FuzzRegressionTests/ConntrackFuzzInvariants.swift" \
+        "$build/libConntrack.a" "$build/libVerdictEngine.a" "$build/libPacketParser.a" -o "$build/conntrack-fuzz"
+    # -max_len 4096: a page of dump replies (a dozen entries) fits.
+    fuzz_target conntrack corpus-conntrack 4096 "${2:-60}"
 fi
 
 if [[ "${1:-}" == "reasons" ]]; then

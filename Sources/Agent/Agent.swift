@@ -135,19 +135,28 @@ public final class Agent {
                 logger.warning("conntrack-not-ready", [("detail", .string(problem))])
             }
         }
+        // Flows established before the start, from one conntrack dump into every engine before
+        // any worker takes a packet (`EstablishedSeeds`). A reload keeps them: it changes the
+        // engines' policy, never their flows.
+        let seeds = EstablishedSeeds.read(policy: policy, limit: EstablishedSeeds.limit(policy))
+        let seededAt = monotonicNanoseconds()
+        var seeded = 0
         var workers: [(Worker, QueueSocket)] = []
         for (i, s) in sockets.enumerated() {
             // A random hash seed per engine: flooders cannot aim at the tables' buckets.
             var rng = SystemRandomNumberGenerator()
             let seed = rng.next() as UInt64
-            workers.append((Worker(queue: s.queue, shared: shared, seed: seed, mailbox: mailboxes.isEmpty ? nil : mailboxes[i]), s))
+            let worker = Worker(queue: s.queue, shared: shared, seed: seed, mailbox: mailboxes.isEmpty ? nil : mailboxes[i])
+            seeded = worker.seedEstablished(seeds.flows, at: seededAt)
+            workers.append((worker, s))
         }
+        let seedFigures = report(seeds, seeded: seeded, limit: EstablishedSeeds.limit(policy))
 
         let watchdog = RulesWatchdog(logger: logger, repair: applyRules, missing: hooks.missing, reapply: hooks.reapply,
                                      afterReapply: { enforcement.rearm(after: "rules re-applied") })
         let registry = MetricsRegistry(workers: workers.map { $0.0.figures }, enforcement: enforcement, watchdog: watchdog,
                                        dryRun: settings.dryRun, flowspec: flowspec, conntrack: feed?.figures,
-                                       kernelCounters: hooks.kernelCounters,
+                                       kernelCounters: hooks.kernelCounters, seeds: seedFigures,
                                        reloads: reloads, version: settings.version)
         var metricsServer: MetricsServer? = nil
         if let m = settings.metrics {
@@ -207,10 +216,13 @@ public final class Agent {
         // The lifecycle loop: signals and control requests (`reflectguard reload|stop`) move it.
         // Signals are taken as they come (two SIGHUPs a quarter second apart are two reloads; a
         // signal pending while another is handled would merge with the next of its kind); the
-        // lock's socket is looked at after each wait, so a request waits a quarter second at most.
-        var tick = timespec(tv_sec: 0, tv_nsec: 250_000_000)
+        // lock's socket is looked at after each wait, so a request waits a quarter second at most;
+        // the control server never waits on a client, so no client can hold up a signal.
+        let control = lock.controlServer()
         var running = true
         while running {
+            // A client still sending its request line is looked at again soon.
+            var tick = timespec(tv_sec: 0, tv_nsec: control.waiting > 0 ? 10_000_000 : 250_000_000)
             let s = sigtimedwait(&signals, nil, &tick)
             if s == SIGHUP {
                 _ = reload(shared)
@@ -218,16 +230,14 @@ public final class Agent {
                 logger.info("stopping", [("signal", .string(s == SIGTERM ? "SIGTERM" : "SIGINT"))])
                 break
             }
-            if lock.waitForConnection(milliseconds: 0) {
-                lock.serve { command in
-                    switch command {
-                    case .reload:
-                        return reload(shared)
-                    case .stop:
-                        logger.info("stopping", [("request", .string("reflectguard stop"))])
-                        running = false
-                        return .ok("stopping: the agent removes its rules and exits")
-                    }
+            control.step { command in
+                switch command {
+                case .reload:
+                    return reload(shared)
+                case .stop:
+                    logger.info("stopping", [("request", .string("reflectguard stop"))])
+                    running = false
+                    return .ok("stopping: the agent removes its rules and exits")
                 }
             }
         }
@@ -266,6 +276,29 @@ public final class Agent {
         ])
         withExtendedLifetime(lock) {}
         return exitCode
+    }
+
+    /// Says once what the start's seeding did: how many flows, the cap when it bit, and a
+    /// conntrack that could not be read (that stops nothing, but must not pass unsaid).
+    private func report(_ seeds: EstablishedSeeds, seeded: Int, limit: Int) -> SeedFigures {
+        var fields: [(String, LogValue)] = [("seeded", .from(seeded)), ("established", .from(seeds.established))]
+        if seeds.capped > 0 {
+            // The rest stay unknown until their protected end sends (`limit`: a quarter of syn_table_size).
+            fields += [("capped", .from(seeds.capped)), ("limit", .from(limit))]
+        }
+        if seeds.failure == nil && seeds.entries == 0 {
+            // Not a failure (a quiet router has none), but the common reason is worth a word.
+            fields.append(("detail", .string("the conntrack table holds no TCP entry: conntrack tracks a network namespace's flows only when some rule there uses it (any ct expression)")))
+        }
+        if let failure = seeds.failure {
+            logger.warning("ct-seed-unavailable", fields + [
+                ("error", .string(failure)),
+                ("detail", .string("the kernel's conntrack table could not be read: flows older than the agent stay unknown until their protected end sends (their RSTs meet the untracked budgets; on a guarded port a blind reset is judged once the window is seen)")),
+            ])
+        } else {
+            logger.info("ct-seed", fields)
+        }
+        return SeedFigures(seeded: seeded, capped: seeds.capped, successful: seeds.failure == nil)
     }
 
     /// The Flowspec escalation told every attack event beside kernel enforcement.

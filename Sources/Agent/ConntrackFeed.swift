@@ -182,9 +182,7 @@ final class ConntrackFeed {
     private func dumpAll(reason: String) {
         var facts: [ConntrackFact] = []
         do throws(SystemCallError) {
-            let socket = try ConntrackSocket(events: false, bufferBytes: 4 << 20)
-            defer { socket.close() }
-            _ = try socket.dump { facts.append($0) }
+            _ = try ConntrackSocket.dumpTable { facts.append($0) }
             counts.add(.dumps)
             let n = facts.count
             deliver(&facts)

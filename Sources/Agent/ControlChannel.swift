@@ -47,11 +47,12 @@ public enum ControlChannel {
 
     /// Sends `command` to the agent of this network namespace and waits up to `timeout` seconds
     /// for its reply. nil with a reason when there is no agent or it did not answer.
-    public static func send(_ command: Command, timeout: Int32) -> Result<Reply, ClientError> {
+    /// (`socketName`: another abstract name than the agent's, for tests.)
+    public static func send(_ command: Command, timeout: Int32, socketName: String = "reflectguard") -> Result<Reply, ClientError> {
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { return .failure(ClientError("socket(AF_UNIX): \(String(cString: strerror(errno)))")) }
         defer { close(s) }
-        let connected = NamespaceLock.withAddress { connect(s, $0, $1) }
+        let connected = NamespaceLock.withAddress(name: socketName) { connect(s, $0, $1) }
         guard connected == 0 else {
             if errno == ECONNREFUSED || errno == ENOENT {
                 return .failure(ClientError("no reflectguard agent runs in this network namespace", noAgent: true))
@@ -82,15 +83,6 @@ public enum ControlChannel {
         var length = socklen_t(MemoryLayout.size(ofValue: credentials))
         guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) == 0 else { return nil }
         return credentials.1
-    }
-
-    /// One request line (without its newline) of at most 64 bytes; "" when the peer closed
-    /// without sending; nil past the deadline or on an error.
-    static func readLine(_ fd: Int32, deadlineMilliseconds: Int32) -> String? {
-        guard let text = readAll(fd, deadlineMilliseconds: deadlineMilliseconds, limit: 64, stopAtNewline: true) else {
-            return nil
-        }
-        return String(text.prefix(while: { $0 != "\n" }))
     }
 
     static func readAll(_ fd: Int32, deadlineMilliseconds: Int32, limit: Int = 1 << 16,

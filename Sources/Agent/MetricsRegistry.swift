@@ -18,13 +18,15 @@ final class MetricsRegistry: Sendable {
     let kernelReadFailures = CounterBlock(count: 1)
 
     private let conntrack: ConntrackFeed.Figures?
+    private let seeds: SeedFigures?
 
     init(workers: [WorkerFigures], enforcement: KernelEnforcement, watchdog: RulesWatchdog, dryRun: Bool,
          flowspec: FlowspecEscalation? = nil, conntrack: ConntrackFeed.Figures? = nil,
-         kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] },
+         kernelCounters: @escaping @Sendable () throws -> [KernelCount] = { [] }, seeds: SeedFigures? = nil,
          reloads: ReloadCounters = ReloadCounters(), version: String = "unknown") {
         self.flowspec = flowspec
         self.conntrack = conntrack
+        self.seeds = seeds
         self.workers = workers
         self.enforcement = enforcement
         self.watchdog = watchdog
@@ -97,6 +99,15 @@ final class MetricsRegistry: Sendable {
         for r in rows { out += "reflectguard_queue_id_sequence{queue=\"\(r.queue)\"} \(r.idSequence)\n" }
 
         if let conntrack { out += renderConntrack(conntrack) }
+        if let seeds {
+            out += Self.single("reflectguard_ct_seed_successful", "gauge",
+                               "1 when the conntrack table was read at start to seed established flows; 0 when it could not be (flows older than the agent unknown until they send).",
+                               seeds.successful ? 1 : 0)
+            out += Self.single("reflectguard_ct_seeded_flows", "gauge",
+                               "Established TCP flows with a protected end seeded into the engines at start from the conntrack table.", seeds.seeded)
+            out += Self.single("reflectguard_ct_seed_capped_flows", "gauge",
+                               "Established flows left unseeded at start because the cap (a quarter of syn_table_size) was reached.", seeds.capped)
+        }
         // The agent's one-sample families, in this order: (name, type, help, value).
         let singles: [(String, String, String, any CustomStringConvertible)] = [
             ("reflectguard_arming_refused_total", "counter", "Arm requests refused because the armed check would rely on state this router cannot see (ingress-only with state local).",

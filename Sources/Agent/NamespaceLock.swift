@@ -72,39 +72,11 @@ public final class NamespaceLock {
         }
     }
 
-    /// Waits up to `milliseconds` for a connection (the lifecycle loop's tick).
-    func waitForConnection(milliseconds: Int32) -> Bool {
-        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        return poll(&p, 1, milliseconds) > 0
-    }
-
-    /// Accepts every waiting connection and answers the control requests among them
-    /// (`ControlChannel`): a connection that sends nothing and closes is somebody asking who holds
-    /// the lock. Only root and the agent's own user may send a request (abstract sockets have no
-    /// file permissions: anyone in the namespace can connect); a request must arrive within
-    /// `ControlChannel.requestDeadline`, so a client that connects and stalls holds nobody up.
-    func serve(_ handle: (ControlChannel.Command) -> ControlChannel.Reply) {
-        while case .processed(let c)? = try? syscall("accept(@reflectguard)", { accept(fd, nil, nil) }) {
-            defer { close(c) }
-            // accept4 does not import (it needs _GNU_SOURCE); the children the agent starts close
-            // every descriptor but 0-2 anyway (NftBackend.Spawn).
-            _ = fcntl(c, F_SETFD, FD_CLOEXEC)
-            guard let line = ControlChannel.readLine(c, deadlineMilliseconds: ControlChannel.requestDeadline), !line.isEmpty else {
-                continue
-            }
-            let reply: ControlChannel.Reply
-            let uid = ControlChannel.peerUID(c)
-            if uid != 0 && uid != getuid() {
-                let who = uid.map { "uid \($0)" } ?? "a peer without credentials"
-                reply = .refused(exitCode: 1, message: "\(who) may not control the agent (root or uid \(getuid()) only)")
-            } else if let command = ControlChannel.Command(rawValue: line) {
-                reply = handle(command)
-            } else {
-                reply = .refused(exitCode: 2, message: "unknown request '\(line)' (\(ControlChannel.Command.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            ControlChannel.write(c, reply.encoded)
-        }
-    }
+    /// The control requests' server on the lock's socket (`ControlServer`): a connection that
+    /// sends nothing and closes is somebody asking who holds the lock; the others are requests.
+    /// Abstract sockets have no file permissions (anyone in the namespace can connect), so the
+    /// server checks each peer's credentials.
+    func controlServer() -> ControlServer { ControlServer(listener: fd) }
 
     /// Non-blocking (neither an ask nor a drain may ever wait) and close-on-exec (a child that
     /// outlived the agent must not hold the lock).
@@ -116,10 +88,10 @@ public final class NamespaceLock {
 
     /// The abstract address: a NUL, then the name, and a length that stops right after it (the
     /// rest of sun_path would be part of the name).
-    static func withAddress(_ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
+    static func withAddress(name: String = "reflectguard", _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
         var a = sockaddr_un()
         a.sun_family = sa_family_t(AF_UNIX)
-        let name = Array("reflectguard".utf8)
+        let name = Array(name.utf8.prefix(MemoryLayout.size(ofValue: a.sun_path) - 1))
         withUnsafeMutableBytes(of: &a.sun_path) { path in
             path[0] = 0
             for (i, b) in name.enumerated() { path[1 + i] = b }

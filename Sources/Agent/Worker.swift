@@ -68,6 +68,17 @@ final class Worker {
         holdWait = Int64(policy.conntrackWait * 1e9)
     }
 
+    /// Seeds flows established before the agent started into this worker's engine; called
+    /// before `run`, so on the thread that made the worker. How many the engine took.
+    func seedEstablished(_ flows: [EstablishedSeeds.Flow], at now: Int64) -> Int {
+        var n = 0
+        for f in flows where engine.seedEstablished(protectedEnd: f.protectedEnd, port: f.port, peer: f.peer,
+                                                    peerPort: f.peerPort, at: now) {
+            n += 1
+        }
+        return n
+    }
+
     /// Serves the queue until the agent stops. `socket` is the kernel's queue, or in unit tests
     /// a scripted one (`QueueTransport`).
     func run(_ socket: any QueueTransport) {

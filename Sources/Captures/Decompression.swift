@@ -92,6 +92,12 @@ final class GzipSource: ByteSource {
                 // uncompressed file cut short.
                 throw CaptureError("error reading \(path): the gzip data is cut short (unexpected end of file)")
             }
+            let boundary = atMemberEnd
+            if boundary, z.next_in[0] == 0 {
+                // Zeros after the last member (dd's or a tape's padding): the end, as gzip -d takes it.
+                guard try restIsZeros() else { throw trailingGarbage() }
+                return
+            }
             atMemberEnd = false
             let rc = inflate(&z, Z_NO_FLUSH)
             if rc == Z_STREAM_END {
@@ -101,6 +107,9 @@ final class GzipSource: ByteSource {
                 continue
             }
             if rc == Z_BUF_ERROR { continue }
+            // Not a member's header where one would start: what gzip -d reports as "trailing
+            // garbage ignored" after decompressing the members.
+            if boundary && rc == Z_DATA_ERROR { throw trailingGarbage() }
             guard rc == Z_OK else {
                 let why = z.msg.map { String(cString: $0) } ?? String(cString: zError(rc))
                 throw CaptureError("error reading \(path): corrupt gzip data (\(why))")
@@ -109,6 +118,24 @@ final class GzipSource: ByteSource {
     }
 
     private func produced(_ count: Int) -> Int { count - Int(z.avail_out) }
+
+    private func trailingGarbage() -> CaptureError {
+        CaptureError("error reading \(path): data after the end of the gzip data is not gzip (ignored, as gzip -d does)")
+    }
+
+    /// Whether the input from here to its end is all zeros; consumes it.
+    private func restIsZeros() throws -> Bool {
+        while true {
+            let rest = UnsafeBufferPointer(start: z.next_in, count: Int(z.avail_in))
+            guard rest.allSatisfy({ $0 == 0 }) else { return false }
+            z.avail_in = 0
+            guard !upstreamEnded else { return true }
+            let n = try upstream.read(into: input, count: compressedPiece)
+            if n == 0 { upstreamEnded = true; return true }
+            z.next_in = input.assumingMemoryBound(to: Bytef.self)
+            z.avail_in = UInt32(n)
+        }
+    }
 }
 
 /// zstd through libzstd's streaming decoder.

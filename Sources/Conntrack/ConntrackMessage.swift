@@ -9,7 +9,8 @@ import VerdictEngine
 /// (4), then attributes: CTA_TUPLE_ORIG { CTA_TUPLE_IP { CTA_IP_V4_SRC/DST | CTA_IP_V6_SRC/DST },
 /// CTA_TUPLE_PROTO { CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT } }, CTA_PROTOINFO {
 /// CTA_PROTOINFO_TCP { CTA_PROTOINFO_TCP_STATE } }. Ports are big-endian; attribute headers
-/// host-endian (netlink).
+/// host-endian (netlink). nfgenmsg's family (AF_INET or AF_INET6) is the entry's: a tuple whose
+/// addresses are of another family, or of two, is no conntrack entry, and is malformed.
 public enum ConntrackMessage {
     /// What one netlink message was.
     public enum Parsed: Equatable {
@@ -30,6 +31,8 @@ public enum ConntrackMessage {
     static let typeDelete: UInt16 = 1 << 8 | 2   // IPCTNL_MSG_CT_DELETE
     static let nlmsgError: UInt16 = 2
     static let nlmsgDone: UInt16 = 3
+    static let afInet: UInt8 = 2
+    static let afInet6: UInt8 = 10
 
     /// Walks every message in `buffer` (one recv's worth) and hands each on.
     public static func forEach(in buffer: UnsafeRawBufferPointer, _ body: (Parsed) -> Void) {
@@ -58,7 +61,8 @@ public enum ConntrackMessage {
         default: return .ignored
         }
         guard m.count >= nlmsgHeader + nfgenHeader else { return .malformed }
-        var tuple: (src: IPAddress, dst: IPAddress, sport: UInt16, dport: UInt16, proto: UInt8)?
+        let family = m[nlmsgHeader]   // nfgenmsg.nfgen_family
+        var tuple: Tuple?
         var state = ConntrackTCPState.none
         var ok = true
         attributes(m, from: nlmsgHeader + nfgenHeader, to: m.count) { type, start, end in
@@ -78,14 +82,21 @@ public enum ConntrackMessage {
         } malformed: { ok = false }
         guard ok else { return .malformed }
         guard let t = tuple else { return .ignored }
+        guard family == (t.v6 ? afInet6 : afInet) else { return .malformed }
+        // An IPv6 entry with an IPv4-mapped address (::ffff:a.b.c.d) would alias the IPv4 flow of
+        // those addresses, which the engine keys the same way; no packet the kernel takes has one
+        // as its source (ip6_rcv_core drops it), so only an injected entry could.
+        if t.v6 && (IPAddress.lanesAreV4(t.src.lanes) || IPAddress.lanesAreV4(t.dst.lanes)) { return .ignored }
         guard t.proto == 6 else { return .ignored }
         return .fact(ConntrackFact(kind, source: t.src, sourcePort: t.sport, destination: t.dst, destinationPort: t.dport,
                                    state: state))
     }
 
-    private static func readTuple(_ m: UnsafeRawBufferPointer, _ start: Int, _ end: Int)
-        -> (src: IPAddress, dst: IPAddress, sport: UInt16, dport: UInt16, proto: UInt8)? {
-        var src: IPAddress?, dst: IPAddress?
+    /// An original tuple; `v6`: its addresses came as CTA_IP_V6_* (both, or it is no tuple).
+    private typealias Tuple = (src: IPAddress, dst: IPAddress, sport: UInt16, dport: UInt16, proto: UInt8, v6: Bool)
+
+    private static func readTuple(_ m: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Tuple? {
+        var src: (address: IPAddress, v6: Bool)?, dst: (address: IPAddress, v6: Bool)?
         var sport: UInt16?, dport: UInt16?, proto: UInt8?
         var bad = false
         attributes(m, from: start, to: end) { type, s, e in
@@ -93,10 +104,10 @@ public enum ConntrackMessage {
             case 1:   // CTA_TUPLE_IP
                 attributes(m, from: s, to: e) { t, s2, e2 in
                     switch (t, e2 - s2) {
-                    case (1, 4): src = IPAddress(v4: m[s2], m[s2 + 1], m[s2 + 2], m[s2 + 3])   // CTA_IP_V4_SRC
-                    case (2, 4): dst = IPAddress(v4: m[s2], m[s2 + 1], m[s2 + 2], m[s2 + 3])   // CTA_IP_V4_DST
-                    case (3, 16): src = v6(m, s2)                                               // CTA_IP_V6_SRC
-                    case (4, 16): dst = v6(m, s2)                                               // CTA_IP_V6_DST
+                    case (1, 4): src = (IPAddress(v4: m[s2], m[s2 + 1], m[s2 + 2], m[s2 + 3]), false)   // CTA_IP_V4_SRC
+                    case (2, 4): dst = (IPAddress(v4: m[s2], m[s2 + 1], m[s2 + 2], m[s2 + 3]), false)   // CTA_IP_V4_DST
+                    case (3, 16): src = (v6(m, s2), true)                                                // CTA_IP_V6_SRC
+                    case (4, 16): dst = (v6(m, s2), true)                                                // CTA_IP_V6_DST
                     default: break
                     }
                 } malformed: { bad = true }
@@ -112,8 +123,8 @@ public enum ConntrackMessage {
             default: break
             }
         } malformed: { bad = true }
-        guard !bad, let src, let dst, let proto else { return nil }
-        return (src, dst, sport ?? 0, dport ?? 0, proto)
+        guard !bad, let src, let dst, let proto, src.v6 == dst.v6 else { return nil }
+        return (src.address, dst.address, sport ?? 0, dport ?? 0, proto, src.v6)
     }
 
     private static func v6(_ m: UnsafeRawBufferPointer, _ at: Int) -> IPAddress {

@@ -112,6 +112,15 @@ public final class ConntrackSocket {
         }
         return facts
     }
+
+    /// One whole dump on a socket of its own, closed after: the start's seeding and the feed's
+    /// re-dumps. 4 MiB of receive buffer: a dump reply batch is a page or two, and the reader
+    /// keeps up.
+    public static func dumpTable(timeout: Double = 5, _ body: (ConntrackFact) -> Void) throws(SystemCallError) -> Int {
+        let socket = try ConntrackSocket(events: false, bufferBytes: 4 << 20)
+        defer { socket.close() }
+        return try socket.dump(timeout: timeout, body)
+    }
 }
 
 /// Whether this network namespace's kernel will give the agent what `state = conntrack` needs,

@@ -59,6 +59,10 @@ public enum Reason: String, Sendable, CaseIterable {
     /// With `state = conntrack` and `ct_miss = accept`: a SYN-ACK with no state while conntrack
     /// replication is stalled. Accepted.
     case conntrackMissAccepted = "ct-miss-accept"
+    /// On a guarded flow seeded from the kernel's conntrack table at start that has sent nothing
+    /// since: its window is unknown, so the RST is dropped until the protected side's next
+    /// packet teaches it (a real peer's RST answers that packet, exact).
+    case rstUnverified = "rst-unverified"
 
     public var token: String { rawValue }
 }

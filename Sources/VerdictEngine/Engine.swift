@@ -627,6 +627,16 @@ public final class Engine {
                 return d
             }
             let guarded = guarded(p)
+            if guarded && e.has(FlowEntry.midstream) && e.nxt(senderIs0) == nil {
+                // A guarded flow seeded at start (`seedEstablished`) that has sent nothing since:
+                // its window is unknown, so no RST on it can be told from a blind guess. Dropping
+                // it ends no session that should end: the protected end's next segment (queued,
+                // the flow is guarded) teaches the window, and a peer that really reset answers
+                // that segment with an exact RST.
+                let d = drop(.rstUnverified, p)
+                if d.verdict == .drop { noteRSTDrop(p, ms, now: now) }
+                return d
+            }
             if tuning.pointee.track == .full || guarded, let rcvNxt = e.nxt(senderIs0) {
                 // RFC 5961 §3.2, judged for the receiver: its RCV.NXT is what the sender sends next.
                 if p.sequence == rcvNxt { return Decision(.accept, .rstExact) }
@@ -664,8 +674,11 @@ public final class Engine {
             var e = flows.slots[i]
             if e.has(FlowEntry.synackSeen) || e.has(FlowEntry.midstream) {
                 // A segment outside the receiver's window (a blind spoof, or an old
-                // retransmission) moves nothing, but the flow is still in use.
-                if e.acceptable(p, senderIs0) { advance(&e, p, senderIs0) }
+                // retransmission) moves nothing, but the flow is still in use. A seeded flow
+                // knows no window yet: only the protected side's packets set it, so a spoofed
+                // segment cannot plant one that the flow's real RSTs then miss.
+                let known = e.state & (FlowEntry.nxt0Valid | FlowEntry.nxt1Valid) != 0
+                if (known || outbound) && e.acceptable(p, senderIs0) { advance(&e, p, senderIs0) }
                 e.lastSeen = ms
                 flows.slots[i] = e
             } else if outbound {
@@ -703,9 +716,9 @@ public final class Engine {
     /// protected network (else nothing is seeded and false is returned); `now` is packet time
     /// (the agent's monotonic clock). Nothing of the sequence space is known, so a guarded
     /// flow's window check starts with its next packets. A flow the engine tracks already is
-    /// left as it is. Not thread-safe, like every call into an engine: inline, call it on the
-    /// engine's worker before it takes packets, with the engine of the queue the kernel hashes
-    /// the address pair to.
+    /// left as it is. On a guarded flow a RST is dropped (`rst-unverified`) until the protected
+    /// side's next packet teaches the window. Not thread-safe, like every call into an engine:
+    /// inline, call it before the engine's worker takes packets.
     @discardableResult
     public func seedEstablished(protectedEnd: IPAddress, port: UInt16, peer: IPAddress, peerPort: UInt16,
                                 at now: Nanoseconds) -> Bool {

