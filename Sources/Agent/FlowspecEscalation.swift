@@ -166,15 +166,17 @@ final class FlowspecEscalation: Sendable {
         if let counters = s.counters {
             do throws(NftError) {
                 // Source ports once a second, and only while a SYN-ACK route may be announced
-                // (its ports are chosen then): a full port set takes a noticeable part of a
-                // second to list on a loaded router, and these ticks measure the hold.
+                // (its ports are chosen then) or an announced route's ports are due for a look
+                // (every few seconds): a full port set takes a noticeable part of a second to
+                // list on a loaded router, and these ticks measure the hold.
                 // A table applied by an older version has no port sets: its routes match any
                 // port, and the rates still count.
                 let awaiting = s.escalator.awaitingAnnouncement
+                let wanted = awaiting + s.escalator.portsDue(now: now)
                 if s.ticks % 2 == 0 || awaiting.contains(where: { s.escalator.sourcePorts($0) == nil }) {
-                    for family in Set(awaiting.map { $0.prefix.isIPv4 ? 4 : 6 }).sorted() {
+                    for family in Set(wanted.map { $0.prefix.isIPv4 ? 4 : 6 }).sorted() {
                         guard let counted = try? counters.readPorts(family: family) else { continue }
-                        for t in awaiting where (t.prefix.isIPv4 ? 4 : 6) == family {
+                        for t in wanted where (t.prefix.isIPv4 ? 4 : 6) == family {
                             if let c = counted[t.prefix] { ports[t] = SourcePortCounts(total: c.total, perPort: c.perPort) }
                         }
                     }
@@ -292,10 +294,10 @@ final class FlowspecEscalation: Sendable {
             case .retract(let r, let reason):
                 changed = true
                 retire(r, Self.fields(r) + [("reason", .string("reload: \(reason)"))], &s)
-            case .replace(let old, let new, let ports):
+            case .replace(let old, let new, let ports, let reason):
                 changed = true
                 let f = Self.fields(new) + [("previous", .string(old.description)), ("action", .string(new.action)),
-                                            ("reason", .string("reload"))] + Self.fields(ports)
+                                            ("reason", .string(reason))] + Self.fields(ports)
                 if dryRun {
                     report("would replace \(old) with \(new)", "flowspec-would-replace", f)
                     continue

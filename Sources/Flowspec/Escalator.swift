@@ -29,9 +29,10 @@ public struct Escalator: Sendable {
         case withdraw(FlowspecRoute, quiet: Double)
         /// A reload's policy no longer allows the route (`reason` says which rule).
         case retract(FlowspecRoute, reason: String)
-        /// A reload changed what the route carries (its action, or its ports when the port
-        /// settings changed): `new` replaces `old` upstream.
-        case replace(old: FlowspecRoute, new: FlowspecRoute, ports: SourcePortChoice)
+        /// `new` replaces `old` upstream: a reload changed what the route carries (its action, or
+        /// its ports when the port settings changed), or the flood moved off the route's ports
+        /// (`reason` says which).
+        case replace(old: FlowspecRoute, new: FlowspecRoute, ports: SourcePortChoice, reason: String)
         /// Above the trigger for `hold`, but refused (reported once per episode).
         case refuse(Target, reason: RefusalReason, detail: String, rate: Double)
     }
@@ -58,6 +59,10 @@ public struct Escalator: Sendable {
         var ports: SourcePortCounts? = nil
         /// How the announced route's ports were chosen.
         var portChoice: SourcePortChoice? = nil
+        /// A ported route's last look at its ports: the counts then, and when. The next look
+        /// judges the ports on what was counted since.
+        var portBase: SourcePortCounts? = nil
+        var portBaseAt = 0.0
     }
 
     public private(set) var config: FlowspecConfig
@@ -84,6 +89,19 @@ public struct Escalator: Sendable {
     /// announce, whose source ports it needs.
     public var awaitingAnnouncement: [Target] {
         states.filter { $0.key.vector == .synack && $0.value.route == nil && $0.value.aboveSince != nil }.map(\.key)
+    }
+
+    /// Seconds between two looks at an announced route's ports: long enough that a look judges
+    /// thousands of packets at any trigger worth setting, short enough that a flood which moves
+    /// to other ports is shed upstream again within seconds.
+    public static let portReview = 5.0
+
+    /// SYN-ACK targets whose announced route matches ports and whose next look at them is due
+    /// at `now`: `tick` needs their port counts too.
+    public func portsDue(now: Double) -> [Target] {
+        states.filter { (t, s) in
+            t.vector == .synack && !(s.route?.sourcePorts.isEmpty ?? true) && (s.portBase == nil || now - s.portBaseAt >= Self.portReview)
+        }.map(\.key)
     }
 
     /// The last source-port counts `tick` was given for a target.
@@ -113,7 +131,8 @@ public struct Escalator: Sendable {
     /// Once a second: the kernel's rates per watched target (a target missing counts 0), each
     /// measured since `measuredSince` (default `now`): a rate above the trigger has been above
     /// since its measurement began. `sourcePorts`: the kernel's port counts of SYN-ACK targets
-    /// since they were watched (a target missing keeps its last counts).
+    /// since they were watched (a target missing keeps its last counts); an announced route's
+    /// ports are judged again on them every `portReview` seconds while its flood goes on.
     public mutating func tick(now: Double, kernelRates: [Target: Double], measuredSince: [Target: Double] = [:],
                               sourcePorts: [Target: SourcePortCounts] = [:]) -> [Action] {
         var actions: [Action] = []
@@ -126,12 +145,12 @@ public struct Escalator: Sendable {
         for t in order {
             states[t]!.kernelRate = kernelRates[t] ?? 0
             if let p = sourcePorts[t] { states[t]!.ports = p }
-            actions += evaluate(t, now: now, measuredFrom: measuredSince[t] ?? now)
+            actions += evaluate(t, now: now, measuredFrom: measuredSince[t] ?? now, freshPorts: sourcePorts[t] != nil)
         }
         return actions
     }
 
-    private mutating func evaluate(_ t: Target, now: Double, measuredFrom: Double? = nil) -> [Action] {
+    private mutating func evaluate(_ t: Target, now: Double, measuredFrom: Double? = nil, freshPorts: Bool = false) -> [Action] {
         guard var s = states[t] else { return [] }
         let rate = max(s.engineActive ? s.engineRate : 0, s.kernelRate)
         let above = rate >= config.trigger
@@ -140,11 +159,13 @@ public struct Escalator: Sendable {
         if let route = s.route {
             if above {
                 s.quietSince = nil
+                if freshPorts, let a = reviewPorts(t, route, &s, now: now) { actions.append(a) }
             } else {
                 let since = s.quietSince ?? now
                 s.quietSince = since
                 if now - since >= config.withdrawAfter {
                     s.route = nil
+                    s.portBase = nil
                     s.quietSince = nil
                     s.aboveSince = nil
                     actions.append(.withdraw(route, quiet: now - since))
@@ -164,6 +185,8 @@ public struct Escalator: Sendable {
                     let route = FlowspecRoute(prefix: t.prefix, vector: t.vector, rate: config.rate, sourcePorts: ports.ports)
                     s.route = route
                     s.portChoice = ports
+                    s.portBase = s.ports
+                    s.portBaseAt = now
                     s.quietSince = nil
                     actions.append(.announce(route, rate: rate, ports: ports))
                 }
@@ -180,9 +203,35 @@ public struct Escalator: Sendable {
         return actions
     }
 
+    /// A ported route's look at its ports (`SourcePortChoice.review`), given fresh counts while
+    /// its flood goes on: the route that replaces it, if the flood moved off its ports.
+    private func reviewPorts(_ t: Target, _ route: FlowspecRoute, _ s: inout State, now: Double) -> Action? {
+        guard !route.sourcePorts.isEmpty, let counts = s.ports else { return nil }
+        guard let base = s.portBase else {
+            s.portBase = counts
+            s.portBaseAt = now
+            return nil
+        }
+        guard now - s.portBaseAt >= Self.portReview else { return nil }
+        let recent = counts.since(base), seconds = now - s.portBaseAt
+        s.portBase = counts
+        s.portBaseAt = now
+        guard let next = SourcePortChoice.review(announced: route.sourcePorts, recent: recent, maxPorts: portMaximum(t),
+                                                 share: config.portShare) else { return nil }
+        let new = FlowspecRoute(prefix: t.prefix, vector: t.vector, rate: config.rate, sourcePorts: next.ports)
+        s.route = new
+        s.portChoice = next
+        let ports = route.sourcePorts.map(String.init).joined(separator: ",")
+        let share = (recent.share(of: route.sourcePorts) * 1000).rounded() / 10
+        let reason = "source ports moved: \(ports) carried \(share) % of \(recent.total) packets in the last \(Int(seconds.rounded())) s"
+        return .replace(old: route, new: new, ports: next, reason: reason)
+    }
+
+    private func portMaximum(_ t: Target) -> Int { t.vector == .synack ? config.maxPorts : 0 }
+
     /// An RST flood's sources are forged at random: only a SYN-ACK route gets a port match.
     private func portChoice(_ t: Target, _ counts: SourcePortCounts?) -> SourcePortChoice {
-        SourcePortChoice.choose(counts, maxPorts: t.vector == .synack ? config.maxPorts : 0, share: config.portShare)
+        SourcePortChoice.choose(counts, maxPorts: portMaximum(t), share: config.portShare)
     }
 
     /// A reload's policy (the session's settings unchanged: `FlowspecConfig.sameSession`). Every
@@ -205,6 +254,7 @@ public struct Escalator: Sendable {
             if let why {
                 s.route = nil
                 s.portChoice = nil
+                s.portBase = nil
                 s.aboveSince = nil
                 s.quietSince = nil
                 s.refused = false
@@ -217,7 +267,9 @@ public struct Escalator: Sendable {
                 if next != route {
                     s.route = next
                     s.portChoice = ports
-                    actions.append(.replace(old: route, new: next, ports: ports))
+                    // Ports chosen again from the counts so far: the next look starts from now.
+                    if !next.sameMatch(route) { s.portBase = nil }
+                    actions.append(.replace(old: route, new: next, ports: ports, reason: "reload"))
                 }
             }
             states[t] = s

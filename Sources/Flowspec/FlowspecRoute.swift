@@ -114,3 +114,39 @@ public struct SourcePortChoice: Equatable, Sendable {
         return SourcePortChoice(ports: [], decision: .spread, share: min(1, Double(covered) / total), sample: counts.total)
     }
 }
+
+extension SourcePortCounts {
+    /// What was counted after `earlier`, both cumulative since the prefix was watched. A count
+    /// below its earlier value started again from zero (the prefix watched anew, or a port
+    /// forgotten after a quiet minute and counted afresh): all of it is recent.
+    public func since(_ earlier: SourcePortCounts) -> SourcePortCounts {
+        func delta(_ now: UInt64, _ then: UInt64) -> UInt64 { now >= then ? now - then : now }
+        var recent: [UInt16: UInt64] = [:]
+        for (port, n) in perPort {
+            let d = delta(n, earlier.perPort[port] ?? 0)
+            if d > 0 { recent[port] = d }
+        }
+        return SourcePortCounts(total: delta(total, earlier.total), perPort: recent)
+    }
+
+    /// The share of `total` these ports carry, 0...1 (0 when nothing was counted).
+    public func share(of ports: [UInt16]) -> Double {
+        guard total > 0 else { return 0 }
+        return min(1, Double(ports.reduce(UInt64(0)) { $0 + (perPort[$1] ?? 0) }) / Double(total))
+    }
+}
+
+extension SourcePortChoice {
+    /// An announced route's ports judged again on what was counted since the last look: kept
+    /// (nil) while they still carry at least `share` of it, or while too few packets were counted
+    /// to tell; otherwise the choice `choose` makes from those recent counts alone, which is other
+    /// ports or no port match. A flood that moves to other ports is then shed upstream again. The
+    /// route is replaced only once its own ports fall below the share a choice must reach, so a
+    /// flood that stays on them never makes it flap; a route without ports is never narrowed
+    /// again (it already sheds whatever ports the flood uses).
+    public static func review(announced: [UInt16], recent: SourcePortCounts, maxPorts: Int, share: Double) -> SourcePortChoice? {
+        guard !announced.isEmpty, recent.total >= minimumSample, recent.share(of: announced) < share else { return nil }
+        let next = choose(recent, maxPorts: maxPorts, share: share)
+        return next.ports == announced ? nil : next
+    }
+}

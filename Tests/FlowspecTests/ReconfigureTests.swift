@@ -49,15 +49,15 @@ struct ReconfigureTests {
         #expect(old.sourcePorts == [443])
         let a = e.reconfigure(Self.config(rate: 0))
         let new = FlowspecRoute(prefix: old.prefix, vector: .synack, rate: 0, sourcePorts: [443])
-        guard case .replace(let was, let now, _)? = a.first, a.count == 1 else { Issue.record("\(a)"); return }
-        #expect(was == old && now == new && was.sameMatch(now))
+        guard case .replace(let was, let now, _, let reason)? = a.first, a.count == 1 else { Issue.record("\(a)"); return }
+        #expect(was == old && now == new && was.sameMatch(now) && reason == "reload")
         #expect(e.announced == [new])
     }
 
     @Test func portsOffGivesARouteWithoutPorts() {
         var e = Self.running(["198.18.2.0/24"], ports: SourcePortCounts(total: 10_000, perPort: [443: 10_000]))
         let a = e.reconfigure(Self.config(maxPorts: 0))
-        guard case .replace(let was, let now, let ports)? = a.first else { Issue.record("\(a)"); return }
+        guard case .replace(let was, let now, let ports, _)? = a.first else { Issue.record("\(a)"); return }
         #expect(was.sourcePorts == [443] && now.sourcePorts.isEmpty && !was.sameMatch(now) && ports.decision == .off)
     }
 
