@@ -233,6 +233,65 @@ extension FlowspecLabTests {
     }
 }
 
+extension FlowspecLabTests {
+    /// A flood that starts from port 443 gets a `sport 443` route; when it moves to random ports,
+    /// the route at the upstream loses its port match within a few seconds (new route first,
+    /// then the old one withdrawn), and the route goes once the flood ends.
+    @Test func theRoutesPortsFollowAFloodThatChangesPorts() throws {
+        try Env.requireReady()
+        try FlowspecLab.requireReady()
+        let lab = try LabNet("fsdr", family: "rg18")
+        let up = try FlowspecLab.Upstream(lab)
+        var agent: AgentProcess? = nil
+        var floods: [Process?] = []
+        defer {
+            if let a = agent {
+                print("flowspec drift lab: agent log\n" + a.log.split(separator: "\n").filter { $0.contains("flowspec") }
+                    .suffix(30).joined(separator: "\n"))
+                if a.process.isRunning { a.signal(SIGKILL) }
+            }
+            for f in floods { f?.waitUntilExit() }
+            up.tearDown()
+            lab.tearDown()
+        }
+        let a = try AgentProcess(lab, Self.agentArguments(metrics: 9523))
+        agent = a
+        try a.waitForLog("\"event\":\"flowspec-session\",\"state\":\"established\"", seconds: 60)
+        // From port 443 (12 s at most, 5,000/s), until the route with its port is at BIRD.
+        floods.append(try FlowspecLab.flood4(lab, to: "198, 18, 2, drnd()", count: 60_000, gap: "200us", background: true))
+        let first = try up.waitForRoutes(seconds: 30, v6: false).v4
+        #expect(first == [FlowspecLab.Route(text: Self.route4, community: Self.rate125k)], "\(first)")
+        // Then from random ports (20 s at most, 10,000/s), over what is left of the first.
+        let moved = Date()
+        floods.append(try FlowspecLab.flood4(lab, to: "198, 18, 2, drnd()", count: 200_000, gap: "100us", background: true,
+                                             sport: "drnd(2)"))
+        let anyPort = FlowspecLab.Route(text: "flow4 { dst 198.18.2.0/24; proto 6; tcp flags 0x12/0x12; }", community: Self.rate125k)
+        var now = try up.routes("ft4")
+        let deadline = moved.addingTimeInterval(20)
+        while now != [anyPort], Date() < deadline {
+            usleep(100_000)
+            now = try up.routes("ft4")
+        }
+        let followDelay = Date().timeIntervalSince(moved)
+        #expect(now == [anyPort], "the route lost its port match: \(now)")
+        print("flowspec drift lab: the route lost its port match \(String(format: "%.2f", followDelay)) s after the flood moved to random ports")
+        try a.waitForLog(#""event":"flowspec-replace","route":"\#(anyPort.text) traffic-rate 125000","prefix":"198.18.2.0/24","vector":"synack","previous":"\#(Self.route4) traffic-rate 125000","action":"traffic-rate 125000","reason":"source ports moved: 443 carried "#, seconds: 5)
+        #expect(a.log.contains(#""source_ports":[],"port_decision":"spread""#), "\(a.log)")
+        let shown = try lab.exec(lab.router, "\(Env.binary) flowspec show -D flowspec_peer=192.0.2.2 -D flowspec_peer_as=64500 -D flowspec_local_as=64501").stdout
+        #expect(shown.contains("announced: 1\n  \(anyPort.text) traffic-rate 125000\n"), "\(shown)")
+        var m = try a.metrics(port: 9523)
+        #expect(AgentProcess.value(m, "reflectguard_flowspec_routes_announced") == 1)
+        #expect(AgentProcess.value(m, "reflectguard_flowspec_announcements_total") == 2)
+        #expect(AgentProcess.value(m, "reflectguard_flowspec_withdrawals_total") == 1)
+        // The flood over: the route without ports is withdrawn like any other.
+        for f in floods { f?.waitUntilExit() }
+        try up.waitForNoRoutes(seconds: 30)
+        m = try a.metrics(port: 9523)
+        #expect(AgentProcess.value(m, "reflectguard_flowspec_withdrawals_total") == 2)
+        #expect(a.stop() == 0)
+    }
+}
+
 /// Bad configurations: a clear event and metric, and the flood is still cut locally.
 @Suite(.serialized, .enabled(if: Env.enabled && FlowspecLab.enabled, Comment(rawValue: Env.missing ?? FlowspecLab.missing ?? "")))
 struct FlowspecBadConfigTests {
@@ -308,9 +367,10 @@ enum FlowspecLab {
         var description: String { "\(text) \(community)" }
     }
 
-    /// SYN-ACKs from port 443 of random 198.19.0.0/16 reflectors to `to` (trafgen bytes, e.g.
-    /// "198, 18, 2, drnd()").
-    static func flood4(_ lab: LabNet, to: String, count: Int, gap: String, background: Bool = false) throws -> Process? {
+    /// SYN-ACKs from port 443 (or `sport`, trafgen bytes) of random 198.19.0.0/16 reflectors to
+    /// `to` (trafgen bytes, e.g. "198, 18, 2, drnd()").
+    static func flood4(_ lab: LabNet, to: String, count: Int, gap: String, background: Bool = false,
+                       sport: String = "const16(443)") throws -> Process? {
         let dst = lab.routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let src = lab.inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let config = """
@@ -318,7 +378,7 @@ enum FlowspecLab {
               \(dst), \(src), 0x08, 0x00,
               0x45, 0x00, const16(40), drnd(2), 0x40, 0x00, 64, 6, csumip(14, 33),
               198, 19, drnd(), drnd(), \(to),
-              const16(443), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp(14, 34), const16(0),
+              \(sport), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp(14, 34), const16(0),
             }
             """
         return try lab.runTrafgen(config, count: count, gap: gap, background: background)
