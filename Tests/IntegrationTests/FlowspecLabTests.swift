@@ -158,20 +158,9 @@ extension FlowspecLabTests {
     /// answers: a prefix no longer protected is withdrawn at the upstream, a new action replaces
     /// the standing route in place; a change of the session itself is refused and changes nothing.
     @Test func reloadAppliesTheFlowspecPolicy() throws {
-        try Env.requireReady()
-        try FlowspecLab.requireReady()
-        let lab = try LabNet("fsrl", family: "rg18")
-        let up = try FlowspecLab.Upstream(lab)
+        let (lab, up) = try FlowspecLab.ready("fsrl")
         var agent: AgentProcess? = nil
-        defer {
-            if let a = agent {
-                print("flowspec reload lab: agent log\n" + a.log.split(separator: "\n").filter { $0.contains("flowspec") || $0.contains("reload") }
-                    .suffix(30).joined(separator: "\n"))
-                if a.process.isRunning { a.signal(SIGKILL) }
-            }
-            up.tearDown()
-            lab.tearDown()
-        }
+        defer { FlowspecLab.finish(lab, up, agent, "flowspec reload lab") { $0.contains("flowspec") || $0.contains("reload") } }
         try lab.exec(lab.router, "ip route add 198.18.4.0/24 via 198.18.2.2")
         let config = lab.tempPath("reflectguard.conf")
         func write(protected: String, rate: Int, peerAS: Int = 64500) throws {
@@ -238,21 +227,12 @@ extension FlowspecLabTests {
     /// the route at the upstream loses its port match within a few seconds (new route first,
     /// then the old one withdrawn), and the route goes once the flood ends.
     @Test func theRoutesPortsFollowAFloodThatChangesPorts() throws {
-        try Env.requireReady()
-        try FlowspecLab.requireReady()
-        let lab = try LabNet("fsdr", family: "rg18")
-        let up = try FlowspecLab.Upstream(lab)
+        let (lab, up) = try FlowspecLab.ready("fsdr")
         var agent: AgentProcess? = nil
         var floods: [Process?] = []
         defer {
-            if let a = agent {
-                print("flowspec drift lab: agent log\n" + a.log.split(separator: "\n").filter { $0.contains("flowspec") }
-                    .suffix(30).joined(separator: "\n"))
-                if a.process.isRunning { a.signal(SIGKILL) }
-            }
             for f in floods { f?.waitUntilExit() }
-            up.tearDown()
-            lab.tearDown()
+            FlowspecLab.finish(lab, up, agent, "flowspec drift lab") { $0.contains("flowspec") }
         }
         let a = try AgentProcess(lab, Self.agentArguments(metrics: 9523))
         agent = a
@@ -359,6 +339,25 @@ enum FlowspecLab {
     static var enabled: Bool { missing == nil || TestEnvironment.isCI }
     static func requireReady() throws {
         if let m = missing { try #require(Bool(false), "flowspec lab prerequisites: \(m)") }
+    }
+
+    /// A lab with its upstream, the prerequisites checked.
+    static func ready(_ name: String) throws -> (LabNet, Upstream) {
+        try Env.requireReady()
+        try requireReady()
+        let lab = try LabNet(name, family: "rg18")
+        return (lab, try Upstream(lab))
+    }
+
+    /// A test's end: the agent's last lines that `keep` selects printed, the agent killed if it
+    /// still runs, the upstream and the lab torn down.
+    static func finish(_ lab: LabNet, _ up: Upstream, _ agent: AgentProcess?, _ label: String, keep: (Substring) -> Bool) {
+        if let a = agent {
+            print("\(label): agent log\n" + a.log.split(separator: "\n").filter(keep).suffix(30).joined(separator: "\n"))
+            if a.process.isRunning { a.signal(SIGKILL) }
+        }
+        up.tearDown()
+        lab.tearDown()
     }
 
     struct Route: Equatable, CustomStringConvertible {
