@@ -270,7 +270,8 @@ EOF
 
 # $1 fresh connections from the protected host to the server, $2 s apart, each timed from connect
 # to the response's first bytes ($3 s at most): scripts/lab-client.py, which prints
-# `RESULT ok total slow worst_ms median_ms` (slow: over 0.5 s, a lost first SYN-ACK).
+# `RESULT ok total slow worst_ms median_ms retransmitted` (slow: over 0.5 s; retransmitted:
+# connections whose SYN was sent again, a lost first SYN-ACK).
 connect() {
   ip netns exec "$srv" python3 "$(dirname "$0")/lab-client.py" 198.18.1.2 8080 "$1" "$2" "$3"
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import NFQueue
 import Conntrack
+import Flowspec
 import VerdictEngine
 
 /// Why the agent could not start, with its documented exit code (1 runtime, 2 usage, 3 rules).
@@ -25,6 +26,8 @@ public final class Agent {
     let reloads = ReloadCounters()
     /// The XDP path, when `kernel_path` chose it (set once at start, read by reloads).
     private var xdpPath: XDPEnforcement?
+    /// The Flowspec escalation, when `flowspec_peer` is set (set once at start, read by reloads).
+    private var flowspec: FlowspecEscalation?
 
     public init(settings: AgentSettings, hooks: RulesHooks, logger: Logger, applyRules: Bool, keepRules: Bool) {
         self.settings = settings
@@ -106,6 +109,7 @@ public final class Agent {
             FlowspecEscalation(config: $0, logger: logger, dryRun: settings.dryRun, queueCount: settings.queues.count,
                                linger: settings.armedTimeout)
         }
+        self.flowspec = flowspec
         let enforcement = KernelEnforcement(logger: logger, timeout: settings.armedTimeout,
                                              queueCount: settings.queues.count, dryRun: settings.dryRun,
                                              arm: { [nftArm = hooks.arm] prefix, timeout, renew in
@@ -367,22 +371,50 @@ public final class Agent {
                 refuse("armed_timeout changed from \(settings.armedTimeout) s to \(plan.armedTimeout) s; restart the agent to change it")
                 return reply
             }
+            // The Flowspec session (peer, AS numbers, router ID, speaker) is fixed at start: a new
+            // one needs a new speaker, and a restart gives it cleanly (the old session closes,
+            // the upstream withdraws every route of it). The policy is taken below.
+            if let why = Self.flowspecRefusal(running: flowspec?.escalatorConfig, new: plan.flowspec) {
+                refuse(why)
+                return reply
+            }
             try plan.apply()
             shared.enforcement.rearm(after: "reload")
             var p = plan.policy
             p.queueCount = settings.queues.count
             shared.replacePolicy(p)
             xdpPath?.update(p)
+            // After the rules: the routes follow the policy now in force (a prefix no longer
+            // protected is withdrawn before the reload answers).
+            let flowspecSummary = plan.flowspec.flatMap { new in flowspec?.reconfigure(new) }
             let ms = Double(monotonicNanoseconds() - started) / 1e6
             reloads.record(success: true)
             logger.info("reload", [("protected", .strings(p.protected.prefixes.map { $0.description })),
                                    ("mode", .string(p.mode.rawValue)),
                                    ("ms", .double(ms))])
-            reply = .ok("reloaded: \(status(p))")
+            reply = .ok("reloaded: \(status(p))" + (flowspecSummary.map { "; \($0)" } ?? ""))
         } catch {
             refuse("\(error)", exitCode: (error as? ExitCoded)?.exitCode ?? 1)
         }
         return reply
+    }
+
+    /// Why a reload's Flowspec settings cannot be taken by the running agent, or nil.
+    static func flowspecRefusal(running: FlowspecConfig?, new: FlowspecConfig?) -> String? {
+        switch (running, new) {
+        case (nil, nil):
+            return nil
+        case (nil, .some):
+            return "flowspec_peer set; restart the agent to start the Flowspec escalation"
+        case (.some, nil):
+            return "flowspec_peer emptied; restart the agent to stop the Flowspec escalation (its session closes and the upstream withdraws every route)"
+        case (.some(let old), .some(let new)):
+            guard old.sameSession(as: new) else {
+                return "flowspec_peer, flowspec_peer_as, flowspec_local_as, flowspec_router_id, flowspec_speaker or flowspec_api changed; "
+                    + "restart the agent to change the Flowspec session (its session closes and the upstream withdraws every route)"
+            }
+            return nil
+        }
     }
 
     private func reportDryRun(_ pipelines: [DryRunTotals]) {

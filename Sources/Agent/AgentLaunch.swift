@@ -127,8 +127,14 @@ extension RunRequest {
                 do throws(RulesError) { fresh = try resolve() } catch {
                     throw RulesFailure(message: "\(error)", exitCode: error.isUnreadableFile ? 1 : 3)
                 }
+                let flowspec: FlowspecConfig?
+                do throws(FlowspecConfigError) {
+                    flowspec = try FlowspecConfig(values: fresh.values, protected: fresh.policy.protected)
+                } catch {
+                    throw RulesFailure(message: "\(fresh.file.name): \(error)", exitCode: 3)
+                }
                 return ReloadPlan(policy: fresh.policy, queues: fresh.queues.first...fresh.queues.last,
-                                  armedTimeout: fresh.armedTimeout, apply: {
+                                  armedTimeout: fresh.armedTimeout, flowspec: flowspec, apply: {
                     guard applyRules else { return }
                     do throws(NftError) { _ = try table.apply(fresh, hook: hook, backend: backend) } catch { throw RulesFailure(error) }
                 })

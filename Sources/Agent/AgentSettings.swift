@@ -90,14 +90,17 @@ public struct ReloadPlan: Sendable {
     public var policy: Policy
     public var queues: ClosedRange<UInt16>
     public var armedTimeout: Double
+    /// The new rules' Flowspec escalation policy (nil: off), checked like the start's.
+    public var flowspec: FlowspecConfig?
     /// Loads the new ruleset into the kernel atomically; throwing leaves the old one.
     public var apply: @Sendable () throws -> Void
 
-    public init(policy: Policy, queues: ClosedRange<UInt16>, armedTimeout: Double,
+    public init(policy: Policy, queues: ClosedRange<UInt16>, armedTimeout: Double, flowspec: FlowspecConfig? = nil,
                 apply: @escaping @Sendable () throws -> Void) {
         self.policy = policy
         self.queues = queues
         self.armedTimeout = armedTimeout
+        self.flowspec = flowspec
         self.apply = apply
     }
 }

@@ -33,6 +33,10 @@ final class FlowspecEscalation: Sendable {
         var sessionAlarm = false
         var ticks = 0
         var countersFailed = false
+        /// Routes whose withdrawal the speaker refused, with the speaker's start (`generation`)
+        /// they were refused by: tried again at every look at the speaker and listed by
+        /// `flowspec show` until it takes them, so none stays announced unseen.
+        var unwithdrawn: [(route: FlowspecRoute, generation: UInt64)] = []
     }
     private let escalation: SerialState<Escalation>
     let speaker: GoBGPSpeaker
@@ -116,7 +120,7 @@ final class FlowspecEscalation: Sendable {
     /// Stops the tick and the speaker: its session closes and the upstream withdraws the routes.
     func stop() {
         escalation.stop { [self] s in
-            let routes = s.escalator.announced
+            let routes = s.escalator.announced + s.unwithdrawn.map(\.route)
             if !routes.isEmpty, !dryRun {
                 // The agent's own gobgpd takes them along when it stops (its session closes); an
                 // operator's speaker keeps running and must be told.
@@ -158,8 +162,23 @@ final class FlowspecEscalation: Sendable {
         s.ticks += 1
         var rates: [Escalator.Target: Double] = [:]
         var since: [Escalator.Target: Double] = [:]
+        var ports: [Escalator.Target: SourcePortCounts] = [:]
         if let counters = s.counters {
             do throws(NftError) {
+                // Source ports once a second, and only while a SYN-ACK route may be announced
+                // (its ports are chosen then): a full port set takes a noticeable part of a
+                // second to list on a loaded router, and these ticks measure the hold.
+                // A table applied by an older version has no port sets: its routes match any
+                // port, and the rates still count.
+                let awaiting = s.escalator.awaitingAnnouncement
+                if s.ticks % 2 == 0 || awaiting.contains(where: { s.escalator.sourcePorts($0) == nil }) {
+                    for family in Set(awaiting.map { $0.prefix.isIPv4 ? 4 : 6 }).sorted() {
+                        guard let counted = try? counters.readPorts(family: family) else { continue }
+                        for t in awaiting where (t.prefix.isIPv4 ? 4 : 6) == family {
+                            if let c = counted[t.prefix] { ports[t] = SourcePortCounts(total: c.total, perPort: c.perPort) }
+                        }
+                    }
+                }
                 let kernel = try counters.read()
                 for t in s.escalator.watched {
                     guard let n = kernel[t.prefix]?[t.vector == .synack ? .synack : .rst] else { continue }
@@ -182,7 +201,7 @@ final class FlowspecEscalation: Sendable {
                 s.countersFailed = true
             }
         }
-        perform(s.escalator.tick(now: now, kernelRates: rates, measuredSince: since), &s)
+        perform(s.escalator.tick(now: now, kernelRates: rates, measuredSince: since, sourcePorts: ports), &s)
         if !dryRun { checkSpeaker(now, &s) }
     }
 
@@ -216,6 +235,17 @@ final class FlowspecEscalation: Sendable {
             ])
         }
         let generation = speaker.generation.load(ordering: .acquiring)
+        if !s.unwithdrawn.isEmpty {
+            let before = s.unwithdrawn.count
+            s.unwithdrawn = s.unwithdrawn.filter { r in
+                // The agent's own gobgpd started again since: the route went with the old one.
+                if speaker.runsDaemon, r.generation != generation { return false }
+                do throws(FlowspecError) { try speaker.withdraw(r.route) } catch { return true }
+                logger.info("flowspec-withdraw", Self.fields(r.route) + [("reason", .string("retried"))])
+                return false
+            }
+            if s.unwithdrawn.count != before { publish(s) }
+        }
         if generation != s.syncedGeneration {
             let routes = s.escalator.announced
             do throws(FlowspecError) {
@@ -248,44 +278,32 @@ final class FlowspecEscalation: Sendable {
             case .unwatch(let t):
                 try? s.counters?.unwatch(t.prefix, t.vector == .synack ? .synack : .rst)
                 s.lastCounts[t] = nil
-            case .announce(let r, let rate):
+            case .announce(let r, let rate, let ports):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                               ("vector", .string(r.vector.rawValue)), ("rate_pps", .double(rate)),
-                                               ("action", .string(r.action))]
+                let f = Self.fields(r) + [("rate_pps", .double(rate)), ("action", .string(r.action))] + Self.fields(ports)
                 if dryRun {
-                    print("flowspec: would announce \(r)")
-                    StandardStreams.flushOutput()
-                    logger.warning("flowspec-would-announce", f + [("dry_run", .bool(true))])
+                    report("would announce \(r)", "flowspec-would-announce", f)
                     continue
                 }
-                counts.add(.announcements)
-                do throws(FlowspecError) {
-                    try speaker.announce(r)
-                    logger.warning("flowspec-announce", f)
-                } catch {
-                    counts.add(.errors)
-                    s.syncedGeneration = 0   // try again at the next look at the speaker
-                    logger.error("flowspec-error", f + [("error", .string(error.message))])
-                }
+                send(r, "flowspec-announce", f, &s)
             case .withdraw(let r, let quiet):
                 changed = true
-                let f: [(String, LogValue)] = [("route", .string(r.description)), ("prefix", .string(r.prefix.description)),
-                                               ("vector", .string(r.vector.rawValue)), ("quiet_s", .double(quiet))]
+                retire(r, Self.fields(r) + [("quiet_s", .double(quiet))], &s)
+            case .retract(let r, let reason):
+                changed = true
+                retire(r, Self.fields(r) + [("reason", .string("reload: \(reason)"))], &s)
+            case .replace(let old, let new, let ports):
+                changed = true
+                let f = Self.fields(new) + [("previous", .string(old.description)), ("action", .string(new.action)),
+                                            ("reason", .string("reload"))] + Self.fields(ports)
                 if dryRun {
-                    print("flowspec: would withdraw \(r)")
-                    StandardStreams.flushOutput()
-                    logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
+                    report("would replace \(old) with \(new)", "flowspec-would-replace", f)
                     continue
                 }
-                counts.add(.withdrawals)
-                do throws(FlowspecError) {
-                    try speaker.withdraw(r)
-                    logger.info("flowspec-withdraw", f)
-                } catch {
-                    counts.add(.errors)
-                    logger.error("flowspec-error", f + [("error", .string(error.message))])
-                }
+                // The new route first: for the same match the speaker replaces the path (one
+                // UPDATE upstream, no gap); for other ports the old one goes once the new stands.
+                send(new, "flowspec-replace", f, &s)
+                if !old.sameMatch(new) { withdraw(old, f, &s) }
             case .refuse(let t, let reason, let detail, let rate):
                 refused.withLock { $0[Escalator.RefusalReason.allCases.firstIndex(of: reason)!] += 1 }
                 logger.warning("flowspec-refused", [("prefix", .string(t.prefix.description)), ("vector", .string(t.vector.rawValue)),
@@ -293,9 +311,86 @@ final class FlowspecEscalation: Sendable {
                                                     ("rate_pps", .double(rate))])
             }
         }
-        if changed {
-            counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count))
-            if !dryRun { try? speaker.publish(s.escalator.announced) }
+        if changed { publish(s) }
+    }
+
+    /// Dry-run: what would be done, on standard output and as an event; nothing else.
+    private func report(_ text: String, _ event: String, _ f: [(String, LogValue)]) {
+        print("flowspec: \(text)")
+        StandardStreams.flushOutput()
+        logger.warning(event, f + [("dry_run", .bool(true))])
+    }
+
+    private func send(_ r: FlowspecRoute, _ event: String, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        counts.add(.announcements)
+        do throws(FlowspecError) {
+            try speaker.announce(r)
+            logger.warning(event, f)
+        } catch {
+            counts.add(.errors)
+            s.syncedGeneration = 0   // try again at the next look at the speaker
+            logger.error("flowspec-error", f + [("error", .string(error.message))])
+        }
+    }
+
+    /// A route withdrawn (its flood over, or a reload's policy refuses it), or in a dry run
+    /// reported.
+    private func retire(_ r: FlowspecRoute, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        if dryRun {
+            print("flowspec: would withdraw \(r)")
+            StandardStreams.flushOutput()
+            logger.info("flowspec-would-withdraw", f + [("dry_run", .bool(true))])
+        } else {
+            withdraw(r, f, &s)
+        }
+    }
+
+    /// A route's own fields, first in each of its events.
+    private static func fields(_ r: FlowspecRoute) -> [(String, LogValue)] {
+        [("route", .string(r.description)), ("prefix", .string(r.prefix.description)), ("vector", .string(r.vector.rawValue))]
+    }
+
+    private func withdraw(_ r: FlowspecRoute, _ f: [(String, LogValue)], _ s: inout Escalation) {
+        counts.add(.withdrawals)
+        do throws(FlowspecError) {
+            try speaker.withdraw(r)
+            logger.info("flowspec-withdraw", f)
+        } catch {
+            counts.add(.errors)
+            s.unwithdrawn.append((r, speaker.generation.load(ordering: .acquiring)))
+            logger.error("flowspec-error", f + [("error", .string(error.message)), ("detail", .string("withdrawal retried every 2 s"))])
+        }
+    }
+
+    /// The routes announced now, for `flowspec show` and the gauge.
+    private func publish(_ s: Escalation) {
+        counts.set(.routesNow, dryRun ? 0 : UInt64(s.escalator.announced.count + s.unwithdrawn.count))
+        if !dryRun { try? speaker.publish(s.escalator.announced, unwithdrawn: s.unwithdrawn.map(\.route)) }
+    }
+
+    /// How a route's source ports were chosen, for its event.
+    private static func fields(_ c: SourcePortChoice) -> [(String, LogValue)] {
+        [("source_ports", .strings(c.ports.map { String($0) })), ("port_decision", .string(c.decision.rawValue)),
+         ("port_share", .double((c.share * 1000).rounded() / 1000)), ("port_sample", .from(c.sample))]
+    }
+
+    /// The policy in force (the start's, or the last reload's).
+    var escalatorConfig: FlowspecConfig { escalation.sync { $0.escalator.config } }
+
+    /// A reload's Flowspec policy (SIGHUP, `reflectguard reload`), applied before the reload
+    /// answers: the announced routes become what the new policy allows (`Escalator.reconfigure`).
+    /// The caller has checked that the session's settings are unchanged. Returns a summary.
+    func reconfigure(_ new: FlowspecConfig) -> String {
+        escalation.sync { [self] s in
+            let actions = s.escalator.reconfigure(new)
+            perform(actions, &s)
+            var retracted = 0, replaced = 0
+            for a in actions {
+                if case .retract = a { retracted += 1 } else if case .replace = a { replaced += 1 }
+            }
+            logger.info("flowspec-reload", fields(new) + [("withdrawn", .from(retracted)), ("replaced", .from(replaced)),
+                                                          ("announced", .from(s.escalator.announced.count))])
+            return "flowspec: \(s.escalator.announced.count) route(s) announced, \(retracted) withdrawn, \(replaced) replaced"
         }
     }
 

@@ -22,10 +22,16 @@ public struct Escalator: Sendable {
         case watch(Target)
         /// Stop counting: the target is forgotten.
         case unwatch(Target)
-        /// `rate`: the packets per second that decided it.
-        case announce(FlowspecRoute, rate: Double)
+        /// `rate`: the packets per second that decided it; `ports`: how its source ports were
+        /// chosen.
+        case announce(FlowspecRoute, rate: Double, ports: SourcePortChoice)
         /// `quiet`: seconds the rate had stayed below the trigger.
         case withdraw(FlowspecRoute, quiet: Double)
+        /// A reload's policy no longer allows the route (`reason` says which rule).
+        case retract(FlowspecRoute, reason: String)
+        /// A reload changed what the route carries (its action, or its ports when the port
+        /// settings changed): `new` replaces `old` upstream.
+        case replace(old: FlowspecRoute, new: FlowspecRoute, ports: SourcePortChoice)
         /// Above the trigger for `hold`, but refused (reported once per episode).
         case refuse(Target, reason: RefusalReason, detail: String, rate: Double)
     }
@@ -48,9 +54,13 @@ public struct Escalator: Sendable {
         var refused = false
         /// Last time the engines reported the attack or the rate was at the trigger.
         var lastActive = 0.0
+        /// The kernel's source-port counts since the target was watched (SYN-ACK targets).
+        var ports: SourcePortCounts? = nil
+        /// How the announced route's ports were chosen.
+        var portChoice: SourcePortChoice? = nil
     }
 
-    public let config: FlowspecConfig
+    public private(set) var config: FlowspecConfig
     /// How long a quiet target stays watched: while a prefix stays armed (armed_timeout), a
     /// flood that comes back is dropped by the kernel before any engine sees it, and only the
     /// kernel's count can show it.
@@ -69,6 +79,15 @@ public struct Escalator: Sendable {
 
     /// Targets whose kernel counts the agent should read.
     public var watched: [Target] { Array(states.keys) }
+
+    /// SYN-ACK targets above the trigger and not announced yet: those a coming tick may
+    /// announce, whose source ports it needs.
+    public var awaitingAnnouncement: [Target] {
+        states.filter { $0.key.vector == .synack && $0.value.route == nil && $0.value.aboveSince != nil }.map(\.key)
+    }
+
+    /// The last source-port counts `tick` was given for a target.
+    public func sourcePorts(_ t: Target) -> SourcePortCounts? { states[t]?.ports }
 
     /// An engine's attack event; `rate` is the whole agent's (AttackEvent.agentRate). `now` in
     /// seconds on any monotonic clock.
@@ -93,8 +112,10 @@ public struct Escalator: Sendable {
 
     /// Once a second: the kernel's rates per watched target (a target missing counts 0), each
     /// measured since `measuredSince` (default `now`): a rate above the trigger has been above
-    /// since its measurement began.
-    public mutating func tick(now: Double, kernelRates: [Target: Double], measuredSince: [Target: Double] = [:]) -> [Action] {
+    /// since its measurement began. `sourcePorts`: the kernel's port counts of SYN-ACK targets
+    /// since they were watched (a target missing keeps its last counts).
+    public mutating func tick(now: Double, kernelRates: [Target: Double], measuredSince: [Target: Double] = [:],
+                              sourcePorts: [Target: SourcePortCounts] = [:]) -> [Action] {
         var actions: [Action] = []
         // Withdrawals first, so a slot they free can go to a prefix waiting in the same tick; then
         // in a fixed order, so the same inputs always give the same routes.
@@ -104,6 +125,7 @@ public struct Escalator: Sendable {
         }
         for t in order {
             states[t]!.kernelRate = kernelRates[t] ?? 0
+            if let p = sourcePorts[t] { states[t]!.ports = p }
             actions += evaluate(t, now: now, measuredFrom: measuredSince[t] ?? now)
         }
         return actions
@@ -138,10 +160,12 @@ public struct Escalator: Sendable {
                     if !s.refused { actions.append(.refuse(t, reason: reason, detail: detail, rate: rate)) }
                     s.refused = true
                 } else {
-                    let route = FlowspecRoute(prefix: t.prefix, vector: t.vector, rate: config.rate)
+                    let ports = portChoice(t, s.ports)
+                    let route = FlowspecRoute(prefix: t.prefix, vector: t.vector, rate: config.rate, sourcePorts: ports.ports)
                     s.route = route
+                    s.portChoice = ports
                     s.quietSince = nil
-                    actions.append(.announce(route, rate: rate))
+                    actions.append(.announce(route, rate: rate, ports: ports))
                 }
             }
         } else {
@@ -151,6 +175,51 @@ public struct Escalator: Sendable {
             states[t] = nil
             actions.append(.unwatch(t))
         } else {
+            states[t] = s
+        }
+        return actions
+    }
+
+    /// An RST flood's sources are forged at random: only a SYN-ACK route gets a port match.
+    private func portChoice(_ t: Target, _ counts: SourcePortCounts?) -> SourcePortChoice {
+        SourcePortChoice.choose(counts, maxPorts: t.vector == .synack ? config.maxPorts : 0, share: config.portShare)
+    }
+
+    /// A reload's policy (the session's settings unchanged: `FlowspecConfig.sameSession`). Every
+    /// announced route is judged again as if it were announced now: withdrawn when the new policy
+    /// refuses its prefix (no longer protected, too wide) or has fewer slots (the routes past
+    /// `maxRules`, in the announced order, go), replaced when its action changes or, with new port
+    /// settings, its ports. So what stays announced is exactly what the new policy would announce
+    /// for the floods going on, and never a route of the old policy. Watched targets and their
+    /// holds carry over.
+    public mutating func reconfigure(_ new: FlowspecConfig) -> [Action] {
+        let portsChanged = new.maxPorts != config.maxPorts || new.portShare != config.portShare
+        config = new
+        var actions: [Action] = []
+        var kept = 0
+        for route in announced {
+            let t = Target(prefix: route.prefix, vector: route.vector)
+            guard var s = states[t] else { continue }
+            var why = config.refusal(t.prefix)
+            if why == nil, kept >= config.maxRules { why = "flowspec_max_rules (\(config.maxRules)) routes announced already" }
+            if let why {
+                s.route = nil
+                s.portChoice = nil
+                s.aboveSince = nil
+                s.quietSince = nil
+                s.refused = false
+                actions.append(.retract(route, reason: why))
+            } else {
+                kept += 1
+                let ports = portsChanged ? portChoice(t, s.ports) : (s.portChoice ?? portChoice(t, s.ports))
+                let next = FlowspecRoute(prefix: t.prefix, vector: t.vector, rate: config.rate,
+                                         sourcePorts: portsChanged ? ports.ports : route.sourcePorts)
+                if next != route {
+                    s.route = next
+                    s.portChoice = ports
+                    actions.append(.replace(old: route, new: next, ports: ports))
+                }
+            }
             states[t] = s
         }
         return actions

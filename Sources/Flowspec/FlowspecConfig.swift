@@ -27,6 +27,10 @@ public struct FlowspecConfig: Sendable, Equatable {
     /// traffic-rate in bytes per second; 0: discard.
     public var rate: Double
     public var maxRules: Int
+    /// Most source ports in a SYN-ACK route's match (0: never a port match), and the share of
+    /// the flood, 0...1, they must carry together (`SourcePortChoice.choose`).
+    public var maxPorts: Int
+    public var portShare: Double
     /// Shortest prefix lengths ever announced.
     public var widestV4: Int
     public var widestV6: Int
@@ -36,11 +40,11 @@ public struct FlowspecConfig: Sendable, Equatable {
 
     public init(peer: IPAddress, peerAS: UInt32, localAS: UInt32, routerID: IPAddress? = nil,
                 trigger: Double = 100_000, hold: Double = 10, withdrawAfter: Double = 300, rate: Double = 125_000,
-                maxRules: Int = 8, widestV4: Int = 24, widestV6: Int = 48, speaker: Speaker = .gobgpd,
-                protected: PrefixSet) {
+                maxRules: Int = 8, maxPorts: Int = 4, portShare: Double = 0.95, widestV4: Int = 24, widestV6: Int = 48,
+                speaker: Speaker = .gobgpd, protected: PrefixSet) {
         self.peer = peer; self.peerAS = peerAS; self.localAS = localAS; self.routerID = routerID
         self.trigger = trigger; self.hold = hold; self.withdrawAfter = withdrawAfter; self.rate = rate
-        self.maxRules = maxRules; self.widestV4 = widestV4; self.widestV6 = widestV6
+        self.maxRules = maxRules; self.maxPorts = maxPorts; self.portShare = portShare; self.widestV4 = widestV4; self.widestV6 = widestV6
         self.speaker = speaker; self.protected = protected
     }
 
@@ -77,9 +81,19 @@ public struct FlowspecConfig: Sendable, Equatable {
                   withdrawAfter: number("flowspec_withdraw", defaults.withdrawAfter),
                   rate: number("flowspec_rate", defaults.rate),
                   maxRules: Int(number("flowspec_max_rules", Double(defaults.maxRules))),
+                  maxPorts: Int(number("flowspec_max_ports", Double(defaults.maxPorts))),
+                  portShare: number("flowspec_port_share", defaults.portShare * 100) / 100,
                   widestV4: Int(number("flowspec_widest_v4", Double(defaults.widestV4))),
                   widestV6: Int(number("flowspec_widest_v6", Double(defaults.widestV6))),
                   speaker: speaker, protected: protected)
+    }
+
+    /// Whether `other` talks to the same upstream the same way: same peer, AS numbers, router
+    /// ID and speaker. Only the rest (when and what to announce) can change under a running
+    /// session; a new session needs a new speaker, which a restart of the agent gives cleanly.
+    public func sameSession(as other: FlowspecConfig) -> Bool {
+        peer == other.peer && peerAS == other.peerAS && localAS == other.localAS && routerID == other.routerID
+            && speaker == other.speaker
     }
 
     /// Why `prefix` may never be announced, or nil when it may: never 0/0, never wider than the

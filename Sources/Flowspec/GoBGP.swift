@@ -34,10 +34,14 @@ public enum GoBGP {
 
     public static func family(_ r: FlowspecRoute) -> String { r.isIPv4 ? "ipv4-flowspec" : "ipv6-flowspec" }
 
-    /// The match part: destination, protocol, flags. `=SA` is the match bit (RFC 8955 §4.2.1.2):
-    /// all of SYN and ACK set, whatever the other flags (ECN-capable SYN-ACKs carry ECE too).
+    /// The match part: destination, protocol, source ports, flags. `=SA` is the match bit
+    /// (RFC 8955 §4.2.1.2): all of SYN and ACK set, whatever the other flags (ECN-capable
+    /// SYN-ACKs carry ECE too). Ports are one argument, `==80 ==443` (an OR of equalities, one
+    /// numeric operator each); gobgp keeps them in the order given, and the order is part of the
+    /// NLRI, so they are always ascending: a delete must name exactly what the add did.
     static func match(_ r: FlowspecRoute) -> [String] {
-        ["match", "destination", r.prefix.description, "protocol", "tcp", "tcp-flags", r.vector == .synack ? "=SA" : "=R"]
+        let ports = r.sourcePorts.isEmpty ? [] : ["source-port", r.sourcePorts.map { "==\($0)" }.joined(separator: " ")]
+        return ["match", "destination", r.prefix.description, "protocol", "tcp"] + ports + ["tcp-flags", r.vector == .synack ? "=SA" : "=R"]
     }
 
     /// `global rib -a FAMILY add match … then rate-limit R|discard`.

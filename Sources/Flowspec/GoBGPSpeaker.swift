@@ -173,9 +173,19 @@ public final class GoBGPSpeaker: Sendable {
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
     }
 
-    /// Records the routes announced now for `reflectguard flowspec show` (one per line).
-    public func publish(_ routes: [FlowspecRoute]) throws(FlowspecError) {
-        try write(routes.map { "\($0)\n" }.joined(), to: "\(directory)/announced")
+    /// Records the routes announced now for `reflectguard flowspec show` (one per line), and
+    /// those whose withdrawal the speaker refused so far, marked `withdrawing ` (still announced,
+    /// as far as anyone can tell).
+    public func publish(_ routes: [FlowspecRoute], unwithdrawn: [FlowspecRoute] = []) throws(FlowspecError) {
+        try write((routes.map { "\($0)\n" } + unwithdrawn.map { "\(Self.withdrawing)\($0)\n" }).joined(), to: "\(directory)/announced")
+    }
+
+    /// The mark of a route in the record that is being withdrawn.
+    public static let withdrawing = "withdrawing "
+
+    /// The record's lines split into the routes announced and those still being withdrawn.
+    public static func split(record lines: [String]) -> (announced: [String], withdrawing: [String]) {
+        (lines.filter { !$0.hasPrefix(withdrawing) }, lines.filter { $0.hasPrefix(withdrawing) }.map { String($0.dropFirst(withdrawing.count)) })
     }
 
     // MARK: helpers

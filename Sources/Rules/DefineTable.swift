@@ -112,6 +112,10 @@ public enum DefineTable {
         // Never 0/0: a /8 or a /16 is as wide as an escalation may reach.
         "flowspec_widest_v4": .count(8...32),
         "flowspec_widest_v6": .count(16...128),
+        // Source ports in a SYN-ACK route's match (0: never), and the percentage of the flood
+        // they must carry: below a half a port match would leave most of the flood unshed.
+        "flowspec_max_ports": .count(0...16),
+        "flowspec_port_share": .count(50...100),
         "flowspec_speaker": .choice(["gobgpd", "external"]),
         "flowspec_api": .quoted,
     ]

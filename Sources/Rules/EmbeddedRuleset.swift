@@ -162,6 +162,13 @@ define flowspec_max_rules = 8
 # Widest prefix ever announced (never 0/0, and only inside the protected networks).
 define flowspec_widest_v4 = 24
 define flowspec_widest_v6 = 48
+# Source ports in a SYN-ACK route: reflectors answer from the ports of their services (443, 80,
+# 22, ...), so when at most flowspec_max_ports ports carry flowspec_port_share percent or more of
+# the flood (counted by the kernel since the attack began), the route matches only those and
+# SYN-ACKs from other ports, legitimate ones among them, still reach the prefix. Otherwise (and
+# with 0) the route matches any port.
+define flowspec_max_ports = 4
+define flowspec_port_share = 95
 # Who speaks BGP: gobgpd = the agent runs Debian's gobgpd as its child (generated configuration,
 # restarted if it dies, gone with the agent); external = an operator's gobgpd at flowspec_api.
 define flowspec_speaker = gobgpd
@@ -234,6 +241,24 @@ table inet reflectguard {
 	set flowspec_synack6 {
 		type ipv6_addr
 		flags interval
+		counter
+	}
+	# The watched prefixes' attack SYN-ACKs per source port (the /24 or /64 and the port), for the
+	# port match of their Flowspec routes. Bounded: a flood from many ports fills it, and a port
+	# left uncounted only lowers the share the counted ones reach (no port match then). A port
+	# quiet for a minute is forgotten; one the flood keeps using never is.
+	set flowspec_sport4 {
+		type ipv4_addr . inet_service
+		flags dynamic, timeout
+		timeout 60s
+		size 1024
+		counter
+	}
+	set flowspec_sport6 {
+		type ipv6_addr . inet_service
+		flags dynamic, timeout
+		timeout 60s
+		size 1024
 		counter
 	}
 	set flowspec_rst4 {
@@ -482,9 +507,11 @@ table inet reflectguard {
 		ip6 saddr @allowlist6 return
 		ip6 daddr @allowlist6 return
 		# Flowspec counts (the sets above): a lookup bumps the element's counter when it matches,
-		# so it comes last in the rule, after the packet is known to be an attack packet.
-		tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 ip daddr @flowspec_synack4
-		tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 ip6 daddr @flowspec_synack6
+		# so it comes last in the rule, after the packet is known to be an attack packet; then the
+		# same packet is counted under its source port (only for a watched prefix: the update
+		# follows the lookup).
+		tcp flags & (syn | ack) == syn | ack ip daddr . tcp dport . ip saddr . tcp sport != @pending4 ip daddr @flowspec_synack4 update @flowspec_sport4 { ip daddr & 255.255.255.0 . tcp sport }
+		tcp flags & (syn | ack) == syn | ack ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 ip6 daddr @flowspec_synack6 update @flowspec_sport6 { ip6 daddr & ffff:ffff:ffff:ffff:: . tcp sport }
 		tcp flags & rst == rst ip daddr . tcp dport . ip saddr . tcp sport != @pending4 ip daddr @flowspec_rst4
 		tcp flags & rst == rst ip6 daddr . tcp dport . ip6 saddr . tcp sport != @pending6 ip6 daddr @flowspec_rst6
 		jump $kernel_enforce

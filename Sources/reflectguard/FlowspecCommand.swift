@@ -46,9 +46,13 @@ enum FlowspecCommand {
         }
         print("speaker: \(speaker.runsDaemon ? "gobgpd (the agent's child)" : "external gobgpd"), \(speaker.target)")
         print("session: \(config.peer) AS \(config.peerAS): \(state)")
-        let routes = speaker.recorded() ?? []
+        let (routes, withdrawing) = GoBGPSpeaker.split(record: speaker.recorded() ?? [])
         print("announced: \(routes.count)")
         for r in routes { print("  \(r)") }
+        if !withdrawing.isEmpty {
+            print("withdrawal failed, retried every 2 s: \(withdrawing.count)")
+            for r in withdrawing { print("  \(r)") }
+        }
         print("speaker table:")
         do throws(FlowspecError) {
             for line in try speaker.rib().split(separator: "\n") { print("  \(line)") }

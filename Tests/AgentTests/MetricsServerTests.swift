@@ -33,7 +33,8 @@ import Testing
         let s = try RunningServer()
         let cap = MetricsServer.Limits().maxConnections
         let idle = try Client.idle(cap, port: s.port)
-        usleep(300_000)   // all accepted, in connection order
+        // All accepted, in connection order (polled: a sleep can be outlasted on a loaded machine).
+        try #require(eventually(within: 10) { s.count(.accepted) == UInt64(cap) }, "accepted \(s.count(.accepted)) of \(cap)")
 
         let r = try #require(Client.scrape(port: s.port, within: 2))
         #expect(r.status == 200)

@@ -92,12 +92,21 @@ import TestSupport
             let json = TestEnvironment.temporaryPath("live.json")
             let score = Process()
             score.executableURL = URL(fileURLWithPath: Self.ip)
-            score.arguments = ["netns", "exec", Self.ns, bin, "score", "--interface", "lo", "--duration", "2",
+            // 5 s: room for the three connects after the capture is live, on a loaded machine too.
+            score.arguments = ["netns", "exec", Self.ns, bin, "score", "--interface", "lo", "--duration", "5",
                                "--protect", "198.18.2.0/24", "--format", "json", "--output", json]
             let err = Pipe()
             score.standardError = err
             try score.run()
-            Thread.sleep(forTimeInterval: 0.7)
+            // Connects only once the capture is live, not after a fixed sleep (which start-up on a
+            // loaded machine can outlast): libpcap maps its packet ring (a `socket:[…]` line in the
+            // process's maps; `ip netns exec` execs, so the pid is score's) after binding to lo.
+            let live = Date().addingTimeInterval(20)
+            while score.isRunning && Date() < live
+                && !((try? String(contentsOfFile: "/proc/\(score.processIdentifier)/maps", encoding: .utf8)) ?? "").contains("socket:[") {
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            if Date() >= live { Issue.record("score's capture on lo was not live within 20 s") }
             // Three refused connects: SYN, then RST|ACK from the kernel (nothing listens on 9).
             for _ in 0..<3 {
                 try TestEnvironment.run(Self.ip, ["netns", "exec", Self.ns, "/bin/bash", "-c",
@@ -108,7 +117,7 @@ import TestSupport
             while score.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
             if score.isRunning {
                 kill(score.processIdentifier, SIGKILL)
-                Issue.record("score --interface --duration 2 still running after 20 s")
+                Issue.record("score --interface --duration 5 still running after 20 s")
             }
             score.waitUntilExit()
             let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -16,7 +16,7 @@ struct EscalatorTests {
     }
 
     static func announced(_ actions: [Escalator.Action]) -> [FlowspecRoute] {
-        actions.compactMap { if case .announce(let r, _) = $0 { return r } else { return nil } }
+        actions.compactMap { if case .announce(let r, _, _) = $0 { return r } else { return nil } }
     }
 
     @Test func announcesAfterTheHoldAndNotBefore() {

@@ -62,8 +62,7 @@ struct BypassTests {
             let frames = (0..<Self.floodSize).flatMap { Self.forged(attack, $0, lab) }
             let before = try arrivals.read()
             try lab.runTrafgen(Self.trafgenConfig(frames), count: frames.count, gap: "2us", background: false)
-            usleep(300_000)
-            let after = try arrivals.read()
+            let after = try arrivals.settledRead()
             let (delivered, segments) = (after.frames - before.frames, after.segments - before.segments)
             measured("bypass \(kind): \(attack.rawValue): \(Self.floodSize) sent (\(frames.count) frames); "
                      + "reached the protected host: \(delivered) frames, \(segments) TCP segments")
@@ -141,13 +140,11 @@ struct BypassTests {
         let before = try arrivals.read()
         let solicited = answers(0..<n)
         try lab.runTrafgen(Self.trafgenConfig(solicited), count: solicited.count, gap: "100us", background: false)
-        usleep(300_000)
-        let middle = try arrivals.read()
+        let middle = try arrivals.settledRead()
         // The same SYN-ACKs for ports no SYN came from.
         let unsolicited = answers(n..<(2 * n))
         try lab.runTrafgen(Self.trafgenConfig(unsolicited), count: unsolicited.count, gap: "100us", background: false)
-        usleep(300_000)
-        let after = try arrivals.read()
+        let after = try arrivals.settledRead()
 
         let arrived = middle.segments - before.segments, forged = after.segments - middle.segments
         measured("bypass \(kind) IPv\(v6 ? 6 : 4): fragmented solicited SYN-ACKs that reached the host's TCP: \(arrived)/\(n); unsolicited: \(forged)/\(n)")
@@ -190,6 +187,12 @@ struct BypassTests {
                 }
                 """.write(toFile: f, atomically: true, encoding: .utf8)
             try lab.exec(lab.protected, "nft -f \(f)")
+        }
+
+        /// `read` once the counts have stopped moving (what was sent may still be on its way).
+        func settledRead() throws -> (frames: Int, segments: Int) {
+            let r = try settled { let r = try read(); return [r.frames, r.segments] }
+            return (r[0], r[1])
         }
 
         func read() throws -> (frames: Int, segments: Int) {

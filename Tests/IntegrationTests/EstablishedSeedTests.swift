@@ -148,7 +148,9 @@ struct EstablishedSeedTests {
         }
         func send(_ seq: UInt32) throws {
             try lab.exec(lab.inet, "python3 \(sweepFile) 198.18.1.2 198.18.2.2 \(port) \(seq)")
-            usleep(300_000)
+            // Judged and delivered (or not) once the host's count stops moving, not after a fixed
+            // 300 ms: the exact RST must be counted when it arrives late on a loaded machine.
+            _ = try settled { try blind() }
         }
 
         let agent = try AgentProcess(lab, RSTInlineTests.protect + InlineAgentTests.agentOnly

@@ -219,11 +219,13 @@ struct FaultTests {
         let each = 3_000
         let metricsBefore = try agent.metrics(port: Self.metricsPort)
         for kind in unreadable { try crafter.send(from: lab.inet, kind, count: each) }
-        usleep(500_000)
-        let arrivedUnreadable = try lab.protectedCount("synack") + lab.protectedCount("synack6")
+        let arrivedUnreadable = try settled { try lab.protectedCount("synack") + lab.protectedCount("synack6") }
         for kind in readable { try crafter.send(from: lab.inet, kind, count: each) }
         let total = each * (unreadable.count + readable.count)
-        usleep(500_000)
+        _ = try settled {
+            [AgentProcess.value(try agent.metrics(port: Self.metricsPort), "reflectguard_packets_received_total"),
+             Double(try lab.protectedCount("synack") + lab.protectedCount("synack6"))]
+        }
         #expect(agent.process.isRunning, "the agent survived the malformed flood: \(agent.log)")
         let m = try agent.metrics(port: Self.metricsPort)
         func delta(_ name: String) -> Double { AgentProcess.value(m, name) - AgentProcess.value(metricsBefore, name) }

@@ -19,7 +19,9 @@ struct FlowspecLabTests {
          "-D", "flowspec_max_rules=2", "--metrics", "\(metrics)"]
     }
 
-    static let route4 = "flow4 { dst 198.18.2.0/24; proto 6; tcp flags 0x12/0x12; }"
+    /// The IPv4 flood comes from port 443 of its reflectors: the route matches that port alone.
+    /// The IPv6 one from random ports: no port match.
+    static let route4 = "flow4 { dst 198.18.2.0/24; proto 6; sport 443; tcp flags 0x12/0x12; }"
     static let route6 = "flow6 { dst 2001:db8:2::/64; next header 6; tcp flags 0x12/0x12; }"
     /// traffic-rate (RFC 8955 §7.3: type 0x8006, a 2-byte AS of 0, a 32-bit float of bytes/s):
     /// 125000.0 is 0x47f42400.
@@ -60,13 +62,16 @@ struct FlowspecLabTests {
         let started = Date()
         // Bounded floods, waited for: trafgen's worker outlives a killed trafgen. 20 s at most 10,000/s.
         let floods = [try FlowspecLab.flood4(lab, to: "198, 18, 2, drnd()", count: 200_000, gap: "100us", background: true),
-                      try lab.flood(.synack6, count: 200_000, gap: "100us", background: true),
+                      try lab.flood(.synack6, count: 200_000, gap: "100us", background: true, sport: "drnd(2)"),
                       try FlowspecLab.flood4(lab, to: "198, 18, 3, 5", count: 200_000, gap: "100us", background: true)]
         let (r4, r6) = try up.waitForRoutes(seconds: 30)
         let announceDelay = Date().timeIntervalSince(started)
         #expect(r4 == [FlowspecLab.Route(text: Self.route4, community: Self.rate125k)], "exactly the expected IPv4 route")
         #expect(r6 == [FlowspecLab.Route(text: Self.route6, community: Self.rate125k)], "exactly the expected IPv6 route")
         #expect(announceDelay <= Self.hold + 2, "announced \(announceDelay) s after the flood began")
+        try a.waitForLog(#""event":"flowspec-announce","route":"\#(Self.route4) traffic-rate 125000""#, seconds: 5)
+        #expect(a.log.contains(#""source_ports":["443"],"port_decision":"dominant","port_share":1.000"#), "\(a.log)")
+        #expect(a.log.contains(#""source_ports":[],"port_decision":"spread""#), "\(a.log)")
         print("flowspec lab: both routes at the upstream \(String(format: "%.2f", announceDelay)) s after the flood began (hold \(Self.hold) s)")
         try a.waitForLog("\"event\":\"flowspec-refused\",\"prefix\":\"198.18.3.0/24\",\"vector\":\"synack\",\"reason\":\"outside-protected\"", seconds: 10)
 
@@ -116,9 +121,14 @@ struct FlowspecLabTests {
         let dropDelay = Date().timeIntervalSince(killed)
         print("flowspec lab: withdrawn \(String(format: "%.2f", dropDelay)) s after kill -9 of the agent")
         #expect(dropDelay <= 10)
-        Thread.sleep(forTimeInterval: 0.5)
-        // Gone, or a zombie waiting for whoever reaps orphans here.
-        let stat = (try? String(contentsOfFile: "/proc/\(newSpeaker)/stat", encoding: .utf8)) ?? ""
+        // Gone, or a zombie waiting for whoever reaps orphans here (polled, 10 s at most).
+        var stat = ""
+        let gone = Date().addingTimeInterval(10)
+        repeat {
+            stat = (try? String(contentsOfFile: "/proc/\(newSpeaker)/stat", encoding: .utf8)) ?? ""
+            if stat.isEmpty || stat.contains(") Z ") { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < gone
         #expect(stat.isEmpty || stat.contains(") Z "), "the agent's gobgpd died with it: \(stat)")
         for f in again { f?.waitUntilExit() }
     }
@@ -140,6 +150,86 @@ extension FlowspecLabTests {
         #expect(a.output.contains("flowspec: would announce \(Self.route4) traffic-rate 125000"), "\(a.output)")
         #expect(!a.log.contains("flowspec-speaker-started"))
         #expect(try up.routes("ft4").isEmpty && up.routes("ft6").isEmpty)
+    }
+}
+
+extension FlowspecLabTests {
+    /// A reload (SIGHUP or `reflectguard reload`) applies a changed Flowspec policy before it
+    /// answers: a prefix no longer protected is withdrawn at the upstream, a new action replaces
+    /// the standing route in place; a change of the session itself is refused and changes nothing.
+    @Test func reloadAppliesTheFlowspecPolicy() throws {
+        try Env.requireReady()
+        try FlowspecLab.requireReady()
+        let lab = try LabNet("fsrl", family: "rg18")
+        let up = try FlowspecLab.Upstream(lab)
+        var agent: AgentProcess? = nil
+        defer {
+            if let a = agent {
+                print("flowspec reload lab: agent log\n" + a.log.split(separator: "\n").filter { $0.contains("flowspec") || $0.contains("reload") }
+                    .suffix(30).joined(separator: "\n"))
+                if a.process.isRunning { a.signal(SIGKILL) }
+            }
+            up.tearDown()
+            lab.tearDown()
+        }
+        try lab.exec(lab.router, "ip route add 198.18.4.0/24 via 198.18.2.2")
+        let config = lab.tempPath("reflectguard.conf")
+        func write(protected: String, rate: Int, peerAS: Int = 64500) throws {
+            try """
+                define protected_v4 = { \(protected) }
+                define flowspec_peer = 192.0.2.2
+                define flowspec_peer_as = \(peerAS)
+                define flowspec_local_as = 64501
+                define flowspec_trigger = \(Self.trigger)
+                define flowspec_hold = \(Int(Self.hold))s
+                define flowspec_withdraw = 60s
+                define flowspec_rate = \(rate)
+
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+        }
+        try write(protected: "198.18.2.0/24, 198.18.4.0/24", rate: 125_000)
+        let a = try AgentProcess(lab, ["--config", config, "--metrics", "9522"])
+        agent = a
+        try a.waitForLog("\"event\":\"flowspec-session\",\"state\":\"established\"", seconds: 60)
+        // Two prefixes flooded from port 443 (40 s at most, 5,000/s each): two routes.
+        let floods = [try FlowspecLab.flood4(lab, to: "198, 18, 2, drnd()", count: 200_000, gap: "200us", background: true),
+                      try FlowspecLab.flood4(lab, to: "198, 18, 4, drnd()", count: 200_000, gap: "200us", background: true)]
+        defer { for f in floods { f?.waitUntilExit() } }
+        let route2 = "flow4 { dst 198.18.2.0/24; proto 6; sport 443; tcp flags 0x12/0x12; }"
+        let route4 = "flow4 { dst 198.18.4.0/24; proto 6; sport 443; tcp flags 0x12/0x12; }"
+        let deadline = Date().addingTimeInterval(30)
+        while try up.routes("ft4").count < 2, Date() < deadline { usleep(100_000) }
+        // BIRD lists a flow table in its own order.
+        let both = try up.routes("ft4").sorted { $0.text < $1.text }
+        #expect(both == [FlowspecLab.Route(text: route2, community: Self.rate125k),
+                         FlowspecLab.Route(text: route4, community: Self.rate125k)], "\(both)")
+
+        // A change of the session: refused, nothing withdrawn or replaced.
+        try write(protected: "198.18.2.0/24", rate: 0, peerAS: 64999)
+        let refused = try lab.exec(lab.router, "\(Env.binary) reload", check: false)
+        #expect(refused.status != 0 && refused.stderr.contains("restart the agent to change the Flowspec session"), "\(refused.stderr)")
+        #expect(try up.routes("ft4").count == 2)
+
+        // 198.18.4.0/24 no longer protected, discard instead of traffic-rate: when the reload
+        // answers, the agent has withdrawn the one and replaced the other.
+        try write(protected: "198.18.2.0/24", rate: 0)
+        let reloaded = try lab.exec(lab.router, "\(Env.binary) reload")
+        #expect(reloaded.stdout.contains("flowspec: 1 route(s) announced, 1 withdrawn, 1 replaced"), "\(reloaded.stdout)")
+        let settled = Date().addingTimeInterval(5)
+        var now = try up.routes("ft4")
+        while now.count != 1 || now.first?.community == Self.rate125k, Date() < settled {
+            usleep(100_000)
+            now = try up.routes("ft4")
+        }
+        // discard: traffic-rate 0.0.
+        #expect(now == [FlowspecLab.Route(text: route2, community: "(generic, 0x80060000, 0x0)")], "\(now)")
+        try a.waitForLog(#""event":"flowspec-withdraw","route":"\#(route4) traffic-rate 125000","prefix":"198.18.4.0/24","vector":"synack","reason":"reload: outside the protected networks""#, seconds: 5)
+        try a.waitForLog(#""event":"flowspec-replace","route":"\#(route2) discard""#, seconds: 5)
+        let shown = try lab.exec(lab.router, "\(Env.binary) flowspec show -D flowspec_peer=192.0.2.2 -D flowspec_peer_as=64500 -D flowspec_local_as=64501").stdout
+        #expect(shown.contains("announced: 1\n  \(route2) discard\n"), "\(shown)")
+        let m = try a.metrics(port: 9522)
+        #expect(AgentProcess.value(m, "reflectguard_flowspec_routes_announced") == 1)
+        #expect(a.stop() == 0)
     }
 }
 
@@ -218,7 +308,8 @@ enum FlowspecLab {
         var description: String { "\(text) \(community)" }
     }
 
-    /// SYN-ACKs from random 198.19.0.0/16 reflectors to `to` (trafgen bytes, e.g. "198, 18, 2, drnd()").
+    /// SYN-ACKs from port 443 of random 198.19.0.0/16 reflectors to `to` (trafgen bytes, e.g.
+    /// "198, 18, 2, drnd()").
     static func flood4(_ lab: LabNet, to: String, count: Int, gap: String, background: Bool = false) throws -> Process? {
         let dst = lab.routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let src = lab.inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
@@ -245,12 +336,12 @@ enum FlowspecLab {
             ns = "\(lab.prefix)-up"
             dir = NSTemporaryDirectory() + "\(lab.prefix)-bird"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let tag = "rg18\(getpid() % 100000)\(lab.prefix.count % 10)"
             try sh("ip netns add \(ns)")
-            try sh("ip link add \(tag)r type veth peer name \(tag)u")
-            try sh("ip link set \(tag)r netns \(lab.router) && ip link set \(tag)u netns \(ns)")
-            try sh("ip -n \(lab.router) addr add 192.0.2.1/30 dev \(tag)r && ip -n \(lab.router) link set \(tag)r up")
-            try sh("ip -n \(ns) addr add 192.0.2.2/30 dev \(tag)u && ip -n \(ns) link set \(tag)u up && ip -n \(ns) link set lo up")
+            // Both ends made inside their namespaces: a name in the host's namespace, even one
+            // built from the pid, is shared with every other lab of this process running beside it.
+            try sh("ip link add up0 netns \(lab.router) type veth peer name up1 netns \(ns)")
+            try sh("ip -n \(lab.router) addr add 192.0.2.1/30 dev up0 && ip -n \(lab.router) link set up0 up")
+            try sh("ip -n \(ns) addr add 192.0.2.2/30 dev up1 && ip -n \(ns) link set up1 up && ip -n \(ns) link set lo up")
             let conf = """
                 router id 192.0.2.2;
                 protocol device {}

@@ -54,6 +54,21 @@ struct HarnessError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
+/// `read`'s value once it has stopped changing: read every 100 ms until it has not moved for half
+/// a second (`seconds` at most, then the last). For counters after a burst: a fixed sleep can be
+/// outlasted on a loaded machine, with packets still in a veth or in the agent's queue.
+func settled<T: Equatable>(within seconds: Double = 15, _ read: () throws -> T) throws -> T {
+    let deadline = Date().addingTimeInterval(seconds)
+    var last = try read(), same = 0
+    while same < 5 && Date() < deadline {
+        usleep(100_000)
+        let now = try read()
+        same = now == last ? same + 1 : 0
+        last = now
+    }
+    return last
+}
+
 /// One three-namespace lab (scripts/netns-lab.sh) with names unique to this test and process.
 final class LabNet {
     let prefix: String
@@ -173,7 +188,8 @@ final class LabNet {
     /// trafgen in the internet namespace: `count` forged packets from random 198.19.0.0/16
     /// reflectors (random ports, sequence and acknowledgment numbers) to 198.18.2.2. `gap` nil:
     /// as fast as trafgen goes. Bounded by `count`.
-    func flood(_ kind: FloodKind, count: Int, gap: String?, background: Bool = false) throws -> Process? {
+    /// `sport`: the IPv6 SYN-ACKs' source port as trafgen bytes (`drnd(2)`: random ports).
+    func flood(_ kind: FloodKind, count: Int, gap: String?, background: Bool = false, sport: String = "const16(443)") throws -> Process? {
         let dst = routerMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         let src = inetMAC.split(separator: ":").map { "0x\($0)" }.joined(separator: ", ")
         if kind == .synack6 {
@@ -183,7 +199,7 @@ final class LabNet {
                   0x60, 0x00, 0x00, 0x00, const16(20), 6, 64,
                   0x20, 0x01, 0x0d, 0xb8, 0x00, 0xff, drnd(2), 0, 0, 0, 0, 0, 0, drnd(2),
                   0x20, 0x01, 0x0d, 0xb8, 0x00, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
-                  const16(443), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp6(14, 54), const16(0),
+                  \(sport), drnd(2), drnd(4), drnd(4), 0x50, 0x12, const16(64240), csumtcp6(14, 54), const16(0),
                 }
                 """
             return try runTrafgen(config, count: count, gap: gap, background: background)

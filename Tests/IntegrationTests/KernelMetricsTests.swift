@@ -68,7 +68,13 @@ struct KernelMetricsTests {
         let second = try Self.scrape(agent)
         let stillRunning = flood.isRunning
         flood.waitUntilExit()
-        usleep(300_000)
+        // What was sent has been judged: the kernel's, the agent's and the host's counts are still.
+        _ = try settled {
+            let m = try Self.scrape(agent)
+            return [Self.kernelDrops(m, "ipv4", "unsolicited-synack"),
+                    AgentProcess.value(m, "reflectguard_packets_total{queue=\"0\",verdict=\"drop\",reason=\"unsolicited-synack\"}"),
+                    Double(try lab.protectedCount("synack"))]
+        }
 
         let a = Self.kernelDrops(first, "ipv4", "unsolicited-synack"), b = Self.kernelDrops(second, "ipv4", "unsolicited-synack")
         measured("armed flood: kernel drops \(Int(a)) then \(Int(b)) one second later (flood still running: \(stillRunning))")
@@ -109,7 +115,12 @@ struct KernelMetricsTests {
         let synacks = 2_000, rsts = 3_000
         _ = try lab.flood(.synack6, count: synacks, gap: "200us")
         _ = try lab.flood(.rst, count: rsts, gap: "100us")
-        usleep(300_000)
+        // Once every packet has been judged (the agent's queue drained): the counts are still.
+        _ = try settled {
+            let m = try Self.scrape(agent)
+            return [Self.kernelDrops(m, "ipv6", "unsolicited-synack"), Self.kernelDrops(m, "ipv4", "rst-rate-limit"),
+                    AgentProcess.value(m, "reflectguard_packets_received_total")]
+        }
         let m = try Self.scrape(agent)
         try Self.expectPromtoolClean(m, lab)
         let v6 = Self.kernelDrops(m, "ipv6", "unsolicited-synack")
@@ -132,7 +143,7 @@ struct KernelMetricsTests {
         try lab.exec(lab.router, "nft flush ruleset")
         try agent.waitForLog("\"event\":\"rules-reapplied\"", seconds: 10)
         _ = try lab.flood(.synack6, count: 100, gap: "200us")
-        usleep(300_000)
+        _ = try settled { try Self.nftCounter(lab, "drop_unsolicited_synack_v6") }
         let after = try Self.scrape(agent)
         let recreated = try Self.nftCounter(lab, "drop_unsolicited_synack_v6")
         #expect(recreated == 100, "the recreated table counts from 0")

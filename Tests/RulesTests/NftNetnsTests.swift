@@ -400,7 +400,10 @@ import TestSupport
             _ = n.exec(inet, ["python3", server, serverAddr, "\(connections)"], timeout: 40)
             serverDone.signal()
         }
-        usleep(300_000)   // the server binds
+        // The server listens before the client connects (polled: a sleep can be outlasted, and a
+        // connection refused would count as a lost legitimate one).
+        let listening = Date().addingTimeInterval(20)
+        while n.exec(inet, ["ss", "-Hltn", "sport = :8080"]).stdout.isEmpty && Date() < listening { usleep(50_000) }
         let spoofed = 5000
         let sender = try NetnsLab.script("sender", NetnsLab.senderScript)
         let floodDone = DispatchSemaphore(value: 0)

@@ -119,9 +119,8 @@ import TestSupport
         guard let capture = TestEnvironment.capture("sv_ipv4_options_syn.pcap") else {
             TestEnvironment.unavailable("no shared capture to score"); return
         }
-        let dir = FileManager.default.temporaryDirectory
-        for (name, body) in [("rgt-fixcli-huge.csv", "frame,label\n99999999999,legit\n"), ("rgt-fixcli-empty.csv", "")] {
-            let path = dir.appendingPathComponent(name).path
+        for (name, body) in [("huge.csv", "frame,label\n99999999999,legit\n"), ("empty.csv", "")] {
+            let path = TestEnvironment.temporaryPath(name)
             try body.write(toFile: path, atomically: true, encoding: .utf8)
             defer { try? FileManager.default.removeItem(atPath: path) }
             let r = try TestEnvironment.run(bin, ["score", capture, "--labels", path])

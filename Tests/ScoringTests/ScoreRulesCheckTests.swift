@@ -19,9 +19,8 @@ import TestSupport
         #expect(bad != shipped)
         let lineNo = bad.split(separator: "\n", omittingEmptySubsequences: false)
             .firstIndex(of: "\tbogus_keyword here")! + 1
-        let dir = FileManager.default.temporaryDirectory
-        let badPath = dir.appendingPathComponent("rgt-fixcli-bad.nft").path
-        let goodPath = dir.appendingPathComponent("rgt-fixcli-good.nft").path
+        let badPath = TestEnvironment.temporaryPath("bad.nft")
+        let goodPath = TestEnvironment.temporaryPath("good.nft")
         try bad.write(toFile: badPath, atomically: true, encoding: .utf8)
         try shipped.write(toFile: goodPath, atomically: true, encoding: .utf8)
         defer {

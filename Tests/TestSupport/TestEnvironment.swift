@@ -88,14 +88,20 @@ public enum TestEnvironment {
         return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
     }
 
-    /// A path for a temporary file `name` in this process's directory under the temporary
-    /// directory (`rg-tests-<pid>`), in a subdirectory per test target (from `fileID`), so the
-    /// targets' files of the same name do not meet when their tests run in parallel.
+    /// A fresh path for a temporary file `name`: in a new directory of its own (`mkdtemp`) under
+    /// this process's directory (`rg-tests-<pid>`) and this test target's (from `fileID`). Tests,
+    /// and the cases of a parameterised test, run in parallel: two that named the same file once
+    /// met in it, one reading the capture while the other rewrote it. A directory per call also
+    /// keeps a leftover of an earlier process with the same pid out of the way.
     public static func temporaryPath(_ name: String, fileID: String = #fileID) -> String {
         let module = fileID.split(separator: "/").first.map(String.init) ?? "tests"
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("rg-tests-\(getpid())")
             .appendingPathComponent(module)
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        return dir.appendingPathComponent(name).path
+        var template = Array((dir.path + "/XXXXXX").utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
+        // Without a directory of its own a test would share files again: better no test run at all.
+        precondition(made, "mkdtemp in \(dir.path): \(String(cString: strerror(errno)))")
+        return template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } + "/" + name
     }
 }

@@ -145,14 +145,28 @@ import XDPPath
     @Test func expiredArmingPasses() throws {
         guard let bpf = Self.loadPrograms() else { return }
         try bpf.setPrefixes("protected", [CIDR("198.18.2.0/24")!])
-        try bpf.arm(CIDR("198.18.2.0/24")!, timeout: 0.3)
         var frame: [UInt8] = []
         let spec = FrameSpec(source: IPAddress(v4: 198, 19, 0, 1), destination: IPAddress(v4: 198, 18, 2, 9),
                              sourcePort: 443, destinationPort: 40000, flags: [.syn, .ack], sequence: 1, acknowledgment: 2)
         let n = FrameBuilder.build(spec, into: &frame)
-        #expect(try bpf.testRun(.synackCheck, frame: Array(frame.prefix(n))) == BPFPrograms.xdpDrop)
-        usleep(400_000)
-        #expect(try bpf.testRun(.synackCheck, frame: Array(frame.prefix(n))) == BPFPrograms.xdpPass)
+        let armedAt = Date()
+        try bpf.arm(CIDR("198.18.2.0/24")!, timeout: 1)
+        let first = try bpf.testRun(.synackCheck, frame: Array(frame.prefix(n)))
+        // Dropping while armed is only asked of a check that ran inside the second: a loaded
+        // machine can stall a test longer than that.
+        if Date().timeIntervalSince(armedAt) < 1 {
+            #expect(first == BPFPrograms.xdpDrop)
+        } else {
+            print("note: the armed check ran after the entry's second; not judged")
+        }
+        // Passing once the time ran out: polled, 10 s at most, not slept on.
+        let deadline = Date().addingTimeInterval(10)
+        var last = first
+        while last != BPFPrograms.xdpPass && Date() < deadline {
+            usleep(50_000)
+            last = try bpf.testRun(.synackCheck, frame: Array(frame.prefix(n)))
+        }
+        #expect(last == BPFPrograms.xdpPass)
     }
 
     /// The embedded object was built from Sources/CBPF/reflectguard.bpf.c as they are now (scripts/embed-bpf.sh),
