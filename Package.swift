@@ -67,7 +67,8 @@ let package = Package(
         // pure Swift over Glibc. Debug builds let a test's SystemCallMock answer for the kernel.
         .target(name: "SystemCalls", swiftSettings: [.define("ENABLE_MOCKING", .when(configuration: .debug))]),
         .target(name: "Captures", dependencies: ["CPcap", "CZlib", "CZstd", "CLzma", "PacketParser", "SystemCalls"]),
-        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine", "SystemCalls"]),
+        // NFQueue for its NETLINK_NETFILTER socket opener, which Conntrack shares too.
+        .target(name: "NftBackend", dependencies: ["CNftables", "CProcessControl", "Rules", "VerdictEngine", "SystemCalls", "NFQueue"]),
         .target(name: "NFQueue", dependencies: ["CNetfilterQueue", "SystemCalls"]),
         // BGP Flowspec escalation: the policy (pure) and the gobgpd driver (its child process).
         .target(name: "Flowspec", dependencies: ["PacketParser", "VerdictEngine", "Rules", "CProcessControl", "SystemCalls"]),

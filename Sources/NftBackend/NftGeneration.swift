@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import NFQueue
 import SystemCalls
 
 /// The nftables ruleset's generation id (NFT_MSG_GETGEN): the kernel counts it up with every
@@ -11,7 +12,6 @@ import SystemCalls
 /// are no transactions and leave the id alone.
 final class NftGeneration {
     // <linux/netlink.h>, <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>.
-    private static let netlinkNetfilter: Int32 = 12     // NETLINK_NETFILTER
     private static let subsysNftables: UInt16 = 10      // NFNL_SUBSYS_NFTABLES
     private static let msgGetGen: UInt16 = 16           // NFT_MSG_GETGEN
     private static let msgNewGen: UInt16 = 15           // NFT_MSG_NEWGEN, the answer
@@ -49,21 +49,25 @@ final class NftGeneration {
     private static let requestFlag: UInt16 = 1          // NLM_F_REQUEST
     private static let dumpFlags: UInt16 = 0x300        // NLM_F_DUMP (ROOT | MATCH)
 
-    private let fd: Int32
+    /// Bytes of receive buffer: one dump answer at a time is read (at most 32 KiB a message,
+    /// `exchange`), so the kernel's default (net.core.rmem_default, 208 KiB) is plenty.
+    private static let receiveBufferBytes = 212_992
+
+    private let socket: NetlinkSocket
+    private var fd: Int32 { socket.fd }
     private var sequence: UInt32 = 0
 
     init() throws(NftError) {
         do throws(SystemCallError) {
-            fd = try syscallValue("socket") { socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Self.netlinkNetfilter) }
+            socket = try NetlinkSocket(receiveBufferBytes: Self.receiveBufferBytes) { fd in
+                // A kernel that never answers must not hang the watchdog.
+                var timeout = timeval(tv_sec: 1, tv_usec: 0)
+                _ = try? syscallValue("setsockopt(SO_RCVTIMEO)") {
+                    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                }
+            }
         } catch { throw Self.failure(error) }
-        // A kernel that never answers must not hang the watchdog.
-        var timeout = timeval(tv_sec: 1, tv_usec: 0)
-        _ = try? syscallValue("setsockopt(SO_RCVTIMEO)") { [fd] in
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        }
     }
-
-    deinit { close(fd) }
 
     /// The current generation id.
     func current() throws(NftError) -> UInt32 {

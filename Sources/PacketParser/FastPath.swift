@@ -107,6 +107,7 @@ enum FastPath {
         packet.ttl = byte(p, n &+ 7)
         packet.source = ipv6Address(p, n &+ 8)
         packet.destination = ipv6Address(p, n &+ 24)
+        packet.ipv4MappedInIPv6 = IPAddress.lanesAreV4(packet.source.lanes) || IPAddress.lanesAreV4(packet.destination.lanes)
         packet.networkOffset = UInt16(truncatingIfNeeded: n)
         return true
     }

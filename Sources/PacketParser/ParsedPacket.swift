@@ -21,6 +21,12 @@ public struct ParsedPacket: Equatable, Sendable {
     public var vlanTags: UInt8 = 0
     /// IPv4 TTL or IPv6 hop limit.
     public var ttl: UInt8 = 0
+    /// An IPv6 header whose source or destination is IPv4-mapped (`::ffff:a.b.c.d`). Stored as
+    /// they are, such addresses equal the IPv4 host's, so whatever keys state by address must
+    /// tell them apart by this flag: an IPv6 packet is not that host's traffic. RFC 4291
+    /// §2.5.5.2 keeps them off the wire, but Linux (6.18, checked in a namespace) routes such
+    /// packets either way and every netfilter hook sees them; only its TCP refuses a SYN from one.
+    public var ipv4MappedInIPv6: Bool = false
 
     public var source: IPAddress = .zero
     public var destination: IPAddress = .zero

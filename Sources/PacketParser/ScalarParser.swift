@@ -140,6 +140,7 @@ public enum ScalarParser {
         packet.ttl = byte(p, n + 7)
         packet.source = ipv6Address(p, n + 8)
         packet.destination = ipv6Address(p, n + 24)
+        packet.ipv4MappedInIPv6 = packet.source.isIPv4Mapped || packet.destination.isIPv4Mapped
         let payloadLength = Int(be16(p, n + 4))
         // Payload length 0 is a jumbogram (RFC 2675) or a lie; either way the capture is all
         // there is to go by.

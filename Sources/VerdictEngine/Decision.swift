@@ -63,6 +63,14 @@ public enum Reason: String, Sendable, CaseIterable {
     /// since: its window is unknown, so the RST is dropped until the protected side's next
     /// packet teaches it (a real peer's RST answers that packet, exact).
     case rstUnverified = "rst-unverified"
+    /// An IPv6 packet to a protected host with an IPv4-mapped source or destination
+    /// (`::ffff:a.b.c.d`): no real flow has one (RFC 4291 §2.5.5.2; a Linux host's TCP never
+    /// sends to one over IPv6), so none is tracked to be answered. Dropped,
+    /// without touching the IPv4 host's state its address would alias.
+    case ipv4Mapped = "ipv4-mapped"
+    /// The same packet sent by a protected host: accepted, and tracked nowhere, so it seeds no
+    /// IPv4 flow.
+    case ipv4MappedSent = "ipv4-mapped-sent"
 
     public var token: String { rawValue }
 }

@@ -247,6 +247,12 @@ public final class Engine {
     /// accepted with a reason, so they are counted).
     public static func wouldQueue(_ packet: ParsedPacket, policy: Policy, side: Side = .unknown) -> Bool {
         guard packet.hasTCP else { return false }
+        if packet.ipv4MappedInIPv6 {
+            let srcP = policy.protected.containsAsIPv6(packet.source)
+            return queues(packet.flags, sourceProtected: srcP,
+                          destinationProtected: policy.protected.containsAsIPv6(packet.destination), track: policy.track)
+                ?? (srcP || policy.guards(packet))
+        }
         return queues(packet.flags, sourceProtected: policy.protected.contains(packet.source),
                       destinationProtected: policy.protected.contains(packet.destination), track: policy.track)
             ?? policy.guards(packet)
@@ -274,6 +280,7 @@ public final class Engine {
     /// them at start). The two differ only when one of them is full.
     public func wouldQueue(_ packet: ParsedPacket, at now: Nanoseconds, side: Side = .unknown) -> Bool {
         guard packet.hasTCP else { return false }
+        if packet.ipv4MappedInIPv6 { return queuedMappedInIPv6(packet) }
         let srcP = tuning.pointee.protected.contains(packet.source)
         return Engine.queues(packet.flags, sourceProtected: srcP, destinationProtected: tuning.pointee.protected.contains(packet.destination),
                              track: tuning.pointee.track) ?? queuedByFlow(packet, sourceProtected: srcP, now: now)
@@ -320,6 +327,8 @@ public final class Engine {
         // padding the data offset. `packets.malformed` still counts it.
         if !p.hasTCP {
             d = unjudged(p, now: now, side: side, observed: observed)
+        } else if p.ipv4MappedInIPv6 {
+            d = mappedInIPv6(p, now: now, side: side, observed: observed)
         } else {
             let srcP = tuning.pointee.protected.contains(p.source)
             let dstP = tuning.pointee.protected.contains(p.destination)
@@ -403,6 +412,7 @@ public final class Engine {
     /// accepted: it cannot be tracked, but it is the protected side's own packet.
     @inline(never)
     private func unreadable(_ p: ParsedPacket, now: Nanoseconds, side: Side) -> Decision {
+        if p.ipv4MappedInIPv6 { return mappedInIPv6(p, now: now, side: side, observed: false) }
         let srcP = tuning.pointee.protected.contains(p.source)
         guard tuning.pointee.protected.contains(p.destination) || srcP else { return Decision(.accept, .notProtected) }
         let ms = Engine.msTime(now)
@@ -412,6 +422,42 @@ public final class Engine {
         let d = drop(.unreadableHeader, p)
         if d.verdict == .drop { noteDrop(p.destination, ms, now: now) }
         return d
+    }
+
+    /// An IPv6 packet with an IPv4-mapped source or destination (`::ffff:a.b.c.d`). Stored,
+    /// such an address equals the IPv4 host's, and flows, RST budgets and arming are keyed by
+    /// address: so the packet is judged here, on the IPv6 prefixes alone (as nft matches an IPv6
+    /// header against the `6` sets only), and touches no state. No real flow carries such an
+    /// address (RFC 4291 §2.5.5.2; Linux's TCP refuses a SYN from one and never sends to one
+    /// over IPv6, though its IP layer routes them and the rules may queue them), so nothing is
+    /// kept for one, and one to a protected host is dropped, not counted towards arming, whose
+    /// budgets would be the IPv4 host's. One a protected host sends is accepted and tracked
+    /// nowhere, so it cannot make a later IPv4 packet look solicited.
+    /// `decide` judges one whose TCP header it cannot read the same way (`unreadable`): the
+    /// verdict needs only the direction.
+    @inline(never)
+    private func mappedInIPv6(_ p: ParsedPacket, now: Nanoseconds, side: Side, observed: Bool) -> Decision {
+        let srcP = tuning.pointee.protected.containsAsIPv6(p.source)
+        guard srcP || tuning.pointee.protected.containsAsIPv6(p.destination) else { return Decision(.accept, .notProtected) }
+        if observed && !queuedMappedInIPv6(p) { return Decision(.accept, .notQueued) }
+        let ms = Engine.msTime(now)
+        if ms / 1000 != hot.pointee.lastTickSecond { tick(ms) }
+        if srcP && side != .outside { return Decision(.accept, .ipv4MappedSent) }
+        if !tuning.pointee.allowlist.isEmpty,
+           tuning.pointee.allowlist.containsAsIPv6(p.source) || tuning.pointee.allowlist.containsAsIPv6(p.destination) {
+            return Decision(.accept, .allowlisted)
+        }
+        return Decision(.drop, srcP ? .spoofedSource : .ipv4Mapped)
+    }
+
+    /// `wouldQueue(_:at:)` for `mappedInIPv6`'s packets. Where the flow decides, the learn rule
+    /// is taken to queue every packet a protected host sends: no flow of theirs is ever kept. The
+    /// kernel's learn set queues only one a `learn_interval`, so `score` may call a later one
+    /// `ipv4-mapped-sent` where `run` never saw it; both accept it.
+    private func queuedMappedInIPv6(_ p: ParsedPacket) -> Bool {
+        let srcP = tuning.pointee.protected.containsAsIPv6(p.source)
+        return Engine.queues(p.flags, sourceProtected: srcP, destinationProtected: tuning.pointee.protected.containsAsIPv6(p.destination),
+                             track: tuning.pointee.track) ?? (srcP || guarded(p))
     }
 
     public var stats: EngineStats {

@@ -107,6 +107,14 @@ public struct PrefixSet: Sendable, Equatable {
             }
         }
     }
+
+    /// `contains` for an address read from an IPv6 header: IPv6 prefixes only (see
+    /// `PrefixMatcher.containsAsIPv6`).
+    public func containsAsIPv6(_ a: IPAddress) -> Bool {
+        lanes.other.withUnsafeBufferPointer { other in
+            PrefixLanes.index(of: a, v4: UnsafeBufferPointer(start: nil, count: 0), other: other, otherCoversV4: true) >= 0
+        }
+    }
 }
 
 public enum Mode: String, Sendable, CaseIterable {

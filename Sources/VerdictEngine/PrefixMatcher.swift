@@ -86,4 +86,12 @@ struct PrefixMatcher: ~Copyable {
 
     @inline(__always)
     func contains(_ a: IPAddress) -> Bool { index(of: a) >= 0 }
+
+    /// Whether an address read from an IPv6 header lies in one of the IPv6 prefixes. An
+    /// IPv4-mapped one there is not the IPv4 host: nft matches an IPv6 header against the `6`
+    /// sets only, so the IPv4 prefixes are skipped.
+    func containsAsIPv6(_ a: IPAddress) -> Bool {
+        PrefixLanes.index(of: a, v4: UnsafeBufferPointer(start: nil, count: 0),
+                          other: UnsafeBufferPointer(start: other.base, count: other.count), otherCoversV4: true) >= 0
+    }
 }

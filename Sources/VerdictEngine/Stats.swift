@@ -98,7 +98,9 @@ extension Reason {
         case .stateAwaited: return 27
         case .conntrackMissAccepted: return 28
         case .rstUnverified: return 29
+        case .ipv4Mapped: return 30
+        case .ipv4MappedSent: return 31
         }
     }
-    public static let ordinalCount = 30
+    public static let ordinalCount = 32
 }

@@ -29,7 +29,7 @@ public enum FuzzInvariants {
     /// (an allowlisted drop becomes an accept with its own reason).
     public static let dropReasons: Set<Reason> = [
         .unsolicitedSynack, .synackScoreDrop, .rstOutOfWindow, .rstRateLimit, .backscatterRateLimit,
-        .spoofedSource, .unreadableHeader,
+        .spoofedSource, .unreadableHeader, .ipv4Mapped,
     ]
 
     /// Reasons `decideObserved` gives packets the rules would never queue.
@@ -182,7 +182,8 @@ public enum FuzzInvariants {
             failures.append("\(at): wouldQueue \(queued) but reason \(d.reason.token)")
         }
         if packet.hasTCP && pastCopy && queued && d.reason != .malformed && d.reason != .unreadableHeader
-            && d.reason != .allowlisted && d.reason != .spoofedSource {
+            && d.reason != .allowlisted && d.reason != .spoofedSource
+            && d.reason != .ipv4Mapped && d.reason != .ipv4MappedSent {
             failures.append("\(at): header past the copy range decided \(d.reason.token)")
         }
     }
